@@ -1,0 +1,1 @@
+"""SafeCity api slice."""

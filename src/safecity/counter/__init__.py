@@ -1,0 +1,1 @@
+"""SafeCity counter slice."""

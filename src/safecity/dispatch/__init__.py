@@ -1,0 +1,1 @@
+"""SafeCity dispatch slice."""

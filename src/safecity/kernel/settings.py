@@ -1,0 +1,142 @@
+"""Settings from the environment (`SAFECITY_...`, nested with `__`) and a TOML file; unknown keys are errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Role = Literal["community", "town", "district"]
+
+# Development-only key so the embedded demo runs with no set-up; `safecity serve` warns when it is in use.
+DEV_PSEUDONYM_KEY = "safecity-dev-pseudonym-key-change-me"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    """Where state lives."""
+
+    url: str = Field(
+        "sqlite+aiosqlite:///./var/safecity.db", description="SQLAlchemy async URL (SQLite or PostgreSQL)."
+    )
+    commit_interval_ms: int = Field(
+        100, ge=1, le=1000, description="Group-commit: longest wait before a commit."
+    )
+    commit_max_rows: int = Field(2000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
+
+
+class BusSettings(_Section):
+    """Which bus carries messages."""
+
+    kind: Literal["memory", "nats"] = Field("memory", description="In-process bus, or NATS JetStream.")
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL when kind is 'nats'.")
+    stream: str = Field("SAFECITY", description="JetStream stream name.")
+    queue_size: int = Field(10_000, ge=10, description="Bounded queue per subscriber (in-process bus).")
+
+
+class MqttSettings(_Section):
+    """The device broker."""
+
+    enabled: bool = Field(False, description="Subscribe to device topics on the broker.")
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    topic_prefix: str = Field(
+        "safecity", description="Device topics are <prefix>/<community>/<kind>/<device>."
+    )
+    shared_group: str | None = Field(
+        None, description="MQTT 5 shared-subscription group, to spread load over several workers."
+    )
+    client_id: str = Field("safecity-ingest", description="Client id (persistent session).")
+    qos: Literal[0, 1] = Field(1, description="Subscription QoS.")
+    frigate: bool = Field(True, description="Also subscribe to frigate/events and frigate/reviews.")
+
+
+class IngestSettings(_Section):
+    """Limits at the edge."""
+
+    max_payload_bytes: int = Field(65_536, ge=256, description="Larger messages are dead-lettered.")
+    max_future_s: float = Field(300.0, ge=0, description="Events dated further ahead than this are rejected.")
+    max_past_s: float = Field(7 * 86_400.0, ge=0, description="Events older than this are rejected.")
+    dead_letter_raw_bytes: int = Field(4096, ge=0, description="Raw bytes kept with a dead letter.")
+    heartbeat_timeout_s: float = Field(
+        300.0, gt=0, description="Default: a device is offline after this silence."
+    )
+
+
+class HttpSettings(_Section):
+    """The HTTP API."""
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8700, ge=0, le=65535, description="Bind port.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+
+
+class SecuritySettings(_Section):
+    """Secrets."""
+
+    pseudonym_key: SecretStr = Field(
+        SecretStr(DEV_PSEUDONYM_KEY), description="HMAC key that pseudonymizes personal fields (plates)."
+    )
+    bootstrap_admin_key: SecretStr | None = Field(
+        None, description="If set, an admin API key with this value is ensured at start-up."
+    )
+
+
+class Settings(BaseSettings):
+    """All settings of one SafeCity node."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAFECITY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    role: Role = Field("district", description="Tier of this node: community, town or district.")
+    node_id: str = Field(
+        "jiading-hub", description="Name of this node, stamped as the source of its messages."
+    )
+    locale: Literal["zh-CN", "en"] = Field("zh-CN", description="Default language of messages.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_json: bool = Field(True, description="JSON logs (false: console renderer).")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: explicit arguments, then environment, then the TOML file named by SAFECITY_CONFIG."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("SAFECITY_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Load settings, optionally from a TOML file; raises pydantic's ValidationError on unknown or bad keys."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"settings file {config_file} does not exist")
+        os.environ["SAFECITY_CONFIG"] = str(config_file)
+    return Settings(**overrides)  # type: ignore[arg-type]

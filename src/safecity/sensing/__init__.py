@@ -1,0 +1,1 @@
+"""SafeCity sensing slice."""
