@@ -30,9 +30,7 @@ class Metrics:
             registry=r,
         )
         self.stored = Counter("safecity_events_stored", "Events committed to the event store.", registry=r)
-        self.bus_lag = Gauge(
-            "safecity_bus_lag", "Messages waiting per bus subscription.", ["subscription"], registry=r
-        )
+        self.bus_lag = Gauge("safecity_bus_lag", "Messages waiting per bus subscription.", ["subscription"], registry=r)
         self.commit_rows = Histogram(
             "safecity_writer_commit_rows",
             "Rows per group commit.",
@@ -45,9 +43,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
-        self.devices_offline = Counter(
-            "safecity_devices_offline", "device.offline events raised.", registry=r
-        )
+        self.devices_offline = Counter("safecity_devices_offline", "device.offline events raised.", registry=r)
 
     def render(self) -> bytes:
         """Return the text exposition format."""

@@ -30,9 +30,7 @@ class DatabaseSettings(_Section):
     url: str = Field(
         "sqlite+aiosqlite:///./var/safecity.db", description="SQLAlchemy async URL (SQLite or PostgreSQL)."
     )
-    commit_interval_ms: int = Field(
-        100, ge=1, le=1000, description="Group-commit: longest wait before a commit."
-    )
+    commit_interval_ms: int = Field(100, ge=1, le=1000, description="Group-commit: longest wait before a commit.")
     commit_max_rows: int = Field(2000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
 
 
@@ -51,9 +49,7 @@ class MqttSettings(_Section):
     enabled: bool = Field(False, description="Subscribe to device topics on the broker.")
     host: str = Field("127.0.0.1", description="Broker host.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port.")
-    topic_prefix: str = Field(
-        "safecity", description="Device topics are <prefix>/<community>/<kind>/<device>."
-    )
+    topic_prefix: str = Field("safecity", description="Device topics are <prefix>/<community>/<kind>/<device>.")
     shared_group: str | None = Field(
         None, description="MQTT 5 shared-subscription group, to spread load over several workers."
     )
@@ -69,9 +65,7 @@ class IngestSettings(_Section):
     max_future_s: float = Field(300.0, ge=0, description="Events dated further ahead than this are rejected.")
     max_past_s: float = Field(7 * 86_400.0, ge=0, description="Events older than this are rejected.")
     dead_letter_raw_bytes: int = Field(4096, ge=0, description="Raw bytes kept with a dead letter.")
-    heartbeat_timeout_s: float = Field(
-        300.0, gt=0, description="Default: a device is offline after this silence."
-    )
+    heartbeat_timeout_s: float = Field(300.0, gt=0, description="Default: a device is offline after this silence.")
 
 
 class HttpSettings(_Section):
@@ -103,9 +97,7 @@ class Settings(BaseSettings):
     )
 
     role: Role = Field("district", description="Tier of this node: community, town or district.")
-    node_id: str = Field(
-        "jiading-hub", description="Name of this node, stamped as the source of its messages."
-    )
+    node_id: str = Field("jiading-hub", description="Name of this node, stamped as the source of its messages.")
     locale: Literal["zh-CN", "en"] = Field("zh-CN", description="Default language of messages.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (false: console renderer).")

@@ -86,9 +86,9 @@ class SensorEvent(Payload):
     lat: float | None = None
     value: float | None = None
     state: str | None = None
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
     # Pseudonymized personal fields: name -> keyed HMAC (hex). Never the clear value.
-    pseudonyms: dict[str, str] = {}
+    pseudonyms: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class DeviceOffline(Payload):
@@ -116,9 +116,7 @@ def event_key(kind: EventKind) -> EventKey[SensorEvent]:
     return EVENT_KEYS[kind]
 
 
-EVENT_KEYS: dict[EventKind, EventKey[SensorEvent]] = {
-    k: EventKey(f"event.{k.value}", SensorEvent) for k in EventKind
-}
+EVENT_KEYS: dict[EventKind, EventKey[SensorEvent]] = {k: EventKey(f"event.{k.value}", SensorEvent) for k in EventKind}
 register_prefix("event", SensorEvent)
 DEVICE_OFFLINE: EventKey[DeviceOffline] = EventKey("device.offline", DeviceOffline)
 DEAD_LETTERED: EventKey[DeadLettered] = EventKey("deadletter.recorded", DeadLettered)
