@@ -1,0 +1,121 @@
+"""The relational schema (SQLAlchemy 2 Core), shared by SQLite and PostgreSQL. Alembic revisions follow it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# Stable constraint names, so migrations are identical on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+TS = DateTime(timezone=True)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(26), primary_key=True, comment="Envelope id (time-sortable)."),
+    Column("key", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("device_id", String(128), nullable=False),
+    Column("message_id", String(128), nullable=True, comment="Sender's own id; (device_id, message_id) is unique."),
+    Column("occurred_at", TS, nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("stored_at", TS, nullable=False),
+    Column("town", String(64)),
+    Column("community", String(64)),
+    Column("building", String(64)),
+    Column("device_kind", String(32)),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("value", Float),
+    Column("state", String(64)),
+    Column("data", JSON, nullable=False),
+    Column("pseudonyms", JSON, nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("correlation_id", String(64), nullable=False),
+    Column("hops", JSON, nullable=False),
+)
+Index("ix_events_occurred_at", events.c.occurred_at)
+Index("ix_events_kind_occurred_at", events.c.kind, events.c.occurred_at)
+Index("ix_events_building_occurred_at", events.c.building, events.c.occurred_at)
+Index("ix_events_device_id_occurred_at", events.c.device_id, events.c.occurred_at)
+Index(
+    "uq_events_device_message",
+    events.c.device_id,
+    events.c.message_id,
+    unique=True,
+    sqlite_where=events.c.message_id.isnot(None),
+    postgresql_where=events.c.message_id.isnot(None),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("received_at", TS, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("source", String(128), nullable=False),
+    Column("topic", String(512)),
+    Column("device_id", String(128)),
+    Column("kind", String(32)),
+    Column("raw", LargeBinary, nullable=False, comment="Raw bytes, cut at the configured cap."),
+    Column("raw_size", Integer, nullable=False, comment="Size of the raw input before the cut."),
+)
+Index("ix_dead_letters_received_at", dead_letters.c.received_at)
+Index("ix_dead_letters_reason", dead_letters.c.reason)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(128), primary_key=True, comment="The device's own id, as in its topic."),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("town", String(64)),
+    Column("community", String(64)),
+    Column("building", String(64)),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("owner", String(200)),
+    Column("status", String(16), nullable=False),
+    Column("heartbeat_s", Float, comment="Expected heartbeat interval; null: the default applies."),
+    Column("last_seen", TS),
+    Column("attributes", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_devices_kind", devices.c.kind)
+Index("ix_devices_community", devices.c.community)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("prefix", String(12), nullable=False, comment="First characters of the key, to recognise it."),
+    Column("key_hash", String(64), nullable=False, unique=True, comment="SHA-256 of the key; the key is never stored."),
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Column("last_used_at", TS),
+)
