@@ -1,0 +1,161 @@
+"""Read tagged events and dead letters."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from safecity.api.auth import Principal, require
+from safecity.kernel.errors import NotFound
+from safecity.sensing.model import DeadLetterReason, EventKind
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+READERS = ("operator", "dispatcher", "responder")
+
+
+class EventOut(BaseModel):
+    """A stored, tagged event."""
+
+    id: str
+    key: str
+    kind: str
+    device_id: str
+    message_id: str | None
+    occurred_at: datetime
+    received_at: datetime
+    stored_at: datetime
+    town: str | None
+    community: str | None
+    building: str | None
+    device_kind: str | None
+    lon: float | None
+    lat: float | None
+    value: float | None
+    state: str | None
+    data: dict[str, Any]
+    pseudonyms: dict[str, str] = Field(description="Personal fields as keyed HMACs; never the clear value.")
+    source: str
+    tier: str
+    correlation_id: str
+    hops: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    """A page of events, newest first; pass `next_after` as `after_id` for the next page."""
+
+    items: list[EventOut]
+    next_after: str | None
+
+
+class DeadLetterOut(BaseModel):
+    """A refused input with its reason."""
+
+    id: str
+    received_at: datetime
+    reason: str
+    detail: str
+    source: str
+    topic: str | None
+    device_id: str | None
+    kind: str | None
+    raw_size: int
+    raw_base64: str = Field(description="Raw bytes (cut at the configured cap), base64.")
+
+
+class DeadLetterPage(BaseModel):
+    """A page of dead letters, newest first."""
+
+    items: list[DeadLetterOut]
+    next_after: str | None
+    counts: dict[str, int] = Field(description="All dead letters by reason.")
+
+
+@router.get("/events", response_model=EventPage, summary="List stored events")
+async def list_events(
+    request: Request,
+    _: Annotated[Principal, Depends(require(*READERS))],
+    kind: EventKind | None = None,
+    device_id: str | None = None,
+    town: str | None = None,
+    community: str | None = None,
+    building: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_id: Annotated[str | None, Query(max_length=26)] = None,
+) -> EventPage:
+    """Filter by kind, device or place and time; keyset pagination by id."""
+    rows = await request.app.state.runtime.events.list(
+        kind=kind.value if kind else None,
+        device_id=device_id,
+        town=town,
+        community=community,
+        building=building,
+        since=since,
+        until=until,
+        limit=limit,
+        after_id=after_id,
+    )
+    items = [EventOut.model_validate(r) for r in rows]
+    return EventPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/events/counts", response_model=dict[str, int], summary="Stored events by kind")
+async def event_counts(request: Request, _: Annotated[Principal, Depends(require(*READERS))]) -> dict[str, int]:
+    """Counts of stored events per kind."""
+    counts: dict[str, int] = await request.app.state.runtime.events.count_by_kind()
+    return counts
+
+
+@router.get("/events/{event_id}", response_model=EventOut, summary="One stored event")
+async def get_event(request: Request, event_id: str, _: Annotated[Principal, Depends(require(*READERS))]) -> EventOut:
+    """Return one event by id."""
+    row = await request.app.state.runtime.events.get(event_id)
+    if row is None:
+        raise NotFound(what="event", id=event_id)
+    return EventOut.model_validate(row)
+
+
+def _dead_letter(row: dict[str, Any]) -> DeadLetterOut:
+    return DeadLetterOut(
+        **{
+            k: row[k]
+            for k in ("id", "received_at", "reason", "detail", "source", "topic", "device_id", "kind", "raw_size")
+        },
+        raw_base64=base64.b64encode(row["raw"]).decode(),
+    )
+
+
+@router.get("/dead-letters", response_model=DeadLetterPage, summary="List dead letters")
+async def list_dead_letters(
+    request: Request,
+    _: Annotated[Principal, Depends(require("operator"))],
+    reason: DeadLetterReason | None = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_id: Annotated[str | None, Query(max_length=26)] = None,
+) -> DeadLetterPage:
+    """Refused inputs with their reasons and raw bytes, newest first."""
+    runtime = request.app.state.runtime
+    rows = await runtime.dead_letter_repo.list(
+        reason=reason.value if reason else None, since=since, limit=limit, after_id=after_id
+    )
+    items = [_dead_letter(r) for r in rows]
+    counts = await runtime.dead_letter_repo.count_by_reason()
+    return DeadLetterPage(items=items, next_after=items[-1].id if len(items) == limit else None, counts=counts)
+
+
+@router.get("/dead-letters/{dead_letter_id}", response_model=DeadLetterOut, summary="One dead letter")
+async def get_dead_letter(
+    request: Request, dead_letter_id: str, _: Annotated[Principal, Depends(require("operator"))]
+) -> DeadLetterOut:
+    """Return one dead letter by id."""
+    row = await request.app.state.runtime.dead_letter_repo.get(dead_letter_id)
+    if row is None:
+        raise NotFound(what="dead letter", id=dead_letter_id)
+    return _dead_letter(row)

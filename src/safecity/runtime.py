@@ -1,0 +1,205 @@
+"""The running node: builds every component from settings, starts the background loops, stops them in order.
+
+`Runtime` is what the API, the CLI and the demo hold on to. It wires slices together; the slices themselves only
+talk over the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from safecity.kernel import clock
+from safecity.kernel.bus import Bus, MemoryBus, Subscription
+from safecity.kernel.envelope import Envelope, make_envelope
+from safecity.kernel.metrics import Metrics
+from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
+from safecity.sensing.deadletters import DeadLetterService
+from safecity.sensing.device_service import DeviceService
+from safecity.sensing.health import HealthMonitor
+from safecity.sensing.model import DEVICE_OFFLINE, DeviceKind, DeviceOffline, Tags
+from safecity.sensing.mqtt import MqttIngest, TopicIngest
+from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
+from safecity.sensing.pseudonym import Pseudonymizer
+from safecity.sharing.keys import KeyService
+from safecity.store.deadletters import DeadLetterRepo
+from safecity.store.engine import create_engine, ping, upgrade
+from safecity.store.events import EventRepo
+from safecity.store.writer import EventWriter
+
+log = structlog.get_logger(__name__)
+
+
+def make_bus(settings: Settings) -> Bus:
+    """Build the bus the settings ask for."""
+    if settings.bus.kind == "nats":
+        from safecity.kernel.bus_nats import NatsBus
+
+        return NatsBus(settings.bus.nats_url, stream=settings.bus.stream)
+    return MemoryBus()
+
+
+class Runtime:
+    """All components of one node."""
+
+    def __init__(self, settings: Settings, *, tagger: PlaceTagger | None = None, migrate: bool = True) -> None:
+        self.settings = settings
+        self.migrate = migrate
+        self.metrics = Metrics()
+        self.bus: Bus = make_bus(settings)
+        self.engine = create_engine(settings.database.url)
+        self.events = EventRepo(self.engine)
+        self.devices = DeviceService(self.engine)
+        self.keys = KeyService(self.engine)
+        self.dead_letter_repo = DeadLetterRepo(self.engine)
+        self.dead_letters = DeadLetterService(
+            self.dead_letter_repo,
+            self.bus,
+            raw_cap=settings.ingest.dead_letter_raw_bytes,
+            source=settings.node_id,
+            tier=settings.role,
+        )
+        self.writer = EventWriter(
+            self.engine,
+            interval_ms=settings.database.commit_interval_ms,
+            max_rows=settings.database.commit_max_rows,
+            metrics=self.metrics,
+        )
+        self.health = HealthMonitor(self._device_offline)
+        key = settings.security.pseudonym_key.get_secret_value().encode()
+        self.pipeline = IngestPipeline(
+            bus=self.bus,
+            devices=self.devices.index,
+            dead_letters=self.dead_letters,
+            pseudonymize=Pseudonymizer(key),
+            settings=settings.ingest,
+            metrics=self.metrics,
+            tagger=tagger,
+            health=self.health,
+            node_id=settings.node_id,
+            tier=settings.role,
+        )
+        self.mqtt: MqttIngest | None = (
+            MqttIngest(settings.mqtt, self.pipeline, source=f"mqtt:{settings.mqtt.host}:{settings.mqtt.port}")
+            if settings.mqtt.enabled
+            else None
+        )
+        # The same topic routing as the MQTT adapter, for in-process senders (the demo's simulator).
+        self.topics = TopicIngest(self.pipeline, prefix=settings.mqtt.topic_prefix, source="sim")
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._subs: list[Subscription] = []
+        self.started = False
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a background loop owned by the runtime (cancelled on stop, failures logged)."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
+
+    async def start(self) -> None:
+        """Migrate the database, connect the bus, load caches and start every loop."""
+        if self.started:
+            return
+        if self.settings.security.pseudonym_key.get_secret_value() == DEV_PSEUDONYM_KEY:
+            log.warning("dev_pseudonym_key_in_use", hint="set SAFECITY_SECURITY__PSEUDONYM_KEY for production")
+        if self.migrate:
+            await upgrade(self.settings.database.url)
+        await self.bus.start()
+        await self.devices.load_index()
+        bootstrap = self.settings.security.bootstrap_admin_key
+        if bootstrap is not None:
+            await self.keys.ensure(bootstrap.get_secret_value(), role="admin", name="bootstrap admin")
+        await self.writer.start()
+        await self.dead_letters.start()
+        self._subs.append(await self.bus.subscribe("event.>", self._store_event, durable="store-writer"))
+        self.track_devices()
+        self.spawn(self.health.run(), "device-health")
+        if self.mqtt is not None:
+            self.spawn(self.mqtt.run(), "mqtt-ingest")
+        self.started = True
+        log.info("runtime_started", role=self.settings.role, node=self.settings.node_id, bus=self.settings.bus.kind)
+
+    async def mqtt_route(self, topic: str, payload: bytes) -> None:
+        """Ingest one message as if it had arrived on `topic` over MQTT."""
+        await self.topics.handle(topic, payload)
+
+    def track_devices(self) -> None:
+        """Watch the heartbeat of every active device in the registry."""
+        default = self.settings.ingest.heartbeat_timeout_s
+        for device_id, info in self.devices.index.items():
+            if info.status in ("active", "offline"):
+                self.health.track(device_id, info.heartbeat_s or default, info.last_seen)
+
+    async def _store_event(self, envelope: Envelope) -> None:
+        await self.writer.add(envelope)
+
+    async def _device_offline(self, device_id: str, last_seen: datetime | None, deadline: datetime) -> None:
+        info = self.devices.index.get(device_id)
+        if info is None:
+            return
+        payload = DeviceOffline(
+            device_id=device_id,
+            kind=DeviceKind(info.kind),
+            tags=Tags(town=info.town, community=info.community, building=info.building, device_kind=info.kind),
+            last_seen=last_seen,
+            deadline=deadline,
+        )
+        envelope = make_envelope(DEVICE_OFFLINE, payload, source=self.settings.node_id, tier=self.settings.role)
+        await self.bus.publish(envelope)
+        self.metrics.devices_offline.inc()
+        log.info("device_offline", device_id=device_id, late_ms=(clock.now() - deadline).total_seconds() * 1000)
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness of each dependency."""
+        checks = {"database": await ping(self.engine), "bus": await self.bus.healthy()}
+        if self.mqtt is not None:
+            checks["broker"] = self.mqtt.connected.is_set()
+        return checks
+
+    async def stop(self) -> None:
+        """Stop loops, flush buffers, disconnect."""
+        if not self.started:
+            await self.engine.dispose()
+            return
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if isinstance(self.bus, MemoryBus):
+            await self.bus.drain()
+        for sub in self._subs:
+            await sub.stop()
+        self._subs.clear()
+        await self.writer.close()
+        await self.dead_letters.stop()
+        await self.bus.close()
+        await self.engine.dispose()
+        self.started = False
+        log.info("runtime_stopped")
+
+    def update_lag_metrics(self) -> None:
+        """Copy the bus's per-subscription backlog into the metrics gauge."""
+        lag = getattr(self.bus, "lag", None)
+        if callable(lag):
+            for name, pending in lag().items():
+                self.metrics.bus_lag.labels(name).set(pending)
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,112 @@
+"""Device health: a missed heartbeat raises `device.offline` within a second of its deadline.
+
+No periodic sweep over all devices: each device's deadline lives in a dict, and a heap holds at most one entry per
+device. An event only moves the dict's deadline (O(1)); when a heap entry comes due and the device has been seen
+since, it is re-armed at its new deadline. The loop sleeps until the earliest deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from safecity.kernel import clock
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Watch:
+    interval_s: float
+    last_seen: datetime | None
+    deadline: datetime
+    offline: bool = False
+
+
+OfflineHandler = Callable[[str, datetime | None, datetime], Awaitable[None]]
+
+
+class HealthMonitor:
+    """Tracks heartbeat deadlines of devices and calls `on_offline(device_id, last_seen, deadline)` when one passes."""
+
+    def __init__(self, on_offline: OfflineHandler, *, now: Callable[[], datetime] = clock.now) -> None:
+        self._on_offline = on_offline
+        self._now = now
+        self._watches: dict[str, _Watch] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        self._wake = asyncio.Event()
+        self.raised = 0
+
+    def track(self, device_id: str, interval_s: float, last_seen: datetime | None = None) -> None:
+        """Start (or restart) watching a device that should report at least every `interval_s` seconds."""
+        base = last_seen or self._now()
+        deadline = base + timedelta(seconds=interval_s)
+        self._watches[device_id] = _Watch(interval_s, last_seen, deadline)
+        self._push(deadline, device_id)
+
+    def untrack(self, device_id: str) -> None:
+        """Stop watching a device (retired, deleted); its heap entry is dropped lazily."""
+        self._watches.pop(device_id, None)
+
+    def seen(self, device_id: str, at: datetime) -> bool:
+        """Record that a device reported; returns True when it was offline and is back."""
+        watch = self._watches.get(device_id)
+        if watch is None:
+            return False
+        if watch.last_seen is not None and at <= watch.last_seen:
+            return False
+        watch.last_seen = at
+        watch.deadline = at + timedelta(seconds=watch.interval_s)
+        if watch.offline:
+            watch.offline = False
+            self._push(watch.deadline, device_id)
+            return True
+        return False
+
+    def last_seen(self) -> dict[str, datetime]:
+        """Last report time of every tracked device that has reported."""
+        return {d: w.last_seen for d, w in self._watches.items() if w.last_seen is not None}
+
+    def is_offline(self, device_id: str) -> bool:
+        """Whether a tracked device is currently past its deadline."""
+        watch = self._watches.get(device_id)
+        return bool(watch and watch.offline)
+
+    def _push(self, deadline: datetime, device_id: str) -> None:
+        if not self._heap or deadline < self._heap[0][0]:
+            self._wake.set()
+        heapq.heappush(self._heap, (deadline, device_id))
+
+    async def run(self) -> None:
+        """Fire offline callbacks as deadlines pass; runs until cancelled."""
+        while True:
+            self._wake.clear()
+            if not self._heap:
+                await self._wake.wait()
+                continue
+            due, device_id = self._heap[0]
+            delay = (due - self._now()).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 60.0))
+                continue
+            heapq.heappop(self._heap)
+            watch = self._watches.get(device_id)
+            if watch is None or watch.offline:
+                continue
+            if watch.deadline > due:
+                # Seen since this entry was armed: re-arm at the new deadline (lazy, one entry per device).
+                heapq.heappush(self._heap, (watch.deadline, device_id))
+                continue
+            watch.offline = True
+            self.raised += 1
+            try:
+                await self._on_offline(device_id, watch.last_seen, watch.deadline)
+            except Exception:
+                log.exception("device_offline_handler_failed", device_id=device_id)

@@ -1,0 +1,303 @@
+"""The ingest pipeline: raw bytes -> normalize -> validate -> pseudonymize -> tag -> publish `event.<kind>`.
+
+Every refusal becomes a dead letter with its reason and the raw bytes; nothing else is lost and the caller goes on.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from safecity.kernel import clock
+from safecity.kernel.bus import Bus
+from safecity.kernel.envelope import Context, Envelope, make_envelope
+from safecity.kernel.metrics import Metrics
+from safecity.kernel.settings import IngestSettings
+from safecity.sensing import normalize as normalizers
+from safecity.sensing.health import HealthMonitor
+from safecity.sensing.model import (
+    DeadLetterReason,
+    DeviceKind,
+    Discarded,
+    NormalizeError,
+    Reading,
+    SensorEvent,
+    Tags,
+    event_key,
+)
+from safecity.sensing.pseudonym import Pseudonymizer
+
+log = structlog.get_logger(__name__)
+
+
+class DeviceInfoLike(Protocol):
+    """What the pipeline needs to know about a registered device."""
+
+    kind: str
+    town: str | None
+    community: str | None
+    building: str | None
+    lon: float | None
+    lat: float | None
+
+
+class DeviceLookup(Protocol):
+    """The hot-path device cache (`DeviceIndex`)."""
+
+    def get(self, device_id: str) -> DeviceInfoLike | None:
+        """Return a device's info, or None when it is not registered."""
+        ...
+
+
+class PlaceTagger(Protocol):
+    """Puts a point in its town / community / building."""
+
+    def tag(self, lon: float, lat: float) -> object:
+        """Return an object with town, community and building attributes (None when outside)."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    """Where refused inputs go."""
+
+    def put(
+        self,
+        *,
+        reason: str,
+        detail: str,
+        source: str,
+        raw: bytes,
+        topic: str | None = None,
+        device_id: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        """Record one dead letter (buffered; never blocks the caller)."""
+        ...
+
+
+@dataclass
+class IngestResult:
+    """What became of one raw message."""
+
+    published: list[Envelope] = field(default_factory=list)
+    dead_lettered: list[tuple[str, str]] = field(default_factory=list)
+    discarded: str | None = None
+
+
+class IngestPipeline:
+    """Turns raw device messages into tagged events on the bus."""
+
+    def __init__(
+        self,
+        *,
+        bus: Bus,
+        devices: DeviceLookup,
+        dead_letters: DeadLetterSink,
+        pseudonymize: Pseudonymizer,
+        settings: IngestSettings,
+        metrics: Metrics,
+        tagger: PlaceTagger | None = None,
+        health: HealthMonitor | None = None,
+        node_id: str = "safecity",
+        tier: str = "district",
+        now: Callable[[], datetime] = clock.now,
+        dedupe_window: int = 500_000,
+    ) -> None:
+        self.bus = bus
+        self.devices = devices
+        self.dead_letters = dead_letters
+        self.pseudonymize = pseudonymize
+        self.settings = settings
+        self.metrics = metrics
+        self.tagger = tagger
+        self.health = health
+        self.node_id = node_id
+        self.tier = tier
+        self.now = now
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._dedupe_window = dedupe_window
+        self._max_future = timedelta(seconds=settings.max_future_s)
+        self._max_past = timedelta(seconds=settings.max_past_s)
+        self._events_in = metrics.events_in
+        self._events_out = {}  # kind -> bound counter child, cached for speed
+        self._dl_counter = metrics.dead_letters
+
+    async def ingest(
+        self,
+        raw: bytes,
+        *,
+        fmt: str,
+        source: str,
+        topic: str | None = None,
+        device_id: str | None = None,
+        kind: DeviceKind | None = None,
+        context: Context | None = None,
+    ) -> IngestResult:
+        """Process one raw message; refusals are dead-lettered, never raised."""
+        result = IngestResult()
+        received_at = self.now()
+        self._events_in.labels(source, kind.value if kind else fmt).inc()
+        if len(raw) > self.settings.max_payload_bytes:
+            detail = f"{len(raw)} bytes, limit {self.settings.max_payload_bytes}"
+            self._dead(result, DeadLetterReason.TOO_LARGE, detail, source, raw, topic, device_id, kind)
+            return result
+        try:
+            readings = normalizers.normalize(
+                fmt, raw, topic=topic, device_id=device_id, kind=kind, received_at=received_at
+            )
+        except NormalizeError as err:
+            self._dead(result, err.reason, err.detail, source, raw, topic, err.device_id or device_id, kind)
+            return result
+        except Discarded as err:
+            self.metrics.discarded.labels(err.reason).inc()
+            result.discarded = err.reason
+            return result
+        for reading in readings:
+            envelope = self._accept(reading, raw, source, topic, received_at, result, context)
+            if envelope is None:
+                continue
+            await self.bus.publish(envelope)
+            envelope.stamp("published")
+            result.published.append(envelope)
+            counter = self._events_out.get(reading.kind)
+            if counter is None:
+                counter = self._events_out[reading.kind] = self.metrics.events_out.labels(reading.kind.value)
+            counter.inc()
+        return result
+
+    def _accept(
+        self,
+        reading: Reading,
+        raw: bytes,
+        source: str,
+        topic: str | None,
+        received_at: datetime,
+        result: IngestResult,
+        context: Context | None,
+    ) -> Envelope | None:
+        """Validate one reading against the registry and the clock, then tag it; None when dead-lettered."""
+        device = self.devices.get(reading.device_id)
+        kind_name = reading.kind.value
+        if device is None:
+            self._dead(
+                result,
+                DeadLetterReason.UNKNOWN_DEVICE,
+                f"device {reading.device_id!r} is not registered",
+                source,
+                raw,
+                topic,
+                reading.device_id,
+                kind_name,
+            )
+            return None
+        occurred = reading.occurred_at
+        if occurred - received_at > self._max_future or received_at - occurred > self._max_past:
+            self._dead(
+                result,
+                DeadLetterReason.TIME_OUT_OF_RANGE,
+                f"occurred_at {occurred.isoformat()} is outside [-{self.settings.max_past_s}s, "
+                f"+{self.settings.max_future_s}s] of {received_at.isoformat()}",
+                source,
+                raw,
+                topic,
+                reading.device_id,
+                kind_name,
+            )
+            return None
+        if reading.message_id is not None:
+            dedupe_key = (reading.device_id, reading.message_id)
+            if dedupe_key in self._seen:
+                self._dead(
+                    result,
+                    DeadLetterReason.DUPLICATE,
+                    f"message id {reading.message_id!r} was already received",
+                    source,
+                    raw,
+                    topic,
+                    reading.device_id,
+                    kind_name,
+                )
+                return None
+            self._seen[dedupe_key] = None
+            if len(self._seen) > self._dedupe_window:
+                self._seen.popitem(last=False)
+        lon = reading.lon if reading.lon is not None else device.lon
+        lat = reading.lat if reading.lat is not None else device.lat
+        tags = self._tags(device, reading, lon, lat)
+        pseudonyms = {name: self.pseudonymize(name, value) for name, value in reading.personal.items()}
+        payload = SensorEvent(
+            device_id=reading.device_id,
+            kind=reading.kind,
+            tags=tags,
+            message_id=reading.message_id,
+            lon=lon,
+            lat=lat,
+            value=reading.value,
+            state=reading.state,
+            data=reading.data,
+            pseudonyms=pseudonyms,
+        )
+        envelope = make_envelope(
+            event_key(reading.kind),
+            payload,
+            source=source,
+            tier=self.tier,
+            occurred_at=occurred,
+            received_at=received_at,
+            context=context,
+        )
+        envelope.stamp("tagged")
+        if self.health is not None:
+            self.health.seen(reading.device_id, occurred)
+        return envelope
+
+    def _tags(self, device: DeviceInfoLike, reading: Reading, lon: float | None, lat: float | None) -> Tags:
+        # A fixed device carries its registered place; a reading with its own position (a moving camera, a
+        # checkpoint read with GPS) that is not in the registry's place is tagged by where it actually is.
+        if (device.community is None or reading.lon is not None) and self.tagger is not None and lon is not None:
+            assert lat is not None
+            found = self.tagger.tag(lon, lat)
+            return Tags(
+                town=getattr(found, "town", None),
+                community=getattr(found, "community", None),
+                building=getattr(found, "building", None),
+                device_kind=device.kind,
+            )
+        return Tags(town=device.town, community=device.community, building=device.building, device_kind=device.kind)
+
+    def _dead(
+        self,
+        result: IngestResult,
+        reason: str,
+        detail: str,
+        source: str,
+        raw: bytes,
+        topic: str | None,
+        device_id: str | None,
+        kind: object,
+    ) -> None:
+        kind_name = kind.value if isinstance(kind, DeviceKind) else (str(kind) if kind else "unknown")
+        self._dl_counter.labels(str(reason), kind_name).inc()
+        result.dead_lettered.append((str(reason), detail))
+        self.dead_letters.put(
+            reason=str(reason), detail=detail, source=source, raw=raw, topic=topic, device_id=device_id, kind=kind_name
+        )
+        log.info("input_dead_lettered", reason=str(reason), source=source, topic=topic, device_id=device_id)
+
+    def dead_letter_topic(self, raw: bytes, *, topic: str, source: str) -> None:
+        """Record a message that arrived on a topic we do not handle."""
+        self._dead(
+            IngestResult(),
+            DeadLetterReason.UNKNOWN_TOPIC,
+            f"no handler for topic {topic!r}",
+            source,
+            raw,
+            topic,
+            None,
+            None,
+        )
