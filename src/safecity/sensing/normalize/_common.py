@@ -1,0 +1,81 @@
+"""Helpers shared by the normalizers: strict decoding, coordinates, timestamps, plates."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import msgspec
+
+from safecity.sensing.model import DeadLetterReason, NormalizeError
+
+T = TypeVar("T")
+
+# Longest detail kept from a validation message: details end up in dead letters and logs.
+_DETAIL_MAX = 200
+# Separators people and cameras put inside plates ("沪A·12345", "AB-123 CD").
+_PLATE_SEPARATORS = str.maketrans("", "", " \t\r\n-·•・.")
+PLATE_MIN_LEN = 2
+PLATE_MAX_LEN = 12
+
+
+def decode(decoder: msgspec.json.Decoder[T], raw: bytes, device_id: str | None) -> T:
+    """Decode `raw` strictly; malformed JSON and schema violations become a NormalizeError."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as err:
+        raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, str(err)[:_DETAIL_MAX], device_id) from err
+    except msgspec.DecodeError as err:
+        raise NormalizeError(DeadLetterReason.MALFORMED_JSON, str(err)[:_DETAIL_MAX], device_id) from err
+
+
+def check_coordinates(lon: float | None, lat: float | None, device_id: str | None) -> None:
+    """Refuse a half position, a non-finite one or one outside WGS84 ranges (BAD_COORDINATES)."""
+    if lon is None and lat is None:
+        return
+    if lon is None or lat is None:
+        raise NormalizeError(DeadLetterReason.BAD_COORDINATES, "lon and lat must be given together", device_id)
+    # NaN fails every comparison, so these checks also refuse NaN and the infinities.
+    if not (-180.0 <= lon <= 180.0) or not (-90.0 <= lat <= 90.0):
+        raise NormalizeError(DeadLetterReason.BAD_COORDINATES, f"lon={lon!r} lat={lat!r} out of range", device_id)
+
+
+def check_finite(name: str, value: float | None, device_id: str | None) -> None:
+    """Refuse NaN and infinities in a measured value (they cannot be stored or compared)."""
+    if value is not None and not math.isfinite(value):
+        raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, f"{name} is not finite", device_id)
+
+
+def epoch_to_utc(seconds: float, device_id: str | None, field: str = "ts") -> datetime:
+    """Convert unix seconds to aware UTC; values no calendar can hold are INVALID_PAYLOAD."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError) as err:
+        raise NormalizeError(
+            DeadLetterReason.INVALID_PAYLOAD, f"{field}={seconds!r} is not a valid time", device_id
+        ) from err
+
+
+def aware_utc(value: datetime, device_id: str | None, field: str = "ts") -> datetime:
+    """Return an aware datetime in UTC; a naive one has no defined instant and is INVALID_PAYLOAD."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, f"{field} has no time zone offset", device_id)
+    return value.astimezone(UTC)
+
+
+def to_time(value: float | datetime | None, default: datetime, device_id: str | None, field: str = "ts") -> datetime:
+    """Parse a payload time (unix seconds or RFC 3339 with offset) to aware UTC, or return `default`."""
+    if value is None:
+        return default
+    if isinstance(value, datetime):
+        return aware_utc(value, device_id, field)
+    return epoch_to_utc(value, device_id, field)
+
+
+def normalize_plate(plate: str) -> str | None:
+    """Upper-case a plate and drop spaces and separators; None if what is left cannot be a plate."""
+    cleaned = plate.translate(_PLATE_SEPARATORS).upper()
+    if not (PLATE_MIN_LEN <= len(cleaned) <= PLATE_MAX_LEN) or not cleaned.isalnum():
+        return None
+    return cleaned
