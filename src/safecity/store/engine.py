@@ -1,0 +1,189 @@
+"""Database engines (SQLite in WAL mode, or PostgreSQL via asyncpg), Alembic upgrades and a readiness ping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool, StaticPool
+
+from safecity.kernel.errors import InvalidInput
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+_SQLITE_DRIVER = "sqlite+aiosqlite"
+_PG_DRIVER = "postgresql+asyncpg"
+
+
+class UnsupportedDatabase(InvalidInput):
+    """The database URL names a backend other than SQLite or PostgreSQL."""
+
+    code = "store.unsupported_database"
+    message_en = "Unsupported database URL scheme {scheme!r}: use sqlite or postgresql."
+    message_zh = "不支持的数据库地址类型 {scheme!r}：请使用 sqlite 或 postgresql。"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Return the async-driver form of a SQLite or PostgreSQL URL (`sqlite://` -> `sqlite+aiosqlite://`, ...)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername=_SQLITE_DRIVER)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername=_PG_DRIVER)
+    raise UnsupportedDatabase(scheme=parsed.drivername)
+
+
+def is_sqlite(url: str | URL) -> bool:
+    """Tell whether a URL points at SQLite."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_is_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in str(url.query.get("mode", ""))
+
+
+def _json_dumps(value: Any) -> str:
+    # orjson is several times faster than json on the ingest path and renders datetimes as ISO 8601.
+    return orjson.dumps(value).decode()
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    busy_timeout_ms: int = 5000,
+    pool_size: int = 10,
+    max_overflow: int = 20,
+    null_pool: bool = False,
+    echo: bool = False,
+) -> AsyncEngine:
+    """Create an async engine: SQLite with WAL/NORMAL/busy_timeout/foreign_keys, or PostgreSQL with a pool."""
+    parsed = normalize_url(url)
+    common: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    if parsed.get_backend_name() == "sqlite":
+        memory = _sqlite_is_memory(parsed)
+        if not memory and parsed.database and not parsed.database.startswith("file:"):
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if memory:
+            # Every connection to ":memory:" is a new database: share one connection instead.
+            engine = create_async_engine(parsed, poolclass=StaticPool, **common)
+        elif null_pool:
+            engine = create_async_engine(parsed, poolclass=NullPool, **common)
+        else:
+            engine = create_async_engine(parsed, **common)
+        _install_sqlite_pragmas(engine, busy_timeout_ms, wal=not memory)
+        return engine
+    connect_args = {"server_settings": {"application_name": "safecity"}}
+    if null_pool:
+        return create_async_engine(parsed, poolclass=NullPool, connect_args=connect_args, **common)
+    return create_async_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        # A connection killed by a restart or failover is noticed at checkout, not in the middle of a commit.
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+        **common,
+    )
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        try:
+            if wal:
+                # WAL lets readers run beside the one writer; NORMAL is durable across app crashes in WAL mode.
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+
+def _alembic_config(url: URL | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def _run_alembic(connection: Connection, action: str, revision: str) -> None:
+    cfg = _alembic_config()
+    # env.py uses this connection instead of making its own (no alembic.ini, no second engine).
+    cfg.attributes["connection"] = connection
+    if action == "upgrade":
+        command.upgrade(cfg, revision)
+    else:
+        command.downgrade(cfg, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def _with_engine(url: str | URL | AsyncEngine, action: str, revision: str) -> None:
+    engine = url if isinstance(url, AsyncEngine) else create_engine(url, null_pool=True)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_run_alembic, action, revision)
+    finally:
+        if engine is not url:
+            await engine.dispose()
+
+
+async def upgrade(url: str | URL | AsyncEngine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (default: the newest) with Alembic."""
+    await _with_engine(url, "upgrade", revision)
+    log.info("database_upgraded", revision=revision)
+
+
+async def downgrade(url: str | URL | AsyncEngine, revision: str = "base") -> None:
+    """Downgrade the schema to `revision` (default: empty) with Alembic."""
+    await _with_engine(url, "downgrade", revision)
+    log.info("database_downgraded", revision=revision)
+
+
+async def current_revision(url: str | URL | AsyncEngine) -> str | None:
+    """Return the Alembic revision the database is at, or None when it has never been migrated."""
+    engine = url if isinstance(url, AsyncEngine) else create_engine(url, null_pool=True)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_current)
+    finally:
+        if engine is not url:
+            await engine.dispose()
+
+
+def head_revision() -> str | None:
+    """Return the newest revision shipped with this package."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+async def ping(engine: AsyncEngine) -> bool:
+    """Return True when the database answers `SELECT 1` (readiness probe); never raises for a down database."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as err:
+        log.warning("database_ping_failed", error=str(err))
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""Alembic migrations of the SafeCity schema, shipped inside the package."""

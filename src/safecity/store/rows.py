@@ -1,0 +1,35 @@
+"""Small helpers shared by the store's repositories: UTC in, aware UTC out, plain dict rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from safecity.kernel.errors import InvalidInput
+
+
+def utc(value: datetime) -> datetime:
+    """Return an aware datetime in UTC; a naive one is refused (it names no instant)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput("naive datetime: a time zone is required")
+    # SQLite keeps DateTime as text without its zone: storing and comparing in UTC keeps text order = time order.
+    return value.astimezone(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """Attach UTC to a naive datetime read back from SQLite (we only ever store UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def to_dict(row: Row[Any], time_columns: Iterable[str]) -> dict[str, Any]:
+    """Return a result row as a dict with aware UTC datetimes."""
+    data = dict(row._mapping)
+    for column in time_columns:
+        if column in data:
+            data[column] = aware(data[column])
+    return data

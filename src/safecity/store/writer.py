@@ -1,0 +1,327 @@
+"""Group-commit event writer: one background task commits queued events every <= interval_ms or <= max_rows rows.
+
+Events are inserted with the dialect's `INSERT ... ON CONFLICT DO NOTHING`, so a replayed envelope (same id) or a
+repeated (device_id, message_id) is counted as a duplicate and never fails a batch. A commit that fails for a
+transient reason (database down, locked, connection killed) is retried with backoff, keeping the batch in memory;
+the bounded queue in front gives back-pressure to producers meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from safecity.kernel import clock
+from safecity.kernel.envelope import Envelope
+from safecity.kernel.errors import ServiceUnavailable
+from safecity.store.tables import events
+
+if TYPE_CHECKING:
+    from safecity.kernel.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+Row = dict[str, Any]
+RejectHook = Callable[[Row, Exception], Awaitable[None]]
+
+
+class WriterClosed(ServiceUnavailable):
+    """The event writer was closed (or its task failed) and accepts no more events."""
+
+    code = "store.writer_closed"
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite stores DateTime without its zone: everything goes in as UTC so text order is time order.
+    return clock.ensure_aware(value).astimezone(UTC)
+
+
+def row_from_envelope(env: Envelope) -> Row:
+    """Map an envelope whose payload is a `SensorEvent` to a row of the `events` table (without `stored_at`)."""
+    p = env.payload
+    tags = p.tags
+    return {
+        "id": env.id,
+        "key": env.key,
+        "kind": str(p.kind),
+        "device_id": p.device_id,
+        "message_id": p.message_id,
+        "occurred_at": _utc(env.occurred_at),
+        "received_at": _utc(env.received_at),
+        "town": tags.town,
+        "community": tags.community,
+        "building": tags.building,
+        "device_kind": tags.device_kind,
+        "lon": p.lon,
+        "lat": p.lat,
+        "value": p.value,
+        "state": p.state,
+        "data": p.data,
+        "pseudonyms": p.pseudonyms,
+        "source": env.source,
+        "tier": env.tier,
+        "correlation_id": env.context.correlation_id,
+        "hops": {hop: _utc(at).isoformat() for hop, at in env.hops.items()},
+    }
+
+
+@dataclass
+class WriterStats:
+    """Counters of one writer since it was made."""
+
+    rows_written: int = 0
+    duplicates_ignored: int = 0
+    rows_rejected: int = 0
+    commits: int = 0
+    retries: int = 0
+    last_commit_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=64))
+    last_commit_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the counters as plain values (for /metrics pages and logs)."""
+        return {
+            "rows_written": self.rows_written,
+            "duplicates_ignored": self.duplicates_ignored,
+            "rows_rejected": self.rows_rejected,
+            "commits": self.commits,
+            "retries": self.retries,
+            "last_commit_sizes": list(self.last_commit_sizes),
+            "last_commit_seconds": self.last_commit_seconds,
+        }
+
+
+class _Marker:
+    """A flush or stop request travelling through the queue behind everything added before it."""
+
+    __slots__ = ("future", "stop")
+
+    def __init__(self, future: asyncio.Future[None], *, stop: bool = False) -> None:
+        self.future = future
+        self.stop = stop
+
+
+class EventWriter:
+    """Writes event envelopes to the `events` table in group commits from one background task."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        interval_ms: int = 100,
+        max_rows: int = 2000,
+        metrics: Metrics | None = None,
+        queue_size: int = 50_000,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
+        on_rejected: RejectHook | None = None,
+    ) -> None:
+        if interval_ms < 1 or max_rows < 1 or queue_size < 1:
+            raise ValueError("interval_ms, max_rows and queue_size must be positive")
+        self._engine = engine
+        self._interval_s = interval_ms / 1000.0
+        self._max_rows = max_rows
+        self._metrics = metrics
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._on_rejected = on_rejected
+        self._queue: asyncio.Queue[Row | _Marker] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+        self._pending: set[asyncio.Future[None]] = set()
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # No conflict target: both the primary key (replayed envelope) and the partial unique index on
+        # (device_id, message_id) (sender's repeat) are skipped. RETURNING tells how many rows were new.
+        self._stmt = insert(events).on_conflict_do_nothing().returning(events.c.id)
+        self.stats = WriterStats()
+
+    @property
+    def queued(self) -> int:
+        """Rows waiting in the queue (not yet in a commit)."""
+        return self._queue.qsize()
+
+    async def start(self) -> None:
+        """Start the background commit task."""
+        if self._task is not None:
+            return
+        if self._closed:
+            raise WriterClosed(service="event writer")
+        self._task = asyncio.create_task(self._run(), name="safecity-event-writer")
+        self._task.add_done_callback(self._on_task_done)
+
+    async def add(self, envelope: Envelope) -> None:
+        """Queue one event; waits while the queue is full (back-pressure)."""
+        self._check_open()
+        await self._queue.put(row_from_envelope(envelope))
+
+    async def add_row(self, row: Row) -> None:
+        """Queue one row made by `row_from_envelope` (for callers that map envelopes themselves)."""
+        self._check_open()
+        await self._queue.put(row)
+
+    async def flush(self) -> None:
+        """Wait until every event added before this call is committed."""
+        self._check_open()
+        await self._send_marker(stop=False)
+
+    async def close(self, give_up_after_s: float | None = None) -> None:
+        """Commit what is queued, then stop; after `give_up_after_s` seconds the rest is abandoned (and logged)."""
+        if self._closed:
+            return
+        self._closed = True
+        task = self._task
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(self._send_marker(stop=True), give_up_after_s)
+        except TimeoutError:
+            lost = self._queue.qsize()
+            task.cancel()
+            log.error("event_writer_close_timed_out", rows_abandoned=lost)
+        finally:
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        log.info("event_writer_closed", **self.stats.as_dict())
+
+    async def __aenter__(self) -> EventWriter:
+        """Start on entering an `async with` block."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Commit what is queued and stop on leaving the block."""
+        await self.close()
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._error is not None:
+            raise WriterClosed(service="event writer", detail=str(self._error)) from self._error
+        if self._closed:
+            raise WriterClosed(service="event writer")
+
+    async def _send_marker(self, *, stop: bool) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.add(future)
+        try:
+            await self._queue.put(_Marker(future, stop=stop))
+            await future
+        finally:
+            self._pending.discard(future)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        error: BaseException = WriterClosed(service="event writer")
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._error = error = exc
+            log.error("event_writer_failed", error=repr(exc))
+        for future in list(self._pending):
+            if not future.done():
+                future.set_exception(error)
+
+    async def _run(self) -> None:
+        while True:
+            batch, markers = await self._next_batch()
+            if batch:
+                await self._commit_with_retry(batch)
+            stop = False
+            for marker in markers:
+                stop = stop or marker.stop
+                if not marker.future.done():
+                    marker.future.set_result(None)
+            if stop:
+                return
+
+    async def _next_batch(self) -> tuple[list[Row], list[_Marker]]:
+        """Collect rows until max_rows, interval_ms after the first row, or a flush/stop marker."""
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        first = await queue.get()
+        if isinstance(first, _Marker):
+            return [], [first]
+        batch = [first]
+        markers: list[_Marker] = []
+        deadline = loop.time() + self._interval_s
+        while len(batch) < self._max_rows:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if isinstance(item, _Marker):
+                markers.append(item)
+                break
+            batch.append(item)
+        return batch, markers
+
+    async def _commit_with_retry(self, rows: list[Row]) -> None:
+        try:
+            written = await self._commit_retrying(rows)
+        except (IntegrityError, DataError) as err:
+            # A bad row (e.g. too long for its column on PostgreSQL): isolate it and keep the others.
+            log.warning("event_batch_rejected_isolating", rows=len(rows), error=str(err.orig))
+            written = rejected = 0
+            for row in rows:
+                try:
+                    written += await self._commit_retrying([row])
+                except (IntegrityError, DataError) as row_err:
+                    await self._reject(row, row_err)
+                    rejected += 1
+        else:
+            rejected = 0
+        self.stats.duplicates_ignored += len(rows) - written - rejected
+
+    async def _commit_retrying(self, rows: list[Row]) -> int:
+        """Commit rows, retrying transient failures with backoff; a bad row's error is raised."""
+        delay = self._retry_initial_s
+        while True:
+            try:
+                return await self._commit(rows)
+            except (IntegrityError, DataError):
+                raise
+            except (SQLAlchemyError, OSError) as err:
+                self.stats.retries += 1
+                log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=str(err))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+
+    async def _reject(self, row: Row, err: IntegrityError | DataError) -> None:
+        self.stats.rows_rejected += 1
+        log.error("event_rejected_by_store", event_id=row.get("id"), error=str(err.orig))
+        if self._on_rejected is not None:
+            await self._on_rejected(row, err)
+
+    async def _commit(self, rows: list[Row]) -> int:
+        stored_at = clock.now()
+        for row in rows:
+            row["stored_at"] = stored_at
+        started = time.perf_counter()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(self._stmt, rows)
+            written = len(result.all())
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.commits += 1
+        stats.rows_written += written
+        stats.last_commit_sizes.append(len(rows))
+        stats.last_commit_seconds = elapsed
+        if self._metrics is not None:
+            self._metrics.commit_rows.observe(len(rows))
+            self._metrics.commit_seconds.observe(elapsed)
+            self._metrics.stored.inc(written)
+        return written
