@@ -132,3 +132,31 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
             raise FileNotFoundError(f"settings file {config_file} does not exist")
         os.environ["SAFECITY_CONFIG"] = str(config_file)
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_reference() -> str:
+    """Render every setting (TOML key, environment variable, default, description) as Markdown."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `safecity.kernel.settings` (a test fails when this file is out of date). TOML keys nest by",
+        "section; the environment variable is `SAFECITY_<SECTION>__<KEY>`; the environment wins over the file.",
+        "",
+        "| key | environment | default | description |",
+        "|---|---|---|---|",
+    ]
+
+    def add(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                add(annotation, f"{prefix}{name}.")
+                continue
+            key = f"{prefix}{name}"
+            env = "SAFECITY_" + key.replace(".", "__").upper()
+            default = field.get_default(call_default_factory=True)
+            shown = "(secret)" if isinstance(default, SecretStr) else f"`{default!r}`"
+            lines.append(f"| `{key}` | `{env}` | {shown} | {field.description or ''} |")
+
+    add(Settings, "")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,79 @@
+"""Device health: offline within a second of the deadline, no sweeps, re-armed by reports."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from safecity.kernel import clock
+from safecity.sensing.health import HealthMonitor
+
+
+class Recorder:
+    """Collects offline callbacks with the time they arrived."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, datetime | None, datetime, datetime]] = []
+        self.event = asyncio.Event()
+
+    async def __call__(self, device_id: str, last_seen: datetime | None, deadline: datetime) -> None:
+        self.calls.append((device_id, last_seen, deadline, clock.now()))
+        self.event.set()
+
+
+async def _run(monitor: HealthMonitor, seconds: float) -> None:
+    task = asyncio.create_task(monitor.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+
+
+async def test_silent_device_goes_offline_within_a_second_of_its_deadline() -> None:
+    rec = Recorder()
+    monitor = HealthMonitor(rec)
+    monitor.track("dev-1", 0.3)
+    await _run(monitor, 0.8)
+    assert [c[0] for c in rec.calls] == ["dev-1"]
+    _, last_seen, deadline, fired_at = rec.calls[0]
+    assert last_seen is None
+    assert timedelta(0) <= fired_at - deadline < timedelta(seconds=1)
+    assert monitor.is_offline("dev-1")
+
+
+async def test_reports_postpone_the_deadline_and_only_the_silent_device_fires() -> None:
+    rec = Recorder()
+    monitor = HealthMonitor(rec)
+    for i in range(2000):
+        monitor.track(f"dev-{i}", 0.4)
+    task = asyncio.create_task(monitor.run())
+    for _ in range(6):
+        await asyncio.sleep(0.1)
+        now = clock.now()
+        for i in range(1, 2000):
+            monitor.seen(f"dev-{i}", now)
+    task.cancel()
+    assert [c[0] for c in rec.calls] == ["dev-0"]
+
+
+async def test_device_back_online_is_rearmed() -> None:
+    rec = Recorder()
+    monitor = HealthMonitor(rec)
+    monitor.track("cam", 0.2)
+    task = asyncio.create_task(monitor.run())
+    await asyncio.wait_for(rec.event.wait(), 2)
+    rec.event.clear()
+    assert monitor.seen("cam", clock.now()) is True
+    assert not monitor.is_offline("cam")
+    await asyncio.wait_for(rec.event.wait(), 2)
+    task.cancel()
+    assert [c[0] for c in rec.calls] == ["cam", "cam"]
+    assert rec.calls[1][1] is not None
+
+
+async def test_old_reports_do_not_move_the_deadline_back() -> None:
+    monitor = HealthMonitor(Recorder())
+    now = clock.now()
+    monitor.track("d", 10, last_seen=now)
+    monitor.seen("d", now - timedelta(seconds=5))
+    assert monitor.last_seen()["d"] == now
+    monitor.untrack("d")
+    assert "d" not in monitor.last_seen()
