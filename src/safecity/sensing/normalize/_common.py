@@ -61,7 +61,10 @@ def aware_utc(value: datetime, device_id: str | None, field: str = "ts") -> date
     """Return an aware datetime in UTC; a naive one has no defined instant and is INVALID_PAYLOAD."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, f"{field} has no time zone offset", device_id)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as err:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC equivalent
+        raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, f"{field} is out of range", device_id) from err
 
 
 def to_time(value: float | datetime | None, default: datetime, device_id: str | None, field: str = "ts") -> datetime:

@@ -32,6 +32,7 @@ MESSAGE_KINDS: dict[str, EventKind] = {
     "crowd": EventKind.CROWD,
     "heartbeat": EventKind.HEARTBEAT,
     "generic": EventKind.GENERIC,
+    "video": EventKind.VIDEO,
     "checkpoint": EventKind.CHECKPOINT,
 }
 """Message kinds this format accepts -> the event kind they become."""

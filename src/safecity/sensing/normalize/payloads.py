@@ -83,6 +83,10 @@ class GenericPayload(DevicePayload, tag="generic"):
     """Any other sensor: `value`, `state` and the free `data` object."""
 
 
+class VideoPayload(DevicePayload, tag="video"):
+    """A camera's own analytics result (not Frigate): `value`, `state` and `data`, as for a generic sensor."""
+
+
 class CheckpointPayload(DevicePayload, tag="checkpoint"):
     """A vehicle read at a checkpoint camera. The plate is personal data: stored pseudonymized."""
 
@@ -106,6 +110,7 @@ PAYLOAD_TYPES: dict[str, type[DevicePayload]] = {
     "crowd": CrowdPayload,
     "heartbeat": HeartbeatPayload,
     "generic": GenericPayload,
+    "video": VideoPayload,
     "checkpoint": CheckpointPayload,
 }
 """Message kind (the topic's `<kind>` segment, or `kind` in a batch line) -> payload struct."""
