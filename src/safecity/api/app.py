@@ -1,0 +1,120 @@
+"""FastAPI app assembly: lifespan bound to the runtime, problem+json handlers, body cap, ops probes, routers.
+
+app = create_app(runtime, extra_routers=[alerts.router, incidents.router])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+
+from safecity.api import auth, devices
+from safecity.api.problems import ProblemMiddleware, install_problem_handlers
+
+log = structlog.get_logger(__name__)
+
+# Paths that need no credentials (probes, metrics, API description). Everything else requires a role.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+CHECK_TIMEOUT_S = 2.0
+
+ops_router = APIRouter(tags=["ops"])
+
+
+@ops_router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    """Answer 200 while the process runs."""
+    return {"status": "ok"}
+
+
+async def _check_database(runtime: Any) -> None:
+    async with runtime.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _check_bus(runtime: Any) -> None:
+    if not await runtime.bus.healthy():
+        raise RuntimeError("bus is not healthy")
+
+
+async def _check_broker(runtime: Any) -> None:
+    mqtt = runtime.settings.mqtt
+    _, writer = await asyncio.open_connection(mqtt.host, mqtt.port)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _run_check(name: str, check: Any, runtime: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await check(runtime)
+    except Exception as err:
+        # A probe reports failures; it must not raise. The reason is the error type only (no internals).
+        log.warning("readiness_check_failed", check=name, error=type(err).__name__)
+        return {"ok": False, "error": type(err).__name__, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+@ops_router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"description": "A dependency is not ready."}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the database, the bus and (if enabled) the MQTT broker answer; 503 with per-check status otherwise."""
+    runtime = request.app.state.runtime
+    checks: dict[str, Any] = {"database": _check_database, "bus": _check_bus}
+    if runtime.settings.mqtt.enabled:
+        checks["broker"] = _check_broker
+    names = list(checks)
+    results = await asyncio.gather(*(_run_check(n, checks[n], runtime) for n in names))
+    report = dict(zip(names, results, strict=True))
+    ready = all(r["ok"] for r in results)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": report}, status_code=200 if ready else 503
+    )
+
+
+@ops_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this node's metrics."""
+    return Response(request.app.state.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """Build the HTTP app around a runtime (started and stopped by the app's lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="SafeCity API",
+        version="0.1.0",
+        summary="Public-safety operations platform: sense, warn, dispatch, divert, share, serve.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.add_middleware(ProblemMiddleware, max_body_bytes=runtime.settings.http.max_body_bytes)
+    app.include_router(ops_router)
+    app.include_router(auth.keys_router)
+    app.include_router(devices.router)
+    for router in extra_routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,141 @@
+"""Device registry routes: list, create, read, update, delete, and CSV / GeoJSON bulk import."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from safecity.api.auth import Role, require
+from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType
+from safecity.kernel.errors import InvalidInput
+from safecity.sensing.device_service import DeviceService
+from safecity.sensing.devices import (
+    CSV_COLUMNS,
+    DEVICE_ID_PATTERN,
+    Device,
+    DeviceIn,
+    DevicePage,
+    DevicePatch,
+    ImportMode,
+    ImportReport,
+)
+from safecity.sensing.model import DeviceKind, DeviceStatus
+
+READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
+WRITE = require(Role.OPERATOR)
+
+CSV_TYPES = ("text/csv", "application/csv")
+GEOJSON_TYPES = ("application/geo+json", "application/json")
+_FILTER = r"^[^\x00-\x1f\x7f]*$"
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=PROBLEM_RESPONSES)
+
+
+class DeviceImportRejected(InvalidInput):
+    """An all-or-nothing import had bad rows, so nothing was written."""
+
+    code = "device.import_rejected"
+    title_en = "Import rejected"
+    title_zh = "导入被拒绝"
+    message_en = "{count} row(s) are invalid; nothing was imported."
+    message_zh = "有 {count} 行无效，未导入任何数据。"
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__(count=len(report.errors))
+        self.extensions = {"errors": [issue.model_dump() for issue in report.errors]}
+
+
+def device_service(request: Request) -> DeviceService:
+    """The running node's device service."""
+    service: DeviceService = request.app.state.runtime.devices
+    return service
+
+
+DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, description="Device id.")]
+
+
+@router.get("", response_model=DevicePage, dependencies=[READ], summary="List devices")
+async def list_devices(
+    request: Request,
+    kind: DeviceKind | None = None,
+    town: str | None = Query(None, max_length=64, pattern=_FILTER),
+    community: str | None = Query(None, max_length=64, pattern=_FILTER),
+    status: DeviceStatus | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=100_000_000),
+) -> DevicePage:
+    """Return one page of devices, ordered by id, with the total that match."""
+    return await device_service(request).list(
+        kind=kind, town=town, community=community, status=status, limit=limit, offset=offset
+    )
+
+
+@router.post("", response_model=Device, status_code=201, dependencies=[WRITE], summary="Register a device")
+async def create_device(body: DeviceIn, request: Request, response: Response) -> Device:
+    """Register one device; 409 when the id is taken."""
+    device = await device_service(request).create(body)
+    response.headers["Location"] = f"{router.prefix}/{device.id}"
+    return device
+
+
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "CSV with a header row (columns: " + ", ".join(CSV_COLUMNS) + "; others become attributes), "
+            "or a GeoJSON FeatureCollection of Point features whose properties hold the device fields."
+        ),
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/geo+json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.post(
+    "/import",
+    response_model=ImportReport,
+    dependencies=[WRITE],
+    openapi_extra=_IMPORT_BODY,
+    summary="Bulk import devices (CSV or GeoJSON)",
+)
+async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_ONLY) -> ImportReport:
+    """Create or update many devices; `all_or_nothing` writes nothing (422) when any row is bad."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await request.body()
+    service = device_service(request)
+    if content_type in CSV_TYPES:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidInput("CSV must be UTF-8.") from err
+        report = await service.import_csv(text, mode=mode)
+    elif content_type in GEOJSON_TYPES:
+        report = await service.import_geojson(body, mode=mode)
+    else:
+        raise UnsupportedMediaType(got=content_type or "(none)", accepted=", ".join(CSV_TYPES + GEOJSON_TYPES))
+    if not report.applied:
+        raise DeviceImportRejected(report)
+    return report
+
+
+@router.get("/{device_id}", response_model=Device, dependencies=[READ], summary="Get a device")
+async def get_device(request: Request, device_id: DeviceId) -> Device:
+    """Return one device."""
+    return await device_service(request).get(device_id)
+
+
+@router.patch("/{device_id}", response_model=Device, dependencies=[WRITE], summary="Update a device")
+async def update_device(body: DevicePatch, request: Request, device_id: DeviceId) -> Device:
+    """Change some fields of a device (null clears an optional field)."""
+    return await device_service(request).update(device_id, body)
+
+
+@router.delete("/{device_id}", status_code=204, dependencies=[WRITE], summary="Delete a device")
+async def delete_device(request: Request, device_id: DeviceId) -> Response:
+    """Remove a device from the registry."""
+    await device_service(request).delete(device_id)
+    return Response(status_code=204)

@@ -1,0 +1,277 @@
+"""Device registry types (pydantic v2) and pure CSV / GeoJSON parsers for bulk import."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from safecity.kernel.errors import Conflict, NotFound
+from safecity.sensing.model import DeviceKind, DeviceStatus
+
+# ASCII only: the id is a token of MQTT topics `safecity/<community>/<kind>/<device>`.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+# Columns of the CSV format (any other column goes into `attributes`).
+# Printable text only: control characters (NUL above all) are refused by PostgreSQL and have no place in names.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
+CSV_COLUMNS = ("id", "kind", "name", "town", "community", "building", "lon", "lat", "owner", "status", "heartbeat_s")
+
+
+class DeviceNotFound(NotFound):
+    """No device has this id."""
+
+    code = "device.not_found"
+    message_en = "Device {id} was not found."
+    message_zh = "未找到设备 {id}。"
+
+
+class DeviceExists(Conflict):
+    """A device with this id is already registered."""
+
+    code = "device.exists"
+    message_en = "Device {id} already exists."
+    message_zh = "设备 {id} 已存在。"
+
+
+class _Coordinates(BaseModel):
+    """Lon/lat ranges and the rule that a position has both or neither."""
+
+    lon: float | None = Field(None, ge=-180, le=180, description="WGS84 longitude.")
+    lat: float | None = Field(None, ge=-90, le=90, description="WGS84 latitude.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> _Coordinates:
+        if (self.lon is None) != (self.lat is None):
+            raise ValueError("lon and lat must be given together")
+        return self
+
+
+class DeviceIn(_Coordinates):
+    """A device to register."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="The device's own id, as in its MQTT topic (ASCII).")
+    kind: DeviceKind
+    name: str = Field("", max_length=200, pattern=TEXT_PATTERN, description="Display name; the id when empty.")
+    town: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
+    community: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
+    building: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
+    owner: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
+    status: DeviceStatus = DeviceStatus.ACTIVE
+    heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400, description="Expected heartbeat interval.")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> DeviceIn:
+        if not self.name:
+            self.name = self.id
+        return self
+
+
+class DevicePatch(BaseModel):
+    """A partial update: only the fields given change (null clears an optional field)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: DeviceKind | None = None
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=TEXT_PATTERN)
+    town: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
+    community: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
+    building: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
+    lon: float | None = Field(None, ge=-180, le=180)
+    lat: float | None = Field(None, ge=-90, le=90)
+    owner: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
+    status: DeviceStatus | None = None
+    heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    attributes: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> DevicePatch:
+        given = self.model_fields_set
+        for required in ("kind", "name", "status", "attributes"):
+            if required in given and getattr(self, required) is None:
+                raise ValueError(f"{required} cannot be null")
+        if ("lon" in given) != ("lat" in given) or (self.lon is None) != (self.lat is None):
+            raise ValueError("lon and lat must be given together")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """Return the fields that were given, as column values."""
+        return self.model_dump(exclude_unset=True, mode="json")
+
+
+class Device(DeviceIn):
+    """A registered device."""
+
+    last_seen: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DevicePage(BaseModel):
+    """One page of a device listing."""
+
+    items: list[Device]
+    total: int
+    limit: int
+    offset: int
+
+
+class ImportMode(StrEnum):
+    """What a bulk import does when some rows are bad."""
+
+    VALID_ONLY = "valid_only"  # write the good rows, report the bad ones
+    ALL_OR_NOTHING = "all_or_nothing"  # write nothing when any row is bad
+
+
+class ImportIssue(BaseModel):
+    """Why one CSV line or GeoJSON feature was refused."""
+
+    line: int | None = Field(None, description="CSV line number (the header is line 1).")
+    feature: int | None = Field(None, description="GeoJSON feature index (from 0).")
+    id: str | None = None
+    reason: str
+
+
+class ImportReport(BaseModel):
+    """What a bulk import did."""
+
+    mode: ImportMode
+    applied: bool = Field(description="False when nothing was written (all_or_nothing with errors).")
+    created: int = 0
+    updated: int = 0
+    errors: list[ImportIssue] = Field(default_factory=list)
+
+
+def validation_reason(err: ValidationError) -> str:
+    """Summarize a validation error in one line."""
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return "; ".join(parts)
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
+    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues."""
+    rows: list[DeviceIn] = []
+    issues: list[ImportIssue] = []
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    if not fields:
+        return rows, [ImportIssue(line=1, reason="empty file: a header row is required")]
+    reader.fieldnames = fields
+    missing = [c for c in ("id", "kind") if c not in fields]
+    if missing:
+        return rows, [ImportIssue(line=1, reason=f"missing columns: {', '.join(missing)}")]
+    seen: dict[str, int] = {}
+    for record in reader:
+        line = reader.line_num
+        if None in record:
+            issues.append(ImportIssue(line=line, id=record.get("id"), reason="more values than header columns"))
+            continue
+        values: dict[str, Any] = {}
+        attributes: dict[str, Any] = {}
+        for column, raw in record.items():
+            value = _blank_to_none(raw)
+            if column in CSV_COLUMNS:
+                if value is not None:
+                    values[column] = value
+            elif value is not None and column:
+                attributes[column] = value
+        if not values and not attributes:
+            continue  # blank line
+        values["attributes"] = attributes
+        device_id = values.get("id")
+        try:
+            device = DeviceIn.model_validate(values)
+        except ValidationError as err:
+            issues.append(ImportIssue(line=line, id=device_id, reason=validation_reason(err)))
+            continue
+        if device.id in seen:
+            issues.append(
+                ImportIssue(line=line, id=device.id, reason=f"duplicate id (first on line {seen[device.id]})")
+            )
+            continue
+        seen[device.id] = line
+        rows.append(device)
+    return rows, issues
+
+
+def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], list[ImportIssue]]:
+    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except ValueError as err:
+            return [], [ImportIssue(reason=f"not valid JSON: {err}")]
+    if (
+        not isinstance(data, dict)
+        or data.get("type") != "FeatureCollection"
+        or not isinstance(data.get("features"), list)
+    ):
+        return [], [ImportIssue(reason="expected a GeoJSON FeatureCollection")]
+    rows: list[DeviceIn] = []
+    issues: list[ImportIssue] = []
+    seen: dict[str, int] = {}
+    for index, feature in enumerate(data["features"]):
+        if not isinstance(feature, dict) or feature.get("type") != "Feature":
+            issues.append(ImportIssue(feature=index, reason="not a GeoJSON Feature"))
+            continue
+        props = feature.get("properties") or {}
+        if not isinstance(props, dict):
+            issues.append(ImportIssue(feature=index, reason="properties must be an object"))
+            continue
+        values = dict(props)
+        if "id" not in values and isinstance(feature.get("id"), (str, int)):
+            values["id"] = str(feature["id"])
+        device_id = values.get("id") if isinstance(values.get("id"), str) else None
+        geometry = feature.get("geometry")
+        if geometry is not None:
+            coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
+            if (
+                not isinstance(geometry, dict)
+                or geometry.get("type") != "Point"
+                or not isinstance(coords, list)
+                or len(coords) < 2
+                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2])
+            ):
+                issues.append(ImportIssue(feature=index, id=device_id, reason="geometry must be a Point [lon, lat]"))
+                continue
+            values["lon"], values["lat"] = float(coords[0]), float(coords[1])
+        known = set(DeviceIn.model_fields)
+        extra = {k: v for k, v in values.items() if k not in known}
+        values = {k: v for k, v in values.items() if k in known}
+        attributes = values.get("attributes") or {}
+        if not isinstance(attributes, dict):
+            issues.append(ImportIssue(feature=index, id=device_id, reason="attributes must be an object"))
+            continue
+        values["attributes"] = {**attributes, **extra}
+        try:
+            device = DeviceIn.model_validate(values)
+        except ValidationError as err:
+            issues.append(ImportIssue(feature=index, id=device_id, reason=validation_reason(err)))
+            continue
+        if device.id in seen:
+            issues.append(
+                ImportIssue(feature=index, id=device.id, reason=f"duplicate id (first at feature {seen[device.id]})")
+            )
+            continue
+        seen[device.id] = index
+        rows.append(device)
+    return rows, issues

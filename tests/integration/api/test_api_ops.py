@@ -1,0 +1,58 @@
+"""Operations endpoints: /healthz, /readyz (database, bus, broker), /metrics."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+from fastapi import FastAPI
+
+
+def _closed_port() -> int:
+    # Bound then released: nothing listens there for the rest of the test.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_health_ready_metrics(db_app_client: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = db_app_client
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"database", "bus"}
+    assert all(c["ok"] for c in body["checks"].values())
+    app.state.runtime.metrics.events_in.labels("test", "smoke").inc(3)
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'safecity_events_in_total{kind="smoke",source="test"} 3.0' in metrics.text
+
+
+async def test_ready_fails_when_the_broker_is_down(app_factory, sqlite_url: str) -> None:
+    port = _closed_port()
+    _, client = await app_factory(sqlite_url, mqtt={"enabled": True, "host": "127.0.0.1", "port": port})
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["broker"]["ok"] is False
+
+
+async def test_ready_with_a_live_broker(app_factory, sqlite_url: str, mqtt_broker: tuple[str, int]) -> None:
+    host, port = mqtt_broker
+    _, client = await app_factory(sqlite_url, mqtt={"enabled": True, "host": host, "port": port})
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["broker"]["ok"] is True
+
+
+async def test_ready_fails_when_the_bus_is_down(app_client: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = app_client
+    await app.state.runtime.bus.close()
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["bus"]["ok"] is False
