@@ -1,0 +1,366 @@
+"""RoadNetwork: the one service object for travel times, nearest units, matrices, isochrones, coverage, conditions."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from safecity.geo.road.ch import CchEngine
+from safecity.geo.road.conditions import INF_MS, RoadConditions
+from safecity.geo.road.errors import Unreachable
+from safecity.geo.road.graph import RoadGraph
+from safecity.geo.road.search import (
+    Coverage,
+    Isochrone,
+    SeededGraph,
+    isochrone_polygon,
+    multi_source,
+    reassign_region,
+)
+from safecity.geo.road.snap import Point, Snap, Snapper
+from safecity.kernel.errors import InvalidInput
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route between two points: travel seconds, metres, the graph nodes passed and a (lon, lat) line."""
+
+    seconds: float
+    meters: float
+    nodes: list[int]
+    coordinates: list[tuple[float, float]]
+
+    def geojson(self) -> dict[str, object]:
+        """The route as a GeoJSON Feature."""
+        return {
+            "type": "Feature",
+            "geometry": {"type": "LineString", "coordinates": [list(c) for c in self.coordinates]},
+            "properties": {"seconds": round(self.seconds, 3), "meters": round(self.meters, 1)},
+        }
+
+
+@dataclass(frozen=True)
+class UnitEta:
+    """One unit's road time to an incident, with its route when asked for."""
+
+    unit_id: str
+    seconds: float
+    route: Route | None = None
+
+
+class RoadNetwork:
+    """Road queries over one graph: exact, in process, with live conditions (speed factors and closures)."""
+
+    def __init__(self, graph: RoadGraph, *, max_snap_m: float = 500.0) -> None:
+        self.graph = graph
+        self.conditions = RoadConditions(graph.time_ms)
+        self.snapper = Snapper(graph, max_snap_m=max_snap_m)
+        self._weights = self.conditions.weights_ms()
+        self._forward = SeededGraph(graph, self._weights)
+        self._reverse: SeededGraph | None = None
+        self._cch: CchEngine | None = None
+        self._coverage: Coverage | None = None
+        self._unit_snaps: dict[tuple[float, float], Snap] = {}
+        self._coverage_units: dict[str, Point] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, *, max_snap_m: float = 500.0) -> RoadNetwork:
+        """Load a saved graph artifact."""
+        return cls(RoadGraph.load(path), max_snap_m=max_snap_m)
+
+    # --- engines -----------------------------------------------------------------------------------------------
+
+    @property
+    def cch(self) -> CchEngine:
+        """The CCH engine, built on first use (about a second for 100k nodes when the order is stored)."""
+        if self._cch is None:
+            self._cch = CchEngine(self.graph, self._weights)
+        return self._cch
+
+    @property
+    def reverse(self) -> SeededGraph:
+        """The transposed graph for reverse searches."""
+        if self._reverse is None:
+            self._reverse = SeededGraph(self.graph, self._weights, reverse=True)
+        return self._reverse
+
+    def warm_up(self) -> None:
+        """Build the lazy engines now (at start-up, not on the first dispatch)."""
+        _ = self.cch, self.reverse
+
+    # --- snapping ----------------------------------------------------------------------------------------------
+
+    def snap(self, point: Point) -> Snap:
+        """Snap a (lon, lat) point to the nearest road edge; SnapTooFar beyond the limit."""
+        return self.snapper.snap(point)
+
+    def _snap_units(self, points: Sequence[Point]) -> list[Snap]:
+        missing = [p for p in points if (float(p[0]), float(p[1])) not in self._unit_snaps]
+        if missing:
+            for p, s in zip(missing, self.snapper.snap_many(missing), strict=True):
+                self._unit_snaps[(float(p[0]), float(p[1]))] = s
+            if len(self._unit_snaps) > 100_000:
+                self._unit_snaps.clear()
+        return [self._unit_snaps[(float(p[0]), float(p[1]))] for p in points]
+
+    # --- point to point ----------------------------------------------------------------------------------------
+
+    def travel_time(self, a: Point, b: Point, *, with_path: bool = True) -> Route:
+        """Fastest route from a to b (Unreachable when one-ways, closures or islands prevent it)."""
+        sa, sb = self.snapper.snap_many([a, b])
+        return self._route(sa, sb, with_path)
+
+    def _route(self, sa: Snap, sb: Snap, with_path: bool = True) -> Route:
+        w = self._weights
+        direct = sa.same_road_ms(sb, w)
+        dist, nodes = self.cch.route(sa.origin_seeds(self.graph, w), sb.target_seeds(self.graph, w))
+        best = math.inf if dist is None else float(dist)
+        if direct <= best:
+            seconds = direct / 1000.0
+            coords = [(sa.lon, sa.lat), (sb.lon, sb.lat)]
+            meters = float(abs(self._edge_pos_m(sa) - self._edge_pos_m(sb, sa)))
+            return Route(seconds=seconds, meters=meters, nodes=[], coordinates=coords)
+        if dist is None:
+            raise Unreachable(origin=_fmt(sa.point), target=_fmt(sb.point))
+        coords = [(sa.lon, sa.lat)]
+        meters = 0.0
+        if with_path and nodes:
+            coords += [(float(self.graph.lon[n]), float(self.graph.lat[n])) for n in nodes]
+            meters = self._path_meters(nodes) + self._leg_m(sa, nodes[0], leaving=True)
+            meters += self._leg_m(sb, nodes[-1], leaving=False)
+        coords.append((sb.lon, sb.lat))
+        return Route(seconds=best / 1000.0, meters=meters, nodes=nodes, coordinates=coords)
+
+    def _edge_pos_m(self, s: Snap, ref: Snap | None = None) -> float:
+        frac = s.fraction
+        if ref is not None and s.edge != ref.edge:
+            frac = 1.0 - frac
+        edge = ref.edge if ref is not None else s.edge
+        return frac * float(self.graph.length_m[edge])
+
+    def _leg_m(self, s: Snap, node: int, leaving: bool) -> float:
+        length = float(self.graph.length_m[s.edge])
+        at_head = int(self.graph.head[s.edge]) == node
+        return (1.0 - s.fraction) * length if at_head else s.fraction * length
+
+    def _path_meters(self, nodes: list[int]) -> float:
+        total = 0.0
+        for u, v in itertools.pairwise(nodes):
+            e = self.graph.edge_id(u, v)
+            total += float(self.graph.length_m[e]) if e >= 0 else 0.0
+        return total
+
+    # --- nearest units -----------------------------------------------------------------------------------------
+
+    def nearest_units(
+        self, point: Point, units: Mapping[str, Point], k: int = 3, *, with_path: bool = False
+    ) -> list[UnitEta]:
+        """The k units with the shortest road time to `point` (exact: one reverse search from the incident)."""
+        if k < 1:
+            raise InvalidInput("k must be at least 1")
+        ids = list(units)
+        if not ids:
+            return []
+        target = self.snap(point)
+        snaps = self._snap_units([units[u] for u in ids])
+        w = self._weights
+        pinned: list[int] = []
+        offsets: list[int] = []
+        owner: list[int] = []
+        for i, s in enumerate(snaps):
+            for node, ms in s.origin_seeds(self.graph, w):
+                pinned.append(node)
+                offsets.append(ms)
+                owner.append(i)
+        secs = np.full(len(ids), np.inf)
+        if pinned:
+            dist = self.cch.many_to_one(pinned, target.target_seeds(self.graph, w))
+            total = dist + np.asarray(offsets, dtype=np.float64)
+            np.minimum.at(secs, np.asarray(owner), total)
+        for i, s in enumerate(snaps):
+            direct = s.same_road_ms(target, w)
+            secs[i] = min(secs[i], direct)
+        secs /= 1000.0
+        order = np.argsort(secs, kind="stable")[:k]
+        out = []
+        for i in order:
+            if not np.isfinite(secs[i]):
+                break
+            route = self._route(snaps[i], target) if with_path else None
+            out.append(UnitEta(unit_id=ids[i], seconds=float(secs[i]), route=route))
+        return out
+
+    # --- matrices ----------------------------------------------------------------------------------------------
+
+    def matrix(self, origins: Sequence[Point], targets: Sequence[Point]) -> npt.NDArray[np.float64]:
+        """Travel seconds from every origin to every target (inf where unreachable)."""
+        so = self.snapper.snap_many(origins)
+        st = self.snapper.snap_many(targets)
+        w = self._weights
+        pinned: list[int] = []
+        t_off: list[int] = []
+        t_owner: list[int] = []
+        for j, s in enumerate(st):
+            for node, ms in s.target_seeds(self.graph, w):
+                pinned.append(node)
+                t_off.append(ms)
+                t_owner.append(j)
+        out = np.full((len(so), len(st)), np.inf)
+        if pinned:
+            otm = self.cch.pin_targets(pinned)
+            offs = np.asarray(t_off, dtype=np.float64)
+            group = np.asarray(t_owner)
+            starts = np.r_[0, np.nonzero(np.diff(group))[0] + 1]
+            present = group[starts]
+            for i, s in enumerate(so):
+                seeds = s.origin_seeds(self.graph, w)
+                if not seeds:
+                    continue
+                row = self.cch.one_to_many(seeds, otm) + offs
+                out[i, present] = np.minimum.reduceat(row, starts)
+            del otm
+        # Points on the same road: the direct stretch may beat any path over nodes.
+        by_road: dict[int, list[int]] = {}
+        for j, s in enumerate(st):
+            by_road.setdefault(min(s.edge, s.twin) if s.twin >= 0 else s.edge, []).append(j)
+        for i, s in enumerate(so):
+            key = min(s.edge, s.twin) if s.twin >= 0 else s.edge
+            for j in by_road.get(key, ()):
+                out[i, j] = min(out[i, j], s.same_road_ms(st[j], w))
+        return out / 1000.0
+
+    def matrix_nodes(self, origins: Sequence[int], targets: Sequence[int]) -> npt.NDArray[np.float64]:
+        """Node-to-node travel seconds (inf where unreachable)."""
+        return self.cch.matrix_nodes(origins, targets)
+
+    # --- isochrones --------------------------------------------------------------------------------------------
+
+    def isochrone(self, point: Point, minutes: float, *, polygon: bool = True) -> Isochrone:
+        """Road nodes reachable from `point` within `minutes`, and a polygon around them."""
+        return self.isochrones(point, [minutes], polygon=polygon)[0]
+
+    def isochrones(
+        self, point: Point, minutes: Iterable[float] = (5, 10, 15), *, polygon: bool = True
+    ) -> list[Isochrone]:
+        """Several isochrones from one search (default 5, 10 and 15 minutes)."""
+        bands = sorted(float(m) for m in minutes)
+        if not bands or bands[0] <= 0:
+            raise InvalidInput("minutes must be positive")
+        s = self.snap(point)
+        dist = self._forward.search(s.origin_seeds(self.graph, self._weights), limit=bands[-1] * 60.0)
+        out = []
+        for m in bands:
+            nodes = np.nonzero(dist <= m * 60.0)[0].astype(np.int64)
+            poly = isochrone_polygon(self.graph, nodes) if polygon else None
+            out.append(Isochrone(minutes=m, node_ids=nodes, polygon=poly))
+        return out
+
+    def seconds_from(self, point: Point, limit_s: float = np.inf) -> npt.NDArray[np.float64]:
+        """Seconds from `point` to every node (scipy Dijkstra; inf beyond the limit)."""
+        return self._forward.search(self.snap(point).origin_seeds(self.graph, self._weights), limit=limit_s)
+
+    def seconds_to(self, point: Point, limit_s: float = np.inf) -> npt.NDArray[np.float64]:
+        """Seconds from every node to `point` (reverse scipy Dijkstra)."""
+        return self.reverse.search(self.snap(point).target_seeds(self.graph, self._weights), limit=limit_s)
+
+    # --- coverage ----------------------------------------------------------------------------------------------
+
+    def coverage(self, units: Mapping[str, Point]) -> Coverage:
+        """Rebuild the coverage map: which unit reaches each road node first (multi-source Dijkstra)."""
+        ids = list(units)
+        self._coverage_units = dict(units)
+        snaps = self._snap_units([units[u] for u in ids])
+        seeds = [s.origin_seeds(self.graph, self._weights) for s in snaps]
+        dist, owner = multi_source(
+            self._forward.matrix[: self.graph.n_nodes, : self.graph.n_nodes], self.graph.n_nodes, seeds
+        )
+        self._coverage = Coverage(unit_ids=ids, owner=owner, seconds=dist, seeds=dict(zip(ids, seeds, strict=True)))
+        return self._coverage
+
+    def update_unit(self, unit_id: str, position: Point | None) -> Coverage:
+        """Update the coverage map for one unit: None removes it (unavailable), a point adds or moves it."""
+        cov = self._coverage
+        if cov is None:
+            raise InvalidInput("build the coverage first with coverage(units)")
+        csr = self._forward.matrix[: self.graph.n_nodes, : self.graph.n_nodes]
+        if unit_id in cov.seeds:
+            idx = cov.unit_ids.index(unit_id)
+            del cov.seeds[unit_id]
+            region = np.nonzero(cov.owner == idx)[0].astype(np.int64)
+            cov.owner[region] = -1
+            cov.seconds[region] = np.inf
+            reassign_region(csr, cov, region)
+        if position is None:
+            self._coverage_units.pop(unit_id, None)
+            return cov
+        self._coverage_units[unit_id] = position
+        seeds = self._snap_units([position])[0].origin_seeds(self.graph, self._weights)
+        if unit_id in cov.unit_ids:
+            idx = cov.unit_ids.index(unit_id)
+        else:
+            cov.unit_ids.append(unit_id)
+            idx = len(cov.unit_ids) - 1
+        cov.seeds[unit_id] = seeds
+        finite = cov.seconds[np.isfinite(cov.seconds)]
+        limit = float(finite.max()) if finite.size == len(cov.seconds) else np.inf
+        d_new = self._forward.search(seeds, limit=limit)
+        better = d_new < cov.seconds
+        cov.seconds[better] = d_new[better]
+        cov.owner[better] = idx
+        return cov
+
+    # --- conditions --------------------------------------------------------------------------------------------
+
+    def set_speed_factor(self, edge_ids: Iterable[int], factor: float) -> None:
+        """Scale the speed of edges (0.5 = half speed, congestion); takes effect at once."""
+        self._apply(self.conditions.set_speed_factor(edge_ids, factor))
+
+    def close_edges(self, edge_ids: Iterable[int]) -> None:
+        """Close edges (both directions must be listed for a two-way road)."""
+        self._apply(self.conditions.close(edge_ids))
+
+    def reopen_edges(self, edge_ids: Iterable[int]) -> None:
+        """Reopen closed edges."""
+        self._apply(self.conditions.reopen(edge_ids))
+
+    def clear_conditions(self) -> None:
+        """Back to free flow."""
+        self._apply(self.conditions.clear())
+
+    def road_edges(self, edge_id: int) -> list[int]:
+        """An edge and its opposite direction, if the road is two-way (handy for closing a whole road)."""
+        twin = int(self.graph.twin()[edge_id])
+        return [edge_id] if twin < 0 else [edge_id, twin]
+
+    def _apply(self, ids: npt.NDArray[np.int64]) -> None:
+        if len(ids) == 0:
+            return
+        new = self.conditions.weights_ms(ids)
+        self._weights[ids] = new
+        self._forward.update(ids, new)
+        if self._reverse is not None:
+            self._reverse.update(ids, new)
+        if self._cch is not None:
+            self._cch.update(ids, new)
+        if self._coverage is not None:
+            # Times changed under the coverage map: rebuild it from the same unit positions.
+            self.coverage(dict(self._coverage_units))
+        log.info(
+            "road_conditions_applied",
+            edges=len(ids),
+            version=self.conditions.version,
+            closed=int((new >= INF_MS).sum()),
+        )
+
+
+def _fmt(p: Point) -> str:
+    return f"({p[0]:.6f}, {p[1]:.6f})"
