@@ -136,3 +136,26 @@ def test_frigate_examples_match_their_schemas(doc: dict[str, Any], shared_data: 
         payload_ref = resolve(doc, message["$ref"])["payload"]["$ref"]
         instance = json.loads((shared_data / "frigate_mqtt" / f"{name}.example.json").read_bytes())
         assert _validator(doc, payload_ref).is_valid(instance), channel_id
+
+
+DEVICES_MD = DOC_PATH.parent / "devices.md"
+TOPIC_EXAMPLE = re.compile(r"on `(safecity/[^`]+)`[^`]*?```json\n(.*?)\n```", re.DOTALL)
+
+
+def test_devices_md_examples_are_the_published_ones_and_are_accepted() -> None:
+    """Every example in docs/devices.md is one of the AsyncAPI examples and normalizes on its topic."""
+    text = DEVICES_MD.read_text(encoding="utf-8")
+    found = TOPIC_EXAMPLE.findall(text)
+    assert len(found) == len(EXAMPLES)
+    shown = []
+    for topic, body in found:
+        payload = json.loads(body)
+        shown.append(payload)
+        kind = topic.split("/")[2]
+        assert payload == EXAMPLES[kind], topic
+        fmt = "checkpoint" if kind == "checkpoint" else "generic"
+        (reading,) = normalize(fmt, body.encode(), topic=topic, device_id=None, kind=None, received_at=RECEIVED)
+        assert reading.device_id == topic.rsplit("/", 1)[1]
+    assert sorted(map(json.dumps, shown)) == sorted(map(json.dumps, EXAMPLES.values()))
+    for kind in PAYLOAD_TYPES:
+        assert f"| `{kind}` |" in text, f"kind {kind} is not documented in docs/devices.md"
