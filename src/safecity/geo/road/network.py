@@ -124,7 +124,7 @@ class RoadNetwork:
         direct = sa.same_road_ms(sb, w)
         dist, nodes = self.cch.route(sa.origin_seeds(self.graph, w), sb.target_seeds(self.graph, w))
         best = math.inf if dist is None else float(dist)
-        if direct <= best:
+        if math.isfinite(direct) and direct <= best:
             seconds = direct / 1000.0
             coords = [(sa.lon, sa.lat), (sb.lon, sb.lat)]
             meters = float(abs(self._edge_pos_m(sa) - self._edge_pos_m(sb, sa)))

@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 import sqlite3
+import warnings
 from pathlib import Path
 
 import mapbox_vector_tile
@@ -109,10 +110,13 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
                     ]
                     if not features:
                         continue
-                    data = mapbox_vector_tile.encode(
-                        [{"name": LAYER, "features": features}],
-                        default_options={"quantize_bounds": bounds, "extents": 4096},
-                    )
+                    with warnings.catch_warnings():
+                        # mapbox-vector-tile 2.x still calls shapely.ops.transform, deprecated in shapely 2.1.
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        data = mapbox_vector_tile.encode(
+                            [{"name": LAYER, "features": features}],
+                            default_options={"quantize_bounds": bounds, "extents": 4096},
+                        )
                     # MBTiles 1.3: rows are TMS (y flipped), tile data gzip-compressed.
                     db.execute(
                         "INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, tx, (1 << z) - 1 - ty, gzip.compress(data))

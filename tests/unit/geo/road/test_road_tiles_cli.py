@@ -1,0 +1,58 @@
+"""Vector tiles in MBTiles, and the typer commands."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import mapbox_vector_tile
+from typer.testing import CliRunner
+
+from safecity.geo.road.commands import road_app
+from safecity.geo.road.graph import RoadGraph
+from safecity.geo.road.tiles import MBTiles, bake_mbtiles, tile_range
+
+
+def test_bake_and_read_tiles(small_graph: RoadGraph, tmp_path: Path) -> None:
+    path = tmp_path / "roads.mbtiles"
+    count = bake_mbtiles(small_graph, path, 12, 14)
+    assert count > 0
+    tiles = MBTiles(path)
+    try:
+        meta = tiles.metadata()
+        assert meta["format"] == "pbf" and json.loads(meta["json"])["vector_layers"][0]["id"] == "roads"
+        x0, y0, x1, y1 = tile_range(small_graph.bbox(), 14)
+        found = [tiles.tile(14, x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)]
+        data = next(t for t in found if t)
+        decoded = mapbox_vector_tile.decode(gzip.decompress(data))
+        feats = decoded["roads"]["features"]
+        assert feats and feats[0]["geometry"]["type"] in {"LineString", "MultiLineString"}
+        assert {"highway", "oneway"} <= set(feats[0]["properties"])
+        assert tiles.tile(3, 0, 0) is None
+    finally:
+        tiles.close()
+
+
+def test_cli_commands(tiny_osm: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    graph = tmp_path / "g.npz"
+    res = runner.invoke(road_app, ["import-osm", str(tiny_osm), "-o", str(graph), "--geojson", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert RoadGraph.load(graph).n_nodes == 5
+    assert json.loads((tmp_path / "e.json").read_text())["type"] == "FeatureCollection"
+    res = runner.invoke(road_app, ["route", "121.4700,31.2300", "121.4800,31.2300", "--graph", str(graph)])
+    assert res.exit_code == 0, res.output
+    feature = json.loads(res.stdout)
+    assert feature["properties"]["seconds"] > 0
+    res = runner.invoke(road_app, ["route", "121.47,31.23", "121.60,31.23", "--graph", str(graph)])
+    assert res.exit_code == 2
+    assert "road.snap_too_far" in res.output
+    res = runner.invoke(road_app, ["import-osm", str(tmp_path / "nope.osm")])
+    assert res.exit_code == 2 and "road.osm_invalid" in res.output
+    syn = tmp_path / "s.npz"
+    res = runner.invoke(road_app, ["build-synthetic", "--nodes", "2000", "-o", str(syn)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(road_app, ["bake-tiles", str(syn), "-o", str(tmp_path / "t.mbtiles"), "--min-zoom", "13", "--max-zoom", "13"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "t.mbtiles").stat().st_size > 0
