@@ -40,6 +40,9 @@ class Snap:
             wt = int(weights_ms[self.twin])
             if wt < INF_MS:
                 seeds.append((int(graph.head[self.twin]), round(self.fraction * wt)))
+        if self.fraction == 0.0 and self.twin < 0:
+            # Standing on node u of a one-way edge: every out-edge of u is open, not only this one.
+            seeds.append((int(graph.tail[self.edge]), 0))
         return seeds
 
     def target_seeds(self, graph: RoadGraph, weights_ms: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
@@ -52,6 +55,9 @@ class Snap:
             wt = int(weights_ms[self.twin])
             if wt < INF_MS:
                 seeds.append((int(graph.tail[self.twin]), round((1.0 - self.fraction) * wt)))
+        if self.fraction == 1.0 and self.twin < 0:
+            # Standing on node v of a one-way edge: every in-edge of v leads here.
+            seeds.append((int(graph.head[self.edge]), 0))
         return seeds
 
     def same_road_ms(self, target: Snap, weights_ms: npt.NDArray[np.int64]) -> float:
