@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import time
 import uuid
@@ -150,7 +149,8 @@ async def bench_pgrouting(graph: RoadGraph, ours: dict[str, Any], quick: bool) -
             o, d = ours["_o"][:k], ours["_d"][:k]
             t = time.perf_counter()
             rows = await conn.fetch(
-                "SELECT start_vid, end_vid, agg_cost FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint[], directed => true)",
+                "SELECT start_vid, end_vid, agg_cost"
+                " FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint[], directed => true)",
                 sql,
                 o,
                 d,
@@ -164,7 +164,9 @@ async def bench_pgrouting(graph: RoadGraph, ours: dict[str, Any], quick: bool) -
             iso = []
             for inc in ours["_incidents"][:5]:
                 t = time.perf_counter()
-                await conn.fetch("SELECT node FROM pgr_drivingDistance($1, $2::bigint, 600.0, directed => true)", sql, inc)
+                await conn.fetch(
+                    "SELECT node FROM pgr_drivingDistance($1, $2::bigint, 600.0, directed => true)", sql, inc
+                )
                 iso.append(time.perf_counter() - t)
         finally:
             await conn.close()

@@ -30,7 +30,8 @@ async def test_travel_times_agree_with_pgrouting(pg_url: str, shared_data: Path)
     try:
         await load_edges(conn, graph)
         rows = await conn.fetch(
-            "SELECT start_vid, end_vid, agg_cost FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint[], directed => true)",
+            "SELECT start_vid, end_vid, agg_cost"
+            " FROM pgr_dijkstraCost($1, $2::bigint[], $3::bigint[], directed => true)",
             edges_sql(),
             [int(s) for s in sources],
             [int(t) for t in targets],

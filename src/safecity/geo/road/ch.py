@@ -36,7 +36,7 @@ def graph_order(graph: RoadGraph) -> npt.NDArray[np.int64]:
     if order is None:
         order = compute_order(graph)
         graph.__dict__["_cch_order"] = order
-    return order  # type: ignore[no-any-return]
+    return order
 
 
 class CchEngine:

@@ -92,7 +92,7 @@ class RoadGraph:
         if cached is None:
             cached = np.repeat(np.arange(self.n_nodes, dtype=np.int32), np.diff(self.indptr))
             self.__dict__["_tail"] = cached
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     @property
     def time_ms(self) -> I64:
@@ -101,7 +101,7 @@ class RoadGraph:
         if cached is None:
             cached = travel_ms(self.length_m, self.speed_kmh)
             self.__dict__["_time_ms"] = cached
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def twin(self) -> I64:
         """For each edge u→v, the id of the edge v→u, or -1 when the road is one-way."""
@@ -116,7 +116,7 @@ class RoadGraph:
             found = key[order][pos] == rkey
             cached = np.where(found, order[pos], -1).astype(np.int64)
             self.__dict__["_twin"] = cached
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def edge_id(self, u: int, v: int) -> int:
         """The id of the edge u→v, or -1."""
@@ -256,7 +256,8 @@ class RoadGraph:
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
             raise GraphArtifactError(
                 path=str(path),
-                reason=f"format {meta.get('format')} v{meta.get('format_version')}, expected {FORMAT} v{FORMAT_VERSION}",
+                reason=f"format {meta.get('format')} v{meta.get('format_version')},"
+                f" expected {FORMAT} v{FORMAT_VERSION}",
             )
         graph = cls(**fields, meta=meta)
         if int(graph.indptr[-1]) != graph.n_edges or len(graph.indptr) != graph.n_nodes + 1:

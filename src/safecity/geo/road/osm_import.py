@@ -103,7 +103,7 @@ def is_drivable(tags: Mapping[str, str]) -> str | None:
     return highway
 
 
-class _RoadHandler(osmium.SimpleHandler):  # type: ignore[misc]
+class _RoadHandler(osmium.SimpleHandler):
     """Collects drivable ways with node locations, streaming."""
 
     def __init__(self, profile: SpeedProfile, progress: Progress | None, task: Any) -> None:

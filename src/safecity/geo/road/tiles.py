@@ -118,9 +118,7 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
                             default_options={"quantize_bounds": bounds, "extents": 4096},
                         )
                     # MBTiles 1.3: rows are TMS (y flipped), tile data gzip-compressed.
-                    db.execute(
-                        "INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, tx, (1 << z) - 1 - ty, gzip.compress(data))
-                    )
+                    db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, tx, (1 << z) - 1 - ty, gzip.compress(data)))
                     count += 1
         bbox = graph.bbox()
         meta = {

@@ -55,7 +55,9 @@ def _check_coverage(net: RoadNetwork, units: dict[str, tuple[float, float]]) -> 
     fresh = net.coverage(units)
     np.testing.assert_allclose(inc_secs, fresh.seconds, atol=1e-6)
     # Owners may differ only on ties: the incremental owner reaches the node in the same time.
-    for node in np.nonzero(np.array(inc_owner, dtype=object) != np.array([fresh.owner_of(i) for i in range(len(inc_secs))], dtype=object))[0][:50]:
+    for node in np.nonzero(
+        np.array(inc_owner, dtype=object) != np.array([fresh.owner_of(i) for i in range(len(inc_secs))], dtype=object)
+    )[0][:50]:
         owner = inc_owner[node]
         assert owner is not None
         assert net.seconds_from(units[owner])[node] == pytest.approx(fresh.seconds[node], abs=1e-6)

@@ -37,7 +37,9 @@ def test_bake_and_read_tiles(small_graph: RoadGraph, tmp_path: Path) -> None:
 def test_cli_commands(tiny_osm: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     graph = tmp_path / "g.npz"
-    res = runner.invoke(road_app, ["import-osm", str(tiny_osm), "-o", str(graph), "--geojson", str(tmp_path / "e.json")])
+    res = runner.invoke(
+        road_app, ["import-osm", str(tiny_osm), "-o", str(graph), "--geojson", str(tmp_path / "e.json")]
+    )
     assert res.exit_code == 0, res.output
     assert RoadGraph.load(graph).n_nodes == 5
     assert json.loads((tmp_path / "e.json").read_text())["type"] == "FeatureCollection"
@@ -53,6 +55,8 @@ def test_cli_commands(tiny_osm: Path, tmp_path: Path) -> None:
     syn = tmp_path / "s.npz"
     res = runner.invoke(road_app, ["build-synthetic", "--nodes", "2000", "-o", str(syn)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(road_app, ["bake-tiles", str(syn), "-o", str(tmp_path / "t.mbtiles"), "--min-zoom", "13", "--max-zoom", "13"])
+    res = runner.invoke(
+        road_app, ["bake-tiles", str(syn), "-o", str(tmp_path / "t.mbtiles"), "--min-zoom", "13", "--max-zoom", "13"]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "t.mbtiles").stat().st_size > 0
