@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from safecity.geo.road.commands import import_osm_command, road_app
 from safecity.kernel import logging as sc_logging
 from safecity.kernel.settings import Settings, load_settings
 
@@ -22,6 +23,10 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(road_app, name="road")
+app.command("import-osm", help="Import an OSM extract (.osm, .osm.bz2, .osm.pbf) into a road graph artifact.")(
+    import_osm_command
+)
 console = Console(stderr=True)
 
 ConfigOption = Annotated[
