@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -77,6 +77,10 @@ class Bus(Protocol):
 
     async def publish(self, envelope: Envelope) -> bool:
         """Publish one envelope; return False when its id was already published (deduplicated)."""
+        ...
+
+    async def publish_many(self, envelopes: Iterable[Envelope]) -> int:
+        """Publish many envelopes (store-and-forward catch-up); return how many were new."""
         ...
 
     async def subscribe(
@@ -213,6 +217,14 @@ class MemoryBus:
             except asyncio.QueueFull:
                 await self._put_waiting(sub, envelope)
         return True
+
+    async def publish_many(self, envelopes: Iterable[Envelope]) -> int:
+        """Publish envelopes in order; return how many were new (not deduplicated), like `NatsBus.publish_many`."""
+        new = 0
+        for envelope in envelopes:
+            if await self.publish(envelope):
+                new += 1
+        return new
 
     async def _put_waiting(self, sub: _MemorySubscription, envelope: Envelope) -> None:
         try:
