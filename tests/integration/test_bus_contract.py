@@ -8,6 +8,7 @@ subscription is in publish order on both buses, so once the barrier is in, every
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import pytest
 from safecity.kernel.bus import MemoryBus
 from safecity.kernel.bus_nats import NatsBus
 from safecity.kernel.envelope import Context, Envelope, make_envelope
+from safecity.kernel.errors import ServiceUnavailable
 from safecity.sensing.model import DEVICE_OFFLINE, DeviceKind, DeviceOffline, EventKind, SensorEvent, Tags
 
 WAIT_S = 15.0  # a deadline so a broken bus fails the test instead of hanging; never a timing assertion
@@ -457,3 +459,19 @@ def test_nats_rejects_bad_names() -> None:
         NatsBus(stream="a.b")
     with pytest.raises(ValueError, match="prefix"):
         NatsBus(subject_prefix="a.*")
+
+
+async def test_nats_unreachable_server_is_service_unavailable() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bus = NatsBus(f"nats://127.0.0.1:{port}", connect_timeout_s=0.5)
+    with pytest.raises(ServiceUnavailable) as caught:
+        await bus.start()
+    assert caught.value.code == "service.unavailable"
+    assert not await bus.healthy()
+
+
+async def test_nats_durable_names_must_be_valid(nats_bus: NatsBus) -> None:
+    with pytest.raises(ValueError, match="durable"):
+        await nats_bus.subscribe("event.>", Collector(), durable="store.writer")

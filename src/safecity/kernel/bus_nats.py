@@ -246,6 +246,7 @@ class NatsBus:
         ephemeral_inactive_s: float = 30.0,
         on_dead_letter: OverflowHook | None = None,
         client_name: str = "safecity",
+        connect_timeout_s: float = 10.0,
     ) -> None:
         if subject_prefix is not None and not _PREFIX_RE.match(subject_prefix):
             raise ValueError(f"invalid subject prefix {subject_prefix!r}")
@@ -268,6 +269,7 @@ class NatsBus:
         self.ephemeral_inactive_s = ephemeral_inactive_s
         self.on_dead_letter = on_dead_letter
         self.client_name = client_name
+        self.connect_timeout_s = connect_timeout_s
         self.stats = BusStats()
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -304,20 +306,28 @@ class NatsBus:
     async def start(self) -> None:
         """Connect, then create the stream or bring its configuration up to date."""
         self._closing = False
+        nc = NatsClient()
         try:
-            self._nc = await nats.connect(
-                self.url,
-                name=self.client_name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=5,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
+            # Reconnects are unbounded once connected (links can fail for hours); the first connect is bounded.
+            await asyncio.wait_for(
+                nc.connect(
+                    self.url,
+                    name=self.client_name,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=2,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                timeout=self.connect_timeout_s,
             )
         except (nats.errors.Error, OSError, TimeoutError) as err:
+            with contextlib.suppress(nats.errors.Error):
+                await nc.close()
             raise ServiceUnavailable(service="NATS") from err
+        self._nc = nc
         self._js = self._nc.jetstream(timeout=self.publish_timeout_s, publish_async_max_pending=self.max_inflight)
         config = api.StreamConfig(
             name=self.stream,
