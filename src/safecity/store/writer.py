@@ -46,6 +46,24 @@ def _utc(value: datetime) -> datetime:
     return clock.ensure_aware(value).astimezone(UTC)
 
 
+def _is_bad_row(err: BaseException) -> bool:
+    """Tell a refused row (integrity or data error) from a transient failure worth retrying."""
+    if isinstance(err, (IntegrityError, DataError)):
+        return True
+    # asyncpg errors are not all mapped to SQLAlchemy's classes: use the SQLSTATE class instead.
+    # 22xxx: data exception (value too long, invalid text), 23xxx: integrity constraint violation.
+    sqlstate = getattr(getattr(err, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+
+
+class _BadRow(Exception):
+    """Internal: a commit failed because of the rows in it, not because the database is unavailable."""
+
+    def __init__(self, cause: SQLAlchemyError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 def row_from_envelope(env: Envelope) -> Row:
     """Map an envelope whose payload is a `SensorEvent` to a row of the `events` table (without `stored_at`)."""
     p = env.payload
@@ -272,15 +290,15 @@ class EventWriter:
     async def _commit_with_retry(self, rows: list[Row]) -> None:
         try:
             written = await self._commit_retrying(rows)
-        except (IntegrityError, DataError) as err:
+        except _BadRow as err:
             # A bad row (e.g. too long for its column on PostgreSQL): isolate it and keep the others.
-            log.warning("event_batch_rejected_isolating", rows=len(rows), error=str(err.orig))
+            log.warning("event_batch_rejected_isolating", rows=len(rows), error=str(err))
             written = rejected = 0
             for row in rows:
                 try:
                     written += await self._commit_retrying([row])
-                except (IntegrityError, DataError) as row_err:
-                    await self._reject(row, row_err)
+                except _BadRow as row_err:
+                    await self._reject(row, row_err.cause)
                     rejected += 1
         else:
             rejected = 0
@@ -290,19 +308,23 @@ class EventWriter:
         """Commit rows, retrying transient failures with backoff; a bad row's error is raised."""
         delay = self._retry_initial_s
         while True:
+            failure: Exception
             try:
                 return await self._commit(rows)
-            except (IntegrityError, DataError):
-                raise
-            except (SQLAlchemyError, OSError) as err:
-                self.stats.retries += 1
-                log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=str(err))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+            except SQLAlchemyError as err:
+                if _is_bad_row(err):
+                    raise _BadRow(err) from err
+                failure = err
+            except OSError as err:
+                failure = err
+            self.stats.retries += 1
+            log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=str(failure))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max_s)
 
-    async def _reject(self, row: Row, err: IntegrityError | DataError) -> None:
+    async def _reject(self, row: Row, err: SQLAlchemyError) -> None:
         self.stats.rows_rejected += 1
-        log.error("event_rejected_by_store", event_id=row.get("id"), error=str(err.orig))
+        log.error("event_rejected_by_store", event_id=row.get("id"), error=str(err))
         if self._on_rejected is not None:
             await self._on_rejected(row, err)
 
