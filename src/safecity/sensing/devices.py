@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safecity.kernel.errors import Conflict, NotFound
 from safecity.sensing.model import DeviceKind, DeviceStatus
@@ -38,6 +38,31 @@ class DeviceExists(Conflict):
     code = "device.exists"
     message_en = "Device {id} already exists."
     message_zh = "设备 {id} 已存在。"
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+_MAX_DEPTH = 8
+
+
+def check_json_value(value: Any, depth: int = 0) -> None:
+    """Refuse JSON that storage cannot hold: integers beyond 64 bits, nesting deeper than 8 levels."""
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(value, bool) or value is None or isinstance(value, (str, float)):
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError("integer outside the 64-bit range")
+        return
+    if isinstance(value, dict):
+        for item in value.values():
+            check_json_value(item, depth + 1)
+        return
+    if isinstance(value, list):
+        for item in value:
+            check_json_value(item, depth + 1)
+        return
+    raise ValueError(f"not a JSON value: {type(value).__name__}")
 
 
 class _Coordinates(BaseModel):
@@ -69,6 +94,12 @@ class DeviceIn(_Coordinates):
     heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400, description="Expected heartbeat interval.")
     attributes: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("attributes")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_value(value)
+        return value
+
     @model_validator(mode="after")
     def _default_name(self) -> DeviceIn:
         if not self.name:
@@ -92,6 +123,12 @@ class DevicePatch(BaseModel):
     status: DeviceStatus | None = None
     heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400)
     attributes: dict[str, Any] | None = None
+
+    @field_validator("attributes")
+    @classmethod
+    def _storable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        check_json_value(value)
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> DevicePatch:
@@ -218,8 +255,9 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], l
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
-        except ValueError as err:
-            return [], [ImportIssue(reason=f"not valid JSON: {err}")]
+        except (ValueError, RecursionError) as err:
+            # RecursionError: absurdly deep nesting; the body cap bounds the size, not the depth.
+            return [], [ImportIssue(reason=f"not valid JSON: {type(err).__name__}")]
     if (
         not isinstance(data, dict)
         or data.get("type") != "FeatureCollection"

@@ -33,7 +33,8 @@ async def test_health_ready_metrics(db_app_client: tuple[FastAPI, httpx.AsyncCli
 
 async def test_ready_fails_when_the_broker_is_down(app_factory, sqlite_url: str) -> None:
     port = _closed_port()
-    _, client = await app_factory(sqlite_url, mqtt={"enabled": True, "host": "127.0.0.1", "port": port})
+    mqtt = {"enabled": True, "host": "127.0.0.1", "port": port, "client_id": "safecity-test-down"}
+    _, client = await app_factory(sqlite_url, mqtt=mqtt)
     response = await client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
@@ -42,9 +43,13 @@ async def test_ready_fails_when_the_broker_is_down(app_factory, sqlite_url: str)
     assert body["checks"]["broker"]["ok"] is False
 
 
-async def test_ready_with_a_live_broker(app_factory, sqlite_url: str, mqtt_broker: tuple[str, int]) -> None:
+async def test_ready_with_a_live_broker(
+    app_factory, sqlite_url: str, mqtt_broker: tuple[str, int], unique_name: str
+) -> None:
     host, port = mqtt_broker
-    _, client = await app_factory(sqlite_url, mqtt={"enabled": True, "host": host, "port": port})
+    # A client id of its own: a shared id makes parallel runs take each other's session over.
+    mqtt = {"enabled": True, "host": host, "port": port, "client_id": f"safecity-test-{unique_name}"}
+    _, client = await app_factory(sqlite_url, mqtt=mqtt)
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"]["broker"]["ok"] is True
