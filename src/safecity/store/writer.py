@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import structlog
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, DateTime, Float, Integer
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from safecity.kernel import clock
 from safecity.kernel.envelope import Envelope
@@ -118,6 +119,66 @@ class WriterStats:
         }
 
 
+_COLUMNS = [c.name for c in events.columns]
+
+
+def _pg_array_type(column_type: Any) -> str:
+    if isinstance(column_type, DateTime):
+        return "timestamptz[]"
+    if isinstance(column_type, Float):
+        return "float8[]"
+    if isinstance(column_type, Integer):
+        return "int8[]"
+    if isinstance(column_type, JSON):
+        return "json[]"
+    return "text[]"
+
+
+_JSON_COLUMNS = frozenset(c.name for c in events.columns if isinstance(c.type, JSON))
+_TIME_COLUMNS = frozenset(c.name for c in events.columns if isinstance(c.type, DateTime))
+_COLUMN_LIST = ", ".join(_COLUMNS)
+# The hot path bypasses SQLAlchemy's per-row parameter processing (most of the writer's CPU otherwise).
+# SQLite: one executemany of a prepared INSERT; rowcount is the number of rows actually inserted.
+_SQLITE_INSERT = (
+    f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join('?' for _ in _COLUMNS)}) ON CONFLICT DO NOTHING"
+)
+# PostgreSQL: one statement and one round trip per batch: the rows travel as one array per column.
+_PG_INSERT = (
+    f"INSERT INTO events ({_COLUMN_LIST}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{_pg_array_type(c.type)}" for i, c in enumerate(events.columns, start=1))
+    + ") ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_time(value: datetime) -> str:
+    # The exact text SQLAlchemy's SQLite DateTime writes and parses back (UTC, zone dropped).
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+async def _insert_sqlite(conn: AsyncConnection, rows: list[Row]) -> int:
+    params = [
+        tuple(
+            _json_text(row[c]) if c in _JSON_COLUMNS else _sqlite_time(row[c]) if c in _TIME_COLUMNS else row[c]
+            for c in _COLUMNS
+        )
+        for row in rows
+    ]
+    result = await conn.exec_driver_sql(_SQLITE_INSERT, params)
+    return int(result.rowcount)
+
+
+async def _insert_postgresql(conn: AsyncConnection, rows: list[Row]) -> int:
+    arrays = tuple(
+        [_json_text(row[c]) for row in rows] if c in _JSON_COLUMNS else [row[c] for row in rows] for c in _COLUMNS
+    )
+    result = await conn.exec_driver_sql(_PG_INSERT, arrays)
+    return len(result.all())
+
+
 class _Marker:
     """A flush or stop request travelling through the queue behind everything added before it."""
 
@@ -157,10 +218,9 @@ class EventWriter:
         self._closed = False
         self._error: BaseException | None = None
         self._pending: set[asyncio.Future[None]] = set()
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        # No conflict target: both the primary key (replayed envelope) and the partial unique index on
-        # (device_id, message_id) (sender's repeat) are skipped. RETURNING tells how many rows were new.
-        self._stmt = insert(events).on_conflict_do_nothing().returning(events.c.id)
+        # ON CONFLICT DO NOTHING with no conflict target: both the primary key (replayed envelope) and the
+        # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
+        self._insert = _insert_postgresql if engine.dialect.name == "postgresql" else _insert_sqlite
         self.stats = WriterStats()
 
     @property
@@ -334,8 +394,7 @@ class EventWriter:
             row["stored_at"] = stored_at
         started = time.perf_counter()
         async with self._engine.begin() as conn:
-            result = await conn.execute(self._stmt, rows)
-            written = len(result.all())
+            written = await self._insert(conn, rows)
         elapsed = time.perf_counter() - started
         stats = self.stats
         stats.commits += 1

@@ -81,14 +81,18 @@ async def test_replays_and_repeated_messages_are_ignored(engine: AsyncEngine, ma
         for env in first:
             await writer.add(env)
         await writer.flush()
-        for env in [*first, *resent, *anonymous, *other_device, first[0]]:
+        # A new event repeated inside one batch, under its own id and under a new one.
+        fresh = make_event(500, device_id="dev-z", message_id="z-1")
+        fresh_resent = make_event(500, device_id="dev-z", message_id="z-1")
+        for env in [*first, *resent, *anonymous, *other_device, first[0], fresh, fresh, fresh_resent]:
             await writer.add(env)
         await writer.flush()
-        assert writer.stats.rows_written == 115
-        assert writer.stats.duplicates_ignored == 151
+        assert writer.stats.rows_written == 116
+        assert writer.stats.duplicates_ignored == 153
         assert writer.stats.rows_rejected == 0
     repo = EventRepo(engine)
-    assert await repo.count() == 115
+    assert await repo.count() == 116
+    assert await repo.ids_for_device("dev-z") == [fresh.id]
     assert sorted(await repo.ids_for_device("dev-x")) == sorted(e.id for e in [*first, *anonymous])
 
 
