@@ -66,7 +66,7 @@ class TrafficSimulator:
             return self._bad(device, ts)
         if self.rng.random() < 0.1:
             body: dict[str, Any] = {
-                "battery": round(self.rng.uniform(2.6, 3.3), 2),
+                "battery": round(self.rng.uniform(20, 100), 1),
                 "rssi": self.rng.randint(-110, -60),
             }
             return self._msg(device, "heartbeat", body, ts)
@@ -92,11 +92,8 @@ class TrafficSimulator:
                 "vehicle_type": rng.choice(["car", "truck", "bus", "van"]),
             }
         elif kind == "video":
-            body = {
-                "value": round(rng.uniform(0.5, 0.95), 2),
-                "state": rng.choice(["person", "car", "bicycle"]),
-                "zone": "gate",
-            }
+            label = rng.choice(["person", "car", "bicycle"])
+            body = {"value": round(rng.uniform(0.5, 0.95), 2), "state": label, "data": {"label": label, "zone": "gate"}}
         else:
             body = {"value": round(rng.uniform(0, 100), 2)}
         return self._msg(device, kind, body, ts)
