@@ -76,6 +76,33 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
 
 
+class RoadSettings(_Section):
+    """The road network used for travel times, nearest units, isochrones and road tiles."""
+
+    graph: Path | None = Field(
+        None, description="Road graph artifact to load at start (`safecity import-osm FILE -o graph.npz`)."
+    )
+    tiles: Path | None = Field(None, description="MBTiles file of road vector tiles (`safecity road bake-tiles`).")
+    max_snap_m: float = Field(
+        500.0, gt=0, le=10_000, description="Points farther than this from every road are refused (road.snap_too_far)."
+    )
+    synthetic: bool = Field(
+        False, description="With no graph: generate a synthetic network around `synthetic_center` (demo, tests)."
+    )
+    synthetic_nodes: int = Field(
+        20_000, ge=100, le=2_000_000, description="Size of the synthetic network (nodes) when `synthetic` is true."
+    )
+    synthetic_center: tuple[float, float] = Field(
+        (121.25, 31.37), description="(lon, lat) centre of the synthetic network (the synthetic Jiading district)."
+    )
+    synthetic_spacing_m: float = Field(
+        165.0, gt=10, le=2000, description="Grid spacing of the synthetic network in metres (sets its extent)."
+    )
+    max_matrix_cells: int = Field(
+        250_000, ge=1, le=10_000_000, description="Largest origins x targets matrix one request may ask for."
+    )
+
+
 class SecuritySettings(_Section):
     """Secrets."""
 
@@ -107,6 +134,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    roads: RoadSettings = Field(default_factory=RoadSettings)
 
     @classmethod
     def settings_customise_sources(
