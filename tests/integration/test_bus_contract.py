@@ -475,3 +475,13 @@ async def test_nats_unreachable_server_is_service_unavailable() -> None:
 async def test_nats_durable_names_must_be_valid(nats_bus: NatsBus) -> None:
     with pytest.raises(ValueError, match="durable"):
         await nats_bus.subscribe("event.>", Collector(), durable="store.writer")
+
+
+async def test_nats_publish_outside_the_stream_subjects_is_refused(nats_bus: NatsBus) -> None:
+    stray = make_envelope("event.smoke", event().payload, source="t")
+    stray.key = "nowhere.smoke"  # no stream subject covers it: nothing would store it
+    with pytest.raises(ServiceUnavailable):
+        await nats_bus.publish(stray)
+    with pytest.raises(ServiceUnavailable, match="rejected"):
+        await nats_bus.publish_many([event("event.smoke", 1), stray])
+    assert nats_bus.stats.published == 1  # the good one of the batch was stored and counted

@@ -241,7 +241,7 @@ class NatsBus:
         fetch_batch: int = 256,
         pull_expires_s: float = 2.0,
         publish_timeout_s: float = 5.0,
-        max_inflight: int = 4000,
+        max_inflight: int = 8192,
         durable_start: Literal["new", "all"] = "new",
         ephemeral_inactive_s: float = 30.0,
         on_dead_letter: OverflowHook | None = None,
@@ -328,7 +328,7 @@ class NatsBus:
                 await nc.close()
             raise ServiceUnavailable(service="NATS") from err
         self._nc = nc
-        self._js = self._nc.jetstream(timeout=self.publish_timeout_s, publish_async_max_pending=self.max_inflight)
+        self._js = self._nc.jetstream(timeout=self.publish_timeout_s)
         config = api.StreamConfig(
             name=self.stream,
             subjects=[self.subject(s) for s in self.subjects],
@@ -392,44 +392,66 @@ class NatsBus:
     async def publish_many(self, envelopes: Iterable[Envelope]) -> int:
         """Publish many envelopes with at most `max_inflight` acks outstanding; return how many were new.
 
-        All-or-error: if any publish fails, ServiceUnavailable is raised after the others settle. Retrying the whole
-        batch is safe: ids already stored come back as duplicates.
+        All-or-error: if any publish fails or is not acked within `publish_timeout_s`, ServiceUnavailable is raised.
+        Retrying the whole batch (within the dedupe window) is safe: ids already stored come back as duplicates.
         """
-        js = self._jetstream()
-        futures: list[asyncio.Future[api.PubAck]] = []
+        # Our own pipeline rather than nats-py's publish_async: that one yields to the loop on every message (one
+        # socket write each) and reaches about 10k/s; this one lets the client batch writes (~2-3x faster).
+        nc = self._conn()
+        window = asyncio.Semaphore(self.max_inflight)
+        prefix = nc.new_inbox()
+        tally = {"new": 0, "dup": 0, "acked": 0, "sent": 0}
+        errors: list[str] = []
+        settled = asyncio.Event()
+        sending = True
+
+        async def on_ack(msg: Msg) -> None:
+            status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+            resp = {} if status else json.loads(msg.data or b"{}")
+            if status or "error" in resp:
+                errors.append(str(status or resp["error"]))
+            elif resp.get("duplicate"):
+                tally["dup"] += 1
+            else:
+                tally["new"] += 1
+            tally["acked"] += 1
+            window.release()
+            if not sending and tally["acked"] >= tally["sent"]:
+                settled.set()
+
+        sub = await nc.subscribe(f"{prefix}.*", cb=on_ack)
         try:
             for envelope in envelopes:
-                future = await js.publish_async(
+                if window.locked():
+                    await asyncio.wait_for(window.acquire(), timeout=self.publish_timeout_s)
+                else:
+                    await window.acquire()  # free slot: returns at once, without yielding to the loop
+                await nc.publish(
                     self.subject(envelope.key),
                     encode(envelope),
-                    wait_stall=self.publish_timeout_s,
-                    headers={MSG_ID_HEADER: envelope.id},
-                    stream=self.stream,
+                    reply=f"{prefix}.{tally['sent']}",
+                    headers={MSG_ID_HEADER: envelope.id, "Nats-Expected-Stream": self.stream},
                 )
-                futures.append(future)
-            done, not_done = await asyncio.wait(futures, timeout=self.publish_timeout_s) if futures else (set(), set())
+                tally["sent"] += 1
+            sending = False
+            if tally["acked"] < tally["sent"]:
+                await asyncio.wait_for(settled.wait(), timeout=self.publish_timeout_s)
         except (nats.errors.Error, TimeoutError) as err:
-            for future in futures:
-                future.cancel()
+            self._count_many(tally)
+            log.warning("bus_publish_many_failed", sent=tally["sent"], acked=tally["acked"])
             raise ServiceUnavailable(service="NATS JetStream") from err
-        for future in not_done:
-            future.cancel()
-        new = dup = 0
-        failed: BaseException | None = None
-        for future in done:
-            exc = future.exception()
-            if exc is not None:
-                failed = exc
-            elif future.result().duplicate:
-                dup += 1
-            else:
-                new += 1
-        self.stats.published += new
-        self.stats.duplicates += dup
-        if not_done or failed is not None:
-            log.warning("bus_publish_many_failed", failed=len(futures) - new - dup, total=len(futures))
-            raise ServiceUnavailable(service="NATS JetStream") from failed
-        return new
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self._count_many(tally)
+        if errors:
+            log.warning("bus_publish_many_rejected", rejected=len(errors), first=errors[0])
+            raise ServiceUnavailable(f"{len(errors)} rejected, first: {errors[0]}", service="NATS JetStream")
+        return tally["new"]
+
+    def _count_many(self, tally: dict[str, int]) -> None:
+        self.stats.published += tally["new"]
+        self.stats.duplicates += tally["dup"]
 
     # --- subscribing ------------------------------------------------------------------------------------------
 
