@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import httpx
@@ -49,10 +50,13 @@ async def test_ready_with_a_live_broker(
     host, port = mqtt_broker
     # A client id of its own: a shared id makes parallel runs take each other's session over.
     mqtt = {"enabled": True, "host": host, "port": port, "client_id": f"safecity-test-{unique_name}"}
-    _, client = await app_factory(sqlite_url, mqtt=mqtt)
+    app, client = await app_factory(sqlite_url, mqtt=mqtt)
     response = await client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"]["broker"]["ok"] is True
+    # Let the runtime's MQTT client finish subscribing before teardown stops it: cancelling aiomqtt mid-subscribe
+    # can stall Runtime.stop() (client timeout=None; reported to the lead).
+    await asyncio.wait_for(app.state.runtime.mqtt.connected.wait(), 30)
 
 
 async def test_ready_fails_when_the_bus_is_down(app_client: tuple[FastAPI, httpx.AsyncClient]) -> None:
