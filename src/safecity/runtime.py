@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, MemoryBus, Subscription
 from safecity.kernel.envelope import Envelope, make_envelope
@@ -91,6 +92,8 @@ class Runtime:
         )
         # The same topic routing as the MQTT adapter, for in-process senders (the demo's simulator).
         self.topics = TopicIngest(self.pipeline, prefix=settings.mqtt.topic_prefix, source="sim")
+        # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
+        self.roads = RoadService(settings.roads)
         self._tasks: list[asyncio.Task[Any]] = []
         self._subs: list[Subscription] = []
         self.started = False
@@ -117,6 +120,7 @@ class Runtime:
             await upgrade(self.settings.database.url)
         await self.bus.start()
         await self.devices.load_index()
+        await self.roads.start()
         bootstrap = self.settings.security.bootstrap_admin_key
         if bootstrap is not None:
             await self.keys.ensure(bootstrap.get_secret_value(), role="admin", name="bootstrap admin")
@@ -185,6 +189,7 @@ class Runtime:
         self._subs.clear()
         await self.writer.close()
         await self.dead_letters.stop()
+        await self.roads.close()
         await self.bus.close()
         await self.engine.dispose()
         self.started = False

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from safecity.api import auth, devices, events, ingest
+from safecity.api import auth, devices, events, ingest, routing
 from safecity.api.problems import ProblemMiddleware, install_problem_handlers
 
 log = structlog.get_logger(__name__)
@@ -117,6 +117,8 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
     app.include_router(devices.router)
     app.include_router(ingest.router)
     app.include_router(events.router)
+    app.include_router(routing.router)
+    app.include_router(routing.tiles_router)
     for router in extra_routers:
         app.include_router(router)
     return app
