@@ -107,6 +107,13 @@ def demo(
         str | None, typer.Option(help="Send the simulated traffic over this MQTT broker (host:port) instead.")
     ] = None,
     data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its SQLite database.")] = Path("var/demo"),
+    osm: Annotated[
+        Path | None,
+        typer.Option(help="Route on this OSM extract (.osm, .osm.bz2, .osm.pbf) instead of synthetic roads."),
+    ] = None,
+    places: Annotated[
+        Path | None, typer.Option(help="Tag with these real boundaries (GeoJSON, e.g. *_wgs84.json), not synthetic.")
+    ] = None,
 ) -> None:
     """Start the embedded hub (SQLite + in-process bus) on a synthetic district with simulated sensors."""
     from safecity.sim.demo import run_demo
@@ -115,7 +122,15 @@ def demo(
     data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(
         run_demo(
-            rate=rate, port=port, duration=duration, devices=devices, mqtt=mqtt, data_dir=data_dir, console=console
+            rate=rate,
+            port=port,
+            duration=duration,
+            devices=devices,
+            mqtt=mqtt,
+            data_dir=data_dir,
+            console=console,
+            osm=osm,
+            places=places,
         )
     )
 
@@ -162,6 +177,7 @@ def banner(url: str, key: str) -> Panel:
         f"Dead letters:        {url}/api/v1/dead-letters",
         f"Devices:             {url}/api/v1/devices",
         f"Metrics:             {url}/metrics      Health: {url}/readyz",
+        f"Routing:             {url}/api/v1/routing/info   Road tiles: {url}/tiles/roads.json",
         f"Admin API key:       [bold yellow]{key}[/bold yellow]",
         f'Try: curl -H "X-API-Key: {key}" {url}/api/v1/events/counts',
     ]

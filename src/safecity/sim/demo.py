@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from safecity.kernel.settings import Settings
+from safecity.sim.district import CENTER as DISTRICT_CENTER
 from safecity.sim.district import build_district
 from safecity.sim.traffic import TrafficSimulator, pace
 
@@ -62,19 +63,25 @@ async def run_demo(
     mqtt: str | None,
     data_dir: Path,
     console: Console,
+    osm: Path | None = None,
+    places: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the demo until Ctrl-C or `duration` seconds; returns the final figures. `data_dir` must exist."""
+    """Run the demo until Ctrl-C or `duration` seconds; returns the final figures. `data_dir` must exist.
+
+    `osm`: route on this OSM extract instead of the synthetic road network; `places`: tag with these real
+    boundaries (a GeoJSON FeatureCollection) instead of the synthetic district.
+    """
     import uvicorn
 
     from safecity.api.app import create_app
     from safecity.cli import banner, new_demo_key, summary_table
-    from safecity.geo.places import TagIndex
     from safecity.kernel import logging as sc_logging
     from safecity.runtime import Runtime
 
     sc_logging.configure("warning", json=False)
     with console.status("Building the synthetic district…"):
         district, registered, talking = demo_devices(devices)
+    road_graph = await load_demo_roads(osm, console)
     key = new_demo_key()
     mqtt_host, _, mqtt_port = (mqtt or "").partition(":")
     settings = Settings(
@@ -89,8 +96,11 @@ async def run_demo(
         },
         security={"bootstrap_admin_key": key},  # type: ignore[arg-type]
         http={"port": port},  # type: ignore[arg-type]
+        roads={"synthetic": osm is None, "synthetic_center": DISTRICT_CENTER},  # type: ignore[arg-type]
     )
-    runtime = Runtime(settings, tagger=TagIndex(district.places))
+    runtime = Runtime(settings, tagger=demo_tagger(district, places, console))
+    if road_graph is not None:
+        runtime.roads.preload(road_graph)
     app = create_app(runtime)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serve_task = asyncio.create_task(server.serve(), name="http")
@@ -102,6 +112,7 @@ async def run_demo(
     with console.status(f"Registering {len(registered):,} synthetic devices…"):
         await runtime.devices.upsert_many(registered)
         runtime.track_devices()
+    runtime.spawn(runtime.roads.ensure_tiles(demo_tiles_path(data_dir, osm)), "road-tiles")
     url = f"http://127.0.0.1:{port}"
     console.print(banner(url, key))
     sim = TrafficSimulator(talking)
@@ -160,3 +171,36 @@ async def publish_mqtt(host: str, port: int, *, rate: float, count: int, devices
                     progress.update(task, completed=sent)
             progress.update(task, completed=count)
     return count
+
+
+async def load_demo_roads(osm: Path | None, console: Console) -> Any:
+    """Import an OSM extract for the demo (in a thread, with a progress message); None: use the synthetic network."""
+    if osm is None:
+        return None
+    from safecity.geo.road import import_osm
+
+    started = time.monotonic()
+    with console.status(f"Importing road network from {osm.name}…"):
+        graph = await asyncio.to_thread(import_osm, osm)
+    console.print(
+        f"Road network: {graph.n_nodes:,} nodes, {graph.n_edges:,} edges from {osm.name}"
+        f" ({time.monotonic() - started:.1f} s)"
+    )
+    return graph
+
+
+def demo_tagger(district: Any, places: Path | None, console: Console) -> Any:
+    """The place tagger: real boundaries from `places` when given, else the synthetic district."""
+    from safecity.geo.places import PlaceTree, TagIndex
+
+    if places is None:
+        return TagIndex(district.places)
+    tree = PlaceTree.from_boundary_file(places)
+    console.print(f"Places: {len(tree):,} boundaries from {places.name}")
+    return TagIndex(tree)
+
+
+def demo_tiles_path(data_dir: Path, osm: Path | None) -> Path:
+    """Where the demo caches its road tiles (one file per road source; rebaked when the graph changes)."""
+    name = "synthetic" if osm is None else osm.name.split(".")[0]
+    return data_dir / f"roads-{name}.mbtiles"
