@@ -185,7 +185,7 @@ async def test_no_graph_is_503(app_client, key_headers) -> None:
         "roads.not_loaded",
     )
     assert "import-osm" in body["detail"]
-    _problem(await client.get("/tiles/roads/10/0/0.mvt", headers=h), 503, "roads.tiles_not_loaded")
+    _problem(await client.get("/tiles/roads/10/0/0.mvt", headers=h), 404, "roads.tiles_not_loaded")
 
 
 async def test_query_roles(routed, direct: RoadNetwork) -> None:

@@ -31,7 +31,7 @@ from safecity.geo.road.search import Coverage, Isochrone
 from safecity.geo.road.snap import Point, Snap
 from safecity.geo.road.synthetic import synthetic_network
 from safecity.geo.road.tiles import LAYER, MBTiles, bake_mbtiles
-from safecity.kernel.errors import InvalidInput, ServiceUnavailable
+from safecity.kernel.errors import InvalidInput, NotFound, ServiceUnavailable
 from safecity.kernel.settings import RoadSettings
 
 log = structlog.get_logger(__name__)
@@ -59,11 +59,11 @@ class RoadsNotLoaded(ServiceUnavailable):
     )
 
 
-class TilesNotLoaded(ServiceUnavailable):
-    """No road tiles are available on this node."""
+class TilesNotLoaded(NotFound):
+    """No road tiles are available on this node (the tile set does not exist here: 404)."""
 
     code = "roads.tiles_not_loaded"
-    status = 503
+    status = 404
     title_en = "No road tiles"
     title_zh = "未加载道路瓦片"
     message_en = (
