@@ -66,7 +66,14 @@ def keys_create(
     """Create an API key and print it once (only its hash is stored)."""
     from safecity.runtime import Runtime
 
+    from safecity.sharing.keys import Role
+
     settings = _settings(config)
+    try:
+        key_role = Role(role)
+    except ValueError as err:
+        console.print(f"[red]Unknown role {role!r}.[/red] Use one of: {', '.join(r.value for r in Role)}.")
+        raise typer.Exit(2) from err
 
     async def run() -> str:
         runtime = Runtime(settings)
@@ -74,7 +81,7 @@ def keys_create(
             from safecity.store.engine import upgrade
 
             await upgrade(settings.database.url)
-            created = await runtime.keys.create(name=name, role=role)
+            created = await runtime.keys.create(name=name, role=key_role)
         finally:
             await runtime.stop()
         return str(created.key)

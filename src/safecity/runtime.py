@@ -27,7 +27,7 @@ from safecity.sensing.model import DEVICE_OFFLINE, DeviceKind, DeviceOffline, Ta
 from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
-from safecity.sharing.keys import KeyService
+from safecity.sharing.keys import KeyService, Role
 from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import create_engine, ping, upgrade
 from safecity.store.events import EventRepo
@@ -123,7 +123,7 @@ class Runtime:
         await self.roads.start()
         bootstrap = self.settings.security.bootstrap_admin_key
         if bootstrap is not None:
-            await self.keys.ensure(bootstrap.get_secret_value(), role="admin", name="bootstrap admin")
+            await self.keys.ensure(bootstrap.get_secret_value(), role=Role.ADMIN, name="bootstrap admin")
         await self.writer.start()
         await self.dead_letters.start()
         self._subs.append(await self.bus.subscribe("event.>", self._store_event, durable="store-writer"))

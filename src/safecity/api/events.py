@@ -6,16 +6,19 @@ import base64
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
 from safecity.kernel.errors import NotFound
 from safecity.sensing.model import DeadLetterReason, EventKind
+from safecity.sharing.keys import Role
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
-READERS = ("operator", "dispatcher", "responder")
+READERS = (Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER)
+# Ids of devices and places are printable ASCII (they appear in MQTT topics); reject anything else at the edge.
+IdParam = Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class EventOut(BaseModel):
@@ -78,16 +81,16 @@ class DeadLetterPage(BaseModel):
 @router.get("/events", response_model=EventPage, summary="List stored events")
 async def list_events(
     request: Request,
-    _: Annotated[Principal, Depends(require(*READERS))],
+    _: Annotated[Principal, require(*READERS)],
     kind: EventKind | None = None,
-    device_id: str | None = None,
-    town: str | None = None,
-    community: str | None = None,
-    building: str | None = None,
+    device_id: IdParam = None,
+    town: IdParam = None,
+    community: IdParam = None,
+    building: IdParam = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: Annotated[str | None, Query(max_length=26)] = None,
+    after_id: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Za-z]+$")] = None,
 ) -> EventPage:
     """Filter by kind, device or place and time; keyset pagination by id."""
     rows = await request.app.state.runtime.events.list(
@@ -106,14 +109,14 @@ async def list_events(
 
 
 @router.get("/events/counts", response_model=dict[str, int], summary="Stored events by kind")
-async def event_counts(request: Request, _: Annotated[Principal, Depends(require(*READERS))]) -> dict[str, int]:
+async def event_counts(request: Request, _: Annotated[Principal, require(*READERS)]) -> dict[str, int]:
     """Counts of stored events per kind."""
     counts: dict[str, int] = await request.app.state.runtime.events.count_by_kind()
     return counts
 
 
 @router.get("/events/{event_id}", response_model=EventOut, summary="One stored event")
-async def get_event(request: Request, event_id: str, _: Annotated[Principal, Depends(require(*READERS))]) -> EventOut:
+async def get_event(request: Request, event_id: str, _: Annotated[Principal, require(*READERS)]) -> EventOut:
     """Return one event by id."""
     row = await request.app.state.runtime.events.get(event_id)
     if row is None:
@@ -134,11 +137,11 @@ def _dead_letter(row: dict[str, Any]) -> DeadLetterOut:
 @router.get("/dead-letters", response_model=DeadLetterPage, summary="List dead letters")
 async def list_dead_letters(
     request: Request,
-    _: Annotated[Principal, Depends(require("operator"))],
+    _: Annotated[Principal, require(Role.OPERATOR)],
     reason: DeadLetterReason | None = None,
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: Annotated[str | None, Query(max_length=26)] = None,
+    after_id: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Za-z]+$")] = None,
 ) -> DeadLetterPage:
     """Refused inputs with their reasons and raw bytes, newest first."""
     runtime = request.app.state.runtime
@@ -152,7 +155,7 @@ async def list_dead_letters(
 
 @router.get("/dead-letters/{dead_letter_id}", response_model=DeadLetterOut, summary="One dead letter")
 async def get_dead_letter(
-    request: Request, dead_letter_id: str, _: Annotated[Principal, Depends(require("operator"))]
+    request: Request, dead_letter_id: str, _: Annotated[Principal, require(Role.OPERATOR)]
 ) -> DeadLetterOut:
     """Return one dead letter by id."""
     row = await request.app.state.runtime.dead_letter_repo.get(dead_letter_id)

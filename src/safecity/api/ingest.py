@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
+from safecity.sharing.keys import Role
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
@@ -47,7 +48,7 @@ class BatchReport(BaseModel):
 )
 async def ingest_batch(
     request: Request,
-    principal: Annotated[Principal, Depends(require("ingest", "operator"))],
+    principal: Annotated[Principal, require(Role.INGEST, Role.OPERATOR)],
     fmt: Annotated[
         Literal["generic", "frigate", "checkpoint", "suricata"],
         Query(alias="format", description="Payload format of every line."),

@@ -145,21 +145,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Precedence: explicit arguments, then environment, then the TOML file named by SAFECITY_CONFIG."""
+        """Precedence: explicit arguments, then environment, then the TOML file (`load_settings` or SAFECITY_CONFIG)."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get("SAFECITY_CONFIG")
+        toml_path = settings_cls.model_config.get("toml_file") or os.environ.get("SAFECITY_CONFIG")
         if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(str(toml_path))))
         return tuple(sources)
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
     """Load settings, optionally from a TOML file; raises pydantic's ValidationError on unknown or bad keys."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"settings file {config_file} does not exist")
-        os.environ["SAFECITY_CONFIG"] = str(config_file)
-    return Settings(**overrides)  # type: ignore[arg-type]
+    if config_file is None:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    if not config_file.is_file():
+        raise FileNotFoundError(f"settings file {config_file} does not exist")
+    # A subclass bound to this file, so loading one file never changes the process environment.
+    bound = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}})
+    return bound(**overrides)  # type: ignore[no-any-return]
 
 
 def settings_reference() -> str:
@@ -188,3 +190,7 @@ def settings_reference() -> str:
 
     add(Settings, "")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m safecity.kernel.settings > docs/settings.md`
+    print(settings_reference(), end="")  # noqa: T201

@@ -75,7 +75,7 @@ class Tags(msgspec.Struct, frozen=True, kw_only=True):
     device_kind: str | None = None
 
 
-class SensorEvent(Payload):
+class SensorEvent(Payload, frozen=True):
     """A normalized, validated and tagged event: the payload of every `event.<kind>` message."""
 
     device_id: str
@@ -91,7 +91,7 @@ class SensorEvent(Payload):
     pseudonyms: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class DeviceOffline(Payload):
+class DeviceOffline(Payload, frozen=True):
     """A device missed its heartbeat deadline."""
 
     device_id: str
@@ -101,7 +101,7 @@ class DeviceOffline(Payload):
     deadline: datetime
 
 
-class DeadLettered(Payload):
+class DeadLettered(Payload, frozen=True):
     """A message that could not be accepted, with the reason."""
 
     reason: str

@@ -89,7 +89,7 @@ class MqttIngest:
         return filters
 
     def _client(self) -> aiomqtt.Client:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         return aiomqtt.Client(
             self.settings.host,

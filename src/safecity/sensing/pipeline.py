@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -24,6 +24,7 @@ from safecity.sensing.model import (
     DeadLetterReason,
     DeviceKind,
     Discarded,
+    EventKind,
     NormalizeError,
     Reading,
     SensorEvent,
@@ -124,7 +125,7 @@ class IngestPipeline:
         self._max_future = timedelta(seconds=settings.max_future_s)
         self._max_past = timedelta(seconds=settings.max_past_s)
         self._events_in = metrics.events_in
-        self._events_out = {}  # kind -> bound counter child, cached for speed
+        self._events_out: dict[EventKind, Any] = {}  # kind -> bound counter child, cached for speed
         self._dl_counter = metrics.dead_letters
 
     async def ingest(

@@ -51,7 +51,7 @@ def _stats_table(runtime: Any, sent: int, started: float) -> Table:
 
 
 def _total(counter: Any) -> float:
-    return sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total"))
+    return float(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
 
 
 async def run_demo(
@@ -86,17 +86,17 @@ async def run_demo(
     mqtt_host, _, mqtt_port = (mqtt or "").partition(":")
     settings = Settings(
         node_id="demo-hub",
-        database={"url": f"sqlite+aiosqlite:///{data_dir / 'safecity.db'}"},  # type: ignore[arg-type]
-        bus={"kind": "memory"},  # type: ignore[arg-type]
+        database={"url": f"sqlite+aiosqlite:///{data_dir / 'safecity.db'}"},
+        bus={"kind": "memory"},
         mqtt={
             "enabled": bool(mqtt),
             "host": mqtt_host or "127.0.0.1",
-            "port": int(mqtt_port or 1883),  # type: ignore[arg-type]
+            "port": int(mqtt_port or 1883),
             "client_id": f"safecity-demo-{port}",
         },
-        security={"bootstrap_admin_key": key},  # type: ignore[arg-type]
-        http={"port": port},  # type: ignore[arg-type]
-        roads={"synthetic": osm is None, "synthetic_center": DISTRICT_CENTER},  # type: ignore[arg-type]
+        security={"bootstrap_admin_key": key},
+        http={"port": port},
+        roads={"synthetic": osm is None, "synthetic_center": DISTRICT_CENTER},
     )
     runtime = Runtime(settings, tagger=demo_tagger(district, places, console))
     if road_graph is not None:

@@ -23,9 +23,18 @@ DISTRICT = build_district(devices=400)
 SMOKE = next(d for d in DISTRICT.devices if d["kind"] == "smoke")
 CHECKPOINT = next(d for d in DISTRICT.devices if d["kind"] == "checkpoint")
 CAMERA = {
-    "id": "frigate:front_door", "kind": "video", "name": "北门摄像机", "town": SMOKE["town"],
-    "community": SMOKE["community"], "building": None, "lon": SMOKE["lon"], "lat": SMOKE["lat"],
-    "owner": "test", "status": "active", "heartbeat_s": None, "attributes": {},
+    "id": "frigate:front_door",
+    "kind": "video",
+    "name": "北门摄像机",
+    "town": SMOKE["town"],
+    "community": SMOKE["community"],
+    "building": None,
+    "lon": SMOKE["lon"],
+    "lat": SMOKE["lat"],
+    "owner": "test",
+    "status": "active",
+    "heartbeat_s": None,
+    "attributes": {},
 }
 
 
@@ -102,13 +111,12 @@ BAD_INPUTS: list[tuple[str, str, bytes | None]] = [
 async def test_each_bad_input_is_dead_lettered_and_nothing_else_is_lost(runtime: Runtime) -> None:
     now = time.time()
     sent_good = 0
+    dated = {
+        "future": orjson.dumps({"alarm": False, "ts": now + 86_400}),
+        "past": orjson.dumps({"alarm": False, "ts": now - 86_400 * 30}),
+    }
     for i, (name, _reason, raw) in enumerate(BAD_INPUTS):
-        if name == "future":
-            raw = orjson.dumps({"alarm": False, "ts": now + 86_400})
-        elif name == "past":
-            raw = orjson.dumps({"alarm": False, "ts": now - 86_400 * 30})
-        assert raw is not None
-        await runtime.mqtt_route(topic(SMOKE), raw)
+        await runtime.mqtt_route(topic(SMOKE), raw if raw is not None else dated[name])
         await runtime.mqtt_route(topic(SMOKE), orjson.dumps({"id": f"g{i}", "ts": now, "alarm": False}))
         sent_good += 1
     # Unknown device, unknown topic kind, duplicate message id.
@@ -184,9 +192,7 @@ async def test_storm_of_good_and_bad_messages_loses_nothing(runtime: Runtime) ->
     published = sum(
         s.value for m in runtime.metrics.events_out.collect() for s in m.samples if s.name.endswith("_total")
     )
-    dead = sum(
-        s.value for m in runtime.metrics.dead_letters.collect() for s in m.samples if s.name.endswith("_total")
-    )
+    dead = sum(s.value for m in runtime.metrics.dead_letters.collect() for s in m.samples if s.name.endswith("_total"))
     assert published + dead == 3000
     assert await runtime.events.count() == published
     assert sum((await runtime.dead_letter_repo.count_by_reason()).values()) == dead

@@ -12,11 +12,11 @@ from pathlib import Path
 import aiomqtt
 import orjson
 import pytest
+from tests.conftest import _wait_port, free_port
 
 from safecity.kernel.settings import Settings
 from safecity.runtime import Runtime
 from safecity.sim.district import build_district
-from tests.conftest import _wait_port, free_port
 
 DISTRICT = build_district(devices=200)
 SMOKE = [d for d in DISTRICT.devices if d["kind"] == "smoke"][:4]
@@ -47,8 +47,8 @@ async def publish(host: str, port: int, prefix: str, n: int, *, qos: int, start:
             await client.publish(f"{prefix}/{device['community']}/smoke/{device['id']}", body, qos=qos)
 
 
-async def wait_stored(rt: Runtime, n: int, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
+async def wait_stored(rt: Runtime, n: int, within: float = 20) -> int:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         await rt.writer.flush()
         count = await rt.events.count()
@@ -103,8 +103,12 @@ async def test_shared_subscription_spreads_load_over_workers(
     workers = [
         await started(
             settings_for(
-                f"sqlite+aiosqlite:///{tmp_path / f'w{i}.db'}", host, port, prefix,
-                shared_group=f"g{unique_name}", client_id=f"w{i}-{unique_name}",
+                f"sqlite+aiosqlite:///{tmp_path / f'w{i}.db'}",
+                host,
+                port,
+                prefix,
+                shared_group=f"g{unique_name}",
+                client_id=f"w{i}-{unique_name}",
             )
         )
         for i in range(2)
@@ -123,13 +127,19 @@ async def test_shared_subscription_spreads_load_over_workers(
             await w.stop()
 
 
+def start_broker(conf: Path, port: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Start Mosquitto on `conf` and wait for its port."""
+    procs.append(subprocess.Popen(["mosquitto", "-c", str(conf)]))
+    _wait_port(port, procs[-1], "mosquitto")
+
+
 @pytest.fixture
 def own_broker() -> Iterator[tuple[int, list[subprocess.Popen[bytes]], Path]]:
     port = free_port()
     conf = Path(tempfile.mkdtemp(prefix="safecity-mqtt-")) / "m.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    procs = [subprocess.Popen(["mosquitto", "-c", str(conf)])]
-    _wait_port(port, procs[0], "mosquitto")
+    procs: list[subprocess.Popen[bytes]] = []
+    start_broker(conf, port, procs)
     yield port, procs, conf
     for p in procs:
         p.terminate()
@@ -146,15 +156,14 @@ async def test_ingest_reconnects_after_the_broker_restarts(
         await publish("127.0.0.1", port, prefix, 20, qos=1)
         assert await wait_stored(rt, 20) == 20
         procs[0].terminate()
-        procs[0].wait(10)
+        await asyncio.to_thread(procs[0].wait, 10)
         assert rt.mqtt is not None
         for _ in range(100):
             if not rt.mqtt.connected.is_set():
                 break
             await asyncio.sleep(0.05)
         assert not rt.mqtt.connected.is_set()
-        procs.append(subprocess.Popen(["mosquitto", "-c", str(conf)]))
-        _wait_port(port, procs[-1], "mosquitto")
+        await asyncio.to_thread(start_broker, conf, port, procs)
         await asyncio.wait_for(rt.mqtt.connected.wait(), 40)
         await publish("127.0.0.1", port, prefix, 20, qos=1, start=20)
         assert await wait_stored(rt, 40) == 40

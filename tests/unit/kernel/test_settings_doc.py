@@ -9,8 +9,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "settings.md"
 
 def test_settings_doc_is_current() -> None:
     assert DOC.read_text(encoding="utf-8") == settings_reference(), (
-        "docs/settings.md is stale: regenerate with "
-        "python -c 'from safecity.kernel.settings import settings_reference as r; print(r(), end=\"\")' > docs/settings.md"
+        "docs/settings.md is stale: regenerate with `uv run python -m safecity.kernel.settings > docs/settings.md`"
     )
 
 
