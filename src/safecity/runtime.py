@@ -41,7 +41,12 @@ def make_bus(settings: Settings) -> Bus:
     if settings.bus.kind == "nats":
         from safecity.kernel.bus_nats import NatsBus
 
-        return NatsBus(settings.bus.nats_url, stream=settings.bus.stream)
+        return NatsBus(
+            settings.bus.nats_url,
+            stream=settings.bus.stream,
+            subject_prefix=settings.bus.subject_prefix,
+            client_name=settings.node_id,
+        )
     return MemoryBus()
 
 

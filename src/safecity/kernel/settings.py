@@ -40,6 +40,9 @@ class BusSettings(_Section):
     kind: Literal["memory", "nats"] = Field("memory", description="In-process bus, or NATS JetStream.")
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL when kind is 'nats'.")
     stream: str = Field("SAFECITY", description="JetStream stream name.")
+    subject_prefix: str | None = Field(
+        None, description="Prefix for every NATS subject (several nodes or tenants on one server)."
+    )
     queue_size: int = Field(10_000, ge=10, description="Bounded queue per subscriber (in-process bus).")
 
 
