@@ -6,6 +6,7 @@ The operations are driven through `APIOperation.as_strategy` (positive and negat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,18 @@ from safecity.kernel.settings import Settings
 from safecity.runtime import Runtime
 
 ADMIN_KEY = "sc_schemathesis-admin-key-000000000000"
+
+
+@schemathesis.serializer("application/x-ndjson", "application/jsonl")
+def _json_lines(ctx: object, value: object) -> bytes:
+    """Send generated JSON-lines bodies as they are (a string schema) or as one JSON document."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return json.dumps(value).encode()
+
+
 EXAMPLES = 60
 
 
