@@ -65,7 +65,6 @@ def keys_create(
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from safecity.runtime import Runtime
-
     from safecity.sharing.keys import Role
 
     settings = _settings(config)

@@ -123,7 +123,7 @@ def make_envelope(
     """Build an envelope with a fresh id; the correlation id defaults to the envelope's own id."""
     key_name = key if isinstance(key, str) else key.name
     env_id = envelope_id or ids.new_id()
-    now = clock.now()
+    now = received_at if received_at is not None and occurred_at is not None else clock.now()
     return Envelope(
         id=env_id,
         key=key_name,

@@ -12,12 +12,15 @@ _last_ms = 0
 _last_rand = 0
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+# Two characters (10 bits) per lookup: an id is 13 lookups instead of 26 shifts (ids are made per event).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -10, -10))
+
+
+def _encode128(value: int) -> str:
+    """Encode a 128-bit value as 26 Crockford base32 characters (the top 2 of 130 bits are zero)."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def new_id(now_ms: int | None = None) -> str:
@@ -32,7 +35,8 @@ def new_id(now_ms: int | None = None) -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _last_ms, _last_rand = ms, rand & ((1 << 80) - 1)
-    return _encode(ms, 10) + _encode(_last_rand, 16)
+        value = (ms << 80) | _last_rand
+    return _encode128(value)
 
 
 def id_time_ms(identifier: str) -> int:

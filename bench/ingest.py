@@ -1,0 +1,230 @@
+"""Ingest benchmark: MQTT (real Mosquitto) -> normalize -> tag -> bus -> stored, against the broker's own limit.
+
+In one run it measures:
+  1. the broker's limit: Mosquitto's C clients, `mosquitto_pub -l` -> `mosquitto_sub`, on this machine;
+  2. SafeCity: the same C publisher floods device topics; our node (in this process: aiomqtt, pipeline, in-process
+     bus, group-commit writer into SQLite) ingests until every event is stored, at QoS 0 and at QoS 1;
+and checks that every published event is stored exactly once (lost, duplicated). Rates are printed beside the
+broker's and the published ThingsBoard anchor (5,000 msg/s on 2 vCPU at 95% CPU).
+
+    python bench/ingest.py [--quick] [--events N] [--host 127.0.0.1] [--port 1883]
+
+The last output line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from safecity.kernel import logging as sc_logging
+from safecity.kernel.settings import Settings
+from safecity.runtime import Runtime
+from safecity.sim.district import build_district
+
+THINGSBOARD_ANCHOR_PER_S = 5000.0
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        sys.exit(f"{binary} not found: install Debian's mosquitto-clients (apt-get install mosquitto-clients)")
+    return path
+
+
+def broker_limit(host: str, port: int, n: int, workdir: Path) -> float:
+    """Messages/s from mosquitto_pub -l to mosquitto_sub on one topic (the broker's C-client ceiling)."""
+    topic = f"bench/{uuid.uuid4().hex[:8]}/limit"
+    lines = workdir / "limit.txt"
+    body = b'{"id":"x","ts":1700000000.0,"alarm":false,"temp":21.5}\n'
+    lines.write_bytes(body * n)
+    sub = subprocess.Popen(
+        [need("mosquitto_sub"), "-h", host, "-p", str(port), "-t", topic, "-C", str(n), "-q", "0"],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # let the subscription land
+    started = time.perf_counter()
+    with lines.open("rb") as f:
+        subprocess.run(
+            [need("mosquitto_pub"), "-h", host, "-p", str(port), "-t", topic, "-l", "-q", "0"], stdin=f, check=True
+        )
+    try:
+        sub.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        sub.kill()
+        return float("nan")
+    return n / (time.perf_counter() - started)
+
+
+async def run_ours(
+    host: str, port: int, rate: float, seconds: float, qos: int, workdir: Path, topics: int
+) -> dict[str, Any]:
+    """Publish at `rate` for `seconds` from a paced publisher process; time until every event is stored."""
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    district = build_district(devices=600)
+    devices = [d for d in district.devices if d["kind"] in ("smoke", "door")][:topics]
+    devices_file = workdir / f"{prefix}.json"
+    devices_file.write_text(json.dumps([{k: d[k] for k in ("id", "community", "kind")} for d in devices]))
+    count = int(rate * seconds)
+    db = workdir / f"{prefix}.db"
+    settings = Settings(
+        node_id="bench",
+        log_json=True,
+        log_level="warning",
+        database={"url": f"sqlite+aiosqlite:///{db}"},
+        mqtt={
+            "enabled": True,
+            "host": host,
+            "port": port,
+            "topic_prefix": prefix,
+            "qos": qos,
+            "frigate": False,
+            "client_id": f"bench-{prefix}",
+        },
+    )
+    rt = Runtime(settings, tagger=district.tag_index())
+    await rt.start()
+    await rt.devices.upsert_many(district.devices)
+    assert rt.mqtt is not None
+    await asyncio.wait_for(rt.mqtt.connected.wait(), 10)
+    await asyncio.sleep(0.3)
+    load = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("mqtt_load.py")),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--prefix",
+        prefix,
+        "--devices",
+        str(devices_file),
+        "--rate",
+        str(rate),
+        "--count",
+        str(count),
+        "--qos",
+        str(qos),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    started = time.perf_counter()
+    out, _ = await load.communicate()
+    published_at = time.perf_counter()
+    load_report = json.loads(out.decode().strip().splitlines()[-1])
+    last = (-1, time.perf_counter())
+    while rt.writer.stats.rows_written < count:
+        stored = rt.writer.stats.rows_written
+        now = time.perf_counter()
+        if stored != last[0]:
+            last = (stored, now)
+        elif now - last[1] > 3:  # no progress for 3 s: the rest is lost
+            break
+        await asyncio.sleep(0.01)
+    done = time.perf_counter()
+    await rt.writer.flush()
+    rows = await rt.events.count()
+    dead = await rt.dead_letter_repo.count_by_reason()
+    commits = rt.writer.stats.commits
+    await rt.stop()
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    distinct = con.execute("SELECT COUNT(DISTINCT device_id || ':' || message_id) FROM events").fetchone()[0]
+    con.close()
+    drain_s = done - published_at
+    lost = count - distinct
+    return {
+        "target_rate_per_s": rate,
+        "published_rate_per_s": round(load_report["rate"], 1),
+        "events": count,
+        "stored": rows,
+        "lost": lost,
+        "duplicated": rows - distinct,
+        "dead_letters": dead,
+        "stored_rate_per_s": round(distinct / (done - started), 1),
+        "drain_after_publish_s": round(drain_s, 3),
+        "commits": commits,
+        "mean_commit_rows": round(rows / max(commits, 1), 1),
+        # Clean: nothing lost or duplicated, the publisher held its rate, and the backlog drained within 1 s.
+        "clean": lost == 0 and rows == distinct and load_report["rate"] >= 0.95 * rate and drain_s <= 1.0,
+    }
+
+
+def find_max(
+    host: str, port: int, qos: int, rates: list[float], seconds: float, workdir: Path, topics: int
+) -> tuple[float | None, list[dict[str, Any]]]:
+    """Step up the rate until a step is not clean; return the highest clean stored rate and every step."""
+    steps: list[dict[str, Any]] = []
+    best: float | None = None
+    for rate in rates:
+        step = asyncio.run(run_ours(host, port, rate, seconds, qos, workdir, topics))
+        steps.append(step)
+        print(
+            f"  QoS {qos} {rate:>8,.0f}/s: published {step['published_rate_per_s']:,.0f}/s, stored "
+            f"{step['stored']:,}/{step['events']:,} (lost {step['lost']}, dup {step['duplicated']}), drained "
+            f"{step['drain_after_publish_s']} s after the last publish, {step['commits']} commits -> "
+            f"{'clean' if step['clean'] else 'NOT clean'}",
+            flush=True,
+        )
+        if not step["clean"]:
+            break
+        best = step["stored_rate_per_s"]
+    return best, steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Under a minute: fewer events.")
+    parser.add_argument("--topics", type=int, default=8, help="Device topics the load is spread over.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=1883)
+    args = parser.parse_args()
+    seconds = 4.0 if args.quick else 20.0
+    rates = [5_000.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0, 40_000.0]
+    sc_logging.configure("warning", json=True)
+    workdir = Path(tempfile.mkdtemp(prefix="safecity-bench-"))
+    try:
+        limit = broker_limit(args.host, args.port, 100_000 if args.quick else 300_000, workdir)
+        print(f"broker limit (mosquitto_pub -> mosquitto_sub, QoS 0): {limit:,.0f} msg/s", flush=True)
+        q0_best, q0_steps = find_max(args.host, args.port, 0, rates, seconds, workdir, args.topics)
+        q1_best, q1_steps = find_max(args.host, args.port, 1, rates, seconds, workdir, args.topics)
+        best = q0_best or 0.0
+        ratio = best / limit if math.isfinite(limit) and limit > 0 else None
+        last_clean = [s for s in q0_steps if s["clean"]]
+        print(
+            f"highest clean rate: QoS 0 {best:,.0f} events/s, QoS 1 {q1_best or 0:,.0f} events/s "
+            f"(every event stored exactly once); {ratio:.3f} of the broker's C-client limit; "
+            f"{best / THINGSBOARD_ANCHOR_PER_S:.1f}x the ThingsBoard anchor ({THINGSBOARD_ANCHOR_PER_S:,.0f}/s); "
+            f"budget 20,000/s {'met' if best >= 20_000 else 'NOT met'}"
+        )
+        result = {
+            "events_per_s": best,
+            "qos1_events_per_s": q1_best or 0.0,
+            "lost": sum(s["lost"] for s in last_clean),
+            "duplicated": sum(s["duplicated"] for s in q0_steps + q1_steps),
+            "broker_limit_per_s": round(limit, 1),
+            "ratio_to_broker": round(ratio, 4) if ratio is not None else None,
+            "ratio_to_thingsboard": round(best / THINGSBOARD_ANCHOR_PER_S, 2),
+            "seconds_per_step": seconds,
+            "qos0_steps": q0_steps,
+            "qos1_steps": q1_steps,
+            "cpus": os.cpu_count(),
+        }
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
