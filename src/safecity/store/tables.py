@@ -119,3 +119,82 @@ api_keys = Table(
     Column("revoked_at", TS),
     Column("last_used_at", TS),
 )
+
+# --- warning slice ---------------------------------------------------------------------------------------------
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("rule_id", String(128), nullable=False),
+    Column("group_key", String(256), nullable=False, comment="Repeats of one condition update one alert."),
+    Column("state", String(16), nullable=False),
+    Column("category", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("urgency", String(16), nullable=False),
+    Column("certainty", String(16), nullable=False),
+    Column("headline", JSON, nullable=False, comment="{zh, en}"),
+    Column("description", JSON, nullable=False, comment="{zh, en}"),
+    Column("opens_incident", Integer, nullable=False),
+    Column("town", String(64)),
+    Column("community", String(64)),
+    Column("building", String(64)),
+    Column("area", JSON, comment="Area as in warning.model (lon, lat inside)."),
+    Column("trigger_event_ids", JSON, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("first_at", TS, nullable=False),
+    Column("last_at", TS, nullable=False),
+    Column("hops", JSON, nullable=False),
+    Column("assignee", String(128)),
+    Column("references", String(26), comment="The alert this one updates or cancels (CAP references)."),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+Index("ix_alerts_state_last_at", alerts.c.state, alerts.c.last_at)
+Index("ix_alerts_rule_group", alerts.c.rule_id, alerts.c.group_key)
+
+alert_steps = Table(
+    "alert_steps",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("alert_id", String(26), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("feedback", Text),
+    Column("assignee", String(128)),
+)
+Index("ix_alert_steps_alert_id", alert_steps.c.alert_id)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("channel", String(16), nullable=False, comment="websocket | webhook | mqtt | chat | email"),
+    Column("target", Text, nullable=False, comment="URL, topic or apprise URL (secrets masked on read)."),
+    Column("secret", Text, comment="Signing secret for webhooks (standardwebhooks)."),
+    Column("filter", JSON, nullable=False, comment="Area, categories, min severity, places."),
+    Column("escalate_after_s", Float, comment="Unacknowledged this long: go to the next subscription in line."),
+    Column("escalate_to", String(26)),
+    Column("enabled", Integer, nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("subscription_id", String(26), nullable=False),
+    Column("alert_id", String(26), nullable=False),
+    Column("kind", String(32), nullable=False, comment="alert.raised | alert.updated | alert.escalated ..."),
+    Column("body", JSON, nullable=False),
+    Column("state", String(16), nullable=False, comment="pending | delivered | dead"),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", TS, nullable=False),
+    Column("delivered_at", TS),
+)
+Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_at)
+Index("ix_outbox_subscription_id", outbox.c.subscription_id)
