@@ -7,7 +7,6 @@ talk over the bus.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
@@ -100,6 +99,7 @@ class Runtime:
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._last_persisted: dict[str, datetime] = {}
         self._subs: list[Subscription] = []
         self.started = False
 
@@ -134,6 +134,7 @@ class Runtime:
         self._subs.append(await self.bus.subscribe("event.>", self._store_event, durable="store-writer"))
         self.track_devices()
         self.spawn(self.health.run(), "device-health")
+        self.spawn(self._last_seen_loop(), "device-last-seen")
         if self.mqtt is not None:
             self.spawn(self.mqtt.run(), "mqtt-ingest")
         self.started = True
@@ -142,6 +143,24 @@ class Runtime:
     async def mqtt_route(self, topic: str, payload: bytes) -> None:
         """Ingest one message as if it had arrived on `topic` over MQTT."""
         await self.topics.handle(topic, payload)
+
+    async def persist_last_seen(self) -> None:
+        """Write devices' last report times to the registry (batched; the hot path only touches memory)."""
+        seen = self.health.last_seen()
+        changed = {d: t for d, t in seen.items() if self._last_persisted.get(d) != t}
+        if not changed:
+            return
+        try:
+            await self.devices.mark_seen(changed)
+        except Exception:  # a failed bookkeeping write must not stop the loop; it is retried next round
+            log.exception("last_seen_persist_failed", devices=len(changed))
+            return
+        self._last_persisted.update(changed)
+
+    async def _last_seen_loop(self, every_s: float = 10.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.persist_last_seen()
 
     def track_devices(self) -> None:
         """Watch the heartbeat of every active device in the registry."""
@@ -183,12 +202,13 @@ class Runtime:
             return
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # gather with return_exceptions collects the loops' CancelledErrors without swallowing a cancellation of
+        # stop() itself.
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if isinstance(self.bus, MemoryBus):
             await self.bus.drain()
+        await self.persist_last_seen()
         for sub in self._subs:
             await sub.stop()
         self._subs.clear()

@@ -54,10 +54,16 @@ class HealthMonitor:
         """Stop watching a device (retired, deleted); its heap entry is dropped lazily."""
         self._watches.pop(device_id, None)
 
-    def seen(self, device_id: str, at: datetime) -> bool:
-        """Record that a device reported; returns True when it was offline and is back."""
+    def seen(self, device_id: str, at: datetime, interval_s: float | None = None) -> bool:
+        """Record that a device reported; returns True when it was offline and is back.
+
+        A device not watched yet starts being watched when `interval_s` is given (devices registered while
+        the node runs need no separate call).
+        """
         watch = self._watches.get(device_id)
         if watch is None:
+            if interval_s is not None:
+                self.track(device_id, interval_s, last_seen=at)
             return False
         if watch.last_seen is not None and at <= watch.last_seen:
             return False

@@ -260,7 +260,8 @@ class IngestPipeline:
         )
         envelope.stamp("tagged")
         if self.health is not None:
-            self.health.seen(reading.device_id, occurred)
+            interval = getattr(device, "heartbeat_s", None) or self.settings.heartbeat_timeout_s
+            self.health.seen(reading.device_id, occurred, interval)
         return envelope
 
     def _tags(self, device: DeviceInfoLike, reading: Reading, lon: float | None, lat: float | None) -> Tags:

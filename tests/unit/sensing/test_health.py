@@ -77,3 +77,16 @@ async def test_old_reports_do_not_move_the_deadline_back() -> None:
     assert monitor.last_seen()["d"] == now
     monitor.untrack("d")
     assert "d" not in monitor.last_seen()
+
+
+async def test_a_report_from_an_unwatched_device_starts_watching_it() -> None:
+    rec = Recorder()
+    monitor = HealthMonitor(rec)
+    monitor.seen("new", clock.now())  # no interval: not watched
+    assert "new" not in monitor.last_seen()
+    monitor.seen("new", clock.now(), 0.2)
+    assert "new" in monitor.last_seen()
+    task = asyncio.create_task(monitor.run())
+    await asyncio.wait_for(rec.event.wait(), 2)
+    task.cancel()
+    assert [c[0] for c in rec.calls] == ["new"]
