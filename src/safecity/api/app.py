@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from safecity.api import auth, devices, events, ingest, routing
+from safecity.api.docs import install_docs
 from safecity.api.problems import ProblemMiddleware, install_problem_handlers
 
 log = structlog.get_logger(__name__)
@@ -108,8 +109,12 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
         version="0.1.0",
         summary="Public-safety operations platform: sense, warn, dispatch, divert, share, serve.",
         lifespan=lifespan,
+        # Our own /docs and /redoc (safecity.api.docs) serve Swagger UI and ReDoc from local assets, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    install_docs(app)
     install_problem_handlers(app)
     app.add_middleware(ProblemMiddleware, max_body_bytes=runtime.settings.http.max_body_bytes)
     app.include_router(ops_router)
