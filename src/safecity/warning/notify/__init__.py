@@ -1,0 +1,1 @@
+"""Alert delivery: subscriptions, a durable outbox with retries, and the channels (WebSocket, webhook, MQTT, chat)."""

@@ -1,0 +1,261 @@
+"""The durable outbox dispatcher: retries with exponential backoff and jitter, one lane per endpoint, dead letters.
+
+Rows are written by the service in the same transaction that decides them. The dispatcher claims due rows with a
+lease (so several nodes can share one database), groups them by subscription and hands each group to its own lane
+task. A lane delivers its rows in order with a per-attempt timeout; after a failure it defers the rest of its batch
+to the same retry time, so a dead endpoint costs one timeout per backoff step and never blocks any other lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from safecity.kernel import clock
+from safecity.kernel.errors import SafeCityError
+from safecity.warning.notify.repo import OutboxRepo
+from safecity.warning.notify.subscriptions import Channel, Subscription
+
+log = structlog.get_logger(__name__)
+
+MAX_ERROR_CHARS = 2000
+
+
+class DeliveryError(SafeCityError):
+    """A channel could not deliver a message; `permanent` ones go straight to the dead letters."""
+
+    code: ClassVar[str] = "notify.delivery_failed"
+    status: ClassVar[int] = 502
+    title_en = "Delivery failed"
+    title_zh = "投递失败"
+    message_en = "Delivery failed: {reason}"
+    message_zh = "投递失败：{reason}"
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(reason=reason)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One outbox row handed to a channel."""
+
+    id: str
+    subscription_id: str
+    alert_id: str
+    kind: str
+    body: dict[str, Any]
+    attempt: int  # 1 for the first try
+
+
+class Sender(Protocol):
+    """A channel: deliver one message to one subscription's endpoint or raise."""
+
+    async def send(self, sub: Subscription, delivery: Delivery) -> None:
+        """Deliver or raise (DeliveryError, TimeoutError, OSError ...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, and when to give up."""
+
+    max_attempts: int = 8
+    base_s: float = 1.0
+    max_s: float = 300.0
+    jitter: float = 0.5  # the delay is drawn from [d * (1 - jitter), d]
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        base = min(self.max_s, self.base_s * (2 ** max(0, attempt - 1)))
+        draw = (rng or random).random()
+        return float(base * (1.0 - self.jitter * draw))
+
+
+OnDelivered = Callable[[Subscription, Delivery, datetime], Awaitable[None]]
+
+
+@dataclass
+class DispatcherStats:
+    """Counters for metrics and tests."""
+
+    delivered: int = 0
+    failed_attempts: int = 0
+    dead: int = 0
+    deferred: int = 0
+    by_subscription: dict[str, int] = field(default_factory=dict)
+
+
+class OutboxDispatcher:
+    """Delivers due outbox rows through the channels, one lane per subscription."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        senders: Mapping[Channel, Sender],
+        lookup: Callable[[str], Subscription | None],
+        *,
+        policy: RetryPolicy | None = None,
+        attempt_timeout_s: float = 10.0,
+        lane_batch: int = 20,
+        claim_limit: int = 500,
+        poll_interval_s: float = 1.0,
+        on_delivered: OnDelivered | None = None,
+    ) -> None:
+        self.engine = engine
+        self.senders = dict(senders)
+        self.lookup = lookup
+        self.policy = policy or RetryPolicy()
+        self.attempt_timeout_s = attempt_timeout_s
+        self.lane_batch = lane_batch
+        self.claim_limit = claim_limit
+        self.poll_interval_s = poll_interval_s
+        self.on_delivered = on_delivered
+        self.stats = DispatcherStats()
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()
+        self._rng = random.Random()
+
+    def wake(self) -> None:
+        """Look for due rows now (called after enqueueing)."""
+        self._wake.set()
+
+    def lease_s(self) -> float:
+        """How long a claimed batch is reserved: long enough for every attempt of a full lane batch."""
+        return self.attempt_timeout_s * self.lane_batch + 30.0
+
+    async def run(self) -> None:
+        """Claim and deliver until cancelled; lanes are children of this task."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                self._wake.clear()
+                batches = await self._claim()
+                for sub_id, rows in batches.items():
+                    self._busy.add(sub_id)
+                    tg.create_task(self._lane(sub_id, rows), name=f"notify-lane-{sub_id}")
+                if batches:
+                    continue
+                try:
+                    async with asyncio.timeout(await self._sleep_s()):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _sleep_s(self) -> float:
+        async with self.engine.connect() as conn:
+            next_at = await OutboxRepo(conn).next_due_at()
+        if next_at is None:
+            return self.poll_interval_s
+        wait = (next_at - clock.now()).total_seconds()
+        return min(self.poll_interval_s, max(0.01, wait))
+
+    async def _claim(self) -> dict[str, list[dict[str, Any]]]:
+        now = clock.now()
+        async with self.engine.begin() as conn:
+            repo = OutboxRepo(conn)
+            rows = await repo.due(now, limit=self.claim_limit, exclude=sorted(self._busy))
+            picked: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                lane = picked.setdefault(row["subscription_id"], [])
+                if len(lane) < self.lane_batch:
+                    lane.append(row)
+            ids = [r["id"] for lane in picked.values() for r in lane]
+            won = await repo.lease(ids, now, now + timedelta(seconds=self.lease_s()))
+        return {s: kept for s, lane in picked.items() if (kept := [r for r in lane if r["id"] in won])}
+
+    async def _lane(self, sub_id: str, rows: list[dict[str, Any]]) -> None:
+        try:
+            for index, row in enumerate(rows):
+                retry_at = await self._attempt(sub_id, row)
+                if retry_at is not None:
+                    # The endpoint is failing: do not spend a timeout per queued row, try them all again later.
+                    await self._defer(rows[index + 1 :], retry_at)
+                    return
+        finally:
+            self._busy.discard(sub_id)
+            self.wake()
+
+    async def _defer(self, rows: list[dict[str, Any]], at: datetime) -> None:
+        if not rows:
+            return
+        self.stats.deferred += len(rows)
+        async with self.engine.begin() as conn:
+            repo = OutboxRepo(conn)
+            for row in rows:
+                await repo.mark_retry(row["id"], row["attempts"], at, row["last_error"])
+
+    async def _attempt(self, sub_id: str, row: dict[str, Any]) -> datetime | None:
+        """Try one row; return the retry time when the endpoint failed and more rows should wait."""
+        attempt = int(row["attempts"]) + 1
+        sub = self.lookup(sub_id)
+        if sub is None or not sub.enabled:
+            await self._dead(row, attempt, "subscription deleted or disabled")
+            return None
+        sender = self.senders.get(sub.channel)
+        if sender is None:
+            await self._dead(row, attempt, f"no sender for channel {sub.channel}")
+            return None
+        delivery = Delivery(
+            id=row["id"],
+            subscription_id=sub_id,
+            alert_id=row["alert_id"],
+            kind=row["kind"],
+            body=row["body"],
+            attempt=attempt,
+        )
+        try:
+            async with asyncio.timeout(self.attempt_timeout_s):
+                await sender.send(sub, delivery)
+        except DeliveryError as err:
+            if err.permanent:
+                await self._dead(row, attempt, str(err))
+                return None
+            return await self._failed(row, attempt, str(err))
+        except Exception as err:
+            # The lane is the supervisor of one endpoint: any failure there is recorded and retried, never raised
+            # into the dispatcher (that would stop every other endpoint).
+            return await self._failed(row, attempt, f"{type(err).__name__}: {err}")
+        at = clock.now()
+        async with self.engine.begin() as conn:
+            await OutboxRepo(conn).mark_delivered(row["id"], at, attempt)
+        self.stats.delivered += 1
+        self.stats.by_subscription[sub_id] = self.stats.by_subscription.get(sub_id, 0) + 1
+        log.info("notify_delivered", outbox_id=row["id"], subscription_id=sub_id, alert_id=row["alert_id"])
+        if self.on_delivered is not None:
+            await self.on_delivered(sub, delivery, at)
+        return None
+
+    async def _failed(self, row: dict[str, Any], attempt: int, error: str) -> datetime | None:
+        self.stats.failed_attempts += 1
+        if attempt >= self.policy.max_attempts:
+            await self._dead(row, attempt, error)
+            return None
+        retry_at = clock.now() + timedelta(seconds=self.policy.delay_s(attempt, self._rng))
+        async with self.engine.begin() as conn:
+            await OutboxRepo(conn).mark_retry(row["id"], attempt, retry_at, error[:MAX_ERROR_CHARS])
+        log.warning(
+            "notify_attempt_failed", outbox_id=row["id"], subscription_id=row["subscription_id"], attempt=attempt
+        )
+        return retry_at
+
+    async def _dead(self, row: dict[str, Any], attempt: int, error: str) -> None:
+        self.stats.dead += 1
+        async with self.engine.begin() as conn:
+            await OutboxRepo(conn).mark_dead(row["id"], attempt, error[:MAX_ERROR_CHARS])
+        log.warning("notify_dead", outbox_id=row["id"], subscription_id=row["subscription_id"], attempts=attempt)
+
+
+def stamp_delivered(body: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    """Return a copy of a message body with the alert's `delivered` hop set (each channel stamps its own)."""
+    alert = dict(body.get("alert") or {})
+    hops = dict(alert.get("hops") or {})
+    hops["delivered"] = (at or clock.now()).isoformat()
+    alert["hops"] = hops
+    return {**body, "alert": alert}

@@ -1,0 +1,343 @@
+"""NotifyService: turns `alert.*` messages into outbox rows for every matching subscription and runs the dispatcher.
+
+notify = NotifyService(runtime.engine, runtime.bus, NotifyConfig(...))
+await notify.start()   # loads subscriptions, subscribes `alert.>` (durable "notify"), starts the dispatcher
+...
+await notify.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from safecity.kernel import clock, ids
+from safecity.kernel.bus import Bus
+from safecity.kernel.bus import Subscription as BusSubscription
+from safecity.kernel.envelope import Envelope
+from safecity.kernel.errors import InvalidInput, NotFound
+from safecity.warning.model import AlertRaised, AlertStateChanged
+from safecity.warning.notify import escalation
+from safecity.warning.notify.chat import AppriseSender, check_target
+from safecity.warning.notify.mqtt import DEFAULT_PREFIX, MqttSender
+from safecity.warning.notify.outbox import Delivery, OutboxDispatcher, RetryPolicy, Sender
+from safecity.warning.notify.repo import PENDING, OutboxRepo, SubscriptionRepo
+from safecity.warning.notify.subscriptions import (
+    Channel,
+    Subscription,
+    SubscriptionCreate,
+    SubscriptionPatch,
+    matching,
+)
+from safecity.warning.notify.webhook import HostPolicy, WebhookSender, new_secret
+from safecity.warning.notify.websocket import AlertHub
+
+log = structlog.get_logger(__name__)
+
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+MAX_ESCALATION_LEVEL = 5
+_ACKED_MEMORY = 100_000
+
+
+class NotifyConfig(BaseModel):
+    """Delivery settings (the lead may nest this in `Settings` as `notify`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    durable: str = "notify"
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    backoff_jitter: float = Field(default=0.5, ge=0, le=1)
+    attempt_timeout_s: float = Field(default=10.0, gt=0)
+    lane_batch: int = Field(default=20, ge=1)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    refresh_s: float = Field(default=30.0, gt=0, description="Reload subscriptions (other nodes may change them).")
+    webhook_allow_hosts: list[str] = Field(default_factory=list, description="Exact hosts or `.suffix` entries.")
+    allow_loopback: bool = Field(default=False, description="Let webhooks reach 127.0.0.1/localhost (tests, demo).")
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_prefix: str = DEFAULT_PREFIX
+
+
+class SubscriptionNotFound(NotFound):
+    """No subscription has this id."""
+
+    code = "subscription.not_found"
+    message_en = "Subscription {id} was not found."
+    message_zh = "未找到订阅 {id}。"
+
+
+class InvalidSubscription(InvalidInput):
+    """A subscription's fields do not fit together."""
+
+    code = "subscription.invalid"
+    message_en = "Invalid subscription: {reason}"
+    message_zh = "订阅无效：{reason}"
+
+
+def outbox_id(seed_id: str, subscription_id: str, kind: str) -> str:
+    """A deterministic, time-sortable row id: the seed's 48-bit time prefix + a hash (redeliveries collide)."""
+    digest = int.from_bytes(hashlib.blake2b(f"{seed_id}|{subscription_id}|{kind}".encode(), digest_size=10).digest())
+    tail = "".join(_B32[(digest >> shift) & 31] for shift in range(75, -5, -5))
+    return seed_id[:10] + tail
+
+
+class NotifyService:
+    """Delivery of alerts to subscriptions through the durable outbox, plus live WebSocket push."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: Bus,
+        config: NotifyConfig | None = None,
+        *,
+        hub: AlertHub | None = None,
+        senders: Mapping[Channel, Sender] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.config = config or NotifyConfig()
+        cfg = self.config
+        self.hub = hub or AlertHub()
+        self.policy = HostPolicy(cfg.webhook_allow_hosts, allow_loopback=cfg.allow_loopback)
+        self.webhooks = WebhookSender(self.policy, timeout_s=cfg.attempt_timeout_s)
+        self.mqtt = MqttSender(cfg.mqtt_host, cfg.mqtt_port, default_prefix=cfg.mqtt_prefix)
+        chat = AppriseSender()
+        default: dict[Channel, Sender] = {
+            Channel.WEBSOCKET: self.hub,
+            Channel.WEBHOOK: self.webhooks,
+            Channel.MQTT: self.mqtt,
+            Channel.CHAT: chat,
+            Channel.EMAIL: chat,
+        }
+        default.update(senders or {})
+        self._subs: dict[str, Subscription] = {}
+        self.dispatcher = OutboxDispatcher(
+            engine,
+            default,
+            self._subs.get,
+            policy=RetryPolicy(
+                max_attempts=cfg.max_attempts,
+                base_s=cfg.backoff_base_s,
+                max_s=cfg.backoff_max_s,
+                jitter=cfg.backoff_jitter,
+            ),
+            attempt_timeout_s=cfg.attempt_timeout_s,
+            lane_batch=cfg.lane_batch,
+            poll_interval_s=cfg.poll_interval_s,
+            on_delivered=self._delivered,
+        )
+        self._acked: OrderedDict[str, None] = OrderedDict()
+        self._bus_sub: BusSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load subscriptions, subscribe to `alert.>` (durable), start the dispatcher."""
+        await self.reload()
+        self._bus_sub = await self.bus.subscribe("alert.>", self.handle, durable=self.config.durable)
+        self._task = asyncio.create_task(self._run(), name="notify")
+        log.info("notify_started", subscriptions=len(self._subs))
+
+    async def stop(self) -> None:
+        """Stop consuming and delivering; undelivered rows stay in the outbox for the next start."""
+        if self._bus_sub is not None:
+            await self._bus_sub.stop()
+            self._bus_sub = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.webhooks.close()
+        await self.mqtt.close()
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.dispatcher.run(), name="notify-dispatcher")
+            tg.create_task(self._refresh_loop(), name="notify-refresh")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_s)
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Reload the subscription cache from the database."""
+        async with self.engine.connect() as conn:
+            subs = await SubscriptionRepo(conn).all()
+        self._subs.clear()
+        self._subs.update({s.id: s for s in subs})
+
+    # --- bus --------------------------------------------------------------------------------------------------
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Route one `alert.*` message."""
+        payload = envelope.payload
+        if isinstance(payload, AlertRaised) and envelope.key in ("alert.raised", "alert.updated"):
+            await self._on_alert(envelope, payload)
+        elif isinstance(payload, AlertStateChanged):
+            await self._on_state(payload)
+
+    async def _on_alert(self, envelope: Envelope, alert: AlertRaised) -> None:
+        now = clock.now()
+        is_new = envelope.key == "alert.raised"
+        alert_doc = msgspec.to_builtins(alert)
+        base = {"type": "new" if is_new else "update", "key": envelope.key, "alert": alert_doc}
+        matched = matching(list(self._subs.values()), alert)
+        rows: list[dict[str, Any]] = []
+        async with self.engine.begin() as conn:
+            repo = OutboxRepo(conn)
+            refreshed: set[str] = set()
+            if not is_new:
+                # Coalesce: an update not yet tried is replaced, so an alert storm costs one message per endpoint.
+                refreshed = await repo.refresh_pending_updates(
+                    alert.alert_id, [s.id for s in matched], {**base, "subscription_id": None}
+                )
+            for sub in matched:
+                if sub.id in refreshed:
+                    continue
+                rows.append(self._row(envelope.id, sub.id, envelope.key, alert.alert_id, {**base}, now, now))
+                due = escalation.escalation_due(sub, now) if is_new else None
+                if due is not None and sub.escalate_to and alert.alert_id not in self._acked:
+                    body = {**base, "type": "escalation", "escalated_from": sub.id, "level": 1}
+                    rows.append(
+                        self._row(envelope.id, sub.escalate_to, escalation.ESCALATED, alert.alert_id, body, due, now)
+                    )
+            await repo.enqueue(rows)
+        self.hub.publish_alert(alert, base)
+        if rows or refreshed:
+            self.dispatcher.wake()
+        log.info("notify_enqueued", alert_id=alert.alert_id, rows=len(rows), coalesced=len(refreshed))
+
+    @staticmethod
+    def _row(
+        seed: str, sub_id: str, kind: str, alert_id: str, body: dict[str, Any], due: datetime, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "id": outbox_id(seed, sub_id, kind),
+            "subscription_id": sub_id,
+            "alert_id": alert_id,
+            "kind": kind,
+            "body": {**body, "subscription_id": sub_id},
+            "state": PENDING,
+            "attempts": 0,
+            "next_attempt_at": due,
+            "last_error": None,
+            "created_at": now,
+            "delivered_at": None,
+        }
+
+    async def _on_state(self, change: AlertStateChanged) -> None:
+        cancelled = 0
+        if escalation.acknowledges(change.state):
+            self._acked[change.alert_id] = None
+            if len(self._acked) > _ACKED_MEMORY:
+                self._acked.popitem(last=False)
+            async with self.engine.begin() as conn:
+                cancelled = await OutboxRepo(conn).cancel_escalations(change.alert_id, clock.now())
+        self.hub.publish_state({"type": "state", "key": "alert.state_changed", "change": msgspec.to_builtins(change)})
+        log.info("notify_state_changed", alert_id=change.alert_id, state=str(change.state), cancelled=cancelled)
+
+    async def _delivered(self, sub: Subscription, delivery: Delivery, at: datetime) -> None:
+        """After an escalation reached `sub`, schedule the next step of the chain (if `sub` escalates too)."""
+        if delivery.kind != escalation.ESCALATED or delivery.alert_id in self._acked:
+            return
+        level = int(delivery.body.get("level", 1))
+        due = escalation.escalation_due(sub, at)
+        if due is None or not sub.escalate_to or level >= MAX_ESCALATION_LEVEL:
+            return
+        body = {**delivery.body, "escalated_from": sub.id, "level": level + 1}
+        row = self._row(delivery.id, sub.escalate_to, escalation.ESCALATED, delivery.alert_id, body, due, at)
+        async with self.engine.begin() as conn:
+            await OutboxRepo(conn).enqueue([row])
+        self.dispatcher.wake()
+
+    # --- subscriptions ----------------------------------------------------------------------------------------
+
+    def _validate(self, sub: Subscription) -> None:
+        if sub.channel == Channel.WEBHOOK:
+            self.policy.check(sub.target)
+        elif sub.channel in (Channel.CHAT, Channel.EMAIL):
+            check_target(sub.channel, sub.target, self.policy)
+        elif sub.channel == Channel.MQTT and any(ch in sub.target for ch in "+#\x00"):
+            raise InvalidSubscription(reason="an MQTT topic prefix cannot contain wildcards")
+        if (sub.escalate_after_s is None) != (sub.escalate_to is None):
+            raise InvalidSubscription(reason="escalate_after_s and escalate_to go together")
+        if sub.escalate_to is not None and sub.escalate_to not in self._subs and sub.escalate_to != sub.id:
+            raise InvalidSubscription(reason=f"escalate_to {sub.escalate_to} does not exist")
+        if sub.escalate_to == sub.id:
+            raise InvalidSubscription(reason="a subscription cannot escalate to itself")
+
+    async def create(self, data: SubscriptionCreate) -> tuple[Subscription, str | None]:
+        """Store a subscription; return it and, when one was generated, the webhook secret (shown once)."""
+        generated = new_secret() if data.channel == Channel.WEBHOOK and not data.secret else None
+        target = data.target or (self.config.mqtt_prefix if data.channel == Channel.MQTT else "")
+        sub = Subscription(
+            id=ids.new_id(),
+            created_at=clock.now(),
+            **{**data.model_dump(), "target": target, "secret": data.secret or generated},
+        )
+        self._validate(sub)
+        async with self.engine.begin() as conn:
+            await SubscriptionRepo(conn).add(sub)
+        self._subs[sub.id] = sub
+        log.info("subscription_created", subscription_id=sub.id, channel=str(sub.channel))
+        return sub, generated
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every subscription (from the cache), oldest first."""
+        return sorted(self._subs.values(), key=lambda s: s.id)
+
+    def get(self, sub_id: str) -> Subscription:
+        """One subscription, or SubscriptionNotFound."""
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            raise SubscriptionNotFound(id=sub_id)
+        return sub
+
+    async def update(self, sub_id: str, patch: SubscriptionPatch) -> Subscription:
+        """Apply a partial change."""
+        current = self.get(sub_id)
+        changes = patch.model_dump(exclude_unset=True)
+        sub = current.model_copy(update=changes)
+        sub = Subscription.model_validate(sub.model_dump())
+        self._validate(sub)
+        async with self.engine.begin() as conn:
+            await SubscriptionRepo(conn).replace(sub)
+        self._subs[sub.id] = sub
+        return sub
+
+    async def delete(self, sub_id: str) -> Subscription:
+        """Delete a subscription (its pending rows go dead when their turn comes)."""
+        sub = self.get(sub_id)
+        async with self.engine.begin() as conn:
+            await SubscriptionRepo(conn).delete(sub_id)
+        self._subs.pop(sub_id, None)
+        return sub
+
+    async def deliveries(
+        self,
+        *,
+        subscription_id: str | None = None,
+        alert_id: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Outbox rows for inspection (delivery times, retries, dead letters with their last error)."""
+        async with self.engine.connect() as conn:
+            return await OutboxRepo(conn).rows(
+                subscription_id=subscription_id, alert_id=alert_id, state=state, limit=limit
+            )
