@@ -1,0 +1,821 @@
+"""The rule engine: pure, synchronous, no I/O. Events in, firings out.
+
+- Fires on the event that completes a condition; never waits for a window to close. Timers (absence, dwell, hold)
+  come due through `due(now)`; `next_deadline()` tells the caller when to call it.
+- State is partitioned by key (rule, building / community / device ...), so the engine can later run as several
+  workers split by that key. Every per-key window is a bounded deque, and each rule keeps at most `max_keys` keys
+  (least recently used evicted, counted).
+- `snapshot()` / `Engine.restore()` carry every open window across a restart; state of a rule whose definition
+  changed is dropped (counted), since its windows no longer mean the same thing.
+- Times are event times (`occurred_at`), as unix seconds internally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import pickle
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import shapely
+from shapely.geometry import Polygon
+
+from safecity.kernel import clock, ids
+from safecity.kernel.envelope import Envelope
+from safecity.sensing.model import DeviceOffline, SensorEvent, Tags
+from safecity.warning.model import Area, Circle
+from safecity.warning.rules import (
+    AbsenceRule,
+    Condition,
+    CorrelationRule,
+    GeofenceRule,
+    HotlistRule,
+    RulePack,
+    SequenceRule,
+    ThresholdRule,
+    TrendRule,
+    compile_condition,
+    schedule_armed,
+)
+
+_SNAPSHOT_VERSION = 1
+_MAX_TRIGGER_IDS = 20
+_EMPTY_TAGS = Tags()
+
+
+@dataclass(slots=True)
+class EventView:
+    """What the engine sees of one event: a bus envelope or a stored row, flattened."""
+
+    id: str
+    name: str
+    t: float
+    device_id: str
+    tags: Tags
+    lon: float | None = None
+    lat: float | None = None
+    value: float | None = None
+    state: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    pseudonyms: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    hops: dict[str, datetime] = field(default_factory=dict)
+    correlation_id: str | None = None
+    _cel: dict[str, Any] | None = None
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> EventView:
+        """View of a bus message (`event.<kind>` with a SensorEvent, or `device.offline`)."""
+        p = env.payload
+        name = env.key[6:] if env.key.startswith("event.") else env.key
+        hops = {"occurred": env.occurred_at, "received": env.received_at, **env.hops}
+        if isinstance(p, SensorEvent):
+            return cls(
+                env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, p.lon, p.lat, p.value, p.state,
+                p.data, p.pseudonyms, env.source, hops, env.context.correlation_id,
+            )  # fmt: skip
+        if isinstance(p, DeviceOffline):
+            return cls(
+                env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, state="offline",
+                data={"device_kind": str(p.kind)}, source=env.source, hops=hops,
+                correlation_id=env.context.correlation_id,
+            )  # fmt: skip
+        raise TypeError(f"the engine does not read {env.key!r} messages")
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EventView:
+        """View of a row of the `events` table (for backtests and rebuilding state)."""
+        tags = Tags(
+            town=row.get("town"),
+            community=row.get("community"),
+            building=row.get("building"),
+            device_kind=row.get("device_kind"),
+        )
+        key = str(row["key"])
+        occurred: datetime = row["occurred_at"]
+        return cls(
+            str(row["id"]), key[6:] if key.startswith("event.") else key, occurred.timestamp(), str(row["device_id"]),
+            tags, row.get("lon"), row.get("lat"), row.get("value"), row.get("state"), row.get("data") or {},
+            row.get("pseudonyms") or {}, str(row.get("source") or ""), {"occurred": occurred},
+            row.get("correlation_id"),
+        )  # fmt: skip
+
+    def cel(self) -> dict[str, Any]:
+        """The dict CEL conditions are evaluated against (built once per event, only when a condition needs it)."""
+        if self._cel is None:
+            t = self.tags
+            self._cel = {
+                "kind": self.name,
+                "key": self.name,
+                "device_id": self.device_id,
+                "value": self.value,
+                "state": self.state,
+                "data": self.data,
+                "tags": {
+                    "town": t.town or "",
+                    "community": t.community or "",
+                    "building": t.building or "",
+                    "device_kind": t.device_kind or "",
+                },
+                "pseudonyms": self.pseudonyms,
+                "lon": self.lon,
+                "lat": self.lat,
+                "source": self.source,
+            }
+        return self._cel
+
+
+@dataclass(slots=True)
+class Firing:
+    """A rule fired (new alert) or fired again within its grouping window (update of the same alert)."""
+
+    rule: Any
+    alert_id: str
+    new: bool
+    group_key: str
+    trigger_event_ids: list[str]
+    count: int
+    first_at: datetime
+    last_at: datetime
+    tags: Tags
+    area: Area | None
+    event: EventView | None  # the completing event; None when a timer fired (absence, dwell, hold)
+
+
+@dataclass
+class EngineStats:
+    """Counters of one engine (exported by the service)."""
+
+    events: int = 0
+    matched: int = 0
+    fired: int = 0
+    updated: int = 0
+    suppressed: int = 0
+    unscheduled: int = 0
+    late: int = 0
+    evicted_keys: int = 0
+    window_overflow: int = 0
+    condition_errors: int = 0
+    restored_rules: int = 0
+    dropped_rules: int = 0
+
+
+@dataclass(slots=True)
+class _Hit:
+    part: str  # partition value (building, device ...)
+    ids: list[str]
+    t: float
+    tags: Tags
+    lon: float | None
+    lat: float | None
+    event: EventView | None
+
+
+@dataclass(slots=True)
+class _Group:
+    alert_id: str
+    first_t: float
+    last_t: float
+    count: int
+    fired_t: float
+    suppressed: int = 0
+
+
+class _Keyed(OrderedDict[str, Any]):
+    """Per-key state with LRU eviction at `max_keys` (evictions counted)."""
+
+    def __init__(self, max_keys: int, stats: EngineStats) -> None:
+        super().__init__()
+        self.max_keys = max_keys
+        self.stats = stats
+
+    def touch(self, key: str, make: Callable[[], Any]) -> Any:
+        """Return the state of `key`, creating it, and mark it most recently used."""
+        state = self.get(key)
+        if state is None:
+            state = self[key] = make()
+            if len(self) > self.max_keys:
+                self.popitem(last=False)
+                self.stats.evicted_keys += 1
+        else:
+            self.move_to_end(key)
+        return state
+
+    def put(self, key: str, value: Any) -> None:
+        """Set the state of `key` as most recently used."""
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.max_keys:
+            self.popitem(last=False)
+            self.stats.evicted_keys += 1
+
+    def __reduce__(self) -> Any:
+        # Pickle as a plain ordered list of items; stats are re-attached on restore.
+        return (_rebuild_keyed, (self.max_keys, list(self.items())))
+
+
+def _rebuild_keyed(max_keys: int, items: list[tuple[str, Any]]) -> _Keyed:
+    keyed = _Keyed(max_keys, EngineStats())
+    keyed.update(items)
+    return keyed
+
+
+class _Matcher:
+    """Event names plus a compiled condition; evaluation errors (null fields, wrong types) count as no match."""
+
+    __slots__ = ("events", "program", "stats")
+
+    def __init__(self, events: Iterable[str], when: str | None, stats: EngineStats) -> None:
+        self.events = frozenset(events)
+        self.program = compile_condition(when) if when else None
+        self.stats = stats
+
+    def __call__(self, ev: EventView) -> bool:
+        if ev.name not in self.events:
+            return False
+        if self.program is None:
+            return True
+        try:
+            return self.program.execute(ev.cel()) is True
+        except (TypeError, RuntimeError, ValueError):
+            self.stats.condition_errors += 1
+            return False
+
+
+def _part(rule: Any, ev: EventView) -> str:
+    by = rule.group_by
+    if by == "device":
+        return ev.device_id
+    if by == "global":
+        return "*"
+    value = getattr(ev.tags, by)
+    return value if value is not None else f"device:{ev.device_id}"
+
+
+def _hit(part: str, ids_: list[str], ev: EventView) -> _Hit:
+    return _Hit(part, ids_[-_MAX_TRIGGER_IDS:], ev.t, ev.tags, ev.lon, ev.lat, ev)
+
+
+class _Handler:
+    """Window logic of one rule kind; `state` holds per-key state, `timers` asks the engine for wake-ups."""
+
+    def __init__(self, rule: Any, engine: Engine) -> None:
+        self.rule = rule
+        self.engine = engine
+        self.stats = engine.stats
+        self.state = _Keyed(engine.max_keys, engine.stats)
+
+    def names(self) -> set[str]:
+        """Event names this rule reads."""
+        raise NotImplementedError
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        """Feed one event; return the hits it completes."""
+        raise NotImplementedError
+
+    def on_due(self, part: str, deadline: float) -> list[_Hit]:
+        """A timer set by this handler came due."""
+        return []
+
+    def bounded(self, maxlen: int | None = None) -> deque[Any]:
+        """A window deque bounded by the engine's per-window cap."""
+        return deque(maxlen=maxlen or self.engine.max_events)
+
+
+class _Threshold(_Handler):
+    rule: ThresholdRule
+
+    def __init__(self, rule: ThresholdRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.match = _Matcher(rule.events, rule.when, engine.stats)
+
+    def names(self) -> set[str]:
+        return set(self.rule.events)
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        rule = self.rule
+        ok = self.match(ev)
+        part = _part(rule, ev)
+        if rule.hold is not None:
+            st = self.state.get(part) if not ok else self.state.touch(part, lambda: {"since": None})
+            if st is None:
+                return []
+            if not ok:
+                st["since"] = None
+                return []
+            if st["since"] is None:
+                st.update(since=ev.t, ids=[ev.id], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
+                self.engine.arm(self, part, ev.t + rule.hold)
+                return []
+            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], ev.id]
+            if not st["fired"] and ev.t - st["since"] >= rule.hold:
+                st["fired"] = True
+                return [_hit(part, st["ids"], ev)]
+            return []
+        if not ok:
+            return []
+        if rule.count == 1:
+            return [_hit(part, [ev.id], ev)]
+        window: deque[tuple[float, str]] = self.state.touch(part, lambda: deque(maxlen=rule.count))
+        window.append((ev.t, ev.id))
+        assert rule.within is not None
+        if len(window) == rule.count and window[-1][0] - window[0][0] <= rule.within:
+            ids_ = [i for _, i in window]
+            window.clear()
+            return [_hit(part, ids_, ev)]
+        return []
+
+    def on_due(self, part: str, deadline: float) -> list[_Hit]:
+        st = self.state.get(part)
+        if st is None or st.get("since") is None or st["fired"]:
+            return []
+        assert self.rule.hold is not None
+        if st["since"] + self.rule.hold != deadline:
+            return []
+        st["fired"] = True
+        return [_Hit(part, st["ids"], deadline, st["tags"], st["lon"], st["lat"], None)]
+
+
+class _Correlation(_Handler):
+    rule: CorrelationRule
+
+    def __init__(self, rule: CorrelationRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.clauses = [(_Matcher(c.events, c.when, engine.stats), c) for c in rule.require]
+        self.hw = float("-inf")
+
+    def names(self) -> set[str]:
+        return {n for c in self.rule.require for n in c.events}
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        within = self.rule.within
+        matched = [i for i, (m, _) in enumerate(self.clauses) if m(ev)]
+        if not matched:
+            return []
+        self.hw = max(self.hw, ev.t)
+        if self.hw - ev.t > within:
+            # Older than the window behind the newest event seen: it can pair with nothing still held.
+            self.stats.late += 1
+            return []
+        part = _part(self.rule, ev)
+        if part.startswith("device:") and self.rule.group_by != "device":
+            return []
+        st: list[Any] = self.state.touch(part, lambda: [{} if c.distinct else self.bounded() for _, c in self.clauses])
+        hw = self.hw
+        for i in matched:
+            slot = st[i]
+            if isinstance(slot, dict):
+                for dev in [d for d, (t, _) in slot.items() if hw - t > within]:
+                    del slot[dev]
+                seen = slot.get(ev.device_id)
+                if seen is None or ev.t > seen[0]:
+                    if seen is None and len(slot) >= self.engine.max_events:
+                        self.stats.window_overflow += 1
+                    else:
+                        slot[ev.device_id] = (ev.t, ev.id)
+            else:
+                while slot and hw - slot[0][0] > within:
+                    slot.popleft()
+                if len(slot) == slot.maxlen:
+                    self.stats.window_overflow += 1
+                slot.append((ev.t, ev.id))
+        ids_: list[str] = []
+        for i, (_, clause) in enumerate(self.clauses):
+            slot = st[i]
+            if isinstance(slot, dict):
+                near = [eid for dev, (t, eid) in slot.items() if dev != ev.device_id and abs(ev.t - t) <= within]
+                n = len(near) + (1 if i in matched else 0)
+            else:
+                near = [eid for t, eid in slot if abs(ev.t - t) <= within and eid != ev.id]
+                n = len(near) + (1 if i in matched else 0)
+            if n < clause.count:
+                return []
+            ids_.extend(near)
+        ids_.append(ev.id)
+        return [_hit(part, ids_, ev)]
+
+
+class _Absence(_Handler):
+    rule: AbsenceRule
+
+    def __init__(self, rule: AbsenceRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.expect = _Matcher(rule.expect.events, rule.expect.when, engine.stats)
+        self.after = _Matcher(rule.after.events, rule.after.when, engine.stats) if rule.after else None
+
+    def names(self) -> set[str]:
+        return set(self.rule.expect.events) | (set(self.rule.after.events) if self.rule.after else set())
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        part = _part(self.rule, ev)
+        if self.expect(ev):
+            if self.after is not None:
+                st = self.state.get(part)
+                if st is not None:
+                    st["deadline"] = None
+                return []
+            self._arm(part, ev)
+        elif self.after is not None and self.after(ev):
+            st = self.state.get(part)
+            if st is None or st.get("deadline") is None:
+                self._arm(part, ev)
+        return []
+
+    def _arm(self, part: str, ev: EventView) -> None:
+        deadline = ev.t + self.rule.within
+        st = self.state.touch(part, dict)
+        st.update(deadline=deadline, ids=[ev.id], tags=ev.tags, lon=ev.lon, lat=ev.lat)
+        self.engine.arm(self, part, deadline)
+
+    def on_due(self, part: str, deadline: float) -> list[_Hit]:
+        st = self.state.get(part)
+        if st is None or st.get("deadline") != deadline:
+            return []
+        st["deadline"] = None
+        return [_Hit(part, st["ids"], deadline, st["tags"], st["lon"], st["lat"], None)]
+
+
+class _Sequence(_Handler):
+    rule: SequenceRule
+
+    def __init__(self, rule: SequenceRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.steps = [_Matcher(s.events, s.when, engine.stats) for s in rule.steps]
+
+    def names(self) -> set[str]:
+        return {n for s in self.rule.steps for n in s.events}
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        part = _part(self.rule, ev)
+        st = self.state.get(part)
+        if st is not None and st["stage"] > 0 and ev.t - st["start"] > self.rule.within:
+            st["stage"] = 0
+        stage = st["stage"] if st is not None else 0
+        if stage > 0 and self.steps[stage](ev):
+            st["stage"] += 1  # type: ignore[index]
+            st["ids"].append(ev.id)  # type: ignore[index]
+            if st["stage"] == len(self.steps):  # type: ignore[index]
+                ids_ = st["ids"]  # type: ignore[index]
+                st["stage"] = 0  # type: ignore[index]
+                return [_hit(part, ids_, ev)]
+            return []
+        if stage == 0 and self.steps[0](ev):
+            st = self.state.touch(part, dict)
+            st.update(stage=1, start=ev.t, ids=[ev.id])
+        return []
+
+
+class _Geofence(_Handler):
+    rule: GeofenceRule
+
+    def __init__(self, rule: GeofenceRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.match = _Matcher(rule.events, rule.when, engine.stats)
+        ring = list(rule.zone.polygon)
+        if ring[0] != ring[-1]:
+            ring.append(ring[0])
+        self.ring = ring
+        self.polygon = Polygon(ring)
+        shapely.prepare(self.polygon)
+        self.area = Area(description=rule.zone.name, polygon=[(float(x), float(y)) for x, y in ring])
+
+    def names(self) -> set[str]:
+        return set(self.rule.events)
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        if ev.name not in self.match.events or ev.lon is None or ev.lat is None:
+            return []
+        inside = bool(shapely.contains_xy(self.polygon, ev.lon, ev.lat)) and self.match(ev)
+        part = _part(self.rule, ev)
+        st = self.state.get(part)
+        if st is None:
+            if not inside:
+                return []
+            st = self.state.touch(part, lambda: {"inside": False})
+        was = st["inside"]
+        st["inside"] = inside
+        trigger = self.rule.trigger
+        if inside and not was:
+            st.update(since=ev.t, ids=[ev.id], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
+            if trigger == "enter":
+                return [_hit(part, [ev.id], ev)]
+            if trigger == "dwell":
+                assert self.rule.dwell is not None
+                self.engine.arm(self, part, ev.t + self.rule.dwell)
+            return []
+        if was and not inside:
+            return [_hit(part, [ev.id], ev)] if trigger == "exit" else []
+        if inside and trigger == "dwell" and not st["fired"]:
+            assert self.rule.dwell is not None
+            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], ev.id]
+            if ev.t - st["since"] >= self.rule.dwell:
+                st["fired"] = True
+                return [_hit(part, st["ids"], ev)]
+        return []
+
+    def on_due(self, part: str, deadline: float) -> list[_Hit]:
+        st = self.state.get(part)
+        if st is None or not st["inside"] or st["fired"]:
+            return []
+        assert self.rule.dwell is not None
+        if st["since"] + self.rule.dwell != deadline:
+            return []
+        st["fired"] = True
+        return [_Hit(part, st["ids"], deadline, st["tags"], st["lon"], st["lat"], None)]
+
+
+class _Hotlist(_Handler):
+    rule: HotlistRule
+
+    def __init__(self, rule: HotlistRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.match = _Matcher(rule.events, rule.when, engine.stats)
+        self.hashes = engine.pack.watchlists.get(rule.watchlist, frozenset())
+
+    def names(self) -> set[str]:
+        return set(self.rule.events)
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        value = ev.pseudonyms.get(self.rule.field)
+        if value is None or value not in self.hashes or not self.match(ev):
+            return []
+        # One alert per listed vehicle: repeats of the same plate update it.
+        return [_hit(f"{self.rule.field}:{value[:16]}", [ev.id], ev)]
+
+
+class _Trend(_Handler):
+    rule: TrendRule
+
+    def __init__(self, rule: TrendRule, engine: Engine) -> None:
+        super().__init__(rule, engine)
+        self.match = _Matcher(rule.events, rule.when, engine.stats)
+        self.factor = 1.0 + rule.rise_pct / 100.0
+
+    def names(self) -> set[str]:
+        return set(self.rule.events)
+
+    def on_event(self, ev: EventView) -> list[_Hit]:
+        if ev.value is None or not self.match(ev):
+            return []
+        part = _part(self.rule, ev)
+        window: deque[tuple[float, float, str]] = self.state.touch(part, self.bounded)
+        over = self.rule.over
+        while window and ev.t - window[0][0] > over:
+            window.popleft()
+        low = min(window, key=lambda item: item[1]) if window else None
+        if len(window) == window.maxlen:
+            self.stats.window_overflow += 1
+        window.append((ev.t, ev.value, ev.id))
+        if low is None or low[1] <= 0 or ev.value < self.rule.min_value or ev.value < low[1] * self.factor:
+            return []
+        # A new rise is measured from here on.
+        window.clear()
+        window.append((ev.t, ev.value, ev.id))
+        return [_hit(part, [low[2], ev.id], ev)]
+
+
+_HANDLERS: dict[str, type[_Handler]] = {
+    "threshold": _Threshold,
+    "correlation": _Correlation,
+    "absence": _Absence,
+    "sequence": _Sequence,
+    "geofence": _Geofence,
+    "hotlist": _Hotlist,
+    "trend": _Trend,
+}
+
+
+def fingerprint(rule: Any) -> str:
+    """A digest of a rule's definition: restored state is kept only for unchanged rules."""
+    return hashlib.sha256(rule.model_dump_json().encode()).hexdigest()[:16]
+
+
+class Engine:
+    """Evaluates a rule pack over events; pure and synchronous."""
+
+    def __init__(
+        self,
+        pack: RulePack,
+        *,
+        now: Callable[[], datetime] = clock.now,
+        new_id: Callable[[], str] = ids.new_id,
+        max_keys: int = 100_000,
+        max_events: int = 1_000,
+    ) -> None:
+        self.pack = pack
+        self.now = now
+        self.new_id = new_id
+        self.max_keys = max_keys
+        self.max_events = max_events
+        self.stats = EngineStats()
+        self.handlers: dict[str, _Handler] = {}
+        self.groups: dict[str, _Keyed] = {}
+        self._index: dict[str, list[_Handler]] = {}
+        self._timers: list[tuple[float, int, str, str]] = []
+        self._seq = 0
+        for rule in pack.rules:
+            handler = _HANDLERS[rule.kind](rule, self)
+            self.handlers[rule.id] = handler
+            self.groups[rule.id] = _Keyed(max_keys, self.stats)
+            for name in handler.names():
+                self._index.setdefault(name, []).append(handler)
+
+    @property
+    def rules(self) -> list[Any]:
+        """The enabled rules."""
+        return self.pack.rules
+
+    def names(self) -> set[str]:
+        """Every event name some rule reads."""
+        return set(self._index)
+
+    def arm(self, handler: _Handler, part: str, deadline: float) -> None:
+        """Ask for `handler.on_due(part, deadline)` once `deadline` (unix seconds) has passed."""
+        self._seq += 1
+        heapq.heappush(self._timers, (deadline, self._seq, handler.rule.id, part))
+
+    def next_deadline(self) -> datetime | None:
+        """When `due()` should next be called (None: no timer armed)."""
+        return clock.from_epoch(self._timers[0][0]) if self._timers else None
+
+    def process(self, event: Envelope | EventView) -> list[Firing]:
+        """Feed one event; return the firings it completes (new alerts and updates)."""
+        ev = event if isinstance(event, EventView) else EventView.from_envelope(event)
+        self.stats.events += 1
+        handlers = self._index.get(ev.name)
+        if not handlers:
+            return []
+        out: list[Firing] = []
+        for handler in handlers:
+            rule = handler.rule
+            if rule.scope is not None and not _in_scope(rule.scope, ev.tags):
+                continue
+            if rule.schedule is not None and not self._armed(rule, ev.t):
+                self.stats.unscheduled += 1
+                continue
+            hits = handler.on_event(ev)
+            if hits:
+                self.stats.matched += len(hits)
+                out.extend(f for h in hits if (f := self._group(handler, h)) is not None)
+        return out
+
+    def due(self, now: datetime | None = None) -> list[Firing]:
+        """Fire every timer whose deadline has passed by `now`."""
+        t = (now or self.now()).timestamp()
+        out: list[Firing] = []
+        while self._timers and self._timers[0][0] <= t:
+            deadline, _, rule_id, part = heapq.heappop(self._timers)
+            handler = self.handlers.get(rule_id)
+            if handler is None:
+                continue
+            rule = handler.rule
+            if rule.schedule is not None and not self._armed(rule, deadline):
+                # Disarmed at the deadline: consume the timer so it does not fire later.
+                handler.on_due(part, deadline)
+                self.stats.unscheduled += 1
+                continue
+            for hit in handler.on_due(part, deadline):
+                self.stats.matched += 1
+                firing = self._group(handler, hit)
+                if firing is not None:
+                    out.append(firing)
+        return out
+
+    def _armed(self, rule: Any, t: float) -> bool:
+        schedule = rule.schedule
+        holidays = self.pack.calendars.get(schedule.calendar, frozenset()) if schedule.calendar else frozenset()
+        return schedule_armed(schedule, clock.from_epoch(t), holidays)
+
+    def _group(self, handler: _Handler, hit: _Hit) -> Firing | None:
+        rule = handler.rule
+        for other in rule.suppressed_by:
+            og = self.groups.get(other)
+            ohandler = self.handlers.get(other)
+            if og is None or ohandler is None:
+                continue
+            g_other = og.get(hit.part)
+            if g_other is not None and hit.t - g_other.last_t <= ohandler.rule.group_window:
+                self.stats.suppressed += 1
+                return None
+        groups = self.groups[rule.id]
+        g: _Group | None = groups.get(hit.part)
+        if g is not None and rule.cooldown > 0 and abs(hit.t - g.fired_t) < rule.cooldown:
+            g.suppressed += 1
+            self.stats.suppressed += 1
+            return None
+        if g is not None and 0 <= hit.t - g.last_t <= rule.group_window:
+            g.count += 1
+            g.last_t = max(g.last_t, hit.t)
+            g.fired_t = hit.t
+            groups.move_to_end(hit.part)
+            new = False
+            self.stats.updated += 1
+        else:
+            g = _Group(self.new_id(), hit.t, hit.t, 1, hit.t)
+            groups.put(hit.part, g)
+            new = True
+            self.stats.fired += 1
+        area = getattr(handler, "area", None) or _circle(rule, hit)
+        return Firing(
+            rule=rule,
+            alert_id=g.alert_id,
+            new=new,
+            group_key=f"{rule.id}:{hit.part}",
+            trigger_event_ids=list(hit.ids),
+            count=g.count,
+            first_at=clock.from_epoch(g.first_t),
+            last_at=clock.from_epoch(g.last_t),
+            tags=hit.tags or _EMPTY_TAGS,
+            area=area,
+            event=hit.event,
+        )
+
+    # --- snapshot ---------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Serialize every open window, group and timer (the engine's own file; restore only what it wrote)."""
+        doc = {
+            "version": _SNAPSHOT_VERSION,
+            "rules": {
+                rid: {
+                    "fp": fingerprint(h.rule),
+                    "state": h.state,
+                    "groups": self.groups[rid],
+                    "hw": getattr(h, "hw", None),
+                }
+                for rid, h in self.handlers.items()
+            },
+            "timers": self._timers,
+            "seq": self._seq,
+        }
+        return pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, pack: RulePack, data: bytes, **kwargs: Any) -> Engine:
+        """Build an engine for `pack` and load a snapshot's state for every rule whose definition is unchanged."""
+        engine = cls(pack, **kwargs)
+        # The engine's own snapshot file, never input from outside.
+        doc = pickle.loads(data)
+        if doc.get("version") != _SNAPSHOT_VERSION:
+            return engine
+        kept: set[str] = set()
+        for rid, saved in doc["rules"].items():
+            handler = engine.handlers.get(rid)
+            if handler is None or saved["fp"] != fingerprint(handler.rule):
+                engine.stats.dropped_rules += 1
+                continue
+            for target, src in ((handler.state, saved["state"]), (engine.groups[rid], saved["groups"])):
+                target.update(src.items())
+            if saved.get("hw") is not None:
+                handler.hw = saved["hw"]  # type: ignore[attr-defined]
+            kept.add(rid)
+            engine.stats.restored_rules += 1
+        engine._timers = [t for t in doc["timers"] if t[2] in kept]
+        heapq.heapify(engine._timers)
+        engine._seq = doc["seq"]
+        return engine
+
+    def open_windows(self) -> int:
+        """How many keys hold window state, over all rules."""
+        return sum(len(h.state) for h in self.handlers.values())
+
+
+def _in_scope(scope: Any, tags: Tags) -> bool:
+    if scope.towns is not None and tags.town not in scope.towns:
+        return False
+    if scope.communities is not None and tags.community not in scope.communities:
+        return False
+    return scope.buildings is None or tags.building in scope.buildings
+
+
+def _circle(rule: Any, hit: _Hit) -> Area | None:
+    if hit.lon is None or hit.lat is None:
+        return None
+    t = hit.tags
+    where = t.building or t.community or t.town or hit.part
+    return Area(description=where, circle=Circle(lon=hit.lon, lat=hit.lat, radius_m=rule.radius_m))
+
+
+def replay(engine: Engine, events: Iterable[EventView]) -> list[Firing]:
+    """Feed events in order, firing timers as event time passes them (backtests, rebuilding state)."""
+    out: list[Firing] = []
+    for ev in events:
+        if engine._timers and engine._timers[0][0] <= ev.t:
+            out.extend(engine.due(clock.from_epoch(ev.t)))
+        out.extend(engine.process(ev))
+    return out
+
+
+def conditions_of(rule: Any) -> Sequence[Condition]:
+    """The conditions a rule holds (for tooling)."""
+    if isinstance(rule, CorrelationRule):
+        return rule.require
+    if isinstance(rule, SequenceRule):
+        return rule.steps
+    if isinstance(rule, AbsenceRule):
+        return [rule.expect, *([rule.after] if rule.after else [])]
+    return []

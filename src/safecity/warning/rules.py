@@ -1,0 +1,519 @@
+"""Rule packs: YAML rules with CEL conditions, validated with line numbers, compiled once at load.
+
+A pack is a YAML mapping with `rules:` (a list), optional `watchlists:` (named sets of plate pseudonyms) and optional
+`calendars:` (named holiday date lists). Every rule has a `kind` (see `RULE_KINDS`), CAP fields, grouping and an
+optional schedule. Windows are always bounded (at most `MAX_WINDOW`), so engine state stays bounded too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import cel
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from safecity.kernel.errors import InvalidInput
+from safecity.warning.model import Category, Certainty, Severity, Urgency
+
+MAX_WINDOW_S = 24 * 3600.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Names a condition may use: the fields of the event view the engine builds (see engine.EventView.cel).
+CEL_VARIABLES = frozenset(
+    {"kind", "key", "device_id", "value", "state", "data", "tags", "pseudonyms", "lon", "lat", "source"}
+)
+
+
+def parse_duration(value: Any) -> float:
+    """Parse "60s", "5m", "2h", "1d", "500ms" (or a number of seconds) into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string like '60s' or '5m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d), e.g. '60s'")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _bounded(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("windows must be bounded and positive")
+    if seconds > MAX_WINDOW_S:
+        raise ValueError(f"windows must be bounded (within: {seconds:g}s, max 24h)")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Window = Annotated[float, BeforeValidator(lambda v: _bounded(parse_duration(v)))]
+
+
+class RuleError(InvalidInput):
+    """A rule pack failed validation; `issues` holds (line, message) pairs."""
+
+    code = "rules.invalid"
+    message_en = "The rule pack is not valid: {summary}"
+    message_zh = "规则包无效：{summary}"
+
+    def __init__(self, source: str, issues: list[tuple[int | None, str]]) -> None:
+        self.source = source
+        self.issues = issues
+        super().__init__(summary="; ".join(self.lines()[:5]))
+
+    def lines(self) -> list[str]:
+        """Return each issue as `file:line: reason`."""
+        return [f"{self.source}:{line}: {msg}" if line else f"{self.source}: {msg}" for line, msg in self.issues]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextSpec(_Model):
+    """A text in both UI languages."""
+
+    zh: str
+    en: str
+
+
+class Condition(_Model):
+    """Which events a rule (or one clause of it) looks at: event names plus an optional CEL condition."""
+
+    events: list[str] = Field(min_length=1, description="Event names: smoke, door, ..., or device.offline.")
+    when: str | None = Field(None, description="CEL condition over the event view.")
+
+    @field_validator("when")
+    @classmethod
+    def _compile(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_condition(value)
+        return value
+
+
+class Clause(Condition):
+    """One part of a correlation: `count` matching events (from `distinct` devices if set)."""
+
+    count: int = Field(1, ge=1, le=1000)
+    distinct: Literal["device"] | None = None
+
+
+class Schedule(_Model):
+    """When a rule is armed: days of week, a daily time range (may cross midnight), holiday handling."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    tz: str = "Asia/Shanghai"
+    calendar: str | None = Field(None, description="Name of a calendar in the pack's `calendars`.")
+    holidays: Literal["armed", "disarmed", "as_weekday"] = "as_weekday"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _clock(cls, value: str | None) -> str | None:
+        if value is not None:
+            time.fromisoformat(value)
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {value!r}") from err
+        return value
+
+
+class Scope(_Model):
+    """Where a rule is armed: lists of towns, communities or buildings (empty = everywhere)."""
+
+    towns: list[str] | None = None
+    communities: list[str] | None = None
+    buildings: list[str] | None = None
+
+
+GroupBy = Literal["device", "building", "community", "town", "global"]
+
+
+class RuleBase(_Model):
+    """Fields every rule has: identity, texts, CAP fields, grouping, scope and schedule."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    title: TextSpec
+    description: TextSpec | None = None
+    enabled: bool = True
+    category: Category = Category.SAFETY
+    severity: Severity = Severity.MODERATE
+    urgency: Urgency = Urgency.EXPECTED
+    certainty: Certainty = Certainty.LIKELY
+    opens_incident: bool = False
+    group_by: GroupBy = "device"
+    group_window: Window = Field(600.0, description="Repeats within this time update the same alert.")
+    cooldown: Duration = Field(0.0, description="After a firing, matches within this time are suppressed.")
+    suppressed_by: list[str] = Field(default_factory=list, description="Rule ids whose open alert mutes this one.")
+    scope: Scope | None = None
+    schedule: Schedule | None = None
+    radius_m: float = Field(50.0, gt=0, le=10_000, description="Radius of the alert circle around the event.")
+
+
+class ThresholdRule(RuleBase):
+    """Fires when matching events repeat `count` times within `within`, or keep matching for `hold`."""
+
+    kind: Literal["threshold"]
+    events: list[str] = Field(min_length=1)
+    when: str | None = None
+    count: int = Field(1, ge=1, le=10_000)
+    within: Window | None = None
+    hold: Window | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _compile(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_condition(value)
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> ThresholdRule:
+        if self.count > 1 and self.within is None:
+            raise ValueError("windows must be bounded: a repeat count needs `within`")
+        return self
+
+
+class CorrelationRule(RuleBase):
+    """Fires when every clause is satisfied by events of one group (building, community...) within `within`."""
+
+    kind: Literal["correlation"]
+    require: list[Clause] = Field(min_length=1)
+    within: Window
+
+
+class AbsenceRule(RuleBase):
+    """Fires when an expected event does not arrive within `within` (after `after`, or after the last one)."""
+
+    kind: Literal["absence"]
+    expect: Condition
+    after: Condition | None = None
+    within: Window
+
+
+class SequenceRule(RuleBase):
+    """Fires when the steps happen in order within `within` of the first."""
+
+    kind: Literal["sequence"]
+    steps: list[Condition] = Field(min_length=2, max_length=10)
+    within: Window
+
+
+class Zone(_Model):
+    """A named polygon, ring of (lon, lat) pairs."""
+
+    name: str
+    polygon: list[tuple[float, float]] = Field(min_length=3)
+
+    @field_validator("polygon")
+    @classmethod
+    def _coords(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for lon, lat in value:
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise ValueError(f"coordinate ({lon}, {lat}) is not (lon, lat) in WGS84")
+        return value
+
+
+class GeofenceRule(RuleBase):
+    """Fires when an object enters, exits or dwells in a zone (inside = in the polygon and `when` holds)."""
+
+    kind: Literal["geofence"]
+    events: list[str] = Field(min_length=1)
+    when: str | None = None
+    zone: Zone
+    trigger: Literal["enter", "exit", "dwell"]
+    dwell: Window | None = None
+
+    @field_validator("when")
+    @classmethod
+    def _compile(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_condition(value)
+        return value
+
+    @model_validator(mode="after")
+    def _dwell(self) -> GeofenceRule:
+        if self.trigger == "dwell" and self.dwell is None:
+            raise ValueError("windows must be bounded: trigger 'dwell' needs `dwell`")
+        return self
+
+
+class HotlistRule(RuleBase):
+    """Fires when a read's pseudonymized field (plate) is on a named watch list."""
+
+    kind: Literal["hotlist"]
+    events: list[str] = Field(default_factory=lambda: ["checkpoint"], min_length=1)
+    when: str | None = None
+    watchlist: str
+    field: str = "plate"
+
+
+class TrendRule(RuleBase):
+    """Fires when an event's value has risen `rise_pct` % over the lowest value of the last `over`."""
+
+    kind: Literal["trend"]
+    events: list[str] = Field(min_length=1)
+    when: str | None = None
+    rise_pct: float = Field(gt=0, le=100_000)
+    over: Window
+    min_value: float = 0.0
+
+
+Rule = Annotated[
+    ThresholdRule | CorrelationRule | AbsenceRule | SequenceRule | GeofenceRule | HotlistRule | TrendRule,
+    Field(discriminator="kind"),
+]
+RULE_KINDS: tuple[str, ...] = ("threshold", "correlation", "absence", "sequence", "geofence", "hotlist", "trend")
+
+
+class Watchlist(_Model):
+    """A named watch list: pseudonyms (hex HMACs) only; clear `values` are hashed at load and then dropped."""
+
+    field: str = "plate"
+    description: str | None = None
+    hashes: list[str] = Field(default_factory=list)
+    values: list[str] = Field(default_factory=list, description="Clear values: hashed at load, never kept.")
+
+    @field_validator("hashes")
+    @classmethod
+    def _hex(cls, value: list[str]) -> list[str]:
+        for h in value:
+            if not re.fullmatch(r"[0-9a-f]{64}", h):
+                raise ValueError("watch list hashes are 64 lowercase hex characters (HMAC-SHA256)")
+        return value
+
+
+class RulePackSpec(_Model):
+    """The document of a rule pack (what YAML files and the API carry)."""
+
+    version: Literal[1] = 1
+    rules: list[Rule] = Field(default_factory=list)
+    watchlists: dict[str, Watchlist] = Field(default_factory=dict)
+    calendars: dict[str, list[date]] = Field(default_factory=dict)
+
+
+class RulePack:
+    """A validated pack ready for the engine: enabled rules, watch lists as pseudonym sets, calendars."""
+
+    def __init__(self, spec: RulePackSpec, watchlists: dict[str, frozenset[str]], source: str = "<rules>") -> None:
+        self.spec = spec
+        self.source = source
+        self.rules: list[Any] = [r for r in spec.rules if r.enabled]
+        self.watchlists = watchlists
+        self.calendars = {name: frozenset(days) for name, days in spec.calendars.items()}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def merged(self, other: RulePack) -> RulePack:
+        """Return a pack holding this pack's rules and another's (ids must stay unique)."""
+        spec = RulePackSpec(
+            rules=[*self.spec.rules, *other.spec.rules],
+            watchlists={**self.spec.watchlists, **other.spec.watchlists},
+            calendars={**self.spec.calendars, **other.spec.calendars},
+        )
+        issues: list[tuple[int | None, str]] = []
+        _check_references(spec, lambda _loc: None, issues)
+        if issues:
+            raise RuleError(f"{self.source}+{other.source}", issues)
+        return RulePack(spec, {**self.watchlists, **other.watchlists}, f"{self.source}+{other.source}")
+
+
+_CEL_CACHE: dict[str, Any] = {}
+
+
+def compile_condition(expression: str) -> Any:
+    """Compile a CEL condition once (cached); refuse syntax errors and names the event view does not have."""
+    program = _CEL_CACHE.get(expression)
+    if program is not None:
+        return program
+    try:
+        program = cel.compile(expression)
+    except ValueError as err:
+        first = str(err).splitlines()
+        raise ValueError("CEL syntax error: " + " ".join(first[:2])) from err
+    unknown = set(program.variables()) - CEL_VARIABLES
+    if unknown:
+        raise ValueError(
+            f"CEL condition uses unknown names {sorted(unknown)}; known: {', '.join(sorted(CEL_VARIABLES))}"
+        )
+    _CEL_CACHE[expression] = program
+    return program
+
+
+# --- YAML with line numbers -------------------------------------------------------------------------------------
+
+
+class _Lines:
+    """Maps a path of keys and indexes in the YAML document to the line where it starts."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+
+    def line(self, loc: Iterable[int | str]) -> int | None:
+        node = self.root
+        if node is None:
+            return None
+        best: int = int(node.start_mark.line) + 1
+        for part in loc:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if key.value == part or (part == "from_" and key.value == "from"):
+                        child = value
+                        # Point at the key line: a wrong value is reported where its key is.
+                        best = int(key.start_mark.line) + 1
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                child = node.value[part]
+                best = int(child.start_mark.line) + 1
+            if child is None:
+                # Discriminator tags and union members appear in pydantic's loc but not in the document.
+                continue
+            node = child
+        return best
+
+
+def _message(err: dict[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in RULE_KINDS)]
+    where = ".".join(loc[-2:]) if loc else ""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown field {loc[-1]!r}" if loc else "unknown field"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"unknown rule kind; expected one of {', '.join(RULE_KINDS)}"
+    elif err["type"] == "union_tag_not_found":
+        msg = "a rule needs `kind`"
+    return f"{where}: {msg}" if where else msg
+
+
+def _check_references(spec: RulePackSpec, line_of: Callable[[tuple[Any, ...]], int | None], issues: list[Any]) -> None:
+    seen: set[str] = set()
+    ids = {r.id for r in spec.rules}
+    for i, rule in enumerate(spec.rules):
+        if rule.id in seen:
+            issues.append((line_of(("rules", i, "id")), f"duplicate rule id {rule.id!r}"))
+        seen.add(rule.id)
+        for other in rule.suppressed_by:
+            if other not in ids:
+                issues.append((line_of(("rules", i, "suppressed_by")), f"suppressed_by names unknown rule {other!r}"))
+        if isinstance(rule, HotlistRule) and rule.watchlist not in spec.watchlists:
+            issues.append((line_of(("rules", i, "watchlist")), f"unknown watch list {rule.watchlist!r}"))
+        calendar = rule.schedule.calendar if rule.schedule is not None else None
+        if calendar is not None and calendar not in spec.calendars:
+            issues.append((line_of(("rules", i, "schedule", "calendar")), f"unknown calendar {calendar!r}"))
+
+
+def parse_pack(
+    text: str, source: str = "<rules>", *, pseudonymize: Callable[[str, str], str] | None = None
+) -> RulePack:
+    """Parse and validate a YAML rule pack; raise `RuleError` with `file:line: reason` for every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        reason = getattr(err, "problem", None) or str(err)
+        raise RuleError(source, [(line, f"YAML syntax error: {reason}")]) from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RuleError(source, [(1, "a rule pack is a mapping with a `rules:` list")])
+    lines = _Lines(root)
+    try:
+        spec = RulePackSpec.model_validate(data)
+    except ValidationError as err:
+        found = [(lines.line(e["loc"]), _message(dict(e))) for e in err.errors()]
+        found.sort(key=lambda item: item[0] or 0)
+        raise RuleError(source, found) from err
+    issues: list[tuple[int | None, str]] = []
+    _check_references(spec, lines.line, issues)
+    watchlists: dict[str, frozenset[str]] = {}
+    for name, wl in spec.watchlists.items():
+        hashes = set(wl.hashes)
+        if wl.values:
+            if pseudonymize is None:
+                issues.append((lines.line(("watchlists", name, "values")), "clear values need the pseudonym key"))
+            else:
+                hashes.update(pseudonymize(wl.field, v) for v in wl.values)
+        watchlists[name] = frozenset(hashes)
+    if issues:
+        raise RuleError(source, issues)
+    # The clear values are not kept: the spec keeps only hashes.
+    spec = spec.model_copy(
+        update={
+            "watchlists": {
+                n: wl.model_copy(update={"values": [], "hashes": sorted(watchlists[n])})
+                for n, wl in spec.watchlists.items()
+            }
+        }
+    )
+    return RulePack(spec, watchlists, source)
+
+
+def load_pack(path: str | Path, *, pseudonymize: Callable[[str, str], str] | None = None) -> RulePack:
+    """Read and validate a rule pack file."""
+    p = Path(path)
+    return parse_pack(p.read_text(encoding="utf-8"), str(p), pseudonymize=pseudonymize)
+
+
+def builtin_pack_path(name: str = "default") -> Path:
+    """Path of a rule pack shipped in the package (`default`, `nodered_peer`)."""
+    return Path(__file__).resolve().parent / "rulepacks" / f"{name}.yaml"
+
+
+def load_builtin(name: str = "default", *, pseudonymize: Callable[[str, str], str] | None = None) -> RulePack:
+    """Load a rule pack shipped in the package."""
+    return load_pack(builtin_pack_path(name), pseudonymize=pseudonymize)
+
+
+# --- schedules ----------------------------------------------------------------------------------------------------
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def schedule_armed(schedule: Schedule, at: datetime, holidays: frozenset[date] = frozenset()) -> bool:
+    """Tell whether a schedule is armed at an instant (local time of the schedule's zone)."""
+    local = at.astimezone(ZoneInfo(schedule.tz))
+    start = time.fromisoformat(schedule.from_) if schedule.from_ else None
+    end = time.fromisoformat(schedule.to) if schedule.to else None
+    clock = local.time().replace(tzinfo=None)
+    day = local.date()
+    # A range that crosses midnight (22:00-06:00) belongs, after midnight, to the day it started on.
+    if start is not None and end is not None and start > end and clock < end:
+        day = day - timedelta(days=1)
+    if start is not None and end is not None:
+        in_range = (start <= clock < end) if start <= end else (clock >= start or clock < end)
+    elif start is not None:
+        in_range = clock >= start
+    elif end is not None:
+        in_range = clock < end
+    else:
+        in_range = True
+    if not in_range:
+        return False
+    if day in holidays:
+        if schedule.holidays == "armed":
+            return True
+        if schedule.holidays == "disarmed":
+            return False
+    return schedule.days is None or _DAYS[day.weekday()] in schedule.days
