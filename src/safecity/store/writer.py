@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import operator
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -93,7 +94,7 @@ def row_from_envelope(env: Envelope) -> Row:
         "source": env.source,
         "tier": env.tier,
         "correlation_id": env.context.correlation_id,
-        "hops": {hop: _utc(at).isoformat() for hop, at in env.hops.items()},
+        "hops": dict(env.hops),  # orjson writes datetimes as RFC 3339 text when the row is encoded
     }
 
 
@@ -174,13 +175,19 @@ def _sqlite_time(value: datetime) -> str:
     return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
-def _identity(value: Any) -> Any:
-    return value
+_SQLITE_VALUES = operator.itemgetter(*_COLUMNS)
+_SQLITE_JSON_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _JSON_COLUMNS)
+_SQLITE_TIME_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _TIME_COLUMNS)
 
 
-_SQLITE_CONVERTERS: list[tuple[str, Callable[[Any], Any]]] = [
-    (c, _json_text if c in _JSON_COLUMNS else _sqlite_time if c in _TIME_COLUMNS else _identity) for c in _COLUMNS
-]
+def _sqlite_params(row: Row) -> list[Any]:
+    """One row's values in column order, JSON as text and times as SQLAlchemy's SQLite text."""
+    values = list(_SQLITE_VALUES(row))
+    for i in _SQLITE_JSON_INDEXES:
+        values[i] = _json_text(values[i])
+    for i in _SQLITE_TIME_INDEXES:
+        values[i] = _sqlite_time(values[i])
+    return values
 
 
 async def _insert_sqlite(conn: AsyncConnection, rows: list[Row]) -> int:
@@ -188,8 +195,10 @@ async def _insert_sqlite(conn: AsyncConnection, rows: list[Row]) -> int:
     step = _SQLITE_ROWS_PER_STATEMENT
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
-        params = tuple([convert(row[c]) for row in chunk for c, convert in _SQLITE_CONVERTERS])
-        result = await conn.exec_driver_sql(_sqlite_insert(len(chunk)), params)
+        params: list[Any] = []
+        for row in chunk:
+            params.extend(_sqlite_params(row))
+        result = await conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(params))
         inserted += int(result.rowcount)
     return inserted
 
