@@ -1,0 +1,258 @@
+"""Warning service: bus events -> rule engine -> `alert.raised` / `alert.updated` on the bus.
+
+The engine work per event is synchronous and small (microseconds); it runs inline in the bus handler, so alerts go out
+on the completing event without waiting for storage. A timer loop (like sensing/health.py) sleeps until the engine's
+next deadline for absence / dwell / hold rules. The backlog (events waiting for the engine) is reported as a gauge and
+its peak as a counter, so a storm degrades visibly, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from safecity.kernel import clock
+from safecity.kernel.bus import Bus, Subscription
+from safecity.kernel.envelope import Context, Envelope, make_envelope
+from safecity.sensing.pseudonym import Pseudonymizer
+from safecity.warning.engine import Engine, Firing
+from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Text
+from safecity.warning.rules import RulePack
+
+log = structlog.get_logger(__name__)
+
+DURABLE = "warning-engine"
+BACKLOG_WARN = 1_000
+
+
+@dataclass
+class ServiceStats:
+    """Counters of the service (the engine keeps its own: `service.engine.stats`)."""
+
+    handled: int = 0
+    raised: int = 0
+    updated: int = 0
+    errors: int = 0
+    backlog: int = 0
+    max_backlog: int = 0
+    snapshots: int = 0
+
+
+class WarningService:
+    """Runs the rule engine on the bus."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        rules: RulePack,
+        *,
+        pseudonymizer: Pseudonymizer | None = None,
+        source: str = "warning",
+        tier: str = "district",
+        snapshot_path: str | Path | None = None,
+        metrics: Any = None,
+        queue_size: int = 100_000,
+        now: Callable[[], datetime] = clock.now,
+    ) -> None:
+        self.bus = bus
+        self.pseudonymizer = pseudonymizer
+        self.source = source
+        self.tier = tier
+        self.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
+        self.queue_size = queue_size
+        self.now = now
+        self.stats = ServiceStats()
+        self.engine = self._load(rules)
+        self._subs: list[Subscription] = []
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._gauges = _Gauges(metrics) if metrics is not None else None
+
+    def _load(self, rules: RulePack) -> Engine:
+        if self.snapshot_path is not None and self.snapshot_path.is_file():
+            engine = Engine.restore(rules, self.snapshot_path.read_bytes(), now=self.now)
+            log.info(
+                "warning_snapshot_restored",
+                rules=engine.stats.restored_rules,
+                dropped=engine.stats.dropped_rules,
+                open_windows=engine.open_windows(),
+            )
+            return engine
+        return Engine(rules, now=self.now)
+
+    async def start(self) -> None:
+        """Subscribe to events and device.offline, and start the timer loop."""
+        self._subs.append(await self.bus.subscribe("event.>", self.handle, durable=DURABLE, queue_size=self.queue_size))
+        self._subs.append(
+            await self.bus.subscribe(
+                "device.offline", self.handle, durable=f"{DURABLE}-offline", queue_size=self.queue_size
+            )
+        )
+        self._timer = asyncio.create_task(self.run_timers(), name="warning-timers")
+        log.info("warning_started", rules=len(self.engine.rules))
+
+    async def stop(self) -> None:
+        """Stop consuming and write a snapshot of every open window."""
+        for sub in self._subs:
+            await sub.stop()
+        self._subs.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        self.save_snapshot()
+        log.info("warning_stopped", **asdict(self.stats))
+
+    def save_snapshot(self) -> None:
+        """Write the engine's state atomically (temp file + rename)."""
+        if self.snapshot_path is None:
+            return
+        self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.snapshot_path.with_suffix(".tmp")
+        tmp.write_bytes(self.engine.snapshot())
+        os.replace(tmp, self.snapshot_path)
+        self.stats.snapshots += 1
+
+    def reload(self, rules: RulePack) -> None:
+        """Swap in a new rule pack, keeping the open windows of every unchanged rule."""
+        self.engine = Engine.restore(rules, self.engine.snapshot(), now=self.now)
+        self._wake.set()
+        log.info("warning_rules_reloaded", rules=len(rules.rules), kept=self.engine.stats.restored_rules)
+
+    def backlog(self) -> int:
+        """Events waiting for the engine, over its subscriptions."""
+        return sum(s.pending() for s in self._subs)
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Run one event through the engine and publish what it fires."""
+        backlog = self.backlog()
+        self.stats.backlog = backlog
+        if backlog > self.stats.max_backlog:
+            self.stats.max_backlog = backlog
+            if backlog >= BACKLOG_WARN and backlog % BACKLOG_WARN == 0:
+                log.warning("warning_backlog", backlog=backlog)
+        if self._gauges is not None:
+            self._gauges.backlog.set(backlog)
+        try:
+            firings = self.engine.process(envelope)
+        except TypeError:
+            self.stats.errors += 1
+            log.warning("warning_event_unreadable", key=envelope.key, id=envelope.id)
+            return
+        self.stats.handled += 1
+        if firings:
+            await self.publish(firings, envelope)
+        next_deadline = self.engine.next_deadline()
+        if next_deadline is not None and (self._timer_due is None or next_deadline < self._timer_due):
+            self._wake.set()
+
+    _timer_due: datetime | None = None
+
+    async def publish(self, firings: list[Firing], cause: Envelope | None = None) -> None:
+        """Turn firings into alert messages and publish them."""
+        for firing in firings:
+            env = self.to_envelope(firing, cause)
+            await self.bus.publish(env)
+            if firing.new:
+                self.stats.raised += 1
+            else:
+                self.stats.updated += 1
+            if self._gauges is not None:
+                self._gauges.alerts.labels(firing.rule.id, "raised" if firing.new else "updated").inc()
+
+    def to_envelope(self, firing: Firing, cause: Envelope | None = None) -> Envelope:
+        """Build the `alert.raised` / `alert.updated` envelope of a firing."""
+        rule = firing.rule
+        fired_at = clock.now()
+        hops: dict[str, datetime] = dict(firing.event.hops) if firing.event is not None else {}
+        hops["fired"] = fired_at
+        description = rule.description or rule.title
+        payload = AlertRaised(
+            alert_id=firing.alert_id,
+            rule_id=rule.id,
+            group_key=firing.group_key,
+            headline=Text(zh=rule.title.zh, en=rule.title.en),
+            description=Text(zh=description.zh, en=description.en),
+            category=rule.category,
+            severity=rule.severity,
+            urgency=rule.urgency,
+            certainty=rule.certainty,
+            opens_incident=rule.opens_incident,
+            tags=firing.tags,
+            area=firing.area,
+            trigger_event_ids=firing.trigger_event_ids,
+            count=firing.count,
+            first_at=firing.first_at,
+            last_at=firing.last_at,
+            hops=hops,
+        )
+        key = ALERT_RAISED if firing.new else ALERT_UPDATED
+        context = None
+        if cause is not None:
+            context = Context(correlation_id=cause.context.correlation_id, parent_id=cause.id)
+        elif firing.event is None:
+            context = Context(correlation_id=firing.alert_id)
+        env = make_envelope(
+            key,
+            payload,
+            source=self.source,
+            tier=self.tier,
+            occurred_at=firing.last_at,
+            received_at=fired_at,
+            context=context,
+        )
+        env.hops.update(hops)
+        return env
+
+    async def run_timers(self) -> None:
+        """Fire absence / dwell / hold timers as they come due; runs until cancelled."""
+        while True:
+            self._wake.clear()
+            deadline = self.engine.next_deadline()
+            self._timer_due = deadline
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            delay = (deadline - self.now()).total_seconds()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 60.0))
+                continue
+            firings = self.engine.due(self.now())
+            if firings:
+                try:
+                    await self.publish(firings)
+                except Exception:
+                    self.stats.errors += 1
+                    log.exception("warning_timer_publish_failed", firings=len(firings))
+
+    def status(self) -> dict[str, Any]:
+        """Counters of the service and its engine, for /metrics pages and logs."""
+        return {
+            **asdict(self.stats),
+            "backlog": self.backlog(),
+            "open_windows": self.engine.open_windows(),
+            "engine": asdict(self.engine.stats),
+        }
+
+
+class _Gauges:
+    """Prometheus metrics of the warning service, registered in the node's registry."""
+
+    def __init__(self, metrics: Any) -> None:
+        from prometheus_client import Counter, Gauge
+
+        r = metrics.registry
+        self.backlog = Gauge("safecity_warning_backlog", "Events waiting for the rule engine.", registry=r)
+        self.alerts = Counter(
+            "safecity_warning_alerts", "Alerts published, by rule and raised/updated.", ["rule", "type"], registry=r
+        )
