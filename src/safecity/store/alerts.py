@@ -1,0 +1,138 @@
+"""Repository over the `alerts` and `alert_steps` tables: queries only; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from safecity.store.rows import to_dict, utc
+from safecity.store.tables import alert_steps, alerts
+
+_ALERT_TIMES = ("first_at", "last_at", "created_at", "updated_at")
+# What a repeat of the same condition (`alert.updated`) may change; lifecycle columns stay as people set them.
+_UPSERT_COLUMNS = (
+    "category",
+    "severity",
+    "urgency",
+    "certainty",
+    "headline",
+    "description",
+    "opens_incident",
+    "town",
+    "community",
+    "building",
+    "area",
+    "trigger_event_ids",
+    "count",
+    "last_at",
+    "hops",
+    "updated_at",
+)
+
+
+def _alert(row: Any) -> dict[str, Any]:
+    data = to_dict(row, _ALERT_TIMES)
+    data["opens_incident"] = bool(data["opens_incident"])
+    return data
+
+
+class AlertRepo:
+    """Reads and writes alert rows and their lifecycle steps on one connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def upsert(self, row: dict[str, Any]) -> None:
+        """Insert an alert, or move an existing one forward (only when the incoming count is not older).
+
+        `alert.raised` and `alert.updated` may arrive in any order; comparing counts keeps the newest repeat.
+        """
+        values = {**row}
+        for column in _ALERT_TIMES:
+            values[column] = utc(values[column])
+        dialect = self.conn.dialect.name
+        stmt = (postgresql.insert(alerts) if dialect == "postgresql" else sqlite.insert(alerts)).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[alerts.c.id],
+            set_={column: stmt.excluded[column] for column in _UPSERT_COLUMNS},
+            where=stmt.excluded["count"] >= alerts.c["count"],
+        )
+        await self.conn.execute(stmt)
+
+    async def get(self, alert_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        """Return one alert row, or None (`for_update` locks it on PostgreSQL)."""
+        query = select(alerts).where(alerts.c.id == alert_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return _alert(row) if row is not None else None
+
+    async def set_state(
+        self, alert_id: str, *, expected: str, state: str, at: datetime, assignee: str | None = None
+    ) -> bool:
+        """Move an alert from `expected` to `state`; False when it was not in `expected` (someone else moved it)."""
+        values: dict[str, Any] = {"state": state, "updated_at": utc(at)}
+        if assignee is not None:
+            values["assignee"] = assignee
+        result = await self.conn.execute(
+            update(alerts).where(alerts.c.id == alert_id, alerts.c.state == expected).values(**values)
+        )
+        return bool(result.rowcount)
+
+    async def set_hops(self, alert_id: str, hops: dict[str, Any]) -> bool:
+        """Replace an alert's hop times; return whether it exists."""
+        result = await self.conn.execute(update(alerts).where(alerts.c.id == alert_id).values(hops=hops))
+        return bool(result.rowcount)
+
+    async def add_step(self, row: dict[str, Any]) -> None:
+        """Append one lifecycle step."""
+        await self.conn.execute(insert(alert_steps).values(**{**row, "at": utc(row["at"])}))
+
+    async def steps(self, alert_id: str) -> builtins.list[dict[str, Any]]:
+        """Return an alert's steps, oldest first."""
+        result = await self.conn.execute(
+            select(alert_steps).where(alert_steps.c.alert_id == alert_id).order_by(alert_steps.c.id)
+        )
+        return [to_dict(row, ("at",)) for row in result]
+
+    async def list(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        severity: str | None = None,
+        category: str | None = None,
+        town: str | None = None,
+        community: str | None = None,
+        since: datetime | None = None,
+        updated_since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Return one page of alerts, newest `last_at` first, and the total that match the filters."""
+        c = alerts.c
+        conditions: builtins.list[Any] = []
+        if states is not None:
+            conditions.append(c.state.in_(builtins.list(states)))
+        if severity is not None:
+            conditions.append(c.severity == severity)
+        if category is not None:
+            conditions.append(c.category == category)
+        if town is not None:
+            conditions.append(c.town == town)
+        if community is not None:
+            conditions.append(c.community == community)
+        if since is not None:
+            conditions.append(c.last_at >= utc(since))
+        if updated_since is not None:
+            conditions.append(or_(c.updated_at >= utc(updated_since), c.last_at >= utc(updated_since)))
+        total = await self.conn.scalar(select(func.count()).select_from(alerts).where(*conditions))
+        result = await self.conn.execute(
+            select(alerts).where(*conditions).order_by(c.last_at.desc(), c.id.desc()).limit(limit).offset(offset)
+        )
+        return [_alert(row) for row in result], int(total or 0)

@@ -1,0 +1,411 @@
+"""Alerts: store what the engine raises (`alert.raised` / `alert.updated`), run the lifecycle, render CAP.
+
+Lifecycle (one place): new -> acknowledged -> assigned -> resolved; cancelled from any open state; a dispatcher may
+assign a new alert directly; resolved and cancelled are closed for good. Every step is stored with its actor,
+feedback and time, and published as `alert.state_changed`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+import structlog
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from safecity.kernel import clock, ids
+from safecity.kernel.bus import Bus, Subscription
+from safecity.kernel.envelope import Context, Envelope, make_envelope
+from safecity.kernel.errors import Conflict, NotFound
+from safecity.store.alerts import AlertRepo
+from safecity.warning import cap
+from safecity.warning.model import (
+    ALERT_RAISED,
+    ALERT_STATE_CHANGED,
+    ALERT_UPDATED,
+    AlertRaised,
+    AlertState,
+    AlertStateChanged,
+    Area,
+    Category,
+    Certainty,
+    Severity,
+    Text,
+    Urgency,
+)
+
+log = structlog.get_logger(__name__)
+
+# Hop order along the perceive -> warn -> deliver path; latencies are reported between neighbours present.
+HOP_ORDER = ("occurred", "received", "tagged", "fired", "stored", "delivered")
+OPEN_STATES = frozenset({AlertState.NEW, AlertState.ACKNOWLEDGED, AlertState.ASSIGNED})
+CLOSED_STATES = frozenset({AlertState.RESOLVED, AlertState.CANCELLED})
+MAX_PAGE = 1000
+# A cancelled alert stays in the public feed this long, so consumers see the Cancel message.
+CANCEL_VISIBLE = timedelta(hours=24)
+
+
+class Action(StrEnum):
+    """What a person can do to an alert."""
+
+    ACKNOWLEDGE = "acknowledge"
+    ASSIGN = "assign"
+    RESOLVE = "resolve"
+    CANCEL = "cancel"
+
+
+# action -> (states it may start from, state it leads to)
+TRANSITIONS: dict[Action, tuple[frozenset[AlertState], AlertState]] = {
+    Action.ACKNOWLEDGE: (frozenset({AlertState.NEW}), AlertState.ACKNOWLEDGED),
+    Action.ASSIGN: (OPEN_STATES, AlertState.ASSIGNED),
+    Action.RESOLVE: (frozenset({AlertState.ACKNOWLEDGED, AlertState.ASSIGNED}), AlertState.RESOLVED),
+    Action.CANCEL: (OPEN_STATES, AlertState.CANCELLED),
+}
+
+
+class AlertNotFound(NotFound):
+    """No alert has this id."""
+
+    code = "alert.not_found"
+    message_en = "Alert {id} was not found."
+    message_zh = "未找到告警 {id}。"
+
+
+class AlertTransitionInvalid(Conflict):
+    """The alert's state does not allow this action."""
+
+    code = "alert.invalid_transition"
+    title_en = "Not allowed in this state"
+    title_zh = "当前状态不允许此操作"
+    message_en = "Cannot {action} an alert that is {state}."
+    message_zh = "告警处于 {state} 状态，不能执行 {action}。"
+
+
+def next_state(current: AlertState, action: Action) -> AlertState:
+    """Return the state `action` leads to from `current`; AlertTransitionInvalid when it is not allowed."""
+    sources, target = TRANSITIONS[action]
+    if current not in sources:
+        raise AlertTransitionInvalid(action=action.value, state=current.value)
+    return target
+
+
+def latencies_ms(hops: dict[str, datetime]) -> dict[str, float]:
+    """Milliseconds between neighbouring hops present (`received_to_tagged`, ...) and `occurred_to_fired`."""
+    present = [h for h in HOP_ORDER if h in hops]
+    out = {f"{a}_to_{b}": _ms(hops[a], hops[b]) for a, b in itertools.pairwise(present)}
+    if "occurred" in hops and "fired" in hops:
+        out["occurred_to_fired"] = _ms(hops["occurred"], hops["fired"])
+    return out
+
+
+def _ms(start: datetime, end: datetime) -> float:
+    return round((end - start).total_seconds() * 1000.0, 3)
+
+
+class AlertStep(BaseModel):
+    """One lifecycle step: who moved the alert where, when, and what they said."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    state: AlertState
+    actor: str
+    at: datetime
+    feedback: str | None = None
+    assignee: str | None = None
+
+
+class Alert(BaseModel):
+    """A stored alert with its hop times, hop latencies and lifecycle steps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    rule_id: str
+    group_key: str
+    state: AlertState
+    category: Category
+    severity: Severity
+    urgency: Urgency
+    certainty: Certainty
+    headline: dict[str, str]
+    description: dict[str, str]
+    opens_incident: bool
+    town: str | None = None
+    community: str | None = None
+    building: str | None = None
+    area: dict[str, Any] | None = None
+    trigger_event_ids: list[str]
+    count: int
+    first_at: datetime
+    last_at: datetime
+    hops: dict[str, datetime]
+    latency_ms: dict[str, float]
+    assignee: str | None = None
+    references: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    steps: list[AlertStep] = []
+
+
+class AlertPage(BaseModel):
+    """One page of alerts (without steps) and the total that match."""
+
+    items: list[Alert]
+    total: int
+    limit: int
+    offset: int
+
+
+def _hops_of(raw: dict[str, Any]) -> dict[str, datetime]:
+    return {k: (v if isinstance(v, datetime) else datetime.fromisoformat(v)) for k, v in raw.items()}
+
+
+def _model(row: dict[str, Any], steps: builtins.list[dict[str, Any]] | None = None) -> Alert:
+    hops = _hops_of(row["hops"] or {})
+    return Alert.model_validate(
+        {**row, "hops": hops, "latency_ms": latencies_ms(hops), "steps": steps or []}, from_attributes=False
+    )
+
+
+def row_of(payload: AlertRaised, *, stored_at: datetime) -> dict[str, Any]:
+    """The `alerts` row of a raised/updated alert, with the `stored` hop stamped."""
+    hops = {**payload.hops, "stored": stored_at}
+    return {
+        "id": payload.alert_id,
+        "rule_id": payload.rule_id,
+        "group_key": payload.group_key,
+        "state": AlertState.NEW.value,
+        "category": payload.category.value,
+        "severity": payload.severity.value,
+        "urgency": payload.urgency.value,
+        "certainty": payload.certainty.value,
+        "headline": msgspec.to_builtins(payload.headline),
+        "description": msgspec.to_builtins(payload.description),
+        "opens_incident": int(payload.opens_incident),
+        "town": payload.tags.town,
+        "community": payload.tags.community,
+        "building": payload.tags.building,
+        "area": msgspec.to_builtins(payload.area) if payload.area is not None else None,
+        "trigger_event_ids": list(payload.trigger_event_ids),
+        "count": payload.count,
+        "first_at": payload.first_at,
+        "last_at": payload.last_at,
+        "hops": {k: v.isoformat() for k, v in hops.items()},
+        "assignee": None,
+        "references": None,
+        "created_at": stored_at,
+        "updated_at": stored_at,
+    }
+
+
+def cap_message(alert: Alert, *, sender: str, original: Alert | None = None) -> cap.CapAlert:
+    """The CAP 1.2 message for an alert's current public state.
+
+    First raise: msgType Alert, identifier = alert id, sent = first_at. A repeat (count > 1): Update with identifier
+    `<id>-u<count>`. Cancelled: Cancel with identifier `<id>-cancel`. Updates and cancels reference the original
+    message ("sender,identifier,sent"), which is re-derived, so every node renders the same references.
+    """
+    refs = [cap.Reference(sender=sender, identifier=alert.id, sent=alert.first_at)]
+    if original is not None:
+        refs = [cap.Reference(sender=sender, identifier=original.id, sent=original.first_at), *refs]
+    if alert.state is AlertState.CANCELLED:
+        msg_type, identifier, sent = cap.MsgType.CANCEL, f"{alert.id}-cancel", alert.updated_at
+    elif alert.count > 1:
+        msg_type, identifier, sent = cap.MsgType.UPDATE, f"{alert.id}-u{alert.count}", alert.last_at
+    elif original is not None:
+        msg_type, identifier, sent, refs = cap.MsgType.UPDATE, alert.id, alert.first_at, refs[:1]
+    else:
+        msg_type, identifier, sent, refs = cap.MsgType.ALERT, alert.id, alert.first_at, []
+    area = msgspec.convert(alert.area, Area) if alert.area else None
+    return cap.CapAlert(
+        identifier=identifier,
+        sender=sender,
+        sent=sent,
+        msg_type=msg_type,
+        references=refs,
+        infos=cap.bilingual_infos(
+            headline=Text(**alert.headline),
+            description=Text(**alert.description),
+            category=alert.category,
+            urgency=alert.urgency,
+            severity=alert.severity,
+            certainty=alert.certainty,
+            area=area,
+            parameters=[("safecity:rule", alert.rule_id), ("safecity:count", str(alert.count))],
+        ),
+    )
+
+
+class AlertService:
+    """Stores alerts from the bus, moves them through the lifecycle, and renders them as CAP."""
+
+    def __init__(self, engine: AsyncEngine, bus: Bus, *, node_id: str, tier: str = "district") -> None:
+        self.engine = engine
+        self.bus = bus
+        self.node_id = node_id
+        self.tier = tier
+        self.sender = f"safecity@{node_id}"
+        self._subs: builtins.list[Subscription] = []
+
+    async def start(self) -> None:
+        """Subscribe to `alert.raised` and `alert.updated` (durable, so a restart misses nothing)."""
+        for key in (ALERT_RAISED, ALERT_UPDATED):
+            durable = f"alert-store-{key.name.split('.', 1)[1]}"
+            self._subs.append(await self.bus.subscribe(key.name, self.handle, durable=durable))
+
+    async def stop(self) -> None:
+        """Stop the subscriptions."""
+        for sub in self._subs:
+            await sub.stop()
+        self._subs.clear()
+
+    async def handle(self, envelope: Envelope) -> None:
+        """Store one `alert.raised` / `alert.updated` message (idempotent: upsert by alert id)."""
+        if isinstance(envelope.payload, AlertRaised):
+            await self.store(envelope.payload)
+
+    async def store(self, payload: AlertRaised, *, stored_at: datetime | None = None) -> None:
+        """Insert or move forward one alert (same id: count, last_at and hops move; lifecycle stays)."""
+        row = row_of(payload, stored_at=stored_at or clock.now())
+        async with self.engine.begin() as conn:
+            await AlertRepo(conn).upsert(row)
+        log.info("alert_stored", alert_id=payload.alert_id, rule_id=payload.rule_id, count=payload.count)
+
+    async def stamp_hop(self, alert_id: str, hop: str, at: datetime | None = None) -> None:
+        """Record the time an alert passed a hop (e.g. `delivered`, stamped by the first channel that delivers)."""
+        async with self.engine.begin() as conn:
+            repo = AlertRepo(conn)
+            row = await repo.get(alert_id, for_update=True)
+            if row is None:
+                raise AlertNotFound(id=alert_id)
+            hops = dict(row["hops"] or {})
+            if hop not in hops:
+                hops[hop] = (at or clock.now()).isoformat()
+                await repo.set_hops(alert_id, hops)
+
+    async def get(self, alert_id: str) -> Alert:
+        """Return one alert with its steps; AlertNotFound when absent."""
+        async with self.engine.connect() as conn:
+            repo = AlertRepo(conn)
+            row = await repo.get(alert_id)
+            if row is None:
+                raise AlertNotFound(id=alert_id)
+            steps = await repo.steps(alert_id)
+        return _model(row, steps)
+
+    async def list(
+        self,
+        *,
+        state: AlertState | None = None,
+        severity: Severity | None = None,
+        category: Category | None = None,
+        town: str | None = None,
+        community: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> AlertPage:
+        """Return one page of alerts (newest first) matching the filters."""
+        limit = max(1, min(limit, MAX_PAGE))
+        offset = max(0, offset)
+        async with self.engine.connect() as conn:
+            rows, total = await AlertRepo(conn).list(
+                states=[state.value] if state is not None else None,
+                severity=severity.value if severity is not None else None,
+                category=category.value if category is not None else None,
+                town=town,
+                community=community,
+                since=since,
+                limit=limit,
+                offset=offset,
+            )
+        return AlertPage(items=[_model(r) for r in rows], total=total, limit=limit, offset=offset)
+
+    async def acknowledge(self, alert_id: str, actor: str, feedback: str | None = None) -> Alert:
+        """new -> acknowledged."""
+        return await self.transition(alert_id, Action.ACKNOWLEDGE, actor, feedback=feedback)
+
+    async def assign(self, alert_id: str, actor: str, assignee: str, feedback: str | None = None) -> Alert:
+        """Any open state -> assigned (to `assignee`)."""
+        return await self.transition(alert_id, Action.ASSIGN, actor, feedback=feedback, assignee=assignee)
+
+    async def resolve(self, alert_id: str, actor: str, feedback: str) -> Alert:
+        """acknowledged | assigned -> resolved, with the responder's feedback."""
+        return await self.transition(alert_id, Action.RESOLVE, actor, feedback=feedback)
+
+    async def cancel(self, alert_id: str, actor: str, reason: str) -> Alert:
+        """Any open state -> cancelled (a false alarm, a duplicate ...), with the reason."""
+        return await self.transition(alert_id, Action.CANCEL, actor, feedback=reason)
+
+    async def transition(
+        self,
+        alert_id: str,
+        action: Action,
+        actor: str,
+        *,
+        feedback: str | None = None,
+        assignee: str | None = None,
+    ) -> Alert:
+        """Apply one action: validate, store the state and its step in one transaction, then publish."""
+        at = clock.now()
+        async with self.engine.begin() as conn:
+            repo = AlertRepo(conn)
+            row = await repo.get(alert_id, for_update=True)
+            if row is None:
+                raise AlertNotFound(id=alert_id)
+            current = AlertState(row["state"])
+            target = next_state(current, action)
+            # Compare-and-set: a concurrent step on SQLite (no row locks) makes this one fail, not both win.
+            if not await repo.set_state(alert_id, expected=current.value, state=target.value, at=at, assignee=assignee):
+                raise AlertTransitionInvalid(action=action.value, state="changed meanwhile")
+            await repo.add_step(
+                {
+                    "id": ids.new_id(),
+                    "alert_id": alert_id,
+                    "state": target.value,
+                    "actor": actor,
+                    "at": at,
+                    "feedback": feedback,
+                    "assignee": assignee,
+                }
+            )
+        change = AlertStateChanged(
+            alert_id=alert_id, state=target, actor=actor, at=at, feedback=feedback, assignee=assignee
+        )
+        envelope = make_envelope(
+            ALERT_STATE_CHANGED,
+            change,
+            source=self.node_id,
+            tier=self.tier,
+            occurred_at=at,
+            received_at=at,
+            context=Context(correlation_id=alert_id, actor=actor),
+        )
+        await self.bus.publish(envelope)
+        log.info("alert_state_changed", alert_id=alert_id, state=target.value, action=action.value)
+        return await self.get(alert_id)
+
+    async def cap_of(self, alert_id: str) -> cap.CapAlert:
+        """The CAP 1.2 message of one alert's current public state."""
+        alert = await self.get(alert_id)
+        original = None
+        if alert.references:
+            original = await self.get(alert.references)
+        return cap_message(alert, sender=self.sender, original=original)
+
+    async def feed(self, *, limit: int = 500) -> builtins.list[tuple[Alert, cap.CapAlert]]:
+        """Alerts for the public CAP feed: every open one, and those cancelled in the last day (as Cancel)."""
+        async with self.engine.connect() as conn:
+            repo = AlertRepo(conn)
+            open_rows, _ = await repo.list(states=[s.value for s in OPEN_STATES], limit=limit)
+            cancelled, _ = await repo.list(
+                states=[AlertState.CANCELLED.value], updated_since=clock.now() - CANCEL_VISIBLE, limit=limit
+            )
+        alerts = sorted((_model(r) for r in [*open_rows, *cancelled]), key=lambda a: a.updated_at, reverse=True)
+        return [(a, cap_message(a, sender=self.sender)) for a in alerts[:limit]]

@@ -1,0 +1,300 @@
+"""AlertService on real SQLite and PostgreSQL: storing from the bus, lifecycle steps, hops, CAP of stored alerts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xmlschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from safecity.kernel.bus import MemoryBus
+from safecity.kernel.envelope import Envelope, make_envelope
+from safecity.kernel.errors import SafeCityError
+from safecity.sensing.model import Tags
+from safecity.store.engine import create_engine, upgrade
+from safecity.warning import cap
+from safecity.warning.alerts import (
+    CLOSED_STATES,
+    TRANSITIONS,
+    Action,
+    AlertNotFound,
+    AlertService,
+    AlertTransitionInvalid,
+    next_state,
+)
+from safecity.warning.model import (
+    ALERT_RAISED,
+    ALERT_STATE_CHANGED,
+    ALERT_UPDATED,
+    AlertRaised,
+    AlertState,
+    Area,
+    Category,
+    Certainty,
+    Circle,
+    Severity,
+    Text,
+    Urgency,
+)
+
+T0 = datetime(2026, 12, 1, 8, 0, 0, tzinfo=UTC)
+
+
+def raised(alert_id: str = "01JDZ0000000000000000000AA", *, count: int = 1, **kw: Any) -> AlertRaised:
+    """A smoke alert as the engine raises it, with per-hop times."""
+    last = T0 + timedelta(seconds=10 * (count - 1))
+    values: dict[str, Any] = {
+        "alert_id": alert_id,
+        "rule_id": "smoke-two-detectors",
+        "group_key": "bldg-3",
+        "headline": Text(zh="烟感报警", en="Smoke alarm"),
+        "description": Text(zh="两个烟感报警。", en="Two smoke detectors alarmed."),
+        "category": Category.FIRE,
+        "severity": Severity.SEVERE,
+        "urgency": Urgency.IMMEDIATE,
+        "certainty": Certainty.LIKELY,
+        "opens_incident": True,
+        "tags": Tags(town="jiading-town", community="comm-7", building="bldg-3"),
+        "area": Area(description="3 号楼", circle=Circle(lon=121.27, lat=31.38, radius_m=200)),
+        "trigger_event_ids": [f"ev-{i}" for i in range(count)],
+        "count": count,
+        "first_at": T0,
+        "last_at": last,
+        "hops": {
+            "occurred": last,
+            "received": last + timedelta(milliseconds=3),
+            "tagged": last + timedelta(milliseconds=4),
+            "fired": last + timedelta(milliseconds=6),
+        },
+    }
+    values.update(kw)
+    return AlertRaised(**values)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated database on SQLite and on PostgreSQL."""
+    await upgrade(db_url)
+    eng = create_engine(db_url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[MemoryBus]:
+    """A started in-process bus."""
+    b = MemoryBus()
+    await b.start()
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+async def service(engine: AsyncEngine, bus: MemoryBus) -> AsyncIterator[AlertService]:
+    """A started AlertService (subscribed to alert.raised / alert.updated)."""
+    svc = AlertService(engine, bus, node_id="test-hub", tier="district")
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture(scope="module")
+def schema(shared_data: Path) -> xmlschema.XMLSchema:
+    """The official CAP 1.2 XSD."""
+    return cap.load_schema(shared_data / "cap" / "schema" / "CAP-v1.2.xsd")
+
+
+async def test_raised_then_updated_from_the_bus(service: AlertService, bus: MemoryBus) -> None:
+    """alert.raised stores the alert (stored hop stamped); alert.updated moves count and last_at, same id."""
+    await bus.publish(make_envelope(ALERT_RAISED, raised(), source="engine"))
+    await bus.drain()
+    first = await service.get("01JDZ0000000000000000000AA")
+    assert (first.state, first.count, first.town, first.building) == (AlertState.NEW, 1, "jiading-town", "bldg-3")
+    assert first.headline == {"zh": "烟感报警", "en": "Smoke alarm"}
+    assert set(first.hops) == {"occurred", "received", "tagged", "fired", "stored"}
+    assert first.latency_ms["occurred_to_fired"] == 6.0
+    assert first.latency_ms["received_to_tagged"] == 1.0
+    assert first.area is not None and first.area["circle"]["radius_m"] == 200
+
+    await service.acknowledge(first.id, "op-1")
+    await bus.publish(make_envelope(ALERT_UPDATED, raised(count=3), source="engine"))
+    await bus.drain()
+    updated = await service.get(first.id)
+    assert (updated.count, updated.last_at) == (3, T0 + timedelta(seconds=20))
+    assert updated.trigger_event_ids == ["ev-0", "ev-1", "ev-2"]
+    assert updated.state is AlertState.ACKNOWLEDGED  # a repeat never resets the lifecycle
+    assert updated.first_at == T0
+
+    # An older message arriving late (raised after updated) does not move the alert back.
+    await service.store(raised(count=2))
+    assert (await service.get(first.id)).count == 3
+    page = await service.list()
+    assert page.total == 1
+
+
+async def test_lifecycle_steps_are_stored_and_published(service: AlertService, bus: MemoryBus) -> None:
+    """acknowledge -> assign -> resolve: each step has actor, feedback, time; each is published on the bus."""
+    seen: list[Envelope] = []
+
+    async def collect(envelope: Envelope) -> None:
+        seen.append(envelope)
+
+    await bus.subscribe(ALERT_STATE_CHANGED.name, collect)
+    await service.store(raised())
+    alert_id = "01JDZ0000000000000000000AA"
+    await service.acknowledge(alert_id, "op-1", "seen on camera 4")
+    await service.assign(alert_id, "disp-1", "unit-12")
+    done = await service.resolve(alert_id, "unit-12", "false alarm: cooking smoke")
+    assert done.state is AlertState.RESOLVED
+    assert done.assignee == "unit-12"
+    assert [(s.state, s.actor, s.feedback) for s in done.steps] == [
+        (AlertState.ACKNOWLEDGED, "op-1", "seen on camera 4"),
+        (AlertState.ASSIGNED, "disp-1", None),
+        (AlertState.RESOLVED, "unit-12", "false alarm: cooking smoke"),
+    ]
+    assert done.steps[1].assignee == "unit-12"
+    assert all(s.at.tzinfo is not None for s in done.steps)
+    await bus.drain()
+    assert [e.payload.state for e in seen] == [AlertState.ACKNOWLEDGED, AlertState.ASSIGNED, AlertState.RESOLVED]
+    assert seen[0].context.actor == "op-1" and seen[0].context.correlation_id == alert_id
+
+    # Closed stays closed.
+    for action in Action:
+        with pytest.raises(AlertTransitionInvalid):
+            await service.transition(alert_id, action, "op-1", feedback="again", assignee="x")
+    assert len((await service.get(alert_id)).steps) == 3
+
+
+async def test_invalid_transitions_and_unknown_alerts(service: AlertService) -> None:
+    """Resolve before acknowledge is refused (409); an unknown id is 404; cancel closes an open alert."""
+    await service.store(raised())
+    alert_id = "01JDZ0000000000000000000AA"
+    with pytest.raises(AlertTransitionInvalid) as err:
+        await service.resolve(alert_id, "resp-1", "done")
+    assert err.value.status == 409 and err.value.code == "alert.invalid_transition"
+    with pytest.raises(AlertNotFound):
+        await service.acknowledge("01JDZ00000000000000000NONE", "op-1")
+    cancelled = await service.cancel(alert_id, "op-1", "duplicate of another alert")
+    assert cancelled.state is AlertState.CANCELLED
+    assert cancelled.steps[-1].feedback == "duplicate of another alert"
+    with pytest.raises(AlertTransitionInvalid):
+        await service.acknowledge(alert_id, "op-1")
+
+
+async def test_list_filters_and_pagination(service: AlertService) -> None:
+    """Filter by state, severity, category, town, community and since; newest first; pages add up."""
+    for i in range(5):
+        await service.store(
+            raised(
+                f"01JDZ00000000000000000000{i}",
+                severity=Severity.SEVERE if i % 2 else Severity.MINOR,
+                tags=Tags(town="t-a" if i < 3 else "t-b", community=f"c-{i}"),
+                last_at=T0 + timedelta(minutes=i),
+                category=Category.FIRE if i else Category.SECURITY,
+            )
+        )
+    await service.acknowledge("01JDZ000000000000000000002", "op-1")
+    assert (await service.list()).total == 5
+    assert [a.id[-1] for a in (await service.list()).items] == ["4", "3", "2", "1", "0"]
+    assert (await service.list(state=AlertState.ACKNOWLEDGED)).total == 1
+    assert (await service.list(severity=Severity.SEVERE)).total == 2
+    assert (await service.list(category=Category.SECURITY)).total == 1
+    assert (await service.list(town="t-b")).total == 2
+    assert [a.id[-1] for a in (await service.list(community="c-3")).items] == ["3"]
+    assert (await service.list(since=T0 + timedelta(minutes=3))).total == 2
+    page = await service.list(limit=2, offset=2)
+    assert (page.total, [a.id[-1] for a in page.items]) == (5, ["2", "1"])
+
+
+async def test_delivered_hop_and_latency(service: AlertService) -> None:
+    """A channel stamps `delivered` once; the alert then shows stored -> delivered latency."""
+    await service.store(raised(), stored_at=T0 + timedelta(milliseconds=8))
+    await service.stamp_hop("01JDZ0000000000000000000AA", "delivered", T0 + timedelta(milliseconds=11))
+    await service.stamp_hop("01JDZ0000000000000000000AA", "delivered", T0 + timedelta(seconds=5))  # kept first
+    alert = await service.get("01JDZ0000000000000000000AA")
+    assert alert.latency_ms["stored_to_delivered"] == 3.0
+    assert alert.latency_ms["fired_to_stored"] == 2.0
+
+
+async def test_cap_of_stored_alerts_is_valid(service: AlertService, schema: xmlschema.XMLSchema) -> None:
+    """Alert, Update (a repeat) and Cancel messages of a stored alert validate; updates reference the original."""
+    alert_id = "01JDZ0000000000000000000AA"
+    await service.store(raised())
+    messages = [await service.cap_of(alert_id)]
+    await service.store(raised(count=2))
+    messages.append(await service.cap_of(alert_id))
+    await service.cancel(alert_id, "op-1", "false alarm")
+    messages.append(await service.cap_of(alert_id))
+    assert [m.msg_type for m in messages] == [cap.MsgType.ALERT, cap.MsgType.UPDATE, cap.MsgType.CANCEL]
+    assert [m.identifier for m in messages] == [alert_id, f"{alert_id}-u2", f"{alert_id}-cancel"]
+    original = cap.Reference(sender="safecity@test-hub", identifier=alert_id, sent=T0)
+    assert messages[1].references == messages[2].references == [original]
+    for message in messages:
+        xml = cap.render_xml(message)
+        errors = list(schema.iter_errors(etree.fromstring(xml).getroottree()))
+        assert errors == [], errors[0] if errors else None
+        assert cap.parse_xml(xml, schema=schema).identifier == message.identifier
+    circle = messages[0].infos[0].areas[0].circles[0]
+    assert cap.circle_to_cap(circle) == "31.38,121.27 0.2"
+    feed = await service.feed()
+    assert [(a.id, m.msg_type) for a, m in feed] == [(alert_id, cap.MsgType.CANCEL)]
+
+
+# --- lifecycle invariants ------------------------------------------------------------------------------------------
+
+
+@given(st.lists(st.sampled_from(Action), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_random_action_sequences_never_reach_an_invalid_state(actions: list[Action]) -> None:
+    """From `new`, any sequence of actions (refused ones skipped) stays in the state machine; closed stays closed."""
+    state = AlertState.NEW
+    closed_at: AlertState | None = None
+    for action in actions:
+        try:
+            new = next_state(state, action)
+        except SafeCityError:
+            continue
+        assert closed_at is None, f"{action} moved a closed alert ({closed_at})"
+        sources, target = TRANSITIONS[action]
+        assert state in sources and new is target
+        assert new is not AlertState.NEW  # nothing leads back to new
+        state = new
+        if state in CLOSED_STATES:
+            closed_at = state
+    assert state in set(AlertState)
+
+
+async def test_a_random_sequence_in_the_database_matches_the_pure_machine(service: AlertService) -> None:
+    """A fixed pseudo-random sequence applied through the service gives the same states as next_state."""
+    import random
+
+    rng = random.Random(7)
+    for n in range(4):
+        alert_id = f"01JDZ0000000000000000000B{n}"
+        await service.store(raised(alert_id))
+        expected = AlertState.NEW
+        for _ in range(6):
+            action = rng.choice(list(Action))
+            try:
+                expected = next_state(expected, action)
+                ok = True
+            except AlertTransitionInvalid:
+                ok = False
+            if ok:
+                got = await service.transition(alert_id, action, "op", feedback="f", assignee="u-1")
+                assert got.state is expected
+            else:
+                with pytest.raises(AlertTransitionInvalid):
+                    await service.transition(alert_id, action, "op", feedback="f", assignee="u-1")
+        final = await service.get(alert_id)
+        assert final.state is expected
+        assert [s.state for s in final.steps][-1:] in ([], [expected])
