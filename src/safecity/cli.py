@@ -36,7 +36,7 @@ ConfigOption = Annotated[
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
-        return load_settings(config, **overrides)
+        settings = load_settings(config, **overrides)
     except ValidationError as err:
         console.print(f"[red]Invalid settings:[/red]\n{err}")
         console.print("Fix the keys above in your TOML file or SAFECITY_... environment variables.")
@@ -44,6 +44,9 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     except FileNotFoundError as err:
         console.print(f"[red]{err}[/red]. Pass an existing file to --config.")
         raise typer.Exit(2) from err
+    # Logs go to stderr, so stdout carries only a command's result (`KEY=$(safecity keys create ...)`).
+    sc_logging.configure(settings.log_level, settings.log_json)
+    return settings
 
 
 @db_app.command("upgrade")
