@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
 import apprise
+from apprise.manager_plugins import NotificationManager
 
 from safecity.kernel.errors import InvalidInput
 from safecity.warning.notify.outbox import Delivery, DeliveryError
 from safecity.warning.notify.subscriptions import Channel, Locale, Subscription
 from safecity.warning.notify.webhook import HostPolicy
+
+# Apprise loads its plugins lazily on first use; one of them imports the deprecated `imghdr` module (Python 3.11),
+# which is only a DeprecationWarning, but it would surface wherever the first notification happens. Load them now.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    NotificationManager().load_modules()
 
 # Apprise schemes we accept per channel. `json`/`jsons` post to any host, so they pass the webhook allow-list too.
 CHAT_SCHEMES = frozenset({"wecombot", "dingtalk", "feishu", "lark", "json", "jsons"})
