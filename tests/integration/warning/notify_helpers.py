@@ -75,9 +75,9 @@ async def acknowledge(bus: Any, alert_id: str) -> None:
     await bus.publish(make_envelope(ALERT_STATE_CHANGED, change, source="test"))
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 30.0) -> None:
+async def wait_for(check: Callable[[], Awaitable[bool]] | Callable[[], bool], limit_s: float = 30.0) -> None:
     """Poll until `check()` is true (generous timeout: correctness, not speed)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         while True:
             result = check()
             if asyncio.iscoroutine(result):

@@ -9,11 +9,6 @@ from typing import Any
 import orjson
 import pytest
 from standardwebhooks import Webhook
-
-from safecity.kernel.bus import MemoryBus
-from safecity.store.engine import create_engine, upgrade
-from safecity.warning.notify.service import NotifyConfig, NotifyService
-from safecity.warning.notify.subscriptions import Channel, SubscriptionCreate
 from tests.integration.warning.notify_helpers import (
     acknowledge,
     free_port,
@@ -23,6 +18,11 @@ from tests.integration.warning.notify_helpers import (
     silent_server,
     wait_for,
 )
+
+from safecity.kernel.bus import MemoryBus
+from safecity.store.engine import create_engine, upgrade
+from safecity.warning.notify.service import NotifyConfig, NotifyService
+from safecity.warning.notify.subscriptions import Channel, SubscriptionCreate
 
 FAST = {
     "allow_loopback": True,
