@@ -393,8 +393,9 @@ class _Lines:
 
 
 def _message(err: dict[str, Any]) -> str:
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in RULE_KINDS)]
-    where = ".".join(loc[-2:]) if loc else ""
+    parts = [p for p in err["loc"] if isinstance(p, str) and p not in RULE_KINDS]
+    loc = [("from" if p == "from_" else p) for p in (parts[1:] if parts[:1] == ["rules"] else parts)]
+    where = ".".join(loc)
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = f"unknown field {loc[-1]!r}" if loc else "unknown field"
@@ -442,7 +443,10 @@ def parse_pack(
     try:
         spec = RulePackSpec.model_validate(data)
     except ValidationError as err:
-        found = [(lines.line(e["loc"]), _message(dict(e))) for e in err.errors()]
+        found = [
+            (lines.line((*e["loc"], "kind") if e["type"].startswith("union_tag") else e["loc"]), _message(dict(e)))
+            for e in err.errors()
+        ]
         found.sort(key=lambda item: item[0] or 0)
         raise RuleError(source, found) from err
     issues: list[tuple[int | None, str]] = []
