@@ -17,15 +17,27 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from safecity.api import auth, devices, events, ingest, routing
+from safecity.api import alerts, auth, devices, events, ingest, routing
 from safecity.api.docs import install_docs
 from safecity.api.problems import ProblemMiddleware, install_problem_handlers
 
 log = structlog.get_logger(__name__)
 
 # Paths that need no credentials (probes, metrics, API description). Everything else requires a role.
+# The CAP feed is public too: other agencies' CAP aggregators poll it and hold no key of ours (alerts carry no
+# personal data; actors, feedback and assignees are not in CAP).
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/cap/feed.atom",
+        "/cap/alerts/{alert_id}.xml",
+    }
 )
 CHECK_TIMEOUT_S = 2.0
 
@@ -124,6 +136,8 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
     app.include_router(events.router)
     app.include_router(routing.router)
     app.include_router(routing.tiles_router)
+    app.include_router(alerts.router)
+    app.include_router(alerts.feed_router)
     for router in extra_routers:
         app.include_router(router)
     return app

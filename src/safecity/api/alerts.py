@@ -1,0 +1,227 @@
+"""Alert routes: list / read / acknowledge / assign / resolve / cancel, CAP per alert, and the public CAP feed.
+
+The public feed (`/cap/feed.atom`, `/cap/alerts/{id}.xml`) needs no key: other agencies' CAP aggregators poll it
+and cannot hold our keys. It shows alerts' public content only (no actors, feedback or assignees).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from xml.sax.saxutils import escape
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from safecity.api.auth import Principal, Role, require
+from safecity.api.problems import PROBLEM_RESPONSES
+from safecity.kernel import clock
+from safecity.warning import cap
+from safecity.warning.alerts import Alert, AlertPage, AlertService
+from safecity.warning.model import AlertState, Category, Severity
+
+READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
+Acknowledger = Annotated[Principal, require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER)]
+Assigner = Annotated[Principal, require(Role.OPERATOR, Role.DISPATCHER)]
+
+_ULID = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+_FILTER = r"^[^\x00-\x1f\x7f]*$"
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+ATOM_MEDIA_TYPE = "application/atom+xml"
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=PROBLEM_RESPONSES)
+feed_router = APIRouter(prefix="/cap", tags=["cap feed"])
+
+AlertId = Annotated[str, Path(pattern=_ULID, description="Alert id.")]
+
+
+def alert_service(request: Request) -> AlertService:
+    """The running node's alert service (built on first use when the runtime does not provide one)."""
+    runtime = request.app.state.runtime
+    service: AlertService | None = getattr(runtime, "alerts", None)
+    if service is None:
+        service = getattr(request.app.state, "alerts", None)
+    if service is None:
+        service = AlertService(
+            runtime.engine, runtime.bus, node_id=runtime.settings.node_id, tier=str(runtime.settings.role)
+        )
+        request.app.state.alerts = service
+    return service
+
+
+def _actor(principal: Principal) -> str:
+    return principal.name[:128]
+
+
+class Acknowledge(BaseModel):
+    """Acknowledge an alert (optionally with a note)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    feedback: str | None = Field(None, max_length=2000, pattern=_TEXT)
+
+
+class Assign(BaseModel):
+    """Assign an alert to a unit or person."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    assignee: str = Field(min_length=1, max_length=128, pattern=_FILTER)
+    feedback: str | None = Field(None, max_length=2000, pattern=_TEXT)
+
+
+class Resolve(BaseModel):
+    """Resolve an alert with feedback on what was found and done."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    feedback: str = Field(min_length=1, max_length=2000, pattern=_TEXT)
+
+
+class Cancel(BaseModel):
+    """Cancel an alert (false alarm, duplicate, test) with the reason."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(min_length=1, max_length=2000, pattern=_TEXT)
+
+
+_CAP_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {cap.CAP_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "CAP 1.2"}
+}
+
+
+@router.get("", response_model=AlertPage, dependencies=[READ], summary="List alerts")
+async def list_alerts(
+    request: Request,
+    state: AlertState | None = None,
+    severity: Severity | None = None,
+    category: Category | None = None,
+    town: str | None = Query(None, max_length=64, pattern=_FILTER),
+    community: str | None = Query(None, max_length=64, pattern=_FILTER),
+    since: Annotated[
+        AwareDatetime | None, Query(description="Only alerts last seen at or after this time (with a zone).")
+    ] = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=100_000_000),
+) -> AlertPage:
+    """Return one page of alerts, newest first, with the total that match."""
+    return await alert_service(request).list(
+        state=state,
+        severity=severity,
+        category=category,
+        town=town,
+        community=community,
+        since=since,
+        limit=limit,
+        offset=offset,
+    )
+
+
+# Declared before "/{alert_id}": that template would otherwise match "<id>.cap" and fail its pattern.
+@router.get(
+    "/{alert_id}.cap",
+    dependencies=[READ],
+    response_class=Response,
+    responses=_CAP_RESPONSE,
+    summary="One alert as CAP 1.2 XML",
+)
+async def get_alert_cap(request: Request, alert_id: AlertId) -> Response:
+    """Return the alert's current CAP message (Alert, Update or Cancel)."""
+    message = await alert_service(request).cap_of(alert_id)
+    return Response(cap.render_xml(message), media_type=cap.CAP_MEDIA_TYPE)
+
+
+@router.get("/{alert_id}", response_model=Alert, dependencies=[READ], summary="Get an alert")
+async def get_alert(request: Request, alert_id: AlertId) -> Alert:
+    """Return one alert with its hop times, per-hop latencies and lifecycle steps."""
+    return await alert_service(request).get(alert_id)
+
+
+@router.post("/{alert_id}/acknowledge", response_model=Alert, summary="Acknowledge an alert")
+async def acknowledge_alert(
+    request: Request, alert_id: AlertId, caller: Acknowledger, body: Acknowledge | None = None
+) -> Alert:
+    """new -> acknowledged (operators, dispatchers, responders)."""
+    feedback = body.feedback if body is not None else None
+    return await alert_service(request).acknowledge(alert_id, _actor(caller), feedback)
+
+
+@router.post("/{alert_id}/assign", response_model=Alert, summary="Assign an alert")
+async def assign_alert(request: Request, alert_id: AlertId, body: Assign, caller: Assigner) -> Alert:
+    """Any open state -> assigned (operators, dispatchers)."""
+    return await alert_service(request).assign(alert_id, _actor(caller), body.assignee, body.feedback)
+
+
+@router.post("/{alert_id}/resolve", response_model=Alert, summary="Resolve an alert with feedback")
+async def resolve_alert(request: Request, alert_id: AlertId, body: Resolve, caller: Acknowledger) -> Alert:
+    """acknowledged | assigned -> resolved (operators, dispatchers, responders)."""
+    return await alert_service(request).resolve(alert_id, _actor(caller), body.feedback)
+
+
+@router.post("/{alert_id}/cancel", response_model=Alert, summary="Cancel an alert")
+async def cancel_alert(request: Request, alert_id: AlertId, body: Cancel, caller: Assigner) -> Alert:
+    """Any open state -> cancelled (operators, dispatchers)."""
+    return await alert_service(request).cancel(alert_id, _actor(caller), body.reason)
+
+
+# --- public CAP feed --------------------------------------------------------------------------------------------
+
+
+def _atom_time(value: datetime) -> str:
+    # RFC 4287 §3.3 date-time (RFC 3339), UTC.
+    return cap.cap_datetime(value).replace("-00:00", "Z")
+
+
+def atom_feed(base_url: str, entries: list[tuple[Alert, cap.CapAlert]], sender: str) -> bytes:
+    """An Atom index of the feed's alerts; each entry links to the alert's CAP XML (the common CAP-feed shape)."""
+    updated = max((a.updated_at for a, _ in entries), default=None) or clock.now()
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<feed xmlns="http://www.w3.org/2005/Atom">',
+        f"<id>{escape(base_url)}/cap/feed.atom</id>",
+        f"<title>SafeCity CAP alerts ({escape(sender)})</title>",
+        f"<updated>{_atom_time(updated)}</updated>",
+        f"<author><name>{escape(sender)}</name></author>",
+        f'<link rel="self" href="{escape(base_url)}/cap/feed.atom"/>',
+    ]
+    for alert, message in entries:
+        en = next((i for i in message.infos if i.language == "en-US"), message.infos[0])
+        url = f"{base_url}/cap/alerts/{alert.id}.xml"
+        parts += [
+            "<entry>",
+            f"<id>urn:safecity:{escape(sender)}:{escape(message.identifier)}</id>",
+            f"<title>{escape(message.msg_type.value)}: {escape(en.headline or en.event)}</title>",
+            f"<updated>{_atom_time(message.sent)}</updated>",
+            f"<summary>{escape(alert.severity.value)} / {escape(alert.urgency.value)}</summary>",
+            f'<link rel="alternate" type="{cap.CAP_MEDIA_TYPE}" href="{escape(url)}"/>',
+            "</entry>",
+        ]
+    parts.append("</feed>")
+    return "\n".join(parts).encode()
+
+
+@feed_router.get(
+    "/feed.atom",
+    response_class=Response,
+    responses={200: {"content": {ATOM_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "Atom"}},
+    summary="Public CAP feed (Atom index)",
+)
+async def cap_feed(request: Request) -> Response:
+    """Atom index of open alerts (and those cancelled in the last day); no key needed."""
+    service = alert_service(request)
+    entries = await service.feed()
+    base = str(request.base_url).rstrip("/")
+    return Response(atom_feed(base, entries, service.sender), media_type=ATOM_MEDIA_TYPE)
+
+
+@feed_router.get(
+    "/alerts/{alert_id}.xml",
+    response_class=Response,
+    responses={**_CAP_RESPONSE, **PROBLEM_RESPONSES},
+    summary="Public CAP 1.2 XML of one alert",
+)
+async def public_cap(request: Request, alert_id: AlertId) -> Response:
+    """The alert's current CAP message; no key needed (other agencies' systems fetch it)."""
+    message = await alert_service(request).cap_of(alert_id)
+    return Response(cap.render_xml(message), media_type=cap.CAP_MEDIA_TYPE)
