@@ -45,8 +45,9 @@ class DeadLetterService:
         topic: str | None = None,
         device_id: str | None = None,
         kind: str | None = None,
+        raw_size: int | None = None,
     ) -> None:
-        """Queue one dead letter for writing."""
+        """Queue one dead letter for writing (`raw_size` when `raw` was withheld on purpose)."""
         if len(self._buffer) >= self.max_buffer:
             # Even the dead-letter buffer is bounded; the counter (and metrics) still record the refusal.
             self.overflowed += 1
@@ -62,7 +63,7 @@ class DeadLetterService:
                 "device_id": device_id,
                 "kind": kind,
                 "raw": bytes(raw[: self.raw_cap]),
-                "raw_size": len(raw),
+                "raw_size": len(raw) if raw_size is None else raw_size,
             }
         )
 

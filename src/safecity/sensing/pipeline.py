@@ -35,6 +35,9 @@ from safecity.sensing.pseudonym import Pseudonymizer
 
 log = structlog.get_logger(__name__)
 
+# Topics whose payloads may hold biometric results (Frigate face recognition): never kept, not even as dead letters.
+BIOMETRIC_TOPICS = ("frigate/tracked_object_update",)
+
 
 class DeviceInfoLike(Protocol):
     """What the pipeline needs to know about a registered device."""
@@ -76,6 +79,7 @@ class DeadLetterSink(Protocol):
         topic: str | None = None,
         device_id: str | None = None,
         kind: str | None = None,
+        raw_size: int | None = None,
     ) -> None:
         """Record one dead letter (buffered; never blocks the caller)."""
         ...
@@ -292,8 +296,19 @@ class IngestPipeline:
         kind_name = kind.value if isinstance(kind, DeviceKind) else (str(kind) if kind else "unknown")
         self._dl_counter.labels(str(reason), kind_name).inc()
         result.dead_lettered.append((str(reason), detail))
+        size = len(raw)
+        if topic is not None and topic.startswith(BIOMETRIC_TOPICS):
+            # A malformed tracked-object update can still carry a recognised name: keep the size, not the bytes.
+            raw = b""
         self.dead_letters.put(
-            reason=str(reason), detail=detail, source=source, raw=raw, topic=topic, device_id=device_id, kind=kind_name
+            reason=str(reason),
+            detail=detail,
+            source=source,
+            raw=raw,
+            topic=topic,
+            device_id=device_id,
+            kind=kind_name,
+            raw_size=size,
         )
         log.info("input_dead_lettered", reason=str(reason), source=source, topic=topic, device_id=device_id)
 

@@ -207,3 +207,14 @@ async def test_last_seen_reaches_the_device_registry(runtime: Runtime) -> None:
     device = await runtime.devices.get(SMOKE["id"])
     assert device.last_seen is not None
     assert abs(device.last_seen.timestamp() - ts) < 0.01
+
+
+async def test_malformed_tracked_object_update_keeps_no_bytes(runtime: Runtime) -> None:
+    # Truncated JSON that still holds a recognised name: the dead letter records the fault, never the name.
+    raw = b'{"type": "face", "name": "Zhang San", "score": 0.9'
+    await runtime.mqtt_route("frigate/tracked_object_update", raw)
+    await settle(runtime)
+    rows = await runtime.dead_letter_repo.list()
+    assert len(rows) == 1
+    assert rows[0]["raw"] == b""
+    assert rows[0]["raw_size"] == len(raw)
