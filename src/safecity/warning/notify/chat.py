@@ -19,7 +19,7 @@ from safecity.warning.notify.webhook import HostPolicy
 # which is only a DeprecationWarning, but it would surface wherever the first notification happens. Load them now.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    NotificationManager().load_modules()
+    NotificationManager().load_modules()  # type: ignore[no-untyped-call]
 
 # Apprise schemes we accept per channel. `json`/`jsons` post to any host, so they pass the webhook allow-list too.
 CHAT_SCHEMES = frozenset({"wecombot", "dingtalk", "feishu", "lark", "json", "jsons"})

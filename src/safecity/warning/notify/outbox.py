@@ -121,6 +121,7 @@ class OutboxDispatcher:
         self.stats = DispatcherStats()
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
+        self._claimed: set[str] = set()
         self._rng = random.Random()
 
     def wake(self) -> None:
@@ -133,6 +134,16 @@ class OutboxDispatcher:
 
     async def run(self) -> None:
         """Claim and deliver until cancelled; lanes are children of this task."""
+        try:
+            await self._loop()
+        finally:
+            # Stopping: hand back leases of rows not finished here, so a restart delivers them at once.
+            if self._claimed:
+                async with self.engine.begin() as conn:
+                    await OutboxRepo(conn).release(sorted(self._claimed), clock.now())
+                self._claimed.clear()
+
+    async def _loop(self) -> None:
         async with asyncio.TaskGroup() as tg:
             while True:
                 self._wake.clear()
@@ -168,12 +179,14 @@ class OutboxDispatcher:
                     lane.append(row)
             ids = [r["id"] for lane in picked.values() for r in lane]
             won = await repo.lease(ids, now, now + timedelta(seconds=self.lease_s()))
+        self._claimed |= won
         return {s: kept for s, lane in picked.items() if (kept := [r for r in lane if r["id"] in won])}
 
     async def _lane(self, sub_id: str, rows: list[dict[str, Any]]) -> None:
         try:
             for index, row in enumerate(rows):
                 retry_at = await self._attempt(sub_id, row)
+                self._claimed.discard(row["id"])
                 if retry_at is not None:
                     # The endpoint is failing: do not spend a timeout per queued row, try them all again later.
                     await self._defer(rows[index + 1 :], retry_at)
@@ -186,6 +199,7 @@ class OutboxDispatcher:
         if not rows:
             return
         self.stats.deferred += len(rows)
+        self._claimed.difference_update(r["id"] for r in rows)
         async with self.engine.begin() as conn:
             repo = OutboxRepo(conn)
             for row in rows:

@@ -149,6 +149,13 @@ class OutboxRepo:
         )
         return {r[0] for r in (await self.conn.execute(stmt)).all()}
 
+    async def release(self, ids: Sequence[str], at: datetime) -> None:
+        """Give up leases of rows this node will not finish (it is stopping): due again at `at`."""
+        if ids:
+            await self.conn.execute(
+                update(outbox).where(outbox.c.id.in_(list(ids)), outbox.c.state == PENDING).values(next_attempt_at=at)
+            )
+
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending row becomes due."""
         stmt = select(outbox.c.next_attempt_at).where(outbox.c.state == PENDING).order_by(outbox.c.next_attempt_at)
