@@ -17,6 +17,7 @@ from rich.table import Table
 from safecity.geo.road.commands import import_osm_command, road_app
 from safecity.kernel import logging as sc_logging
 from safecity.kernel.settings import Settings, load_settings
+from safecity.warning.commands import rules_app
 
 app = typer.Typer(help="SafeCity: public-safety operations platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -24,6 +25,7 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(road_app, name="road")
+app.add_typer(rules_app, name="rules")
 app.command("import-osm", help="Import an OSM extract (.osm, .osm.bz2, .osm.pbf) into a road graph artifact.")(
     import_osm_command
 )

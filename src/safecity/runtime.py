@@ -31,6 +31,9 @@ from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import create_engine, ping, upgrade
 from safecity.store.events import EventRepo
 from safecity.store.writer import EventWriter
+from safecity.warning.notify.service import NotifyService
+from safecity.warning.rules import load_builtin, load_pack
+from safecity.warning.service import WarningService
 
 log = structlog.get_logger(__name__)
 
@@ -77,11 +80,12 @@ class Runtime:
         )
         self.health = HealthMonitor(self._device_offline)
         key = settings.security.pseudonym_key.get_secret_value().encode()
+        pseudonymize = Pseudonymizer(key)
         self.pipeline = IngestPipeline(
             bus=self.bus,
             devices=self.devices.index,
             dead_letters=self.dead_letters,
-            pseudonymize=Pseudonymizer(key),
+            pseudonymize=pseudonymize,
             settings=settings.ingest,
             metrics=self.metrics,
             tagger=tagger,
@@ -96,6 +100,24 @@ class Runtime:
         )
         # The same topic routing as the MQTT adapter, for in-process senders (the demo's simulator).
         self.topics = TopicIngest(self.pipeline, prefix=settings.mqtt.topic_prefix, source="sim")
+        self.warning: WarningService | None = None
+        if settings.warning.enabled:
+            rules_file = settings.warning.rules
+            pack = (
+                load_pack(rules_file, pseudonymize=pseudonymize)
+                if rules_file is not None
+                else load_builtin("default", pseudonymize=pseudonymize)
+            )
+            self.warning = WarningService(
+                self.bus,
+                pack,
+                pseudonymizer=pseudonymize,
+                source=settings.node_id,
+                tier=settings.role,
+                snapshot_path=settings.warning.snapshot,
+                metrics=self.metrics,
+            )
+        self.notify = NotifyService(self.engine, self.bus, settings.notify)
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -132,6 +154,9 @@ class Runtime:
         await self.writer.start()
         await self.dead_letters.start()
         self._subs.append(await self.bus.subscribe("event.>", self._store_event, durable="store-writer"))
+        await self.notify.start()
+        if self.warning is not None:
+            await self.warning.start()
         self.track_devices()
         self.spawn(self.health.run(), "device-health")
         self.spawn(self._last_seen_loop(), "device-last-seen")
@@ -209,6 +234,9 @@ class Runtime:
         if isinstance(self.bus, MemoryBus):
             await self.bus.drain()
         await self.persist_last_seen()
+        if self.warning is not None:
+            await self.warning.stop()
+        await self.notify.stop()
         for sub in self._subs:
             await sub.stop()
         self._subs.clear()

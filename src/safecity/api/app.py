@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from safecity.api import alerts, auth, devices, events, ingest, routing
+from safecity.api import alerts, auth, devices, events, ingest, notify, routing
 from safecity.api.docs import install_docs
 from safecity.api.problems import ProblemMiddleware, install_problem_handlers
 
@@ -138,6 +138,7 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
     app.include_router(routing.tiles_router)
     app.include_router(alerts.router)
     app.include_router(alerts.feed_router)
+    app.include_router(notify.router)
     for router in extra_routers:
         app.include_router(router)
     return app

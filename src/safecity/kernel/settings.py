@@ -76,6 +76,37 @@ class IngestSettings(_Section):
     heartbeat_timeout_s: float = Field(300.0, gt=0, description="Default: a device is offline after this silence.")
 
 
+class WarningSettings(_Section):
+    """The rule engine."""
+
+    enabled: bool = Field(True, description="Run the rule engine on this node.")
+    rules: Path | None = Field(None, description="Rule pack (YAML); unset: the built-in default pack.")
+    snapshot: Path | None = Field(
+        None, description="Where open windows are saved on stop and restored on start (unset: not kept)."
+    )
+
+
+class NotifySettings(_Section):
+    """Alert delivery through the durable outbox."""
+
+    durable: str = Field("notify", description="Durable bus consumer name of the delivery service.")
+    max_attempts: int = Field(8, ge=1, le=100, description="Attempts before a delivery is dead-lettered.")
+    backoff_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
+    backoff_max_s: float = Field(300.0, gt=0, description="Longest retry delay.")
+    backoff_jitter: float = Field(0.5, ge=0, le=1, description="Random share of each retry delay.")
+    attempt_timeout_s: float = Field(10.0, gt=0, description="Time limit of one delivery attempt.")
+    lane_batch: int = Field(20, ge=1, description="Deliveries one endpoint's lane takes at a time.")
+    poll_interval_s: float = Field(1.0, gt=0, description="How often due retries are looked for.")
+    refresh_s: float = Field(30.0, gt=0, description="Reload subscriptions (other nodes may change them).")
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list, description="Webhook hosts allowed: exact names or `.suffix` entries."
+    )
+    allow_loopback: bool = Field(False, description="Let webhooks reach 127.0.0.1/localhost (tests, demo).")
+    mqtt_host: str = Field("127.0.0.1", description="Broker for the MQTT alert channel.")
+    mqtt_port: int = Field(1883, ge=1, le=65535, description="Port of that broker.")
+    mqtt_prefix: str = Field("safecity/alerts", description="Alert topics: <prefix>/<severity>/<community>.")
+
+
 class HttpSettings(_Section):
     """The HTTP API."""
 
@@ -140,6 +171,8 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    warning: WarningSettings = Field(default_factory=WarningSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     roads: RoadSettings = Field(default_factory=RoadSettings)

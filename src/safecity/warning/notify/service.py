@@ -18,7 +18,6 @@ from typing import Any
 
 import msgspec
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
@@ -26,10 +25,11 @@ from safecity.kernel.bus import Bus
 from safecity.kernel.bus import Subscription as BusSubscription
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.errors import InvalidInput, NotFound
+from safecity.kernel.settings import NotifySettings
 from safecity.warning.model import AlertRaised, AlertStateChanged
 from safecity.warning.notify import escalation
 from safecity.warning.notify.chat import AppriseSender, check_target
-from safecity.warning.notify.mqtt import DEFAULT_PREFIX, MqttSender
+from safecity.warning.notify.mqtt import MqttSender
 from safecity.warning.notify.outbox import Delivery, OutboxDispatcher, RetryPolicy, Sender
 from safecity.warning.notify.repo import PENDING, OutboxRepo, SubscriptionRepo
 from safecity.warning.notify.subscriptions import (
@@ -49,25 +49,8 @@ MAX_ESCALATION_LEVEL = 5
 _ACKED_MEMORY = 100_000
 
 
-class NotifyConfig(BaseModel):
-    """Delivery settings (the lead may nest this in `Settings` as `notify`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    durable: str = "notify"
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=300.0, gt=0)
-    backoff_jitter: float = Field(default=0.5, ge=0, le=1)
-    attempt_timeout_s: float = Field(default=10.0, gt=0)
-    lane_batch: int = Field(default=20, ge=1)
-    poll_interval_s: float = Field(default=1.0, gt=0)
-    refresh_s: float = Field(default=30.0, gt=0, description="Reload subscriptions (other nodes may change them).")
-    webhook_allow_hosts: list[str] = Field(default_factory=list, description="Exact hosts or `.suffix` entries.")
-    allow_loopback: bool = Field(default=False, description="Let webhooks reach 127.0.0.1/localhost (tests, demo).")
-    mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = 1883
-    mqtt_prefix: str = DEFAULT_PREFIX
+# The delivery settings are a section of the node's settings (`[notify]`); kept under this name here.
+NotifyConfig = NotifySettings
 
 
 class SubscriptionNotFound(NotFound):
