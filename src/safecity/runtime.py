@@ -31,6 +31,7 @@ from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import create_engine, ping, upgrade
 from safecity.store.events import EventRepo
 from safecity.store.writer import EventWriter
+from safecity.warning.alerts import AlertService
 from safecity.warning.notify.service import NotifyService
 from safecity.warning.rules import load_builtin, load_pack
 from safecity.warning.service import WarningService
@@ -117,6 +118,7 @@ class Runtime:
                 snapshot_path=settings.warning.snapshot,
                 metrics=self.metrics,
             )
+        self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role)
         self.notify = NotifyService(self.engine, self.bus, settings.notify)
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
@@ -154,6 +156,7 @@ class Runtime:
         await self.writer.start()
         await self.dead_letters.start()
         self._subs.append(await self.bus.subscribe("event.>", self._store_event, durable="store-writer"))
+        await self.alerts.start()
         await self.notify.start()
         if self.warning is not None:
             await self.warning.start()
@@ -237,6 +240,7 @@ class Runtime:
         if self.warning is not None:
             await self.warning.stop()
         await self.notify.stop()
+        await self.alerts.stop()
         for sub in self._subs:
             await sub.stop()
         self._subs.clear()
