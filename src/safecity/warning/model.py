@@ -117,6 +117,9 @@ class AlertRaised(Payload, frozen=True):
     # Per-hop times of the completing event and the alert: occurred, received, tagged, fired (delivered is
     # stamped by each channel) — so perceive -> warn latency is visible on every alert.
     hops: dict[str, datetime] = msgspec.field(default_factory=dict)
+    # The sender's own message id (payload `id`) of the completing event, when it had one: lets a device-side
+    # system match the alert to its message (the Node-RED contract's `trigger_id`).
+    trigger_message_id: str | None = None
 
 
 class AlertStateChanged(Payload, frozen=True):

@@ -194,6 +194,7 @@ class WarningService:
             first_at=firing.first_at,
             last_at=firing.last_at,
             hops=hops,
+            trigger_message_id=_message_id(cause) if firing.event is not None else None,
         )
         key = ALERT_RAISED if firing.new else ALERT_UPDATED
         context = None
@@ -243,6 +244,14 @@ class WarningService:
             "open_windows": self.engine.open_windows(),
             "engine": asdict(self.engine.stats),
         }
+
+
+def _message_id(cause: Envelope | None) -> str | None:
+    """The sender's message id of the event that completed a firing (sensor events carry one when sent)."""
+    if cause is None:
+        return None
+    message_id = getattr(cause.payload, "message_id", None)
+    return message_id if isinstance(message_id, str) else None
 
 
 class _Gauges:
