@@ -1,0 +1,838 @@
+"""Alert benchmark: real Mosquitto -> MQTT ingest -> rule engine (57 rules) -> WebSocket client + webhook receiver.
+
+In one run it measures, on the same machine and the same load:
+  1. the Node-RED peer (../shared/peers/node-red: flow.json through run-peer.sh, measured by its own load.py,
+     unmodified, as a subprocess) at each rate, and its highest clean rate (--find-max);
+  2. our node (separate process: paho ingest, pipeline, in-process bus, SQLite store writer that stores every event,
+     WarningService with bench/rules_50.yaml, notify, HTTP app under uvicorn), driven by the same load.py imported
+     with importlib: its stream, oracle, pacing, drain barrier, classification and find-max ladder are used as they
+     are. Per step the step's devices are registered through the HTTP API first (`POST /api/v1/devices/import`).
+
+Contract mapping: a bench-side adapter process holds a WebSocket client on `WS /api/v1/alerts/live` and a webhook
+receiver (a subscription, Standard Webhooks signatures verified); for every `alert.raised` it republishes
+`{"building": tags.building, "trigger_id": trigger_message_id, "ts_sent"}` to `safecity/alerts` (WebSocket path, the
+one load.py measures) and to `bench/alerts/webhook` (webhook path, checked against the same oracle by a second
+load.py listener). Both engines get their own broker (same mosquitto.conf, another port) so neither sees the other's
+load.
+
+    python bench/alerts.py [--quick] [--rates 1000,5000,10000] [--duration 20] [--no-node-red] [--no-find-max]
+
+The last output line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import csv
+import importlib.util
+import io
+import json
+import multiprocessing as mp
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+RULES = HERE / "rules_50.yaml"
+RECORDED = "results/2026-11-29/results.jsonl"
+WS_TOPIC = "safecity/alerts"
+HOOK_TOPIC = "bench/alerts/webhook"
+PROBES_PER_BARRIER = 64  # load.py sends a fresh probe every 2 s while draining: 64 covers a 120 s drain
+
+
+def peer_dir() -> Path:
+    """The Node-RED kit: $SAFECITY_SHARED/peers/node-red, else ../shared next to the repository."""
+    shared = os.environ.get("SAFECITY_SHARED")
+    base = Path(shared) if shared else HERE.parent.parent / "shared"
+    return base / "peers" / "node-red"
+
+
+def import_load(path: Path) -> ModuleType:
+    """Import the kit's load.py as a module (never copied into this repository)."""
+    spec = importlib.util.spec_from_file_location("nodered_load", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nodered_load"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float, proc: Any = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process for port {port} exited")
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout_s:.0f} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a process this script started, by its handle."""
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(5)
+
+
+def start_mosquitto(kit: Path, workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A broker from the kit's mosquitto.conf on a free port (the same configuration for both engines)."""
+    if shutil.which("mosquitto") is None:
+        raise SystemExit("mosquitto not found: apt-get install -y mosquitto")
+    port = free_port()
+    conf = (kit / "mosquitto.conf").read_text().replace("listener 18830 127.0.0.1", f"listener {port} 127.0.0.1")
+    path = workdir / f"mosquitto-{name}.conf"
+    path.write_text(conf)
+    log = (workdir / f"mosquitto-{name}.log").open("wb")
+    proc = subprocess.Popen(["mosquitto", "-c", str(path)], stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, 10, proc)
+    return proc, port
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our node, in its own process
+
+
+def node_main(cfg: dict[str, Any], conn: Connection) -> None:
+    """Child process: the SafeCity node with MQTT ingest, store, rules, notify and the HTTP app."""
+    from safecity.kernel import logging as sc_logging
+
+    sc_logging.configure("warning", json=True)
+    asyncio.run(_node(cfg, conn))
+
+
+async def _node(cfg: dict[str, Any], conn: Connection) -> None:
+    import uvicorn
+
+    from safecity.api.app import create_app
+    from safecity.kernel.settings import Settings
+    from safecity.runtime import Runtime
+    from safecity.sharing.keys import Role
+
+    settings = Settings(
+        node_id="bench-alerts",
+        log_level="warning",
+        database={"url": cfg["db_url"]},
+        mqtt={
+            "enabled": True,
+            "host": "127.0.0.1",
+            "port": cfg["mqtt_port"],
+            "client_id": "bench-alerts-node",
+            "frigate": False,
+            "qos": 0,  # load.py publishes QoS 0, as for Node-RED
+        },
+        warning={"rules": cfg["rules"]},
+        notify={"allow_loopback": True, "webhook_allow_hosts": ["127.0.0.1"]},
+    )
+    rt = Runtime(settings)
+    await rt.start()
+    assert rt.mqtt is not None
+    await asyncio.wait_for(rt.mqtt.connected.wait(), 10)
+    admin = await rt.keys.create("bench admin", Role.ADMIN)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(rt), host="127.0.0.1", port=cfg["http_port"], log_level="warning", access_log=False)
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for "listening")
+        await asyncio.sleep(0.02)
+    conn.send(("ready", admin.key))
+    loop = asyncio.get_running_loop()
+    while True:
+        op = await loop.run_in_executor(None, conn.recv)
+        if op == "stats":
+            await rt.writer.flush()
+            warning = rt.warning.status() if rt.warning is not None else {}
+            conn.send(
+                (
+                    "stats",
+                    {
+                        "stored": rt.writer.stats.rows_written,
+                        "mqtt_received": rt.mqtt.topics.received,
+                        "warning_handled": warning.get("handled"),
+                        "alerts_raised": warning.get("raised"),
+                        "alerts_updated": warning.get("updated"),
+                        "engine_max_backlog": warning.get("max_backlog"),
+                        "rules": len(rt.warning.engine.rules) if rt.warning is not None else 0,
+                    },
+                )
+            )
+        elif op == "stop":
+            break
+    server.should_exit = True
+    await serving  # the app's lifespan stops the runtime (flushes the writer)
+    conn.send(("stopped", None))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The adapter: WebSocket client + webhook receiver -> contract alerts on MQTT
+
+
+def adapter_main(cfg: dict[str, Any], conn: Connection) -> None:
+    """Child process: receive our alerts over WebSocket and webhook, republish them in the contract format."""
+    asyncio.run(_adapter(cfg, conn))
+
+
+async def _adapter(cfg: dict[str, Any], conn: Connection) -> None:
+    import paho.mqtt.client as mqtt
+    import uvicorn
+    import websockets
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-adapter-{os.getpid()}")
+    client.on_socket_open = lambda _c, _u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.connect("127.0.0.1", cfg["mqtt_port"])
+    client.loop_start()
+    counts = {"ws_new": 0, "ws_other": 0, "hook_new": 0, "hook_other": 0, "hook_bad_signature": 0}
+
+    def republish(alert: dict[str, Any], topic: str) -> None:
+        body = {
+            "building": (alert.get("tags") or {}).get("building"),
+            "trigger_id": alert.get("trigger_message_id"),
+            "ts_sent": time.time(),
+        }
+        client.publish(topic, json.dumps(body).encode(), qos=0)
+
+    hook = Webhook(cfg["secret"])
+
+    async def webhook_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 204
+        try:
+            doc = hook.verify(body, headers)
+        except WebhookVerificationError:
+            counts["hook_bad_signature"] += 1
+            status = 400
+        else:
+            if doc.get("type") == "new":
+                counts["hook_new"] += 1
+                republish(doc["alert"], HOOK_TOPIC)
+            else:
+                counts["hook_other"] += 1
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            webhook_app, host="127.0.0.1", port=cfg["hook_port"], log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    hook_task = asyncio.create_task(server.serve())
+
+    async def ws_loop(ready: asyncio.Event) -> None:
+        url = f"ws://127.0.0.1:{cfg['http_port']}/api/v1/alerts/live?key={cfg['key']}"
+        async with websockets.connect(url, max_size=None) as ws:
+            ready.set()
+            async for raw in ws:
+                doc = json.loads(raw)
+                if doc.get("type") == "new":
+                    counts["ws_new"] += 1
+                    republish(doc["alert"], WS_TOPIC)
+                else:
+                    counts["ws_other"] += 1
+
+    ready = asyncio.Event()
+    ws_task = asyncio.create_task(ws_loop(ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for "listening")
+        await asyncio.sleep(0.02)
+    conn.send(("ready", None))
+    loop = asyncio.get_running_loop()
+    while True:
+        op = await loop.run_in_executor(None, conn.recv)
+        if op == "stats":
+            conn.send(("stats", dict(counts)))
+        elif op == "stop":
+            break
+    ws_task.cancel()
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await ws_task
+    await hook_task
+    client.loop_stop()
+    client.disconnect()
+    conn.send(("stopped", None))
+
+
+class Child:
+    """A spawned child process with a command pipe."""
+
+    def __init__(self, target: Any, cfg: dict[str, Any], timeout_s: float = 60.0) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(cfg, child), daemon=True)
+        self.proc.start()
+        self.ready_info = self.expect("ready", timeout_s)
+
+    def expect(self, kind: str, timeout_s: float) -> Any:
+        if not self.conn.poll(timeout_s):
+            raise SystemExit(f"child {self.proc.pid} sent no {kind!r} within {timeout_s:.0f} s")
+        got, info = self.conn.recv()
+        if got != kind:
+            raise SystemExit(f"child {self.proc.pid}: expected {kind!r}, got {got!r}")
+        return info
+
+    def ask(self, op: str, timeout_s: float = 30.0) -> Any:
+        self.conn.send(op)
+        return self.expect(op if op != "stop" else "stopped", timeout_s)
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            with contextlib.suppress(Exception):
+                self.ask("stop", 20)
+            self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Our engine measured with load.py's own step and ladder
+
+
+def devices_csv(prefix: str, buildings: int) -> str:
+    """Every device load.py will use in a step with this prefix: 4 detectors per building, plus the probes."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["id", "kind", "community", "building", "heartbeat_s"])
+    for b in range(buildings):
+        name = f"{prefix}-b{b:05d}"
+        for d in range(4):
+            w.writerow([f"{name}-d{d}", "smoke", name, name, 86400])
+    for tag in ("p", "q"):
+        for n in range(1, PROBES_PER_BARRIER + 1):
+            name = f"{prefix}{tag}-x{n}"
+            for d in (1, 2):
+                w.writerow([f"{name}-d{d}", "smoke", name, name, 86400])
+    return out.getvalue()
+
+
+class OurSteps:
+    """Wraps load.py's run_step/publish_paced: registers devices first and checks the webhook path too."""
+
+    def __init__(self, load: ModuleType, http: httpx.Client, hook_listener: Any, args: argparse.Namespace) -> None:
+        self.load = load
+        self.http = http
+        self.hook = hook_listener
+        self.args = args
+        self.steps: list[dict[str, Any]] = []
+        self.register_s: list[float] = []
+        self._orig_run_step = load.run_step
+        self._orig_publish = load.publish_paced
+        self._stamps: dict[int, tuple[float, float]] = {}
+        load.run_step = self.run_step  # type: ignore[attr-defined]
+        load.publish_paced = self.publish_paced  # type: ignore[attr-defined]
+
+    def restore(self) -> None:
+        self.load.run_step = self._orig_run_step
+        self.load.publish_paced = self._orig_publish
+
+    def publish_paced(self, *a: Any, **kw: Any) -> Any:
+        out = self._orig_publish(*a, **kw)
+        self._stamps = out[3]
+        return out
+
+    def run_step(self, args: Any, client: Any, listener: Any, rate: float, prefix: str, meter: Any) -> Any:
+        t = time.monotonic()
+        resp = self.http.post(
+            "/api/v1/devices/import",
+            content=devices_csv(prefix, args.buildings).encode(),
+            headers={"content-type": "text/csv"},
+            params={"mode": "all_or_nothing"},
+            timeout=120,
+        )
+        resp.raise_for_status()
+        self.register_s.append(time.monotonic() - t)
+        self.hook.take()
+        r = self._orig_run_step(args, client, listener, rate, prefix, meter)
+        hook = self.check_webhook(args, rate, prefix, r)
+        self.steps.append({"result": r, "webhook": hook})
+        self.report(r, hook)
+        return r
+
+    def check_webhook(self, args: Any, rate: float, prefix: str, r: Any) -> dict[str, Any]:
+        """The same classification as load.py's, on the webhook path (it may trail the WebSocket path a little)."""
+        load = self.load
+        stream = load.build_stream(
+            prefix, args.seed, rate, args.duration, args.warmup, args.pairs, args.temps, args.buildings
+        )
+        expected = {slot: v for slot, v in stream.expected.items() if slot < r.events}
+        records: list[Any] = []
+        got: dict[int, float] = {}
+        duplicated = unexpected = 0
+        ours = f"{prefix}-e"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            records.extend(self.hook.take())
+            seen = set()
+            for _mono, _wall, raw in records:
+                trigger = str(json.loads(raw).get("trigger_id"))
+                if trigger.startswith(ours) and trigger[len(ours) :].isdigit():
+                    seen.add(int(trigger[len(ours) :]))
+            if set(expected) <= seen:
+                break
+            time.sleep(0.1)
+        for recv_mono, _wall, raw in records:
+            alert = json.loads(raw)
+            trigger = str(alert.get("trigger_id"))
+            if not trigger.startswith(ours):
+                continue
+            slot = int(trigger[len(ours) :]) if trigger[len(ours) :].isdigit() else -1
+            if slot in expected and alert.get("building") == expected[slot][0]:
+                if slot in got:
+                    duplicated += 1
+                else:
+                    got[slot] = recv_mono
+            elif alert.get("building") in stream.smoke_buildings:
+                duplicated += 1
+            else:
+                unexpected += 1
+        lat = [(got[s] - self._stamps[s][0]) * 1000 for s in sorted(got) if s in self._stamps]
+        pct = load.percentile
+        return {
+            "expected": len(expected),
+            "received": len(got),
+            "missed": len(expected) - len(got),
+            "duplicated": duplicated,
+            "unexpected": unexpected,
+            "p50_ms": _r(pct(lat, 50)),
+            "p99_ms": _r(pct(lat, 99)),
+            "p99_9_ms": _r(pct(lat, 99.9)),
+        }
+
+    def report(self, r: Any, hook: dict[str, Any]) -> None:
+        why = r.failure(self.args.p99_limit_ms, True)
+        print(
+            f"  safecity {r.target_rate:>7.0f}/s achieved {r.achieved_rate:>7.0f}/s | WebSocket: expected {r.expected} "
+            f"received {r.received} missed {r.missed} dup {r.duplicated} unexpected {r.unexpected} "
+            f"p50 {fmt(r.pct(50))} p99 {fmt(r.pct(99))} p99.9 {fmt(r.pct(99.9))} ms | webhook: missed "
+            f"{hook['missed']} dup {hook['duplicated']} p50 {fmt(hook['p50_ms'])} p99 {fmt(hook['p99_ms'])} ms | "
+            f"{'clean' if why is None else 'NOT clean: ' + why} | cpu "
+            + ", ".join(f"{k} {v['cpu_pct']}%" for k, v in r.resources.items()),
+            flush=True,
+        )
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def load_args(load: ModuleType, opts: argparse.Namespace, **over: Any) -> argparse.Namespace:
+    """load.py's own defaults, with the benchmark's stream options."""
+    ns = argparse.Namespace(
+        seed=1,
+        duration=opts.duration,
+        warmup=opts.warmup,
+        pairs=opts.pairs,
+        temps=opts.temps,
+        buildings=opts.buildings,
+        drain_timeout=30.0,
+        start_rate=opts.find_max_start,
+        max_rate=opts.find_max_cap,
+        growth=1.5,
+        refine=opts.refine,
+        p99_limit_ms=1000.0,
+        backlog_check=True,
+        budget=opts.find_max_budget,
+        peer="safecity",
+    )
+    for k, v in over.items():
+        setattr(ns, k, v)
+    return ns
+
+
+def stream_opts(opts: argparse.Namespace) -> list[str]:
+    return [
+        f"--duration={opts.duration}",
+        f"--warmup={opts.warmup}",
+        f"--pairs={opts.pairs}",
+        f"--temps={opts.temps}",
+        f"--buildings={opts.buildings}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Node-RED, measured by the kit's load.py as a subprocess
+
+
+class NodeRed:
+    """Node-RED through the kit's run-peer.sh, on its own broker."""
+
+    def __init__(self, kit: Path, workdir: Path, ready_timeout_s: float) -> None:
+        self.kit = kit
+        self.pid: int | None = None
+        self.broker, self.port = start_mosquitto(kit, workdir, "node-red")
+        env = dict(os.environ, NODE_RED_READY_TIMEOUT=str(int(ready_timeout_s)))
+        self.log = workdir / "node-red-start.log"
+        self.starter = subprocess.Popen(
+            [str(kit / "run-peer.sh"), "start", f"mqtt://127.0.0.1:{self.port}", "--port", str(free_port())],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        try:
+            rc = self.starter.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        if rc != 0:
+            return False
+        pid_line = [ln for ln in self.log.read_text().splitlines() if ln.startswith("node-red pid ")]
+        self.pid = int(pid_line[-1].split()[-1]) if pid_line else None
+        return self.pid is not None
+
+    def run_load(self, opts: argparse.Namespace, extra: list[str], timeout_s: float) -> dict[str, Any] | None:
+        cmd = [
+            sys.executable,
+            str(self.kit / "load.py"),
+            f"--broker=127.0.0.1:{self.port}",
+            "--peer=node-red",
+            *stream_opts(opts),
+            f"--watch=node-red={self.pid}",
+            f"--watch=mosquitto={self.broker.pid}",
+            *extra,
+        ]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False).stdout
+        except subprocess.TimeoutExpired:
+            return None
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        for ln in lines[:-1]:
+            if ln.startswith("step") or ln.startswith("find-max"):
+                print("  node-red " + ln, flush=True)
+        try:
+            return json.loads(lines[-1]) if lines else None
+        except ValueError:
+            return None
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.starter.poll() is None:
+                self.starter.terminate()
+                self.starter.wait(5)
+        subprocess.run([str(self.kit / "run-peer.sh"), "stop"], capture_output=True, check=False, timeout=30)
+        if self.broker.poll() is None:
+            self.broker.terminate()
+            self.broker.wait(5)
+
+
+def recorded_node_red(kit: Path) -> dict[str, Any]:
+    rows = [json.loads(ln) for ln in (kit / RECORDED).read_text().splitlines() if ln.strip()]
+    fm = [r for r in rows if r.get("max_clean_rate_per_s") is not None]
+    return {"max_clean": fm[-1]["max_clean_rate_per_s"] if fm else None, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short steps and a short ladder, under a minute")
+    ap.add_argument("--rates", default="1000,5000,10000", help="fixed rates, events/s")
+    ap.add_argument("--duration", type=float, default=None, help="measured seconds per step (load.py default 20)")
+    ap.add_argument("--warmup", type=float, default=None)
+    ap.add_argument("--pairs", type=int, default=None)
+    ap.add_argument("--temps", type=int, default=None)
+    ap.add_argument("--buildings", type=int, default=None)
+    ap.add_argument("--no-node-red", action="store_true", help="skip Node-RED (its recorded figure is used)")
+    ap.add_argument("--no-find-max", action="store_true", help="max clean rate = highest clean fixed rate")
+    ap.add_argument("--find-max-start", type=float, default=None)
+    ap.add_argument("--find-max-cap", type=float, default=50_000.0)
+    ap.add_argument("--find-max-budget", type=float, default=None, help="seconds per ladder")
+    ap.add_argument("--refine", type=int, default=None)
+    ap.add_argument("--workdir", default=None, help="keep the SQLite file and logs here (default: a temp dir)")
+    opts = ap.parse_args(argv)
+    quick = opts.quick
+    defaults = {
+        "duration": 2.5 if quick else 20.0,
+        "warmup": 0.5 if quick else 2.0,
+        "pairs": 50 if quick else 300,
+        "temps": 20 if quick else 100,
+        "buildings": 1000 if quick else 5000,
+        "find_max_start": 12_000.0 if quick else 5_000.0,
+        "find_max_budget": 12.0 if quick else 600.0,
+        "refine": 0 if quick else 2,
+    }
+    for k, v in defaults.items():
+        if getattr(opts, k) is None:
+            setattr(opts, k, v)
+    opts.rate_list = [float(r) for r in opts.rates.split(",") if r.strip()]
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
+    began = time.monotonic()
+    kit = peer_dir()
+    if not (kit / "load.py").is_file():
+        print(json.dumps({"error": f"Node-RED kit not found at {kit}"}))
+        return 2
+    load = import_load(kit / "load.py")
+    workdir = Path(opts.workdir or tempfile.mkdtemp(prefix="bench-alerts-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    load1 = os.getloadavg()[0]
+    print(
+        f"bench/alerts.py: {os.cpu_count()} cores, load average {load1:.2f} at start; rules {RULES.name}; "
+        f"steps {opts.duration:g}s + {opts.warmup:g}s warm-up, {opts.pairs} pairs + {opts.temps} temps per step, "
+        f"{opts.buildings} buildings; workdir {workdir}",
+        flush=True,
+    )
+    node_red: NodeRed | None = None
+    if not opts.no_node_red:
+        node_red = NodeRed(kit, workdir, ready_timeout_s=20 if opts.quick else 90)
+    cleanup: list[Any] = []
+    try:
+        result = run(opts, load, kit, workdir, node_red, cleanup)
+    finally:
+        for item in reversed(cleanup):
+            with contextlib.suppress(Exception):
+                item()
+        if node_red is not None:
+            node_red.stop()
+    result["wall_s"] = round(time.monotonic() - began, 1)
+    result["load_avg_1m"] = [round(load1, 2), round(os.getloadavg()[0], 2)]
+    if max(result["load_avg_1m"]) > (os.cpu_count() or 1):
+        result["machine_busy"] = True
+        print(f"note: the machine was busy (load average {result['load_avg_1m']}, {os.cpu_count()} cores)")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def run(
+    opts: argparse.Namespace,
+    load: ModuleType,
+    kit: Path,
+    workdir: Path,
+    node_red: NodeRed | None,
+    cleanup: list[Any],
+) -> dict[str, Any]:
+    # Our node and the adapter start while Node-RED starts.
+    broker, mqtt_port = start_mosquitto(kit, workdir, "safecity")
+    cleanup.append(lambda: stop_process(broker))
+    http_port, hook_port = free_port(), free_port()
+    node = Child(
+        node_main,
+        {
+            "db_url": f"sqlite+aiosqlite:///{workdir / 'alerts.db'}",
+            "mqtt_port": mqtt_port,
+            "http_port": http_port,
+            "rules": str(RULES),
+        },
+    )
+    cleanup.append(node.close)
+    admin_key = node.ready_info
+    http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", headers={"X-API-Key": admin_key})
+    cleanup.append(http.close)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    resp = http.post(
+        "/api/v1/subscriptions",
+        json={
+            "name": "bench webhook",
+            "channel": "webhook",
+            "target": f"http://127.0.0.1:{hook_port}/hook",
+            "secret": secret,
+        },
+    )
+    resp.raise_for_status()
+    adapter = Child(
+        adapter_main,
+        {"mqtt_port": mqtt_port, "http_port": http_port, "hook_port": hook_port, "key": admin_key, "secret": secret},
+    )
+    cleanup.append(adapter.close)
+
+    # --- Node-RED first (its own broker; our node idles on the other one)
+    nr_rows: dict[float, dict[str, Any]] = {}
+    nr_max: float | None = None
+    nr_source = "recorded"
+    nr_note = None
+    if node_red is not None and node_red.wait_ready(20 if opts.quick else 120):
+        print(f"node-red pid {node_red.pid} ready on its broker :{node_red.port}", flush=True)
+        step_timeout = (opts.duration + opts.warmup) * 3 + 40
+        for rate in opts.rate_list:
+            row = node_red.run_load(opts, [f"--rate={rate}"], step_timeout)
+            if row is not None:
+                nr_rows[rate] = row
+        if not opts.quick and not opts.no_find_max:
+            row = node_red.run_load(
+                opts,
+                ["--find-max", f"--start-rate={opts.find_max_start}", f"--budget={opts.find_max_budget}"],
+                opts.find_max_budget + 300,
+            )
+            if row is not None and row.get("max_clean_rate_per_s") is not None:
+                nr_max = row["max_clean_rate_per_s"]
+                nr_source = "measured"
+        node_red.stop()
+    elif node_red is not None:
+        nr_note = "Node-RED did not start in time; recorded figures used"
+        print(nr_note, flush=True)
+    if nr_max is None:
+        nr_max = recorded_node_red(kit)["max_clean"]
+        print(f"node-red highest clean rate: {nr_max}/s recorded ({RECORDED}), not measured in this run", flush=True)
+
+    # --- ours, through load.py's own step and ladder
+    tag = f"A{int(time.time() * 10) % 10**7:07d}"
+    listener = load.Listener("127.0.0.1", mqtt_port, WS_TOPIC, tag)
+    cleanup.append(listener.close)
+    hook_listener = load.Listener("127.0.0.1", mqtt_port, HOOK_TOPIC, tag + "w")
+    cleanup.append(hook_listener.close)
+    client = load.new_client(f"load-events-{tag}")
+    load.connect(client, "127.0.0.1", mqtt_port)
+    cleanup.append(client.disconnect)
+    meter = load.CpuMeter(
+        {
+            "safecity node": node.proc.pid or 0,
+            "adapter": adapter.proc.pid or 0,
+            "mosquitto": broker.pid,
+            "load.py": os.getpid(),
+            "load.py listeners": listener.proc.pid or 0,
+        }
+    )
+    args = load_args(load, opts)
+    steps = OurSteps(load, http, hook_listener, args)
+    cleanup.append(steps.restore)
+    fixed: list[dict[str, Any]] = []
+    for n, rate in enumerate(opts.rate_list, start=1):
+        load.run_step(args, client, listener, rate, f"{tag}s{n}", meter)
+        fixed.append(steps.steps[-1])
+    ladder: dict[str, Any] | None = None
+    if not opts.no_find_max:
+        print(
+            f"  safecity find-max from {opts.find_max_start:.0f}/s (budget {opts.find_max_budget:.0f} s):", flush=True
+        )
+        ladder = load.find_max(args, client, listener, f"{tag}m", meter)
+    node_stats = node.ask("stats")
+    adapter_stats = adapter.ask("stats")
+
+    # --- summary
+    clean_fixed = [s["result"].achieved_rate for s in fixed if ok(s, args)]
+    our_max = max(clean_fixed, default=0.0)
+    if ladder is not None:
+        ladder_clean = [s["result"].achieved_rate for s in steps.steps[len(fixed) :] if ok(s, args)]
+        our_max = max([our_max, *ladder_clean])
+    published = sum(s["result"].events for s in steps.steps)
+    print("\n| rate /s | engine | p50 ms | p99 ms | p99.9 ms | missed | dup | webhook p50 / p99 ms | CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for s in fixed:
+        r, h = s["result"], s["webhook"]
+        print(
+            f"| {r.target_rate:.0f} | SafeCity | {fmt(r.pct(50))} | {fmt(r.pct(99))} | {fmt(r.pct(99.9))} | "
+            f"{r.missed + h['missed']} | {r.duplicated + h['duplicated']} | {fmt(h['p50_ms'])} / {fmt(h['p99_ms'])} | "
+            f"{r.resources['safecity node']['cpu_pct']}% |"
+        )
+        nr = nr_rows.get(r.target_rate)
+        if nr:
+            cpu = (nr.get("resources") or {}).get("node-red", {}).get("cpu_pct")
+            print(
+                f"| {r.target_rate:.0f} | Node-RED | {nr['p50_ms']} | {nr['p99_ms']} | {nr.get('max_ms')} (max) | "
+                f"{nr['missed']} | {nr['duplicated']} | - | {cpu}% |"
+            )
+    ratio = round(our_max / nr_max, 2) if nr_max else None
+    print(
+        f"highest clean rate: SafeCity {our_max:.0f}/s ({'find-max ladder' if ladder else 'fixed rates only'}), "
+        f"Node-RED {nr_max}/s ({nr_source}); ratio {ratio}"
+    )
+    print(
+        f"stored {node_stats['stored']} of {node_stats['mqtt_received']} messages received "
+        f"({published} load events + probes); engine handled {node_stats['warning_handled']}, "
+        f"max backlog {node_stats['engine_max_backlog']}; rules {node_stats['rules']}; adapter {adapter_stats}"
+    )
+    top = fixed[-1] if fixed else None
+    tr = top["result"] if top else None
+    th = top["webhook"] if top else {}
+    return {
+        "rate_per_s": _r(tr.achieved_rate) if tr else None,
+        "target_rate_per_s": tr.target_rate if tr else None,
+        "p50_ms": _r(tr.pct(50)) if tr else None,
+        "p99_ms": _r(tr.pct(99)) if tr else None,
+        "p99_9_ms": _r(tr.pct(99.9)) if tr else None,
+        "missed": (tr.missed + th["missed"]) if tr else None,
+        "duplicated": (tr.duplicated + th["duplicated"]) if tr else None,
+        "unexpected": (tr.unexpected + th["unexpected"]) if tr else None,
+        "webhook_p50_ms": th.get("p50_ms"),
+        "webhook_p99_ms": th.get("p99_ms"),
+        "max_clean_rate_per_s": _r(our_max),
+        "max_clean_source": "find-max" if ladder else "fixed rates",
+        "node_red_max_clean_rate_per_s": nr_max,
+        "node_red_source": nr_source,
+        "node_red_note": nr_note,
+        "ratio_to_node_red": ratio,
+        "rates": [
+            {
+                "target": s["result"].target_rate,
+                "safecity": {
+                    "rate": _r(s["result"].achieved_rate),
+                    "p50_ms": _r(s["result"].pct(50)),
+                    "p99_ms": _r(s["result"].pct(99)),
+                    "p99_9_ms": _r(s["result"].pct(99.9)),
+                    "missed": s["result"].missed,
+                    "duplicated": s["result"].duplicated,
+                    "clean": ok(s, args),
+                    "webhook": s["webhook"],
+                    "cpu_pct": s["result"].resources["safecity node"]["cpu_pct"],
+                },
+                "node_red": {
+                    k: nr_rows[s["result"].target_rate].get(k)
+                    for k in ("rate_per_s", "p50_ms", "p99_ms", "missed", "duplicated", "clean")
+                }
+                if s["result"].target_rate in nr_rows
+                else None,
+            }
+            for s in fixed
+        ],
+        "ladder": [
+            {
+                "rate": _r(s["result"].achieved_rate),
+                "p99_ms": _r(s["result"].pct(99)),
+                "clean": ok(s, args),
+                "why": s["result"].failure(args.p99_limit_ms, True),
+            }
+            for s in steps.steps[len(fixed) :]
+        ],
+        "stored_events": node_stats["stored"],
+        "mqtt_received": node_stats["mqtt_received"],
+        "rules": node_stats["rules"],
+        "device_register_s_max": _r(max(steps.register_s, default=0.0)),
+        "quick": opts.quick,
+    }
+
+
+def ok(step: dict[str, Any], args: argparse.Namespace) -> bool:
+    """Clean by load.py's criteria on the WebSocket path, and nothing missed or duplicated on the webhook path."""
+    h = step["webhook"]
+    return step["result"].failure(args.p99_limit_ms, True) is None and not (
+        h["missed"] or h["duplicated"] or h["unexpected"]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
