@@ -51,8 +51,11 @@ async def app_client(app_factory: AppFactory, sqlite_url: str) -> tuple[FastAPI,
 
 
 @pytest.fixture
-async def db_app_client(app_factory: AppFactory, db_url: str) -> tuple[FastAPI, httpx.AsyncClient]:
-    """An app on a fresh database, on SQLite and on PostgreSQL."""
+async def db_app_client(db_url: str, app_factory: AppFactory) -> tuple[FastAPI, httpx.AsyncClient]:
+    """An app on a fresh database, on SQLite and on PostgreSQL.
+
+    `db_url` comes first so it is torn down last: the app stops before its database is dropped.
+    """
     return await app_factory(db_url)
 
 
