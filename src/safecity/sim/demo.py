@@ -21,6 +21,8 @@ from safecity.sim.traffic import TrafficSimulator, pace
 
 log = structlog.get_logger(__name__)
 
+# The default rule pack's demo watch list (src/safecity/warning/rulepacks/default.yaml): synthetic plates.
+DEMO_WATCHED_PLATES = ("沪A12345", "沪B88888", "苏E66666")
 # Devices that go silent in the demo, so a `device.offline` shows up within a minute.
 SILENT_DEVICES = 3
 SILENT_HEARTBEAT_S = 30.0
@@ -47,6 +49,10 @@ def _stats_table(runtime: Any, sent: int, started: float) -> Table:
     table.add_row("events stored", f"{runtime.writer.stats.rows_written:,}")
     table.add_row("dead letters", f"{int(_total(metrics.dead_letters)):,}")
     table.add_row("devices offline raised", f"{runtime.health.raised:,}")
+    warning = runtime.warning
+    if warning is not None:
+        status = warning.status()
+        table.add_row("alerts raised / updated", f"{status.get('raised', 0):,} / {status.get('updated', 0):,}")
     return table
 
 
@@ -115,7 +121,7 @@ async def run_demo(
     runtime.spawn(runtime.roads.ensure_tiles(demo_tiles_path(data_dir, osm)), "road-tiles")
     url = f"http://127.0.0.1:{port}"
     console.print(banner(url, key))
-    sim = TrafficSimulator(talking)
+    sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)
     sent = 0
     started = time.monotonic()
     publisher: aiomqtt.Client | None = None
@@ -146,11 +152,31 @@ async def run_demo(
         await runtime.writer.flush()
         counts = await runtime.events.count_by_kind()
         dead = await runtime.dead_letter_repo.count_by_reason()
+        alerts = (await runtime.alerts.list(limit=10)).items
         server.should_exit = True
         await serve_task
     console.print(summary_table(counts, "Stored events by kind"))
+    console.print(alerts_table(alerts))
     console.print(summary_table(dead, "Dead letters by reason (deliberately bad synthetic inputs)"))
-    return {"sent": sent, "stored": counts, "dead_letters": dead}
+    return {"sent": sent, "stored": counts, "dead_letters": dead, "alerts": len(alerts)}
+
+
+def alerts_table(alerts: list[Any]) -> Table:
+    """The latest alerts: rule, severity, place, repeats and the perceive -> warn latency."""
+    table = Table(title="Latest alerts (最新预警)")
+    for column in ("rule", "headline", "severity", "community", "count", "occurred→fired ms"):
+        table.add_column(column)
+    for alert in alerts:
+        latency = alert.latency_ms.get("occurred_to_fired")
+        table.add_row(
+            alert.rule_id,
+            alert.headline.get("zh", ""),
+            str(alert.severity),
+            alert.community or "-",
+            str(alert.count),
+            f"{latency:.1f}" if latency is not None else "-",
+        )
+    return table
 
 
 async def publish_mqtt(host: str, port: int, *, rate: float, count: int, devices: int, console: Console) -> int:

@@ -39,6 +39,7 @@ class TrafficSimulator:
         seed: int = 11,
         bad_fraction: float = 0.005,
         prefix: str = "safecity",
+        watched_plates: Sequence[str] = (),
     ) -> None:
         if not devices:
             raise ValueError("the simulator needs at least one device")
@@ -46,12 +47,16 @@ class TrafficSimulator:
         self.rng = random.Random(seed)
         self.bad_fraction = bad_fraction
         self.prefix = prefix
+        self.watched_plates = list(watched_plates)
         self.seq = 0
 
     def _topic(self, device: dict[str, Any], kind: str) -> str:
         return f"{self.prefix}/{device['community']}/{kind}/{device['id']}"
 
     def _plate(self) -> str:
+        if self.watched_plates and self.rng.random() < 0.01:
+            # Now and then a car on the demo watch list passes a checkpoint, so the hotlist rule has work.
+            return self.rng.choice(self.watched_plates)
         letters = "".join(self.rng.choices(string.ascii_uppercase.replace("I", "").replace("O", ""), k=1))
         digits = "".join(self.rng.choices(string.digits + "ABCDEFGHJK", k=5))
         return f"{self.rng.choice(_PLATE_PROVINCES)}{letters}{digits}"
