@@ -21,6 +21,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from safecity.runtime import Runtime
 from safecity.sim.district import build_district
 
 THINGSBOARD_ANCHOR_PER_S = 5000.0
+BUDGET_PER_S = 20_000.0
 
 
 def need(binary: str) -> str:
@@ -230,18 +232,55 @@ def find_max(
     return best, steps
 
 
+BROKER_CONF = """listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+set_tcp_nodelay true
+# As docs/deployment.md recommends for an ingest broker: the defaults (1,000 queued, 20 in flight per client)
+# drop QoS 1 bursts for any subscriber that is a few milliseconds behind.
+max_queued_messages 200000
+max_inflight_messages 1000
+"""
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start our own Mosquitto on a free loopback port with the recommended ingest settings."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(BROKER_CONF.format(port=port))
+    proc = subprocess.Popen([need("mosquitto"), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit("mosquitto did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Under a minute: fewer events.")
     parser.add_argument("--topics", type=int, default=8, help="Device topics the load is spread over.")
     parser.add_argument("--workers", type=int, default=2, help="Ingest worker processes (shared subscription).")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument(
+        "--port", type=int, default=None, help="Use the broker on this port (default: start our own Mosquitto)."
+    )
     args = parser.parse_args()
-    seconds = 3.0 if args.quick else 15.0
-    ladder = [15_000.0, 20_000.0, 25_000.0, 30_000.0, 35_000.0, 40_000.0]
+    seconds = 2.0 if args.quick else 15.0
+    # Quick mode starts near the budget so it ends within a minute; the full run climbs from 15,000/s.
+    ladder = [20_000.0, 25_000.0, 30_000.0] if args.quick else [15_000.0, 20_000.0, 25_000.0, 30_000.0, 35_000.0]
+    qos1_ladder = [15_000.0, 20_000.0] if args.quick else [10_000.0, 15_000.0, 20_000.0, 25_000.0]
     sc_logging.configure("warning", json=True)
     workdir = Path(tempfile.mkdtemp(prefix="safecity-bench-"))
+    broker: subprocess.Popen[bytes] | None = None
+    if args.port is None:
+        broker, args.port = start_broker(workdir)
+        print(f"own Mosquitto on 127.0.0.1:{args.port} (recommended ingest settings)", flush=True)
     try:
         limit = broker_limit(args.host, args.port, 100_000 if args.quick else 300_000, workdir)
         print(f"broker limit (mosquitto_pub -> mosquitto_sub, QoS 0): {limit:,.0f} msg/s", flush=True)
@@ -254,25 +293,26 @@ def main() -> None:
         print(f"{args.workers} workers (MQTT shared subscription), QoS 0:", flush=True)
         runs["qos0"] = find_max(args.host, args.port, 0, ladder, seconds, workdir, args.topics, args.workers)
         print(f"{args.workers} workers, QoS 1:", flush=True)
-        runs["qos1"] = find_max(
-            args.host, args.port, 1, [10_000.0, *ladder], seconds, workdir, args.topics, args.workers
-        )
+        runs["qos1"] = find_max(args.host, args.port, 1, qos1_ladder, seconds, workdir, args.topics, args.workers)
         best = runs["qos0"][0] or 0.0
         q1_best = runs["qos1"][0] or 0.0
         ratio = best / limit if math.isfinite(limit) and limit > 0 else None
+        # The budget is a sustained rate: met when a step at >= 20,000/s target ran clean (publisher within 5 %).
+        budget_met = any(st["clean"] and st["target_rate_per_s"] >= BUDGET_PER_S for st in runs["qos0"][1])
         steps = [step for _, found in runs.values() for step in found]
         clean = [step for step in steps if step["clean"]]
         print(
             f"highest clean rate, every event stored exactly once: QoS 0 {best:,.0f} events/s, QoS 1 "
             f"{q1_best:,.0f} events/s ({args.workers} workers); {ratio:.3f} of the broker's C-client limit; "
             f"{best / THINGSBOARD_ANCHOR_PER_S:.1f}x the ThingsBoard anchor ({THINGSBOARD_ANCHOR_PER_S:,.0f}/s on "
-            f"2 vCPU); budget 20,000/s {'met' if best >= 20_000 else 'NOT met'}"
+            f"2 vCPU); budget 20,000/s {'met' if budget_met else 'NOT met'}"
         )
         result = {
             "events_per_s": best,
             "qos1_events_per_s": q1_best,
             "single_worker_events_per_s": runs["qos0_1w"][0] if "qos0_1w" in runs else None,
             "workers": args.workers,
+            "budget_met": budget_met,
             "lost": sum(step["lost"] for step in clean),
             "duplicated": sum(step["duplicated"] for step in steps),
             "broker_limit_per_s": round(limit, 1),
@@ -284,6 +324,9 @@ def main() -> None:
         }
         print(json.dumps(result))
     finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
