@@ -119,7 +119,7 @@ class Runtime:
                 metrics=self.metrics,
             )
         self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role)
-        self.notify = NotifyService(self.engine, self.bus, settings.notify)
+        self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
         self._tasks: list[asyncio.Task[Any]] = []
@@ -196,6 +196,9 @@ class Runtime:
         for device_id, info in self.devices.index.items():
             if info.status in ("active", "offline"):
                 self.health.track(device_id, info.heartbeat_s or default, info.last_seen)
+
+    async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
+        await self.alerts.stamp_hop(alert_id, "delivered", at)
 
     async def _store_event(self, envelope: Envelope) -> None:
         await self.writer.add(envelope)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -87,8 +87,11 @@ class NotifyService:
         *,
         hub: AlertHub | None = None,
         senders: Mapping[Channel, Sender] | None = None,
+        on_alert_delivered: Callable[[str, datetime], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
+        # Called with (alert id, time) on each delivery, so the alert record can stamp its `delivered` hop.
+        self.on_alert_delivered = on_alert_delivered
         self.bus = bus
         self.config = config or NotifyConfig()
         cfg = self.config
@@ -235,7 +238,12 @@ class NotifyService:
         log.info("notify_state_changed", alert_id=change.alert_id, state=str(change.state), cancelled=cancelled)
 
     async def _delivered(self, sub: Subscription, delivery: Delivery, at: datetime) -> None:
-        """After an escalation reached `sub`, schedule the next step of the chain (if `sub` escalates too)."""
+        """Stamp the alert's delivery; after an escalation reached `sub`, schedule the chain's next step."""
+        if self.on_alert_delivered is not None:
+            try:
+                await self.on_alert_delivered(delivery.alert_id, at)
+            except Exception:  # bookkeeping must not fail a delivery that happened
+                log.exception("alert_delivered_stamp_failed", alert_id=delivery.alert_id)
         if delivery.kind != escalation.ESCALATED or delivery.alert_id in self._acked:
             return
         level = int(delivery.body.get("level", 1))
