@@ -68,6 +68,8 @@ class RuleError(InvalidInput):
     def __init__(self, source: str, issues: list[tuple[int | None, str]]) -> None:
         self.source = source
         self.issues = issues
+        # Carried into the problem+json body, so API clients get every issue with its line.
+        self.extensions = {"issues": [{"line": line, "message": msg} for line, msg in issues]}
         super().__init__(summary="; ".join(self.lines()[:5]))
 
     def lines(self) -> list[str]:
