@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -32,8 +32,9 @@ from safecity.store.engine import create_engine, ping, upgrade
 from safecity.store.events import EventRepo
 from safecity.store.writer import EventWriter
 from safecity.warning.alerts import AlertService
+from safecity.warning.backtest import stored_events
 from safecity.warning.notify.service import NotifyService
-from safecity.warning.rules import load_builtin, load_pack
+from safecity.warning.rules import load_builtin, load_pack, state_horizon_s
 from safecity.warning.service import WarningService
 
 log = structlog.get_logger(__name__)
@@ -159,6 +160,10 @@ class Runtime:
         await self.alerts.start()
         await self.notify.start()
         if self.warning is not None:
+            # No snapshot: refill open windows from the events stored over the longest window any rule keeps.
+            now = clock.now()
+            since = now - timedelta(seconds=state_horizon_s(self.warning.engine.pack))
+            await self.warning.rebuild(stored_events(self.events, since, now))
             await self.warning.start()
         self.track_devices()
         self.spawn(self.health.run(), "device-health")

@@ -523,3 +523,18 @@ def schedule_armed(schedule: Schedule, at: datetime, holidays: frozenset[date] =
         if schedule.holidays == "disarmed":
             return False
     return schedule.days is None or _DAYS[day.weekday()] in schedule.days
+
+
+# Fields that hold a window of event time (group_window is about alerts, not about open windows).
+_WINDOW_FIELDS = ("within", "hold", "dwell", "over")
+
+
+def state_horizon_s(pack: RulePack) -> float:
+    """The longest window any rule keeps open: how far back stored events must be replayed to rebuild state."""
+    longest = 0.0
+    for rule in pack.rules:
+        for name in _WINDOW_FIELDS:
+            value = getattr(rule, name, None)
+            if isinstance(value, int | float):
+                longest = max(longest, float(value))
+    return min(longest, MAX_WINDOW_S)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from safecity.kernel import clock
 from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
 from safecity.sensing.pseudonym import Pseudonymizer
-from safecity.warning.engine import Engine, Firing
+from safecity.warning.engine import Engine, EventView, Firing, replay
 from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Text
 from safecity.warning.rules import RulePack
 
@@ -70,6 +70,7 @@ class WarningService:
         self.queue_size = queue_size
         self.now = now
         self.stats = ServiceStats()
+        self.restored = False
         self.engine = self._load(rules)
         self._subs: list[Subscription] = []
         self._timer: asyncio.Task[None] | None = None
@@ -85,8 +86,30 @@ class WarningService:
                 dropped=engine.stats.dropped_rules,
                 open_windows=engine.open_windows(),
             )
+            self.restored = True
             return engine
         return Engine(rules, now=self.now)
+
+    async def rebuild(self, events: AsyncIterator[EventView]) -> int:
+        """Without a snapshot, refill the open windows from stored events (their alerts were raised already).
+
+        Firings during the replay are dropped: they are the alerts of the run before. Returns events replayed.
+        """
+        if self.restored:
+            return 0
+        replayed = 0
+        batch: list[EventView] = []
+        async for ev in events:
+            batch.append(ev)
+            if len(batch) >= 5_000:
+                replay(self.engine, batch)
+                replayed += len(batch)
+                batch.clear()
+                await asyncio.sleep(0)
+        replay(self.engine, batch)
+        replayed += len(batch)
+        log.info("warning_windows_rebuilt", events=replayed, open_windows=self.engine.open_windows())
+        return replayed
 
     async def start(self) -> None:
         """Subscribe to events and device.offline, and start the timer loop."""
