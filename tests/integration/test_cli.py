@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
-from tests.conftest import free_port
 from typer.testing import CliRunner
 
 from safecity.cli import app
 from safecity.sharing.keys import Role
+from tests.conftest import free_port
 
 # The console script of this environment, so the installed entry point itself is exercised.
 SAFECITY = str(Path(sys.executable).with_name("safecity"))

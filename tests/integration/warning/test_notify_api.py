@@ -12,7 +12,6 @@ import orjson
 import pytest
 import uvicorn
 import websockets
-from tests.integration.warning.notify_helpers import free_port, make_alert, raise_alert, wait_for
 
 from safecity.api import notify as notify_api
 from safecity.api.app import create_app
@@ -21,6 +20,7 @@ from safecity.runtime import Runtime
 from safecity.sharing.keys import Role
 from safecity.warning.model import Severity
 from safecity.warning.notify.service import NotifyConfig, NotifyService
+from tests.integration.warning.notify_helpers import free_port, make_alert, raise_alert, wait_for
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import aiomqtt
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
-from tests.integration.warning.notify_helpers import free_port, http_receiver, make_alert, raise_alert, wait_for
 
 from safecity.kernel.bus import MemoryBus
 from safecity.kernel.errors import InvalidInput
@@ -23,6 +22,7 @@ from safecity.warning.model import Severity
 from safecity.warning.notify.chat import render
 from safecity.warning.notify.service import NotifyConfig, NotifyService
 from safecity.warning.notify.subscriptions import Channel, Locale, SubscriptionCreate
+from tests.integration.warning.notify_helpers import free_port, http_receiver, make_alert, raise_alert, wait_for
 
 
 @pytest.fixture

@@ -9,6 +9,11 @@ from typing import Any
 import orjson
 import pytest
 from standardwebhooks import Webhook
+
+from safecity.kernel.bus import MemoryBus
+from safecity.store.engine import create_engine, upgrade
+from safecity.warning.notify.service import NotifyConfig, NotifyService
+from safecity.warning.notify.subscriptions import Channel, SubscriptionCreate
 from tests.integration.warning.notify_helpers import (
     acknowledge,
     free_port,
@@ -18,11 +23,6 @@ from tests.integration.warning.notify_helpers import (
     silent_server,
     wait_for,
 )
-
-from safecity.kernel.bus import MemoryBus
-from safecity.store.engine import create_engine, upgrade
-from safecity.warning.notify.service import NotifyConfig, NotifyService
-from safecity.warning.notify.subscriptions import Channel, SubscriptionCreate
 
 FAST = {
     "allow_loopback": True,
