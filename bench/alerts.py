@@ -593,14 +593,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     opts = ap.parse_args(argv)
     quick = opts.quick
     defaults = {
-        "duration": 2.5 if quick else 20.0,
+        "duration": 2.0 if quick else 20.0,
         "warmup": 0.5 if quick else 2.0,
         "pairs": 50 if quick else 300,
         "temps": 20 if quick else 100,
         "buildings": 1000 if quick else 5000,
         "find_max_start": 5_000.0,
         "our_find_max_start": 2_000.0 if quick else 1_000.0,
-        "find_max_budget": 10.0 if quick else 600.0,
+        "find_max_budget": 5.0 if quick else 600.0,
         "refine": 0 if quick else 2,
     }
     for k, v in defaults.items():
