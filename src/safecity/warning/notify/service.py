@@ -1,9 +1,10 @@
-"""NotifyService: turns `alert.*` messages into outbox rows for every matching subscription and runs the dispatcher.
+"""NotifyService: pushes `alert.*` messages to live WebSocket clients at once, queues outbox rows for every matching
+subscription (committed in batches by an OutboxWriter) and runs the dispatcher.
 
 notify = NotifyService(runtime.engine, runtime.bus, NotifyConfig(...))
-await notify.start()   # loads subscriptions, subscribes `alert.>` (durable "notify"), starts the dispatcher
+await notify.start()   # loads subscriptions, starts writer + dispatcher, subscribes `alert.>` (durable "notify")
 ...
-await notify.stop()
+await notify.stop()    # stops consuming, commits the queued outbox writes, stops delivering
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import msgspec
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
@@ -41,6 +43,7 @@ from safecity.warning.notify.subscriptions import (
 )
 from safecity.warning.notify.webhook import HostPolicy, WebhookSender, new_secret
 from safecity.warning.notify.websocket import AlertHub
+from safecity.warning.notify.writer import OutboxWrite, OutboxWriter
 
 log = structlog.get_logger(__name__)
 
@@ -88,10 +91,17 @@ class NotifyService:
         hub: AlertHub | None = None,
         senders: Mapping[Channel, Sender] | None = None,
         on_alert_delivered: Callable[[str, datetime], Awaitable[None]] | None = None,
+        writer_interval_s: float = 0.05,
+        writer_max_ops: int = 500,
+        writer_queue_size: int = 10_000,
+        writer_retry_initial_s: float = 0.05,
+        writer_retry_max_s: float = 5.0,
+        stop_flush_s: float = 30.0,
     ) -> None:
         self.engine = engine
         # Called with (alert id, time) on each delivery, so the alert record can stamp its `delivered` hop.
         self.on_alert_delivered = on_alert_delivered
+        self.stop_flush_s = stop_flush_s
         self.bus = bus
         self.config = config or NotifyConfig()
         cfg = self.config
@@ -124,41 +134,81 @@ class NotifyService:
             poll_interval_s=cfg.poll_interval_s,
             on_delivered=self._delivered,
         )
+        # The bus handler only queues outbox writes; this writer commits them in batches (wakes the dispatcher).
+        self.writer = OutboxWriter(
+            engine,
+            interval_s=writer_interval_s,
+            max_ops=writer_max_ops,
+            queue_size=writer_queue_size,
+            retry_initial_s=writer_retry_initial_s,
+            retry_max_s=writer_retry_max_s,
+            on_commit=self.dispatcher.wake,
+        )
         self._acked: OrderedDict[str, None] = OrderedDict()
         self._bus_sub: BusSubscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load subscriptions, subscribe to `alert.>` (durable), start the dispatcher."""
+        """Load subscriptions, start the outbox writer and the dispatcher, subscribe to `alert.>` (durable)."""
         await self.reload()
-        self._bus_sub = await self.bus.subscribe("alert.>", self.handle, durable=self.config.durable)
+        self._writer_task = asyncio.create_task(self.writer.run(), name="notify-writer")
         self._task = asyncio.create_task(self._run(), name="notify")
+        self._bus_sub = await self.bus.subscribe("alert.>", self.handle, durable=self.config.durable)
         log.info("notify_started", subscriptions=len(self._subs))
 
     async def stop(self) -> None:
-        """Stop consuming and delivering; undelivered rows stay in the outbox for the next start."""
+        """Stop consuming, commit what is queued for the outbox, stop delivering (undelivered rows stay)."""
         if self._bus_sub is not None:
             await self._bus_sub.stop()
             self._bus_sub = None
+        if self._writer_task is not None:
+            try:
+                async with asyncio.timeout(self.stop_flush_s):
+                    await self.writer.flush()
+            except TimeoutError:
+                # The database stayed unreachable: these alerts went to live clients but not to the outbox.
+                log.error("notify_stop_flush_timeout", writes_lost=self.writer.queued)
+            self.writer.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
         await self.webhooks.close()
         await self.mqtt.close()
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.dispatcher.run(), name="notify-dispatcher")
+            tg.create_task(self._dispatch_supervised(), name="notify-dispatcher")
             tg.create_task(self._refresh_loop(), name="notify-refresh")
+
+    async def _dispatch_supervised(self) -> None:
+        """Run the dispatcher; restart it after a database failure (leases of rows it held expire and are retried)."""
+        delay = 0.1
+        while True:
+            try:
+                await self.dispatcher.run()
+            except Exception:
+                log.exception("notify_dispatcher_failed", restart_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.refresh_s)
-            await self.reload()
+            try:
+                await self.reload()
+            except (SQLAlchemyError, OSError) as err:
+                # Keep the cached subscriptions; the next refresh tries again.
+                log.warning("notify_reload_failed", error=str(err))
 
     async def reload(self) -> None:
         """Reload the subscription cache from the database."""
@@ -182,31 +232,24 @@ class NotifyService:
         is_new = envelope.key == "alert.raised"
         alert_doc = msgspec.to_builtins(alert)
         base = {"type": "new" if is_new else "update", "key": envelope.key, "alert": alert_doc}
+        # Live clients first, before and regardless of any database write: the push must not queue behind inserts.
+        self.hub.publish_alert(alert, base)
         matched = matching(list(self._subs.values()), alert)
         rows: list[dict[str, Any]] = []
-        async with self.engine.begin() as conn:
-            repo = OutboxRepo(conn)
-            refreshed: set[str] = set()
-            if not is_new:
-                # Coalesce: an update not yet tried is replaced, so an alert storm costs one message per endpoint.
-                refreshed = await repo.refresh_pending_updates(
-                    alert.alert_id, [s.id for s in matched], {**base, "subscription_id": None}
+        for sub in matched:
+            rows.append(self._row(envelope.id, sub.id, envelope.key, alert.alert_id, {**base}, now, now))
+            due = escalation.escalation_due(sub, now) if is_new else None
+            if due is not None and sub.escalate_to and alert.alert_id not in self._acked:
+                body = {**base, "type": "escalation", "escalated_from": sub.id, "level": 1}
+                rows.append(
+                    self._row(envelope.id, sub.escalate_to, escalation.ESCALATED, alert.alert_id, body, due, now)
                 )
-            for sub in matched:
-                if sub.id in refreshed:
-                    continue
-                rows.append(self._row(envelope.id, sub.id, envelope.key, alert.alert_id, {**base}, now, now))
-                due = escalation.escalation_due(sub, now) if is_new else None
-                if due is not None and sub.escalate_to and alert.alert_id not in self._acked:
-                    body = {**base, "type": "escalation", "escalated_from": sub.id, "level": 1}
-                    rows.append(
-                        self._row(envelope.id, sub.escalate_to, escalation.ESCALATED, alert.alert_id, body, due, now)
-                    )
-            await repo.enqueue(rows)
-        self.hub.publish_alert(alert, base)
-        if rows or refreshed:
-            self.dispatcher.wake()
-        log.info("notify_enqueued", alert_id=alert.alert_id, rows=len(rows), coalesced=len(refreshed))
+        if not rows:
+            return
+        # Coalesce: an update not yet tried is replaced, so an alert storm costs one message per endpoint.
+        coalesce = None if is_new else {**base, "subscription_id": None}
+        await self.writer.add(OutboxWrite(rows=rows, alert_id=alert.alert_id, coalesce_body=coalesce))
+        log.debug("notify_enqueued", alert_id=alert.alert_id, rows=len(rows))
 
     @staticmethod
     def _row(
@@ -227,15 +270,14 @@ class NotifyService:
         }
 
     async def _on_state(self, change: AlertStateChanged) -> None:
-        cancelled = 0
+        self.hub.publish_state({"type": "state", "key": "alert.state_changed", "change": msgspec.to_builtins(change)})
         if escalation.acknowledges(change.state):
             self._acked[change.alert_id] = None
             if len(self._acked) > _ACKED_MEMORY:
                 self._acked.popitem(last=False)
-            async with self.engine.begin() as conn:
-                cancelled = await OutboxRepo(conn).cancel_escalations(change.alert_id, clock.now())
-        self.hub.publish_state({"type": "state", "key": "alert.state_changed", "change": msgspec.to_builtins(change)})
-        log.info("notify_state_changed", alert_id=change.alert_id, state=str(change.state), cancelled=cancelled)
+            # Same queue as the inserts: the cancellation is applied after the escalation rows it cancels.
+            await self.writer.add(OutboxWrite(cancel_escalations_of=change.alert_id, at=clock.now()))
+        log.info("notify_state_changed", alert_id=change.alert_id, state=str(change.state))
 
     async def _delivered(self, sub: Subscription, delivery: Delivery, at: datetime) -> None:
         """Stamp the alert's delivery; after an escalation reached `sub`, schedule the chain's next step."""
@@ -252,9 +294,7 @@ class NotifyService:
             return
         body = {**delivery.body, "escalated_from": sub.id, "level": level + 1}
         row = self._row(delivery.id, sub.escalate_to, escalation.ESCALATED, delivery.alert_id, body, due, at)
-        async with self.engine.begin() as conn:
-            await OutboxRepo(conn).enqueue([row])
-        self.dispatcher.wake()
+        await self.writer.add(OutboxWrite(rows=[row], alert_id=delivery.alert_id))
 
     # --- subscriptions ----------------------------------------------------------------------------------------
 
