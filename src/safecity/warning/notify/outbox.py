@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock
@@ -90,6 +91,7 @@ class DispatcherStats:
     failed_attempts: int = 0
     dead: int = 0
     deferred: int = 0
+    db_retries: int = 0
     by_subscription: dict[str, int] = field(default_factory=dict)
 
 
@@ -108,6 +110,8 @@ class OutboxDispatcher:
         claim_limit: int = 500,
         poll_interval_s: float = 1.0,
         on_delivered: OnDelivered | None = None,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 5.0,
     ) -> None:
         self.engine = engine
         self.senders = dict(senders)
@@ -118,6 +122,8 @@ class OutboxDispatcher:
         self.claim_limit = claim_limit
         self.poll_interval_s = poll_interval_s
         self.on_delivered = on_delivered
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
         self.stats = DispatcherStats()
         self._wake = asyncio.Event()
         self._busy: set[str] = set()
@@ -139,15 +145,29 @@ class OutboxDispatcher:
         finally:
             # Stopping: hand back leases of rows not finished here, so a restart delivers them at once.
             if self._claimed:
-                async with self.engine.begin() as conn:
-                    await OutboxRepo(conn).release(sorted(self._claimed), clock.now())
+                try:
+                    async with self.engine.begin() as conn:
+                        await OutboxRepo(conn).release(sorted(self._claimed), clock.now())
+                except (SQLAlchemyError, OSError) as err:
+                    # Their leases expire on their own; they are delivered then.
+                    log.warning("notify_release_failed", rows=len(self._claimed), error=str(err))
                 self._claimed.clear()
 
     async def _loop(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            failures = 0
             while True:
                 self._wake.clear()
-                batches = await self._claim()
+                try:
+                    batches = await self._claim()
+                except (SQLAlchemyError, OSError) as err:
+                    # Database locked or connection dropped: keep the running lanes, look again after a pause.
+                    failures += 1
+                    delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(failures - 1, 10))
+                    log.warning("notify_claim_failed", retry_in_s=delay, error=str(err))
+                    await asyncio.sleep(delay)
+                    continue
+                failures = 0
                 for sub_id, rows in batches.items():
                     self._busy.add(sub_id)
                     tg.create_task(self._lane(sub_id, rows), name=f"notify-lane-{sub_id}")
@@ -160,8 +180,12 @@ class OutboxDispatcher:
                     pass
 
     async def _sleep_s(self) -> float:
-        async with self.engine.connect() as conn:
-            next_at = await OutboxRepo(conn).next_due_at()
+        try:
+            async with self.engine.connect() as conn:
+                next_at = await OutboxRepo(conn).next_due_at()
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("notify_next_due_failed", error=str(err))
+            return self.poll_interval_s
         if next_at is None:
             return self.poll_interval_s
         wait = (next_at - clock.now()).total_seconds()
@@ -195,15 +219,33 @@ class OutboxDispatcher:
             self._busy.discard(sub_id)
             self.wake()
 
+    async def _write(self, what: str, apply: Callable[[OutboxRepo], Awaitable[Any]]) -> None:
+        """Run one small write transaction, retrying transient failures."""
+        # A lane must not die on a locked database: its rows would stay leased, and one already sent would be sent
+        # again once the lease ran out.
+        delay = self.retry_initial_s
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    await apply(OutboxRepo(conn))
+                return
+            except (SQLAlchemyError, OSError) as err:
+                self.stats.db_retries += 1
+                log.warning("notify_outbox_write_failed", what=what, retry_in_s=delay, error=str(err))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max_s)
+
     async def _defer(self, rows: list[dict[str, Any]], at: datetime) -> None:
         if not rows:
             return
         self.stats.deferred += len(rows)
         self._claimed.difference_update(r["id"] for r in rows)
-        async with self.engine.begin() as conn:
-            repo = OutboxRepo(conn)
+
+        async def apply(repo: OutboxRepo) -> None:
             for row in rows:
                 await repo.mark_retry(row["id"], row["attempts"], at, row["last_error"])
+
+        await self._write("defer", apply)
 
     async def _attempt(self, sub_id: str, row: dict[str, Any]) -> datetime | None:
         """Try one row; return the retry time when the endpoint failed and more rows should wait."""
@@ -237,8 +279,7 @@ class OutboxDispatcher:
             # into the dispatcher (that would stop every other endpoint).
             return await self._failed(row, attempt, f"{type(err).__name__}: {err}")
         at = clock.now()
-        async with self.engine.begin() as conn:
-            await OutboxRepo(conn).mark_delivered(row["id"], at, attempt)
+        await self._write("delivered", lambda repo: repo.mark_delivered(row["id"], at, attempt))
         self.stats.delivered += 1
         self.stats.by_subscription[sub_id] = self.stats.by_subscription.get(sub_id, 0) + 1
         log.info("notify_delivered", outbox_id=row["id"], subscription_id=sub_id, alert_id=row["alert_id"])
@@ -252,8 +293,7 @@ class OutboxDispatcher:
             await self._dead(row, attempt, error)
             return None
         retry_at = clock.now() + timedelta(seconds=self.policy.delay_s(attempt, self._rng))
-        async with self.engine.begin() as conn:
-            await OutboxRepo(conn).mark_retry(row["id"], attempt, retry_at, error[:MAX_ERROR_CHARS])
+        await self._write("retry", lambda repo: repo.mark_retry(row["id"], attempt, retry_at, error[:MAX_ERROR_CHARS]))
         log.warning(
             "notify_attempt_failed", outbox_id=row["id"], subscription_id=row["subscription_id"], attempt=attempt
         )
@@ -261,8 +301,7 @@ class OutboxDispatcher:
 
     async def _dead(self, row: dict[str, Any], attempt: int, error: str) -> None:
         self.stats.dead += 1
-        async with self.engine.begin() as conn:
-            await OutboxRepo(conn).mark_dead(row["id"], attempt, error[:MAX_ERROR_CHARS])
+        await self._write("dead", lambda repo: repo.mark_dead(row["id"], attempt, error[:MAX_ERROR_CHARS]))
         log.warning("notify_dead", outbox_id=row["id"], subscription_id=row["subscription_id"], attempts=attempt)
 
 

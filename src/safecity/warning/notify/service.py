@@ -129,6 +129,8 @@ class NotifyService:
                 max_s=cfg.backoff_max_s,
                 jitter=cfg.backoff_jitter,
             ),
+            retry_initial_s=writer_retry_initial_s,
+            retry_max_s=writer_retry_max_s,
             attempt_timeout_s=cfg.attempt_timeout_s,
             lane_batch=cfg.lane_batch,
             poll_interval_s=cfg.poll_interval_s,
@@ -164,6 +166,11 @@ class NotifyService:
         if self._bus_sub is not None:
             await self._bus_sub.stop()
             self._bus_sub = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         if self._writer_task is not None:
             try:
                 async with asyncio.timeout(self.stop_flush_s):
@@ -172,12 +179,6 @@ class NotifyService:
                 # The database stayed unreachable: these alerts went to live clients but not to the outbox.
                 log.error("notify_stop_flush_timeout", writes_lost=self.writer.queued)
             self.writer.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._writer_task is not None:
             self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task

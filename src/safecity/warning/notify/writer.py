@@ -99,7 +99,8 @@ class OutboxWriter:
         self.retry_max_s = retry_max_s
         self.on_commit = on_commit
         self.stats = OutboxWriterStats()
-        self._queue: asyncio.Queue[OutboxWrite] = asyncio.Queue(maxsize=queue_size)
+        # None is a "commit now" marker put by flush(), so a stop does not wait out the batch window.
+        self._queue: asyncio.Queue[OutboxWrite | None] = asyncio.Queue(maxsize=queue_size)
         self._outstanding = 0  # writes added and not yet committed (queued, gathered or being committed)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -124,6 +125,8 @@ class OutboxWriter:
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
+        if self._outstanding:
+            await self._queue.put(None)
         while self._outstanding:
             await self._idle.wait()
 
@@ -135,29 +138,40 @@ class OutboxWriter:
         """Commit batches until cancelled."""
         while True:
             batch = await self._next_batch()
-            await self._commit_with_retry(batch)
+            if not batch:
+                continue
+            try:
+                await self._commit_with_retry(batch)
+            except Exception:
+                # Not a database failure (those are retried) but a bug: report it, keep the writer alive.
+                self.stats.rejected += len(batch)
+                log.exception("outbox_batch_failed", writes=len(batch))
             self._outstanding -= len(batch)
             if self._outstanding == 0:
                 self._idle.set()
 
     async def _next_batch(self) -> list[OutboxWrite]:
-        """Gather writes for up to `interval_s` after the first one, or `max_ops` writes."""
-        batch = [await self._queue.get()]
+        """Gather writes for up to `interval_s` after the first one, `max_ops` writes, or until a flush marker."""
+        first = await self._queue.get()
+        if first is None:
+            return []
+        batch = [first]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.interval_s
         while len(batch) < self.max_ops:
             try:
-                batch.append(self._queue.get_nowait())
-                continue
+                item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is None:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+            batch.append(item)
         return batch
 
     async def _commit_with_retry(self, batch: list[OutboxWrite]) -> None:
