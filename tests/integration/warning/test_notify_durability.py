@@ -65,9 +65,11 @@ async def test_sqlite_lock_delays_the_outbox_but_not_live_push_and_loses_nothing
             assert sorted(_drain(live.queue)) == sorted(a.alert_id for a in before)
 
             during = [make_alert() for _ in range(200)]
-            locker = sqlite3.connect(path, isolation_level=None)
+            await wait_for(lambda: svc.dispatcher.stats.delivered == 20)
+            # Taken off the event loop: the service may be finishing a write transaction, which needs the loop.
+            locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             try:
-                locker.execute("BEGIN EXCLUSIVE")
+                await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
                 for alert in during:
                     await raise_alert(bus, alert)
                 # Every alert reaches the live client while no outbox row can be written.

@@ -207,17 +207,42 @@ class OutboxDispatcher:
         return {s: kept for s, lane in picked.items() if (kept := [r for r in lane if r["id"] in won])}
 
     async def _lane(self, sub_id: str, rows: list[dict[str, Any]]) -> None:
+        done: list[tuple[Subscription, Delivery, datetime]] = []
         try:
             for index, row in enumerate(rows):
-                retry_at = await self._attempt(sub_id, row)
-                self._claimed.discard(row["id"])
+                retry_at = await self._attempt(sub_id, row, done)
                 if retry_at is not None:
+                    await self._record_delivered(done)
+                    self._claimed.discard(row["id"])
                     # The endpoint is failing: do not spend a timeout per queued row, try them all again later.
                     await self._defer(rows[index + 1 :], retry_at)
                     return
+                if not done or done[-1][1].id != row["id"]:
+                    self._claimed.discard(row["id"])  # dead-lettered (already written)
+            await self._record_delivered(done)
         finally:
             self._busy.discard(sub_id)
             self.wake()
+
+    async def _record_delivered(self, done: list[tuple[Subscription, Delivery, datetime]]) -> None:
+        """Mark a lane's delivered rows in one transaction (not one commit per message), then run the hooks."""
+        if not done:
+            return
+        batch = list(done)
+        done.clear()
+
+        async def apply(repo: OutboxRepo) -> None:
+            for _sub, delivery, at in batch:
+                await repo.mark_delivered(delivery.id, at, delivery.attempt)
+
+        await self._write("delivered", apply)
+        for sub, delivery, at in batch:
+            self._claimed.discard(delivery.id)
+            self.stats.delivered += 1
+            self.stats.by_subscription[sub.id] = self.stats.by_subscription.get(sub.id, 0) + 1
+            log.info("notify_delivered", outbox_id=delivery.id, subscription_id=sub.id, alert_id=delivery.alert_id)
+            if self.on_delivered is not None:
+                await self.on_delivered(sub, delivery, at)
 
     async def _write(self, what: str, apply: Callable[[OutboxRepo], Awaitable[Any]]) -> None:
         """Run one small write transaction, retrying transient failures."""
@@ -247,8 +272,10 @@ class OutboxDispatcher:
 
         await self._write("defer", apply)
 
-    async def _attempt(self, sub_id: str, row: dict[str, Any]) -> datetime | None:
-        """Try one row; return the retry time when the endpoint failed and more rows should wait."""
+    async def _attempt(
+        self, sub_id: str, row: dict[str, Any], done: list[tuple[Subscription, Delivery, datetime]]
+    ) -> datetime | None:
+        """Try one row (a success is appended to `done`); return the retry time when the endpoint failed."""
         attempt = int(row["attempts"]) + 1
         sub = self.lookup(sub_id)
         if sub is None or not sub.enabled:
@@ -278,13 +305,7 @@ class OutboxDispatcher:
             # The lane is the supervisor of one endpoint: any failure there is recorded and retried, never raised
             # into the dispatcher (that would stop every other endpoint).
             return await self._failed(row, attempt, f"{type(err).__name__}: {err}")
-        at = clock.now()
-        await self._write("delivered", lambda repo: repo.mark_delivered(row["id"], at, attempt))
-        self.stats.delivered += 1
-        self.stats.by_subscription[sub_id] = self.stats.by_subscription.get(sub_id, 0) + 1
-        log.info("notify_delivered", outbox_id=row["id"], subscription_id=sub_id, alert_id=row["alert_id"])
-        if self.on_delivered is not None:
-            await self.on_delivered(sub, delivery, at)
+        done.append((sub, delivery, clock.now()))
         return None
 
     async def _failed(self, row: dict[str, Any], attempt: int, error: str) -> datetime | None:

@@ -91,7 +91,7 @@ class NotifyService:
         hub: AlertHub | None = None,
         senders: Mapping[Channel, Sender] | None = None,
         on_alert_delivered: Callable[[str, datetime], Awaitable[None]] | None = None,
-        writer_interval_s: float = 0.05,
+        writer_interval_s: float = 0.0,
         writer_max_ops: int = 500,
         writer_queue_size: int = 10_000,
         writer_retry_initial_s: float = 0.05,
