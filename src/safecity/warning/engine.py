@@ -262,7 +262,12 @@ class _Matcher:
             memo = ev._memo = {}
         result = memo.get(self.when)
         if result is None:
-            result = memo[self.when] = self.evaluate(ev)
+            fast = self.fast
+            if fast is not None:
+                result = fast(ev._cel if ev._cel is not None else ev.cel())
+            if result is None:
+                result = self.evaluate(ev)
+            memo[self.when] = result
         if result is True:
             return True
         if result is ERROR:
