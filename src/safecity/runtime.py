@@ -203,7 +203,7 @@ class Runtime:
                 self.health.track(device_id, info.heartbeat_s or default, info.last_seen)
 
     async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
-        await self.alerts.stamp_hop(alert_id, "delivered", at)
+        self.alerts.note_delivered(alert_id, at)
 
     async def _store_event(self, envelope: Envelope) -> None:
         await self.writer.add(envelope)

@@ -7,6 +7,7 @@ feedback and time, and published as `alert.state_changed`.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import itertools
 from datetime import datetime, timedelta
@@ -40,6 +41,9 @@ from safecity.warning.model import (
 )
 
 log = structlog.get_logger(__name__)
+
+# Rounds (0.2 s each) a delivered stamp waits for its alert to be stored before it is dropped.
+DELIVERED_STAMP_TRIES = 50
 
 # Hop order along the perceive -> warn -> deliver path; latencies are reported between neighbours present.
 HOP_ORDER = ("occurred", "received", "tagged", "fired", "stored", "delivered")
@@ -252,18 +256,65 @@ class AlertService:
         self.tier = tier
         self.sender = f"safecity@{node_id}"
         self._subs: builtins.list[Subscription] = []
+        # Delivered stamps wait here and are written in one transaction a round: one write per delivery fought the
+        # event writer for SQLite's lock, and a delivery can overtake the storing of its alert.
+        self._delivered: dict[str, tuple[datetime, int]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe to `alert.raised` and `alert.updated` (durable, so a restart misses nothing)."""
         for key in (ALERT_RAISED, ALERT_UPDATED):
             durable = f"alert-store-{key.name.split('.', 1)[1]}"
             self._subs.append(await self.bus.subscribe(key.name, self.handle, durable=durable))
+        self._flusher = asyncio.create_task(self._flush_loop(), name="alert-delivered-stamps")
 
     async def stop(self) -> None:
-        """Stop the subscriptions."""
+        """Stop the subscriptions and write the pending delivered stamps."""
         for sub in self._subs:
             await sub.stop()
         self._subs.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await self.flush_delivered()
+
+    def note_delivered(self, alert_id: str, at: datetime) -> None:
+        """Remember an alert's first delivery; written by the next flush (never blocks a channel)."""
+        known = self._delivered.get(alert_id)
+        if known is None or at < known[0]:
+            self._delivered[alert_id] = (at, known[1] if known else 0)
+
+    async def _flush_loop(self, every_s: float = 0.2) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.flush_delivered()
+
+    async def flush_delivered(self) -> None:
+        """Stamp `delivered` on every noted alert in one transaction; alerts not stored yet wait for the next round."""
+        if not self._delivered:
+            return
+        batch, self._delivered = self._delivered, {}
+        waiting: dict[str, tuple[datetime, int]] = {}
+        try:
+            async with self.engine.begin() as conn:
+                repo = AlertRepo(conn)
+                for alert_id, (at, tries) in batch.items():
+                    row = await repo.get(alert_id, for_update=True)
+                    if row is None:
+                        if tries < DELIVERED_STAMP_TRIES:
+                            waiting[alert_id] = (at, tries + 1)
+                        continue
+                    hops = dict(row["hops"] or {})
+                    if "delivered" not in hops:
+                        hops["delivered"] = at.isoformat()
+                        await repo.set_hops(alert_id, hops)
+        except Exception:  # locked or unreachable database: keep every stamp for the next round
+            log.warning("alert_delivered_stamps_deferred", alerts=len(batch), exc_info=True)
+            waiting = batch
+        for alert_id, (at, tries) in waiting.items():
+            newer = self._delivered.get(alert_id)  # noted again during the flush: keep the earlier time
+            self._delivered[alert_id] = (min(at, newer[0]) if newer else at, tries)
 
     async def handle(self, envelope: Envelope) -> None:
         """Store one `alert.raised` / `alert.updated` message (idempotent: upsert by alert id)."""
