@@ -94,6 +94,7 @@ async def run_demo(
         node_id="demo-hub",
         database={"url": f"sqlite+aiosqlite:///{data_dir / 'safecity.db'}"},
         bus={"kind": "memory"},
+        warning={"snapshot": data_dir / "warning.snapshot"},
         mqtt={
             "enabled": bool(mqtt),
             "host": mqtt_host or "127.0.0.1",
