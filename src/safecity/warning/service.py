@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
@@ -28,6 +30,8 @@ from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Tex
 from safecity.warning.rules import RulePack
 
 log = structlog.get_logger(__name__)
+
+_SEAL_BYTES = 32  # HMAC-SHA256 in front of every snapshot file
 
 DURABLE = "warning-engine"
 BACKLOG_WARN = 1_000
@@ -79,7 +83,13 @@ class WarningService:
 
     def _load(self, rules: RulePack) -> Engine:
         if self.snapshot_path is not None and self.snapshot_path.is_file():
-            engine = Engine.restore(rules, self.snapshot_path.read_bytes(), now=self.now)
+            raw = self.snapshot_path.read_bytes()
+            seal, data = raw[:_SEAL_BYTES], raw[_SEAL_BYTES:]
+            if not hmac.compare_digest(seal, self._seal(data)):
+                # The snapshot is a pickle: only a file this node sealed with its own key is ever loaded.
+                log.warning("warning_snapshot_refused", path=str(self.snapshot_path), reason="seal does not match")
+                return Engine(rules, now=self.now)
+            engine = Engine.restore(rules, data, now=self.now)
             log.info(
                 "warning_snapshot_restored",
                 rules=engine.stats.restored_rules,
@@ -135,13 +145,19 @@ class WarningService:
         self.save_snapshot()
         log.info("warning_stopped", **asdict(self.stats))
 
+    def _seal(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of a snapshot under a key derived from the district's secret (a fixed one in tests)."""
+        secret = self.pseudonymizer("snapshot-seal", "warning-engine") if self.pseudonymizer else "unsealed"
+        return hmac.new(secret.encode(), data, hashlib.sha256).digest()
+
     def save_snapshot(self) -> None:
         """Write the engine's state atomically (temp file + rename)."""
         if self.snapshot_path is None:
             return
         self.snapshot_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.snapshot_path.with_suffix(".tmp")
-        tmp.write_bytes(self.engine.snapshot())
+        data = self.engine.snapshot()
+        tmp.write_bytes(self._seal(data) + data)
         os.replace(tmp, self.snapshot_path)
         self.stats.snapshots += 1
 

@@ -139,6 +139,34 @@ async def test_restart_with_a_snapshot_keeps_the_open_window(tmp_path: Path) -> 
     await bus.close()
 
 
+async def test_a_tampered_snapshot_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "warning.snapshot"
+    bus = MemoryBus()
+    await bus.start()
+    alerts = await collect(bus)
+    key = Pseudonymizer(b"k" * 32)
+    service = WarningService(bus, peer_pack(), snapshot_path=path, pseudonymizer=key)
+    await service.start()
+    await bus.publish(smoke("d1", "b1", T0, alarm=True))
+    await bus.drain()
+    await service.stop()
+    # A snapshot is a pickle: one whose seal does not match (edited, or written under another key) is not loaded.
+    assert WarningService(bus, peer_pack(), snapshot_path=path, pseudonymizer=key).restored
+    other = WarningService(bus, peer_pack(), snapshot_path=path, pseudonymizer=Pseudonymizer(b"x" * 32))
+    assert not other.restored
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    again = WarningService(bus, peer_pack(), snapshot_path=path, pseudonymizer=key)
+    assert not again.restored
+    await again.start()
+    await bus.publish(smoke("d2", "b1", T0 + timedelta(seconds=30), alarm=True))
+    await bus.drain()
+    assert alerts == []  # the first alarm's window was not restored
+    await again.stop()
+    await bus.close()
+
+
 async def test_absence_timer_loop_publishes_without_further_events() -> None:
     bus = MemoryBus()
     await bus.start()
