@@ -20,6 +20,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+# Property tests check behaviour, not speed: no per-example deadline, so a loaded CI machine cannot make them flaky.
+hypothesis_settings.register_profile("safecity", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("safecity")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SAFECITY_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
