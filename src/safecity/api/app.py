@@ -101,8 +101,10 @@ async def readyz(request: Request) -> JSONResponse:
 
 @ops_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition of this node's metrics."""
-    return Response(request.app.state.runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition of this node's metrics (bus backlog read at scrape time)."""
+    runtime = request.app.state.runtime
+    runtime.update_lag_metrics()
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> FastAPI:

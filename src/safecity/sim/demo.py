@@ -141,7 +141,6 @@ async def run_demo(
                 sent += 1
                 await pace(rate, started, sent)
                 if sent % max(int(rate // 2), 1) == 0:
-                    runtime.update_lag_metrics()
                     live.update(_stats_table(runtime, sent, started))
             live.update(_stats_table(runtime, sent, started))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -65,3 +65,9 @@ async def test_ready_fails_when_the_bus_is_down(app_client: tuple[FastAPI, httpx
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["bus"]["ok"] is False
+
+
+async def test_metrics_report_the_bus_backlog_per_subscription(app_client) -> None:
+    _, client = app_client
+    text = (await client.get("/metrics")).text
+    assert 'safecity_bus_lag{subscription="store-writer"}' in text
