@@ -38,10 +38,10 @@ TOPIC_KINDS: dict[str, tuple[str, DeviceKind | None]] = {
 }
 
 
-def route_topic(topic: str, prefix: str) -> tuple[str, str | None, DeviceKind | None, str | None] | None:
-    """Map a topic to (format, device_id, device kind, topic kind); None when the topic is not ours."""
+def route_topic(topic: str, prefix: str) -> tuple[str, str | None, DeviceKind | None] | None:
+    """Map a topic to (format, device_id, device kind); None when the topic is not ours."""
     if topic.startswith("frigate/"):
-        return ("frigate", None, DeviceKind.VIDEO, None)
+        return ("frigate", None, DeviceKind.VIDEO)
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != prefix:
         return None
@@ -50,7 +50,7 @@ def route_topic(topic: str, prefix: str) -> tuple[str, str | None, DeviceKind | 
     if found is None:
         return None
     fmt, kind = found
-    return (fmt, device_id, kind, topic_kind)
+    return (fmt, device_id, kind)
 
 
 class TopicIngest:
@@ -70,7 +70,7 @@ class TopicIngest:
         if route is None:
             self.pipeline.dead_letter_topic(raw, topic=topic, source=self.source)
             return
-        fmt, device_id, kind, _ = route
+        fmt, device_id, kind = route
         await self.pipeline.ingest(raw, fmt=fmt, source=self.source, topic=topic, device_id=device_id, kind=kind)
 
 
