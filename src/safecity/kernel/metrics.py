@@ -45,6 +45,11 @@ class Metrics:
         )
         self.devices_offline = Counter("safecity_devices_offline", "device.offline events raised.", registry=r)
 
+    @staticmethod
+    def total(counter: Counter) -> float:
+        """Sum of a labelled counter over all its label values."""
+        return float(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
+
     def render(self) -> bytes:
         """Return the text exposition format."""
         return generate_latest(self.registry)

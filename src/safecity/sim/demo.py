@@ -45,19 +45,15 @@ def _stats_table(runtime: Any, sent: int, started: float) -> Table:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("messages sent by simulator", f"{sent:,} ({sent / elapsed:,.0f}/s)")
-    table.add_row("events published", f"{int(_total(metrics.events_out)):,}")
+    table.add_row("events published", f"{int(metrics.total(metrics.events_out)):,}")
     table.add_row("events stored", f"{runtime.writer.stats.rows_written:,}")
-    table.add_row("dead letters", f"{int(_total(metrics.dead_letters)):,}")
+    table.add_row("dead letters", f"{int(metrics.total(metrics.dead_letters)):,}")
     table.add_row("devices offline raised", f"{runtime.health.raised:,}")
     warning = runtime.warning
     if warning is not None:
         status = warning.status()
         table.add_row("alerts raised / updated", f"{status.get('raised', 0):,} / {status.get('updated', 0):,}")
     return table
-
-
-def _total(counter: Any) -> float:
-    return float(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
 
 
 async def run_demo(

@@ -189,10 +189,8 @@ async def test_storm_of_good_and_bad_messages_loses_nothing(runtime: Runtime) ->
         msg = sim.message()
         await runtime.mqtt_route(msg.topic, msg.payload)
     await settle(runtime)
-    published = sum(
-        s.value for m in runtime.metrics.events_out.collect() for s in m.samples if s.name.endswith("_total")
-    )
-    dead = sum(s.value for m in runtime.metrics.dead_letters.collect() for s in m.samples if s.name.endswith("_total"))
+    published = runtime.metrics.total(runtime.metrics.events_out)
+    dead = runtime.metrics.total(runtime.metrics.dead_letters)
     assert published + dead == 3000
     assert await runtime.events.count() == published
     assert sum((await runtime.dead_letter_repo.count_by_reason()).values()) == dead
