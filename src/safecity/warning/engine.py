@@ -28,7 +28,7 @@ from shapely.geometry import Polygon
 from safecity.kernel import clock, ids
 from safecity.kernel.envelope import Envelope
 from safecity.sensing.model import DeviceOffline, SensorEvent, Tags
-from safecity.warning.fastcel import ERROR, Error, compile_fast
+from safecity.warning.fastcel import ERROR, MISSING, Error, Guard, compile_fast, guard
 from safecity.warning.model import Area, Circle
 from safecity.warning.rules import (
     AbsenceRule,
@@ -294,6 +294,85 @@ class _Matcher:
             return ERROR
 
 
+class _Plan:
+    """The rules one event name reaches, with the guards that let an event skip most of them unevaluated.
+
+    A rule whose state only an event matching one of its conditions can change (`_Handler.gates`) is visited only
+    when one of those conditions' guards admits the event; guards shared by several rules are tested once, and each
+    field once. A rule with a condition without a guard, or with no condition, is always visited.
+    """
+
+    __slots__ = ("_chosen", "_keys", "always", "guards", "handlers", "paths", "reach")
+
+    def __init__(self, name: str, handlers: list[_Handler]) -> None:
+        self.handlers = handlers
+        self.paths: list[tuple[str, ...]] = []
+        self.guards: list[tuple[Guard, int]] = []  # (guard, index of its path)
+        self.reach: list[list[int]] = []  # guard -> the handlers it admits
+        self.always: list[int] = []  # handlers visited whatever the guards say
+        self._keys: dict[Any, int] = {}
+        for at, handler in enumerate(handlers):
+            gated = self._gate(name, handler.gates())
+            if gated is None:
+                self.always.append(at)
+            else:
+                for i in gated:
+                    self.reach[i].append(at)
+        # Which guards admitted an event -> the handlers it reaches; few combinations occur, so they are kept.
+        self._chosen: dict[tuple[int, ...], list[_Handler]] = {}
+
+    def _gate(self, name: str, matchers: list[_Matcher] | None) -> list[int] | None:
+        """The guards of a handler's gating matchers for events called `name`; None when one has no guard."""
+        if not matchers:
+            return None
+        gated: list[int] = []
+        for m in matchers:
+            if name not in m.events:
+                continue
+            g = guard(m.when) if m.program is not None else None
+            if g is None:
+                return None
+            if g.key not in self._keys:
+                if g.path not in self.paths:
+                    self.paths.append(g.path)
+                self._keys[g.key] = len(self.guards)
+                self.guards.append((g, self.paths.index(g.path)))
+                self.reach.append([])
+            gated.append(self._keys[g.key])
+        return gated
+
+    def select(self, ev: EventView) -> list[_Handler]:
+        """The rules `ev` has to be shown to, in pack order."""
+        admitted: tuple[int, ...] = ()
+        if self.guards:
+            view = ev.cel()
+            values = [_walk(view, path) for path in self.paths]
+            admitted = tuple([i for i, (g, p) in enumerate(self.guards) if g.admits(values[p])])
+        chosen = self._chosen.get(admitted)
+        if chosen is None:
+            at = set(self.always)
+            for i in admitted:
+                at.update(self.reach[i])
+            chosen = [self.handlers[j] for j in sorted(at)]
+            if len(self._chosen) < 4096:
+                self._chosen[admitted] = chosen
+        return chosen
+
+
+_NOT_A_MAP = object()  # a value no guard models: it admits the event
+
+
+def _walk(view: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = view
+    for name in path:
+        if type(value) is not dict:
+            return _NOT_A_MAP  # the condition decides (and counts its error)
+        value = value.get(name, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
+
+
 def _part(rule: Any, ev: EventView) -> str:
     by = rule.group_by
     if by == "device":
@@ -321,6 +400,10 @@ class _Handler:
         """Event names this rule reads."""
         raise NotImplementedError
 
+    def gates(self) -> list[_Matcher] | None:
+        """Matchers of which one must match an event for it to change this rule's state; None: every event may."""
+        return None
+
     def on_event(self, ev: EventView) -> list[_Hit]:
         """Feed one event; return the hits it completes."""
         raise NotImplementedError
@@ -343,6 +426,10 @@ class _Threshold(_Handler):
 
     def names(self) -> set[str]:
         return set(self.rule.events)
+
+    def gates(self) -> list[_Matcher] | None:
+        # A held condition is reset by every event that does not match it.
+        return [self.match] if self.rule.hold is None else None
 
     def on_event(self, ev: EventView) -> list[_Hit]:
         rule = self.rule
@@ -398,6 +485,9 @@ class _Correlation(_Handler):
 
     def names(self) -> set[str]:
         return {n for c in self.rule.require for n in c.events}
+
+    def gates(self) -> list[_Matcher] | None:
+        return [m for m, _ in self.clauses]
 
     def on_event(self, ev: EventView) -> list[_Hit]:
         within = self.rule.within
@@ -458,6 +548,9 @@ class _Absence(_Handler):
     def names(self) -> set[str]:
         return set(self.rule.expect.events) | (set(self.rule.after.events) if self.rule.after else set())
 
+    def gates(self) -> list[_Matcher] | None:
+        return [self.expect] if self.after is None else [self.expect, self.after]
+
     def on_event(self, ev: EventView) -> list[_Hit]:
         part = _part(self.rule, ev)
         if self.expect(ev):
@@ -496,6 +589,10 @@ class _Sequence(_Handler):
 
     def names(self) -> set[str]:
         return {n for s in self.rule.steps for n in s.events}
+
+    def gates(self) -> None:
+        # Every event of its kinds may reset an expired sequence (events can arrive out of time order).
+        return None
 
     def on_event(self, ev: EventView) -> list[_Hit]:
         part = _part(self.rule, ev)
@@ -606,6 +703,9 @@ class _Trend(_Handler):
     def names(self) -> set[str]:
         return set(self.rule.events)
 
+    def gates(self) -> list[_Matcher] | None:
+        return [self.match]
+
     def on_event(self, ev: EventView) -> list[_Hit]:
         if ev.value is None or not self.match(ev):
             return []
@@ -671,6 +771,7 @@ class Engine:
             self.groups[rule.id] = _Keyed(max_keys, self.stats)
             for name in handler.names():
                 self._index.setdefault(name, []).append(handler)
+        self._plans = {name: _Plan(name, handlers) for name, handlers in self._index.items()}
 
     @property
     def rules(self) -> list[Any]:
@@ -694,11 +795,11 @@ class Engine:
         """Feed one event; return the firings it completes (new alerts and updates)."""
         ev = event if isinstance(event, EventView) else EventView.from_envelope(event)
         self.stats.events += 1
-        handlers = self._index.get(ev.name)
-        if not handlers:
+        plan = self._plans.get(ev.name)
+        if plan is None:
             return []
         out: list[Firing] = []
-        for handler in handlers:
+        for handler in plan.select(ev):
             rule = handler.rule
             if rule.scope is not None and not _in_scope(rule.scope, ev.tags):
                 continue

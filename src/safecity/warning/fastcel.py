@@ -22,7 +22,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["ERROR", "Error", "FastCondition", "compile_fast"]
+__all__ = ["ERROR", "MISSING", "Error", "FastCondition", "Guard", "compile_fast", "guard"]
 
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
@@ -562,3 +562,175 @@ def compile_fast(expression: str) -> FastCondition | None:
         return ERROR if r is _ERR else False
 
     return run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Guards: a cheap necessary condition of a whole condition, so the engine can skip rules without evaluating them.
+
+MISSING: Any = object()  # a path the event does not have
+_LITERALS = {"true": True, "false": False, "null": None}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "=="}
+_CMP: dict[str, Callable[[float, float], bool]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+_F53 = 2.0**53
+
+
+class Guard:
+    """`path op const`, one conjunct of a condition: when `admits(value)` is False the condition cannot be true.
+
+    `admits` answers False only where it is certain: a value of another type than the constant for `==` (CEL's
+    `==` across types is false), a number that fails the comparison, a missing path the condition also tests with
+    `has()`. Anything the condition would turn into an error or evaluate differently (strings through `double()`,
+    NaN, null in an ordering, huge ints) is admitted, so the full condition decides and counts its errors.
+    """
+
+    __slots__ = ("const", "has", "key", "op", "path")
+
+    def __init__(self, path: tuple[str, ...], op: str, const: Any, *, has: bool) -> None:
+        self.path = path
+        self.op = op
+        self.const = const
+        self.has = has
+        self.key = (path, op, type(const).__name__, const, has)
+
+    def admits(self, v: Any) -> bool:
+        """False only when the condition is certainly not true for an event whose value at `path` is `v`."""
+        if v is MISSING:
+            return not self.has
+        t = type(v)
+        if t not in _MODELED:
+            return True
+        c = self.const
+        if self.op == "==":
+            ct = type(c)
+            if ct is bool or t is bool:
+                return t is ct and v is c
+            if c is None or v is None:
+                return c is None and v is None
+            if ct is str:
+                return v == c if t is str else False
+            # c is a number
+            if t is int or t is float:
+                return (abs(v) >= _F53 and t is int) or float(v) == float(c)
+            return False
+        if (t is int and abs(v) < _F53) or (t is float and not math.isnan(v)):
+            return _CMP[self.op](float(v), float(c))
+        return True
+
+    def __repr__(self) -> str:
+        return f"Guard({'.'.join(self.path)} {self.op} {self.const!r}{', has' if self.has else ''})"
+
+
+def _split_and(tokens: list[tuple[str, str]]) -> list[list[tuple[str, str]]] | None:
+    """The top-level `&&` conjuncts; None when the expression has a top-level `||` (or unbalanced parentheses)."""
+    parts: list[list[tuple[str, str]]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok[1] in ("(", "["):
+            depth += 1
+        elif tok[1] in (")", "]"):
+            depth -= 1
+        if depth == 0 and tok == ("op", "||"):
+            return None
+        if depth == 0 and tok == ("op", "&&"):
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return parts if depth == 0 else None
+
+
+def _path(tokens: list[tuple[str, str]]) -> tuple[str, ...] | None:
+    """`a.b.c` as a path; None for anything else (a call, an index, a literal)."""
+    if not tokens or len(tokens) % 2 == 0:
+        return None
+    names = tokens[0::2]
+    dots = tokens[1::2]
+    if any(k != "id" or v in _LITERALS or v in _FUNCTIONS for k, v in names):
+        return None
+    if any(d != ("op", ".") for d in dots):
+        return None
+    return tuple(v for _, v in names)
+
+
+def _literal(tokens: list[tuple[str, str]]) -> tuple[bool, Any]:
+    """(True, value) for a bool / null / string / number literal (with a leading minus)."""
+    sign = 1
+    if len(tokens) == 2 and tokens[0] == ("op", "-"):
+        sign, tokens = -1, tokens[1:]
+    if len(tokens) != 1:
+        return False, None
+    kind, text = tokens[0]
+    if kind == "id" and text in _LITERALS and sign == 1:
+        return True, _LITERALS[text]
+    if kind == "str" and sign == 1:
+        return True, text[1:-1]
+    if kind == "num":
+        try:
+            value = _number(text, sign)
+        except _Unsupported:
+            return False, None
+        if isinstance(value, float) and not math.isfinite(value):
+            return False, None
+        return True, value
+    return False, None
+
+
+def _atom(tokens: list[tuple[str, str]]) -> tuple[tuple[str, ...], str, Any, bool] | None:
+    """`path op literal`, `literal op path` or `double(path) op number` as (path, op, literal, through_double)."""
+    for i, (kind, text) in enumerate(tokens):
+        if kind == "op" and text in _FLIP:
+            left, op, right = tokens[:i], text, tokens[i + 1 :]
+            break
+    else:
+        return None
+    ok, const = _literal(right)
+    side = left
+    if not ok:
+        ok, const = _literal(left)
+        side, op = right, _FLIP[op]
+        if not ok:
+            return None
+    through_double = False
+    if len(side) >= 4 and side[0] == ("id", "double") and side[1] == ("op", "(") and side[-1] == ("op", ")"):
+        side, through_double = side[2:-1], True
+    path = _path(side)
+    if path is None:
+        return None
+    if op != "==" and (isinstance(const, bool) or not isinstance(const, int | float)):
+        return None  # an ordering against a string / bool / null: leave it to the full condition
+    if through_double and op == "==":
+        return None
+    return path, op, const, through_double
+
+
+def guard(expression: str) -> Guard | None:
+    """A `Guard` of the condition (one of its top-level conjuncts), or None when no conjunct has a simple form.
+
+    `has(p) && double(p) > 70.0` gives `p > 70.0` with `has`; `data.alarm == true && ...` gives `data.alarm ==
+    true`. An equality is preferred over an ordering (it is more selective).
+    """
+    try:
+        conjuncts = _split_and(_tokenize(expression))
+    except _Unsupported:
+        return None
+    if conjuncts is None:
+        return None
+    has: set[tuple[str, ...]] = set()
+    atoms: list[tuple[tuple[str, ...], str, Any, bool]] = []
+    for part in conjuncts:
+        if len(part) >= 4 and part[0] == ("id", "has") and part[1] == ("op", "(") and part[-1] == ("op", ")"):
+            path = _path(part[2:-1])
+            if path is not None and len(path) >= 2:
+                has.add(path)
+            continue
+        found = _atom(part)
+        if found is not None:
+            atoms.append(found)
+    if not atoms:
+        return None
+    path, op, const, _ = min(atoms, key=lambda a: a[1] != "==")
+    return Guard(path, op, const, has=path in has)

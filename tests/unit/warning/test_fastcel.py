@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from safecity.sensing.model import Tags
+from safecity.warning import engine as engine_module
 from safecity.warning.engine import Engine, EventView
-from safecity.warning.fastcel import ERROR, Error, compile_fast
+from safecity.warning.fastcel import ERROR, MISSING, Error, compile_fast, guard
 from safecity.warning.rules import builtin_pack_path, parse_pack
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -194,7 +196,6 @@ def test_values_outside_the_model_fall_back_or_agree(expr: str, ctx: dict[str, A
     assert_same(expr, ctx, may_fall_back=True)
 
 
-MISSING = object()
 INTERESTING: list[Any] = [
     MISSING, None, True, False, 0, 1, -1, 3, 2**53 + 1, I64 - 1, -I64, 0.0, -0.0, 1.0, 3.9, -3.9, 2.0**53, math.nan,
     math.inf, -math.inf, 2.0**63, -(2.0**63), 9.2e18, 1e-7, 1e30, "", "a", "b", "é", "1", "-0", " 3", "1e3", "1.",
@@ -348,7 +349,8 @@ def test_shared_conditions_are_evaluated_once_per_event() -> None:
     ev = view(1, data={"alarm": True}, value=3.0)
     fired = e.process(ev)
     assert sorted(f.rule.id for f in fired) == ["r0", "r1"]
-    assert ev._memo == {"data.alarm == true": True, "value >= 10.0": False}
+    # `value >= 10.0` was never evaluated: its guard turned the event away before the rule saw it.
+    assert ev._memo == {"data.alarm == true": True}
 
 
 def test_missing_keys_and_overflow_count_as_errors_on_both_paths() -> None:
@@ -363,3 +365,134 @@ def test_conditions_outside_the_subset_still_match() -> None:
     assert e.process(view(1, value=3.0, state="open")) == []
     assert [f.rule.id for f in e.process(view(2, value=30.0, state="open"))] == ["r0"]
     assert e.stats.condition_errors == 0
+
+
+# --- guards: the cheap necessary condition the engine uses to skip rules ------------------------------------------
+
+
+def at_path(ctx: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """What the engine's `_walk` reads (a non-map on the way is a value no guard models)."""
+    value: Any = ctx
+    for name in path:
+        if type(value) is not dict:
+            return object()
+        value = value.get(name, MISSING)
+        if value is MISSING:
+            return MISSING
+    return value
+
+
+def PSEUDONYM(field: str, value: str) -> str:
+    return f"{field}:{value}"
+
+
+def assert_guard_sound(expr: str, ctx: dict[str, Any]) -> None:
+    g = guard(expr)
+    if g is None or g.admits(at_path(ctx, g.path)):
+        return
+    # Turned away: the condition must be plainly false there (not an error, which the engine would have counted).
+    assert by_cel(expr, ctx) is False, f"{g} refused {ctx} but CEL says {by_cel(expr, ctx)} for {expr}"
+
+
+@pytest.mark.parametrize(
+    ("expr", "want"),
+    [
+        ("has(data.temp) && double(data.temp) > 70.0", "Guard(data.temp > 70.0, has)"),
+        ("data.alarm == true", "Guard(data.alarm == True)"),
+        ("true == data.alarm", "Guard(data.alarm == True)"),
+        ('state == "fault"', "Guard(state == 'fault')"),
+        ("value >= 200.0 && state == 'open'", "Guard(state == 'open')"),
+        ("double(data.temp) < -30.0", "Guard(data.temp < -30.0)"),
+        ("70 < value", "Guard(value > 70)"),
+        ("data.alarm == true || value > 3.0", None),
+        ("!(data.alarm == true)", None),
+        ("size(data.x) > 3", None),
+        ("data.x != 1", None),
+        ("state < 'b'", None),
+        ("double(data.temp) == 3.0", None),
+        ('state.startsWith("op")', None),
+    ],
+)
+def test_guards_are_taken_from_simple_conjuncts(expr: str, want: str | None) -> None:
+    got = guard(expr)
+    assert (repr(got) if got is not None else None) == want
+
+
+@pytest.mark.parametrize("expr", CORPUS)
+@SLOW
+@given(ctx=views(big_ints=True))
+def test_shipped_guards_never_turn_away_a_condition_that_could_hold(expr: str, ctx: dict[str, Any]) -> None:
+    assert_guard_sound(expr, ctx)
+
+
+@settings(SLOW, max_examples=2000)
+@given(expr=EXPRESSIONS, ctx=views(big_ints=True))
+def test_generated_guards_never_turn_away_a_condition_that_could_hold(expr: str, ctx: dict[str, Any]) -> None:
+    assert_guard_sound(expr, ctx)
+
+
+def test_guards_let_most_events_skip_most_rules() -> None:
+    e = Engine(parse_pack(PACKS[2].read_text(encoding="utf-8"), "rules_50.yaml", pseudonymize=PSEUDONYM))
+    noise = view(1, data={"alarm": False, "temp": 30.0})
+    plan = e._plans["smoke"]
+    assert len(plan.handlers) >= 30
+    visited = plan.select(noise)
+    # Only rules whose state every event of the kind may change (sequences, trends without a condition) see noise.
+    assert len(visited) <= 5 and {h.rule.kind for h in visited} <= {"sequence", "trend"}, visited
+    alarm = view(2, data={"alarm": True})
+    assert {h.rule.id for h in plan.select(alarm)} >= {"peer.smoke_pair", "fire.smoke_and_door_0"}
+
+
+def random_events(seed: int, n: int) -> list[EventView]:
+    rng = random.Random(seed)
+    names = ["smoke", "door", "crowd", "parking", "checkpoint", "video", "netsec", "heartbeat"]
+    out = []
+    for i in range(n):
+        data: dict[str, Any] = {}
+        if rng.random() < 0.7:
+            data["alarm"] = rng.random() < 0.2
+        if rng.random() < 0.5:
+            data["temp"] = rng.choice([rng.uniform(-40, 320), rng.randint(-40, 320), "75", None, float("nan")])
+        if rng.random() < 0.2:
+            data["smoke_density"] = rng.uniform(0, 20)
+        tags = Tags(
+            town="t1", community=rng.choice(["jd-t01-c000", "jd-t01-c003", "c9"]), building=f"b{rng.randint(0, 3)}"
+        )
+        t = T0.timestamp() + i * rng.uniform(0.1, 30)  # out of time order on purpose
+        out.append(
+            EventView(
+                f"e{i}",
+                rng.choice(names),
+                t,
+                f"d{rng.randint(0, 9)}",
+                tags,
+                lon=rng.choice([None, 121.25, 121.2501]),
+                lat=rng.choice([None, 31.37, 31.3701]),
+                value=rng.choice([None, rng.uniform(0, 600)]),
+                state=rng.choice([None, "open", "occupied", "fault", "closed"]),
+                data=data,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_an_engine_with_guards_fires_exactly_as_one_without(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = PACKS[2].read_text(encoding="utf-8")
+
+    def fresh() -> Engine:
+        counter = itertools.count(1)
+        return Engine(parse_pack(text, "rules_50.yaml", pseudonymize=PSEUDONYM), new_id=lambda: f"A{next(counter)}")
+
+    guarded = fresh()
+    monkeypatch.setattr(engine_module, "guard", lambda _expr: None)
+    plain = fresh()
+    assert all(not p.guards for p in plain._plans.values())
+    for ev in random_events(seed, 3000):
+        a = [(f.rule.id, f.alert_id, f.count, f.trigger_event_ids) for f in guarded.process(ev)]
+        b = [(f.rule.id, f.alert_id, f.count, f.trigger_event_ids) for f in plain.process(ev)]
+        assert a == b, ev
+    ga, pa = vars(guarded.stats), vars(plain.stats)
+    assert ga.pop("unscheduled") <= pa.pop("unscheduled")  # guards run first: fewer events reach a disarmed rule
+    assert ga == pa
+    assert guarded.stats.fired > 0
