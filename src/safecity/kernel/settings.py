@@ -60,7 +60,7 @@ class MqttSettings(_Section):
     qos: Literal[0, 1] = Field(1, description="Subscription QoS.")
     protocol: Literal["3.1.1", "5"] = Field(
         "3.1.1",
-        description="MQTT protocol version. 3.1.1 parses about twice as fast in paho; Mosquitto serves shared "
+        description="MQTT protocol version. 3.1.1 has no properties to parse on every message; Mosquitto serves shared "
         "subscriptions ($share/...) to both versions.",
     )
     frigate: bool = Field(True, description="Also subscribe to frigate/events and frigate/reviews.")

@@ -170,3 +170,21 @@ async def test_ingest_reconnects_after_the_broker_restarts(
         assert rt.mqtt.reconnects >= 1
     finally:
         await rt.stop()
+
+
+async def test_mqtt_5_session_expiry_keeps_messages_sent_while_away(
+    sqlite_url: str, mqtt_broker: tuple[str, int], unique_name: str
+) -> None:
+    host, port = mqtt_broker
+    prefix = f"sc{unique_name}"
+    settings = settings_for(sqlite_url, host, port, prefix, client_id=f"v5-{unique_name}", protocol="5")
+    rt = await started(settings)
+    await publish(host, port, prefix, 30, qos=1)
+    assert await wait_stored(rt, 30) == 30
+    await rt.stop()
+    await publish(host, port, prefix, 30, qos=1, start=30)
+    rt = await started(settings)
+    try:
+        assert await wait_stored(rt, 60) == 60
+    finally:
+        await rt.stop()
