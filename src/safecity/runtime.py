@@ -7,6 +7,7 @@ talk over the bus.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +53,18 @@ def make_bus(settings: Settings) -> Bus:
             client_name=settings.node_id,
         )
     return MemoryBus()
+
+
+def settle_heap() -> None:
+    """Take what is alive after start-up (modules, rules, caches) out of the cyclic collector's full passes.
+
+    Those objects live as long as the process; left in the oldest generation, every full collection walked them
+    all and paused the event loop for 100-470 ms under load (measured with `gc.callbacks`), the p99 of every alert
+    behind it. `gc.freeze()` after a collection keeps only live objects out; they are still freed by reference
+    counting when released.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Runtime:
@@ -171,6 +184,7 @@ class Runtime:
         if self.mqtt is not None:
             self.spawn(self.mqtt.run(), "mqtt-ingest")
         self.started = True
+        settle_heap()
         log.info("runtime_started", role=self.settings.role, node=self.settings.node_id, bus=self.settings.bus.kind)
 
     async def mqtt_route(self, topic: str, payload: bytes) -> None:
