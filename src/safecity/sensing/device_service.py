@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from safecity.store.devices import DeviceRepo
 log = structlog.get_logger(__name__)
 
 MAX_PAGE = 1000
+LAST_SEEN_CHUNK = 500  # rows per last-seen transaction
 
 
 @dataclass(slots=True)
@@ -263,8 +265,12 @@ class DeviceService:
         known = {d: at for d, at in seen.items() if d in self.index}
         if not known:
             return 0
-        async with self.engine.begin() as conn:
-            await DeviceRepo(conn).set_last_seen(known)
+        items = list(known.items())
+        for start in range(0, len(items), LAST_SEEN_CHUNK):
+            if start:
+                await asyncio.sleep(0)  # tens of thousands of rows in one go held the event loop for half a second
+            async with self.engine.begin() as conn:
+                await DeviceRepo(conn).set_last_seen(dict(items[start : start + LAST_SEEN_CHUNK]))
         for device_id, at in known.items():
             info = self.index.get(device_id)
             if info is not None:

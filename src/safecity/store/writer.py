@@ -170,8 +170,10 @@ def _json_text(value: Any) -> str:
 
 
 def _sqlite_time(value: datetime) -> str:
-    # The exact text SQLAlchemy's SQLite DateTime writes and parses back (UTC, zone dropped); isoformat is several
-    # times faster than strftime, and its first 26 characters are the same text for a UTC value.
+    # The exact text SQLAlchemy's SQLite DateTime writes and parses back (UTC, zone dropped). orjson's RFC 3339 text
+    # is that text with a "T" (twice as fast as isoformat here); it leaves out a zero microsecond part.
+    if value.microsecond:
+        return orjson.dumps(value)[1:27].replace(b"T", b" ", 1).decode()
     return value.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
