@@ -7,7 +7,6 @@ talk over the bus.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, MemoryBus, Subscription
 from safecity.kernel.envelope import Envelope, make_envelope
+from safecity.kernel.heap import settle_heap
 from safecity.kernel.metrics import Metrics
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
 from safecity.sensing.deadletters import DeadLetterService
@@ -53,18 +53,6 @@ def make_bus(settings: Settings) -> Bus:
             client_name=settings.node_id,
         )
     return MemoryBus()
-
-
-def settle_heap() -> None:
-    """Take what is alive after start-up (modules, rules, caches) out of the cyclic collector's full passes.
-
-    Those objects live as long as the process; left in the oldest generation, every full collection walked them
-    all and paused the event loop for 100-470 ms under load (measured with `gc.callbacks`), the p99 of every alert
-    behind it. `gc.freeze()` after a collection keeps only live objects out; they are still freed by reference
-    counting when released.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 class Runtime:

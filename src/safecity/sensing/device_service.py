@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock
 from safecity.kernel.errors import InvalidInput
+from safecity.kernel.heap import settle_heap
 from safecity.sensing.devices import (
     Device,
     DeviceExists,
@@ -37,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 MAX_PAGE = 1000
 LAST_SEEN_CHUNK = 500  # rows per last-seen transaction
+SETTLE_AFTER_DEVICES = 1000
 
 
 @dataclass(slots=True)
@@ -242,6 +244,8 @@ class DeviceService:
             self.index.put(device.id, info)
         report = ImportReport(mode=mode, applied=True, created=len(new_rows), updated=len(changed), errors=issues)
         log.info("devices_imported", created=report.created, updated=report.updated, errors=len(issues))
+        if report.created + report.updated >= SETTLE_AFTER_DEVICES:
+            settle_heap()  # the new index entries live on: keep them out of full GC passes
         return report
 
     async def upsert_many(
