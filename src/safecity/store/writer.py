@@ -197,28 +197,46 @@ def _sqlite_params(row: Row) -> list[Any]:
 _CONVERT_SLICE = 200
 
 
-async def _insert_sqlite(conn: AsyncConnection, rows: list[Row]) -> int:
-    inserted = 0
+Statement = tuple[str, tuple[Any, ...]]
+
+
+async def _prepare_sqlite(rows: list[Row]) -> list[Statement]:
+    """Multi-row INSERT statements with their parameters, made before the write lock is taken."""
+    out: list[Statement] = []
     step = _SQLITE_ROWS_PER_STATEMENT
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         params: list[Any] = []
         for at in range(0, len(chunk), _CONVERT_SLICE):
-            if at:
+            if at or start:
                 await asyncio.sleep(0)
             for row in chunk[at : at + _CONVERT_SLICE]:
                 params.extend(_sqlite_params(row))
-        result = await conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(params))
+        out.append((_sqlite_insert(len(chunk)), tuple(params)))
+    return out
+
+
+async def _insert_sqlite(conn: AsyncConnection, statements: list[Statement]) -> int:
+    inserted = 0
+    for sql, params in statements:
+        result = await conn.exec_driver_sql(sql, params)
         inserted += int(result.rowcount)
     return inserted
 
 
-async def _insert_postgresql(conn: AsyncConnection, rows: list[Row]) -> int:
+async def _prepare_postgresql(rows: list[Row]) -> list[Statement]:
     arrays = tuple(
         [_json_text(row[c]) for row in rows] if c in _JSON_COLUMNS else [row[c] for row in rows] for c in _COLUMNS
     )
-    result = await conn.exec_driver_sql(_PG_INSERT, arrays)
-    return len(result.all())
+    return [(_PG_INSERT, arrays)]
+
+
+async def _insert_postgresql(conn: AsyncConnection, statements: list[Statement]) -> int:
+    inserted = 0
+    for sql, params in statements:
+        result = await conn.exec_driver_sql(sql, params)
+        inserted += len(result.all())
+    return inserted
 
 
 class _Marker:
@@ -262,7 +280,9 @@ class EventWriter:
         self._pending: set[asyncio.Future[None]] = set()
         # ON CONFLICT DO NOTHING with no conflict target: both the primary key (replayed envelope) and the
         # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
-        self._insert = _insert_postgresql if engine.dialect.name == "postgresql" else _insert_sqlite
+        pg = engine.dialect.name == "postgresql"
+        self._prepare = _prepare_postgresql if pg else _prepare_sqlite
+        self._insert = _insert_postgresql if pg else _insert_sqlite
         self.stats = WriterStats()
 
     @property
@@ -435,8 +455,9 @@ class EventWriter:
         for row in rows:
             row["stored_at"] = stored_at
         started = time.perf_counter()
+        statements = await self._prepare(rows)  # before the transaction: SQLite's write lock is held only to write
         async with self._engine.begin() as conn:
-            written = await self._insert(conn, rows)
+            written = await self._insert(conn, statements)
         elapsed = time.perf_counter() - started
         stats = self.stats
         stats.commits += 1

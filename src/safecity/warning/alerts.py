@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import structlog
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 # Rounds (0.2 s each) a delivered stamp waits for its alert to be stored before it is dropped.
 DELIVERED_STAMP_TRIES = 50
+STORE_RETRY_S = 120.0  # how long storing an alert is retried through a locked or unreachable database
 
 # Hop order along the perceive -> warn -> deliver path; latencies are reported between neighbours present.
 HOP_ORDER = ("occurred", "received", "tagged", "fired", "stored", "delivered")
@@ -317,9 +319,25 @@ class AlertService:
             self._delivered[alert_id] = (min(at, newer[0]) if newer else at, tries)
 
     async def handle(self, envelope: Envelope) -> None:
-        """Store one `alert.raised` / `alert.updated` message (idempotent: upsert by alert id)."""
-        if isinstance(envelope.payload, AlertRaised):
-            await self.store(envelope.payload)
+        """Store one `alert.raised` / `alert.updated` message (idempotent: upsert by alert id).
+
+        A locked or unreachable database is retried with backoff (for up to `STORE_RETRY_S`): a failed handler
+        would otherwise leave the alert delivered but never stored.
+        """
+        if not isinstance(envelope.payload, AlertRaised):
+            return
+        delay, waited = 0.05, 0.0
+        while True:
+            try:
+                await self.store(envelope.payload)
+                return
+            except (OperationalError, OSError) as err:
+                if waited >= STORE_RETRY_S:
+                    raise
+                log.warning("alert_store_retry", alert_id=envelope.payload.alert_id, retry_in_s=delay, error=str(err))
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
 
     async def store(self, payload: AlertRaised, *, stored_at: datetime | None = None) -> None:
         """Insert or move forward one alert (same id: count, last_at and hops move; lifecycle stays)."""

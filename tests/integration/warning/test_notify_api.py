@@ -127,5 +127,11 @@ async def test_websocket_subscription_is_durable(node: dict[str, Any]) -> None:
     async with websockets.connect(url) as ws, asyncio.timeout(30):
         got = orjson.loads(await ws.recv())
     assert got["alert"]["alert_id"] == alert.alert_id
-    deliveries = await client.get(f"/api/v1/subscriptions/{sub_id}/deliveries", headers={"X-API-Key": keys[Role.ADMIN]})
-    assert deliveries.json()[0]["state"] == "delivered"
+
+    async def delivered() -> bool:
+        # The row is marked after the frame is sent: it may land just after the client has read it.
+        path = f"/api/v1/subscriptions/{sub_id}/deliveries"
+        deliveries = await client.get(path, headers={"X-API-Key": keys[Role.ADMIN]})
+        return bool(deliveries.json()[0]["state"] == "delivered")
+
+    await wait_for(delivered)

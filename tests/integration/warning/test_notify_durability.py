@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 
 from safecity.kernel.bus import MemoryBus
 from safecity.store.engine import create_engine, upgrade
+from safecity.warning.alerts import AlertService
 from safecity.warning.notify.service import NotifyConfig, NotifyService
 from safecity.warning.notify.subscriptions import Channel, SubscriptionCreate, SubscriptionFilter
 from safecity.warning.notify.writer import OutboxWrite, OutboxWriter
@@ -213,4 +214,31 @@ async def test_writer_batches_and_applies_back_pressure(sqlite_url: str) -> None
             stored = await OutboxRepo(conn).rows(limit=100)
         assert sorted(r["alert_id"] for r in stored) == [f"a-{i}" for i in range(4)]
     finally:
+        await engine.dispose()
+
+
+async def test_alerts_raised_while_sqlite_is_locked_are_stored_once_it_frees(sqlite_url: str, bus: MemoryBus) -> None:
+    await upgrade(sqlite_url)
+    engine = create_engine(sqlite_url, busy_timeout_ms=20)
+    path = make_url(sqlite_url).database
+    assert path is not None
+    svc = AlertService(engine, bus, node_id="test-hub")
+    await svc.start()
+    try:
+        alerts = [make_alert() for _ in range(5)]
+        locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+            for alert in alerts:
+                await raise_alert(bus, alert)
+            await asyncio.sleep(0.5)  # several failed attempts, each retried
+            assert bus.stats.handler_errors == 0
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        await bus.drain()
+        stored = [await svc.get(a.alert_id) for a in alerts]
+        assert [s.id for s in stored] == [a.alert_id for a in alerts]
+    finally:
+        await svc.stop()
         await engine.dispose()
