@@ -156,9 +156,12 @@ class OutboxRepo:
                 update(outbox).where(outbox.c.id.in_(list(ids)), outbox.c.state == PENDING).values(next_attempt_at=at)
             )
 
-    async def next_due_at(self) -> datetime | None:
-        """When the earliest pending row becomes due."""
-        stmt = select(outbox.c.next_attempt_at).where(outbox.c.state == PENDING).order_by(outbox.c.next_attempt_at)
+    async def next_due_at(self, *, exclude: Sequence[str] = ()) -> datetime | None:
+        """When the earliest pending row becomes due, skipping subscriptions named in `exclude`."""
+        cond = [outbox.c.state == PENDING]
+        if exclude:
+            cond.append(outbox.c.subscription_id.not_in(list(exclude)))
+        stmt = select(outbox.c.next_attempt_at).where(and_(*cond)).order_by(outbox.c.next_attempt_at)
         return aware((await self.conn.execute(stmt.limit(1))).scalar())
 
     async def mark_delivered(self, row_id: str, at: datetime, attempts: int) -> None:
