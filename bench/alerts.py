@@ -313,7 +313,8 @@ class Child:
 
     def close(self) -> None:
         if self.proc.is_alive():
-            with contextlib.suppress(Exception):
+            # `expect` raises SystemExit when the child does not answer: stopping goes on, terminating it below.
+            with contextlib.suppress(Exception, SystemExit):
                 self.ask("stop", 20)
             self.proc.join(10)
         if self.proc.is_alive():
@@ -642,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update(node_red_max_clean_rate_per_s=None, node_red_source=None, ratio_to_node_red=None)
     finally:
         for item in reversed(cleanup):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, SystemExit):  # the last line must stay the JSON result
                 item()
         if node_red is not None:
             node_red.stop()
