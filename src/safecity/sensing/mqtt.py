@@ -89,7 +89,6 @@ class MqttIngest:
         self.reconnects = 0
         self._pending: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
-        self._subscribed = False
 
     def _filters(self) -> list[str]:
         prefix = self.settings.topic_prefix
@@ -103,13 +102,12 @@ class MqttIngest:
     # --- gmqtt callbacks (in the event loop) ------------------------------------------------------------------
 
     def _on_connect(self, client: gmqtt.Client, _flags: Any, _rc: Any, _props: Any) -> None:
-        if self._subscribed:
+        if client.subscriptions:
             # The broker may have lost the session (a restart without persistence): subscribe again.
             for sub in client.subscriptions:
                 client.resubscribe(sub)
         else:
             client.subscribe([gmqtt.Subscription(f, qos=self.settings.qos) for f in self._filters()])
-            self._subscribed = True
         self.connected.set()
         log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
 

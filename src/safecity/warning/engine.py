@@ -581,6 +581,7 @@ class _Absence(_Handler):
 
 
 class _Sequence(_Handler):
+    # No gates (`_Handler.gates`): every event of its kinds may reset an expired sequence (events arrive out of order).
     rule: SequenceRule
 
     def __init__(self, rule: SequenceRule, engine: Engine) -> None:
@@ -589,10 +590,6 @@ class _Sequence(_Handler):
 
     def names(self) -> set[str]:
         return {n for s in self.rule.steps for n in s.events}
-
-    def gates(self) -> None:
-        # Every event of its kinds may reset an expired sequence (events can arrive out of time order).
-        return None
 
     def on_event(self, ev: EventView) -> list[_Hit]:
         part = _part(self.rule, ev)
