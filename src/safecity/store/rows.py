@@ -16,7 +16,10 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInput("naive datetime: a time zone is required")
     # SQLite keeps DateTime as text without its zone: storing and comparing in UTC keeps text order = time order.
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 or 9999-12-31T23:59-01:00: no such instant in UTC's years 1-9999
+        raise InvalidInput(f"{value.isoformat()} is outside the years 1-9999 in UTC") from None
 
 
 def aware(value: datetime | None) -> datetime | None:

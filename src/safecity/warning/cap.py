@@ -200,7 +200,7 @@ def parse_cap_datetime(text: str) -> datetime:
         raise CapInvalid("bad_datetime", f"not a CAP dateTime: {text[:40]!r}")
     try:
         return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:  # OverflowError: 0001-01-01T00:00:00+01:00 has no UTC instant
         raise CapInvalid("bad_datetime", f"not a CAP dateTime: {text[:40]!r}") from err
 
 

@@ -98,6 +98,14 @@ def test_times_are_utc_with_minus_zero() -> None:
         cap.parse_cap_datetime("2026-12-01T08:30:05Z")
 
 
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_times_with_no_utc_year_are_invalid_cap(text: str) -> None:
+    """Well-formed CAP text whose instant falls outside UTC's years 1-9999 is a refusal, not a crash."""
+    with pytest.raises(CapInvalid) as err:
+        cap.parse_cap_datetime(text)
+    assert err.value.reason == "bad_datetime"
+
+
 # --- rendering -----------------------------------------------------------------------------------------------------
 
 
