@@ -44,7 +44,8 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
         console.print("Fix the keys above in your TOML file or SAFECITY_... environment variables.")
         raise typer.Exit(2) from err
     except FileNotFoundError as err:
-        console.print(f"[red]{err}[/red]. Pass an existing file to --config.")
+        # soft_wrap: a path stays on one line, whole and copyable, whatever the terminal width.
+        console.print(f"[red]{err}[/red]. Pass an existing file to --config.", soft_wrap=True)
         raise typer.Exit(2) from err
     # Logs go to stderr, so stdout carries only a command's result (`KEY=$(safecity keys create ...)`).
     sc_logging.configure(settings.log_level, settings.log_json)
