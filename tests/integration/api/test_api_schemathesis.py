@@ -77,6 +77,7 @@ def server_errors(schema: schemathesis.BaseSchema, headers: dict[str, str], exam
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_no_server_errors(api_schema: schemathesis.BaseSchema) -> None:
     labels = {result.ok().label for result in api_schema.get_all_operations()}
     assert {"GET /api/v1/devices", "POST /api/v1/devices/import", "DELETE /api/v1/keys/{key_id}"} <= labels
