@@ -1,5 +1,8 @@
 """Ids sort by creation time and encode their millisecond."""
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from safecity.kernel import ids
 
 
@@ -13,3 +16,20 @@ def test_ids_are_unique_and_sorted() -> None:
 def test_id_time_roundtrip() -> None:
     identifier = ids.new_id(now_ms=1_700_000_000_123)
     assert ids.id_time_ms(identifier) >= 1_700_000_000_123
+
+
+def _reference(value: int) -> str:
+    """Crockford base32 of a 128-bit value, five bits at a time, most significant first (130 bits, 26 characters)."""
+    return "".join(ids._ALPHABET[(value >> shift) & 31] for shift in range(125, -5, -5))
+
+
+@given(
+    ms=st.integers(0, (1 << 48) - 1),
+    rand=st.integers(0, (1 << 80) - 1),
+    previous=st.tuples(st.integers(0, (1 << 48) - 1), st.integers(0, (1 << 80) - 1)),
+)
+def test_encoding_is_crockford_base32_of_the_128_bit_value(ms: int, rand: int, previous: tuple[int, int]) -> None:
+    """Whatever id came before (its texts are cached), an id spells out `ms << 80 | rand`."""
+    ids._encode(*previous)
+    assert ids._encode(ms, rand) == _reference(ms << 80 | rand)
+    assert ids._encode(ms, rand ^ 1) == _reference(ms << 80 | rand ^ 1)  # the same millisecond, the next id
