@@ -133,6 +133,10 @@ async def _node(cfg: dict[str, Any], conn: Connection) -> None:
     from safecity.runtime import Runtime
     from safecity.sharing.keys import Role
 
+    if cfg["slow_callback_ms"]:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = cfg["slow_callback_ms"] / 1000
     settings = Settings(
         node_id="bench-alerts",
         log_level="warning",
@@ -590,6 +594,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--find-max-cap", type=float, default=50_000.0)
     ap.add_argument("--find-max-budget", type=float, default=None, help="seconds per ladder")
     ap.add_argument("--refine", type=int, default=None)
+    ap.add_argument(
+        "--slow-callback-ms",
+        type=float,
+        default=None,
+        help="diagnosis: log every step of the node's event loop longer than this (asyncio debug mode, slower)",
+    )
     ap.add_argument("--workdir", default=None, help="keep the SQLite file and logs here (default: a temp dir)")
     opts = ap.parse_args(argv)
     quick = opts.quick
@@ -675,6 +685,7 @@ def run(
             "mqtt_port": mqtt_port,
             "http_port": http_port,
             "rules": str(opts.rules),
+            "slow_callback_ms": opts.slow_callback_ms,
         },
     )
     cleanup.append(node.close)
