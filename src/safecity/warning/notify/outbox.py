@@ -163,6 +163,7 @@ class OutboxDispatcher:
                 except (SQLAlchemyError, OSError) as err:
                     # Database locked or connection dropped: keep the running lanes, look again after a pause.
                     failures += 1
+                    self.stats.db_retries += 1
                     delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(failures - 1, 10))
                     log.warning("notify_claim_failed", retry_in_s=delay, error=str(err))
                     await asyncio.sleep(delay)
