@@ -595,6 +595,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--find-max-budget", type=float, default=None, help="seconds per ladder")
     ap.add_argument("--refine", type=int, default=None)
     ap.add_argument(
+        "--database-url",
+        default=None,
+        help="our node's database, e.g. postgresql://postgres@127.0.0.1/bench_alerts (an empty one; default: SQLite)",
+    )
+    ap.add_argument(
         "--slow-callback-ms",
         type=float,
         default=None,
@@ -681,7 +686,7 @@ def run(
     node = Child(
         node_main,
         {
-            "db_url": f"sqlite+aiosqlite:///{workdir / 'alerts.db'}",
+            "db_url": opts.database_url or f"sqlite+aiosqlite:///{workdir / 'alerts.db'}",
             "mqtt_port": mqtt_port,
             "http_port": http_port,
             "rules": str(opts.rules),
