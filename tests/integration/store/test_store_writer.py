@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from collections.abc import Callable
 from datetime import timedelta, timezone
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -279,3 +281,12 @@ async def test_postgres_bad_row_is_isolated_and_reported(pg_url: str, make_event
         assert await EventRepo(engine).count() == 20
     finally:
         await engine.dispose()
+
+
+def test_rows_waiting_for_their_commit_are_not_tracked_by_the_gc(make_event: MakeEvent) -> None:
+    """A queued row holds no containers, so it never reaches the collector's old generation."""
+    env = make_event(4, message_id="m-4")
+    row = row_from_envelope(env)
+    assert not gc.is_tracked(row)
+    assert orjson.loads(row["data"]) == {"i": 4, "note": "烟雾"}
+    assert orjson.loads(row["hops"]).keys() == env.hops.keys()
