@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 from sqlalchemy import JSON, DateTime, Float, Integer
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from safecity.kernel import clock
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.errors import ServiceUnavailable
+from safecity.store.retry import RefusedWrite, commit_retrying
 from safecity.store.tables import events
 
 if TYPE_CHECKING:
@@ -49,24 +50,6 @@ def _utc(value: datetime) -> datetime:
     if value.tzinfo is UTC:  # the common case (clock.now() and the normalizers give UTC): skip the conversion
         return value
     return clock.ensure_aware(value).astimezone(UTC)
-
-
-def _is_bad_row(err: BaseException) -> bool:
-    """Tell a refused row (integrity or data error) from a transient failure worth retrying."""
-    if isinstance(err, (IntegrityError, DataError)):
-        return True
-    # asyncpg errors are not all mapped to SQLAlchemy's classes: use the SQLSTATE class instead.
-    # 22xxx: data exception (value too long, invalid text), 23xxx: integrity constraint violation.
-    sqlstate = getattr(getattr(err, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
-
-
-class _BadRow(Exception):
-    """Internal: a commit failed because of the rows in it, not because the database is unavailable."""
-
-    def __init__(self, cause: SQLAlchemyError) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def row_from_envelope(env: Envelope) -> Row:
@@ -419,14 +402,14 @@ class EventWriter:
     async def _commit_with_retry(self, rows: list[Row]) -> None:
         try:
             written = await self._commit_retrying(rows)
-        except _BadRow as err:
+        except RefusedWrite as err:
             # A bad row (e.g. too long for its column on PostgreSQL): isolate it and keep the others.
             log.warning("event_batch_rejected_isolating", rows=len(rows), error=str(err))
             written = rejected = 0
             for row in rows:
                 try:
                     written += await self._commit_retrying([row])
-                except _BadRow as row_err:
+                except RefusedWrite as row_err:
                     await self._reject(row, row_err.cause)
                     rejected += 1
         else:
@@ -434,22 +417,15 @@ class EventWriter:
         self.stats.duplicates_ignored += len(rows) - written - rejected
 
     async def _commit_retrying(self, rows: list[Row]) -> int:
-        """Commit rows, retrying transient failures with backoff; a bad row's error is raised."""
-        delay = self._retry_initial_s
-        while True:
-            failure: Exception
-            try:
-                return await self._commit(rows)
-            except SQLAlchemyError as err:
-                if _is_bad_row(err):
-                    raise _BadRow(err) from err
-                failure = err
-            except OSError as err:
-                failure = err
+        """Commit rows, retrying transient failures with backoff; a refused row raises `RefusedWrite`."""
+
+        def retrying(failure: Exception, delay: float) -> None:
             self.stats.retries += 1
             log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=str(failure))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry_max_s)
+
+        return await commit_retrying(
+            lambda: self._commit(rows), initial_s=self._retry_initial_s, max_s=self._retry_max_s, on_retry=retrying
+        )
 
     async def _reject(self, row: Row, err: SQLAlchemyError) -> None:
         self.stats.rows_rejected += 1

@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel.errors import ServiceUnavailable
+from safecity.store.retry import RefusedWrite, commit_retrying
 from safecity.warning.notify.repo import OutboxRepo
 
 log = structlog.get_logger(__name__)
@@ -63,19 +63,6 @@ class OutboxWriterStats:
     retries: int = 0
     rejected: int = 0
     last_commit_sizes: list[int] = field(default_factory=list)
-
-
-def _is_bad_write(err: SQLAlchemyError) -> bool:
-    """A write the database refuses (integrity or data error), as opposed to a transient failure worth retrying."""
-    if isinstance(err, (IntegrityError, DataError)):
-        return True
-    # asyncpg errors are not all mapped to SQLAlchemy classes: 22xxx data exception, 23xxx integrity violation.
-    sqlstate = getattr(getattr(err, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
-
-
-class _BadWrite(Exception):
-    """Internal: a batch failed because of what is in it, not because the database is unavailable."""
 
 
 class OutboxWriter:
@@ -177,33 +164,24 @@ class OutboxWriter:
     async def _commit_with_retry(self, batch: list[OutboxWrite]) -> None:
         try:
             await self._commit_retrying(batch)
-        except _BadWrite as err:
+        except RefusedWrite as err:
             # Never seen in practice (no foreign keys, ids are conflict-free): isolate the culprit, keep the rest.
             log.warning("outbox_batch_rejected_isolating", writes=len(batch), error=str(err))
             for write in batch:
                 try:
                     await self._commit_retrying([write])
-                except _BadWrite as one:
+                except RefusedWrite as one:
                     self.stats.rejected += 1
                     log.error("outbox_write_rejected", alert_id=write.alert_id, rows=len(write.rows), error=str(one))
 
     async def _commit_retrying(self, batch: list[OutboxWrite]) -> None:
-        delay = self.retry_initial_s
-        while True:
-            failure: Exception
-            try:
-                await self._commit(batch)
-                return
-            except SQLAlchemyError as err:
-                if _is_bad_write(err):
-                    raise _BadWrite(str(err)) from err
-                failure = err
-            except OSError as err:
-                failure = err
+        def retrying(failure: Exception, delay: float) -> None:
             self.stats.retries += 1
             log.warning("outbox_commit_failed", writes=len(batch), retry_in_s=delay, error=str(failure))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_s)
+
+        await commit_retrying(
+            lambda: self._commit(batch), initial_s=self.retry_initial_s, max_s=self.retry_max_s, on_retry=retrying
+        )
 
     async def _commit(self, batch: list[OutboxWrite]) -> None:
         coalesced = cancelled = offered = 0
