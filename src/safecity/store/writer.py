@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-Row = dict[str, Any]  # column -> value; JSON columns as values or as their encoded text
+Row = dict[str, Any]  # column -> value, JSON columns as their encoded text (see `row_from_envelope`)
 RejectHook = Callable[[Row, Exception], Awaitable[None]]
 
 
@@ -127,7 +127,6 @@ def _pg_array_type(column_type: Any) -> str:
     return "text[]"
 
 
-_JSON_COLUMNS = frozenset(c.name for c in events.columns if isinstance(c.type, JSON))
 _TIME_COLUMNS = frozenset(c.name for c in events.columns if isinstance(c.type, DateTime))
 _COLUMN_LIST = ", ".join(_COLUMNS)
 # The hot path bypasses SQLAlchemy's per-row parameter processing (most of the writer's CPU otherwise).
@@ -155,8 +154,7 @@ _PG_INSERT = (
 
 
 def _json_text(value: Any) -> str:
-    """A JSON column's text; text is taken as encoded already (`row_from_envelope` encodes its rows' JSON)."""
-    return value if type(value) is str else orjson.dumps(value).decode()
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -168,15 +166,12 @@ def _sqlite_time(value: datetime) -> str:
 
 
 _SQLITE_VALUES = operator.itemgetter(*_COLUMNS)
-_SQLITE_JSON_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _JSON_COLUMNS)
 _SQLITE_TIME_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _TIME_COLUMNS)
 
 
 def _sqlite_params(row: Row) -> list[Any]:
-    """One row's values in column order, JSON as text and times as SQLAlchemy's SQLite text."""
+    """One row's values in column order, times as SQLAlchemy's SQLite text (JSON is text already)."""
     values = list(_SQLITE_VALUES(row))
-    for i in _SQLITE_JSON_INDEXES:
-        values[i] = _json_text(values[i])
     for i in _SQLITE_TIME_INDEXES:
         values[i] = _sqlite_time(values[i])
     return values
@@ -215,9 +210,7 @@ async def _insert_sqlite(conn: AsyncConnection, statements: list[Statement]) -> 
 
 
 async def _prepare_postgresql(rows: list[Row]) -> list[Statement]:
-    arrays = tuple(
-        [_json_text(row[c]) for row in rows] if c in _JSON_COLUMNS else [row[c] for row in rows] for c in _COLUMNS
-    )
+    arrays = tuple([row[c] for row in rows] for c in _COLUMNS)  # JSON columns are text already
     return [(_PG_INSERT, arrays)]
 
 
