@@ -8,13 +8,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from safecity.store.rows import to_dict, utc
 from safecity.store.tables import alert_steps, alerts
 
+# Bound parameters of one `IN (...)` query (SQLite allows 32,766 a statement).
+_IDS_PER_QUERY = 1_000
 _ALERT_TIMES = ("first_at", "last_at", "created_at", "updated_at")
 # What a repeat of the same condition (`alert.updated`) may change; lifecycle columns stay as people set them.
 _UPSERT_COLUMNS = (
@@ -94,10 +96,24 @@ class AlertRepo:
         )
         return bool(result.rowcount)
 
-    async def set_hops(self, alert_id: str, hops: dict[str, Any]) -> bool:
-        """Replace an alert's hop times; return whether it exists."""
-        result = await self.conn.execute(update(alerts).where(alerts.c.id == alert_id).values(hops=hops))
-        return bool(result.rowcount)
+    async def hops_of(self, alert_ids: Iterable[str], *, for_update: bool = False) -> dict[str, dict[str, Any]]:
+        """Hop times of the stored alerts among `alert_ids`, in one query (`for_update` locks them on PostgreSQL)."""
+        ids = builtins.list(alert_ids)
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            query = select(alerts.c.id, alerts.c.hops).where(alerts.c.id.in_(ids[start : start + _IDS_PER_QUERY]))
+            if for_update:
+                query = query.with_for_update()
+            found.update((row.id, dict(row.hops or {})) for row in await self.conn.execute(query))
+        return found
+
+    async def set_hops(self, hops: dict[str, dict[str, Any]]) -> None:
+        """Replace the hop times of several alerts (alert id -> hops) in one statement."""
+        if hops:
+            await self.conn.execute(
+                update(alerts).where(alerts.c.id == bindparam("alert_id")).values(hops=bindparam("new_hops")),
+                [{"alert_id": alert_id, "new_hops": value} for alert_id, value in hops.items()],
+            )
 
     async def add_step(self, row: dict[str, Any]) -> None:
         """Append one lifecycle step."""

@@ -301,16 +301,16 @@ class AlertService:
         try:
             async with self.engine.begin() as conn:
                 repo = AlertRepo(conn)
+                stored = await repo.hops_of(batch, for_update=True)
+                stamped: dict[str, dict[str, Any]] = {}
                 for alert_id, (at, tries) in batch.items():
-                    row = await repo.get(alert_id, for_update=True)
-                    if row is None:
+                    hops = stored.get(alert_id)
+                    if hops is None:
                         if tries < DELIVERED_STAMP_TRIES:
                             waiting[alert_id] = (at, tries + 1)
-                        continue
-                    hops = dict(row["hops"] or {})
-                    if "delivered" not in hops:
-                        hops["delivered"] = at.isoformat()
-                        await repo.set_hops(alert_id, hops)
+                    elif "delivered" not in hops:
+                        stamped[alert_id] = {**hops, "delivered": at.isoformat()}
+                await repo.set_hops(stamped)
         except Exception:  # locked or unreachable database: keep every stamp for the next round
             log.warning("alert_delivered_stamps_deferred", alerts=len(batch), exc_info=True)
             waiting = batch
@@ -350,13 +350,12 @@ class AlertService:
         """Record the time an alert passed a hop (e.g. `delivered`, stamped by the first channel that delivers)."""
         async with self.engine.begin() as conn:
             repo = AlertRepo(conn)
-            row = await repo.get(alert_id, for_update=True)
-            if row is None:
+            hops = (await repo.hops_of([alert_id], for_update=True)).get(alert_id)
+            if hops is None:
                 raise AlertNotFound(id=alert_id)
-            hops = dict(row["hops"] or {})
             if hop not in hops:
                 hops[hop] = (at or clock.now()).isoformat()
-                await repo.set_hops(alert_id, hops)
+                await repo.set_hops({alert_id: hops})
 
     async def get(self, alert_id: str) -> Alert:
         """Return one alert with its steps; AlertNotFound when absent."""

@@ -298,3 +298,26 @@ async def test_a_random_sequence_in_the_database_matches_the_pure_machine(servic
         final = await service.get(alert_id)
         assert final.state is expected
         assert [s.state for s in final.steps][-1:] in ([], [expected])
+
+
+async def test_delivered_stamps_are_written_in_one_flush(service: AlertService) -> None:
+    """Noted deliveries are stamped together: the earliest time wins, a stamp is never moved, and an alert not
+    stored yet keeps its stamp for a later flush."""
+    ids_ = [f"01JDZ0000000000000000000B{c}" for c in "ABC"]
+    await service.store(raised(ids_[0]), stored_at=T0)
+    await service.store(raised(ids_[1]), stored_at=T0)
+    await service.stamp_hop(ids_[1], "delivered", T0 + timedelta(milliseconds=3))
+    service.note_delivered(ids_[0], T0 + timedelta(milliseconds=20))
+    service.note_delivered(ids_[0], T0 + timedelta(milliseconds=9))  # an earlier channel: its time is kept
+    service.note_delivered(ids_[1], T0 + timedelta(milliseconds=50))
+    service.note_delivered(ids_[2], T0 + timedelta(milliseconds=7))  # not stored yet
+    await service.flush_delivered()
+    first, second = await service.get(ids_[0]), await service.get(ids_[1])
+    assert first.latency_ms["stored_to_delivered"] == 9.0
+    assert second.latency_ms["stored_to_delivered"] == 3.0
+    with pytest.raises(AlertNotFound):
+        await service.get(ids_[2])
+
+    await service.store(raised(ids_[2]), stored_at=T0)
+    await service.flush_delivered()
+    assert (await service.get(ids_[2])).latency_ms["stored_to_delivered"] == 7.0
