@@ -93,6 +93,7 @@ class Receiver:
 
     port: int
     status: int = 200
+    delay_s: float = 0.0  # how long each answer takes
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
 
     @property
@@ -102,12 +103,13 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
-async def http_receiver(port: int, status: int = 200) -> AsyncIterator[Receiver]:
+async def http_receiver(port: int, status: int = 200, delay_s: float = 0.0) -> AsyncIterator[Receiver]:
     """Run a real uvicorn server on loopback for the duration of the block."""
-    receiver = Receiver(port=port, status=status)
+    receiver = Receiver(port=port, status=status, delay_s=delay_s)
 
     async def hook(request: Request) -> Response:
         receiver.requests.append((dict(request.headers), await request.body()))
+        await asyncio.sleep(receiver.delay_s)
         return Response(status_code=receiver.status)
 
     app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])

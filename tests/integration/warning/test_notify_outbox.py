@@ -137,6 +137,26 @@ async def test_pending_rows_survive_a_restart(env: dict[str, Any]) -> None:
         assert (await rows(second, sub_id))[0]["state"] == "delivered"
 
 
+async def test_one_claim_per_delivery_and_no_wait_for_rows_queued_behind_a_busy_lane(env: dict[str, Any]) -> None:
+    """The dispatcher looks for due rows when rows are committed, not again after every lane; a row committed while
+    its subscription's lane was busy (so left out of that claim) goes as soon as the lane is done, not at the next
+    poll (30 s here)."""
+    svc = await env["service"](poll_interval_s=30.0)
+    async with http_receiver(free_port(), delay_s=0.3) as receiver:
+        await webhook(svc, receiver.url, "slow endpoint")
+        await wait_for(lambda: svc.dispatcher.stats.claims >= 1)  # the look at start-up
+        before = svc.dispatcher.stats.claims
+        for n in range(1, 4):
+            await raise_alert(env["bus"], make_alert())
+            await wait_for(lambda n=n: svc.dispatcher.stats.delivered == n)  # type: ignore[misc]
+        assert svc.dispatcher.stats.claims - before == 3
+
+        await raise_alert(env["bus"], make_alert())
+        await wait_for(lambda: len(receiver.requests) == 4)  # the lane is sending (its answer takes 0.3 s)
+        await raise_alert(env["bus"], make_alert())
+        await wait_for(lambda: svc.dispatcher.stats.delivered == 5, 5)
+
+
 async def test_redelivered_message_is_enqueued_once(env: dict[str, Any]) -> None:
     from safecity.kernel.envelope import make_envelope
     from safecity.warning.model import ALERT_RAISED

@@ -87,6 +87,7 @@ OnDelivered = Callable[[Subscription, Delivery, datetime], Awaitable[None]]
 class DispatcherStats:
     """Counters for metrics and tests."""
 
+    claims: int = 0
     delivered: int = 0
     failed_attempts: int = 0
     dead: int = 0
@@ -126,12 +127,14 @@ class OutboxDispatcher:
         self.retry_max_s = retry_max_s
         self.stats = DispatcherStats()
         self._wake = asyncio.Event()
+        self._wakes = 0  # calls of wake(): new rows may be due
         self._busy: set[str] = set()
         self._claimed: set[str] = set()
         self._rng = random.Random()
 
     def wake(self) -> None:
         """Look for due rows now (called after enqueueing)."""
+        self._wakes += 1
         self._wake.set()
 
     def lease_s(self) -> float:
@@ -159,7 +162,7 @@ class OutboxDispatcher:
             while True:
                 self._wake.clear()
                 try:
-                    batches = await self._claim()
+                    batches, full = await self._claim()
                 except (SQLAlchemyError, OSError) as err:
                     # Database locked or connection dropped: keep the running lanes, look again after a pause.
                     failures += 1
@@ -172,8 +175,8 @@ class OutboxDispatcher:
                 for sub_id, rows in batches.items():
                     self._busy.add(sub_id)
                     tg.create_task(self._lane(sub_id, rows), name=f"notify-lane-{sub_id}")
-                if batches:
-                    continue
+                if full:
+                    continue  # more rows are due than one claim takes
                 try:
                     async with asyncio.timeout(await self._sleep_s()):
                         await self._wake.wait()
@@ -194,8 +197,10 @@ class OutboxDispatcher:
         wait = (next_at - clock.now()).total_seconds()
         return min(self.poll_interval_s, max(0.01, wait))
 
-    async def _claim(self) -> dict[str, list[dict[str, Any]]]:
+    async def _claim(self) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+        """Lease due rows, at most `lane_batch` per idle subscription; also say whether the claim limit was hit."""
         now = clock.now()
+        self.stats.claims += 1
         async with self.engine.begin() as conn:
             repo = OutboxRepo(conn)
             rows = await repo.due(now, limit=self.claim_limit, exclude=sorted(self._busy))
@@ -207,14 +212,21 @@ class OutboxDispatcher:
             ids = [r["id"] for lane in picked.values() for r in lane]
             won = await repo.lease(ids, now, now + timedelta(seconds=self.lease_s()))
         self._claimed |= won
-        return {s: kept for s, lane in picked.items() if (kept := [r for r in lane if r["id"] in won])}
+        batches = {s: kept for s, lane in picked.items() if (kept := [r for r in lane if r["id"] in won])}
+        return batches, len(rows) >= self.claim_limit
 
     async def _lane(self, sub_id: str, rows: list[dict[str, Any]]) -> None:
         done: list[tuple[Subscription, Delivery, datetime]] = []
+        wakes = self._wakes
+        # The dispatcher looks again when this lane ends only if it may have left something due: claims made while
+        # it ran skipped its subscription, its batch was full, or it scheduled a retry. Looking after every lane
+        # cost two claims and a due-time query an alert.
+        look_again = len(rows) >= self.lane_batch
         try:
             for index, row in enumerate(rows):
                 retry_at = await self._attempt(sub_id, row, done)
                 if retry_at is not None:
+                    look_again = True
                     await self._record_delivered(done)
                     self._claimed.discard(row["id"])
                     # The endpoint is failing: do not spend a timeout per queued row, try them all again later.
@@ -225,7 +237,8 @@ class OutboxDispatcher:
             await self._record_delivered(done)
         finally:
             self._busy.discard(sub_id)
-            self.wake()
+            if look_again or self._wakes != wakes:
+                self._wake.set()
 
     async def _record_delivered(self, done: list[tuple[Subscription, Delivery, datetime]]) -> None:
         """Mark a lane's delivered rows in one transaction (not one commit per message), then run the hooks."""
