@@ -85,7 +85,7 @@ def create_engine(
             engine = create_async_engine(parsed, poolclass=NullPool, **sqlite_args)
         else:
             engine = create_async_engine(parsed, **sqlite_args)
-        _install_sqlite_pragmas(engine, busy_timeout_ms, wal=not memory)
+        _configure_sqlite_connections(engine, busy_timeout_ms, wal=not memory)
         return engine
     connect_args = {"server_settings": {"application_name": "safecity"}}
     if null_pool:
@@ -102,14 +102,14 @@ def create_engine(
     )
 
 
-def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> None:
+def _configure_sqlite_connections(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> None:
     @event.listens_for(engine.sync_engine, "reset")
     def _reset_open_transaction(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
         # The pool's own reset rolls back every connection it gets back. A committed `engine.begin()` has nothing
         # to roll back, and through aiosqlite each call is a round trip to the connection's thread (~0.1 ms of
         # CPU, one of five in a one-statement transaction): roll back only what is still open, so a connection
         # never goes back to the pool holding SQLite's write lock.
-        if not state.terminate_only and dbapi_conn.driver_connection.in_transaction:
+        if state.asyncio_safe and not state.terminate_only and dbapi_conn.driver_connection.in_transaction:
             dbapi_conn.rollback()
 
     @event.listens_for(engine.sync_engine, "connect")

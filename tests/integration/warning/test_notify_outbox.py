@@ -149,6 +149,7 @@ async def test_one_claim_per_delivery_and_no_wait_for_rows_queued_behind_a_busy_
         for n in range(1, 4):
             await raise_alert(env["bus"], make_alert())
             await wait_for(lambda n=n: svc.dispatcher.stats.delivered == n)  # type: ignore[misc]
+            await wait_for(lambda: svc.dispatcher.busy_lanes() == 0)  # the next alert must not arrive mid-lane
         assert svc.dispatcher.stats.claims - before == 3
 
         await raise_alert(env["bus"], make_alert())

@@ -137,6 +137,10 @@ class OutboxDispatcher:
         self._wakes += 1
         self._wake.set()
 
+    def busy_lanes(self) -> int:
+        """How many subscriptions' lanes are sending now."""
+        return len(self._busy)
+
     def lease_s(self) -> float:
         """How long a claimed batch is reserved: long enough for every attempt of a full lane batch."""
         return self.attempt_timeout_s * self.lane_batch + 30.0
