@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import sqlite3
-import warnings
 from pathlib import Path
 
 import mapbox_vector_tile
@@ -19,6 +18,7 @@ from safecity.geo.road.graph import HIGHWAY_CLASSES, HIGHWAY_CODE, RoadGraph
 log = structlog.get_logger(__name__)
 
 LAYER = "roads"
+EXTENTS = 4096  # tile coordinate range (the MVT default)
 ORIGIN_SHIFT = 20037508.342789244
 # Lowest zoom at which a class is drawn; minor streets only when zoomed in.
 MIN_ZOOM_BY_CLASS = {
@@ -66,6 +66,18 @@ def tile_range(bbox: tuple[float, float, float, float], z: int) -> tuple[int, in
     return x0, y0, x1, y1
 
 
+def _quantize(geoms: np.ndarray, bounds: tuple[float, float, float, float]) -> np.ndarray:
+    """Geometries in tile coordinates (0..EXTENTS, y up), rounded half to even as mapbox-vector-tile's own
+    `quantize_bounds` does. Done here, vectorized: the library's path calls `shapely.ops.transform`, deprecated in
+    shapely 2.1, and hiding that warning took `warnings.catch_warnings()`, which is not thread-safe (tiles are baked
+    in a worker thread)."""
+    minx, miny, maxx, maxy = bounds
+    scale = np.array([EXTENTS / (maxx - minx), EXTENTS / (maxy - miny)])
+    offset = np.array([minx, miny])
+    quantized: np.ndarray = shapely.transform(geoms, lambda xy: np.round((xy - offset) * scale))
+    return quantized
+
+
 def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoom: int = 15) -> int:
     """Write vector tiles of the road edges for zooms min..max into an MBTiles file; returns the tile count."""
     path = Path(path)
@@ -99,7 +111,7 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
                     hits = hits[min_z[hits] <= z]
                     if hits.size == 0:
                         continue
-                    clipped = shapely.clip_by_rect(lines[hits], *bounds)
+                    clipped = _quantize(shapely.clip_by_rect(lines[hits], *bounds), bounds)
                     features = [
                         {
                             "geometry": geom,
@@ -110,13 +122,9 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
                     ]
                     if not features:
                         continue
-                    with warnings.catch_warnings():
-                        # mapbox-vector-tile 2.x still calls shapely.ops.transform, deprecated in shapely 2.1.
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        data = mapbox_vector_tile.encode(
-                            [{"name": LAYER, "features": features}],
-                            default_options={"quantize_bounds": bounds, "extents": 4096},
-                        )
+                    data = mapbox_vector_tile.encode(
+                        [{"name": LAYER, "features": features}], default_options={"extents": EXTENTS}
+                    )
                     # MBTiles 1.3: rows are TMS (y flipped), tile data gzip-compressed.
                     db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, tx, (1 << z) - 1 - ty, gzip.compress(data)))
                     count += 1
