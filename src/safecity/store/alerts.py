@@ -96,14 +96,13 @@ class AlertRepo:
         )
         return bool(result.rowcount)
 
-    async def hops_of(self, alert_ids: Iterable[str], *, for_update: bool = False) -> dict[str, dict[str, Any]]:
-        """Hop times of the stored alerts among `alert_ids`, in one query (`for_update` locks them on PostgreSQL)."""
+    async def hops_of(self, alert_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Hop times of the stored alerts among `alert_ids`, locked for an update on PostgreSQL (`set_hops`)."""
         ids = builtins.list(alert_ids)
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), _IDS_PER_QUERY):
-            query = select(alerts.c.id, alerts.c.hops).where(alerts.c.id.in_(ids[start : start + _IDS_PER_QUERY]))
-            if for_update:
-                query = query.with_for_update()
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            query = select(alerts.c.id, alerts.c.hops).where(alerts.c.id.in_(chunk)).with_for_update()
             found.update((row.id, dict(row.hops or {})) for row in await self.conn.execute(query))
         return found
 

@@ -248,6 +248,14 @@ def cap_message(alert: Alert, *, sender: str, original: Alert | None = None) -> 
     )
 
 
+async def _stamp_hop(repo: AlertRepo, hop: str, times: dict[str, datetime]) -> set[str]:
+    """Set `hop` on each stored alert among `times` that does not have it yet (the first time stays); return the ids
+    not stored."""
+    stored = await repo.hops_of(times)
+    await repo.set_hops({a: {**hops, hop: times[a].isoformat()} for a, hops in stored.items() if hop not in hops})
+    return times.keys() - stored.keys()
+
+
 class AlertService:
     """Stores alerts from the bus, moves them through the lifecycle, and renders them as CAP."""
 
@@ -297,20 +305,11 @@ class AlertService:
         if not self._delivered:
             return
         batch, self._delivered = self._delivered, {}
-        waiting: dict[str, tuple[datetime, int]] = {}
+        waiting: dict[str, tuple[datetime, int]]
         try:
             async with self.engine.begin() as conn:
-                repo = AlertRepo(conn)
-                stored = await repo.hops_of(batch, for_update=True)
-                stamped: dict[str, dict[str, Any]] = {}
-                for alert_id, (at, tries) in batch.items():
-                    hops = stored.get(alert_id)
-                    if hops is None:
-                        if tries < DELIVERED_STAMP_TRIES:
-                            waiting[alert_id] = (at, tries + 1)
-                    elif "delivered" not in hops:
-                        stamped[alert_id] = {**hops, "delivered": at.isoformat()}
-                await repo.set_hops(stamped)
+                missing = await _stamp_hop(AlertRepo(conn), "delivered", {a: at for a, (at, _) in batch.items()})
+            waiting = {a: (batch[a][0], batch[a][1] + 1) for a in missing if batch[a][1] < DELIVERED_STAMP_TRIES}
         except Exception:  # locked or unreachable database: keep every stamp for the next round
             log.warning("alert_delivered_stamps_deferred", alerts=len(batch), exc_info=True)
             waiting = batch
@@ -349,13 +348,8 @@ class AlertService:
     async def stamp_hop(self, alert_id: str, hop: str, at: datetime | None = None) -> None:
         """Record the time an alert passed a hop (e.g. `delivered`, stamped by the first channel that delivers)."""
         async with self.engine.begin() as conn:
-            repo = AlertRepo(conn)
-            hops = (await repo.hops_of([alert_id], for_update=True)).get(alert_id)
-            if hops is None:
+            if await _stamp_hop(AlertRepo(conn), hop, {alert_id: at or clock.now()}):
                 raise AlertNotFound(id=alert_id)
-            if hop not in hops:
-                hops[hop] = (at or clock.now()).isoformat()
-                await repo.set_hops({alert_id: hops})
 
     async def get(self, alert_id: str) -> Alert:
         """Return one alert with its steps; AlertNotFound when absent."""
