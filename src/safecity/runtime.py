@@ -7,23 +7,26 @@ talk over the bus.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
-from safecity.kernel.bus import Bus, MemoryBus, Subscription
-from safecity.kernel.envelope import Envelope, make_envelope
+from safecity.kernel.bus import Bus, MemoryBus, OverflowHook, Subscription
+from safecity.kernel.envelope import Envelope, encode, make_envelope
 from safecity.kernel.heap import settle_heap
 from safecity.kernel.metrics import Metrics
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
+from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.deadletters import DeadLetterService
 from safecity.sensing.device_service import DeviceService
 from safecity.sensing.health import HealthMonitor
-from safecity.sensing.model import DEVICE_OFFLINE, DeviceKind, DeviceOffline, Tags
+from safecity.sensing.model import DEVICE_OFFLINE, DeadLetterReason, DeviceKind, DeviceOffline, SensorEvent, Tags
 from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
@@ -31,7 +34,7 @@ from safecity.sharing.keys import KeyService, Role
 from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import create_engine, ping, upgrade
 from safecity.store.events import EventRepo
-from safecity.store.writer import EventWriter
+from safecity.store.writer import REJECTED, EventWriter, Row, row_from_envelope
 from safecity.warning.alerts import AlertService
 from safecity.warning.backtest import stored_events
 from safecity.warning.notify.service import NotifyService
@@ -41,8 +44,17 @@ from safecity.warning.service import WarningService
 log = structlog.get_logger(__name__)
 
 
-def make_bus(settings: Settings) -> Bus:
-    """Build the bus the settings ask for."""
+# What a restarted node reloads into the ingest duplicate check: the sender ids of the events received this long ago
+# at most (a broker resends what was not acknowledged within seconds; a device retrying by hand, within minutes).
+DEDUPE_RELOAD_S = 3600.0
+# HTTP ingest is refused (503) while the store's queues are fuller than this share: intake slows instead of buffering.
+PRESSURE_HIGH = 0.5
+STORE_SUBSCRIPTION_QUEUE = 10_000
+MQTT_STOP_S = 10.0
+
+
+def make_bus(settings: Settings, on_overflow: OverflowHook | None = None) -> Bus:
+    """Build the bus the settings ask for (`on_overflow` keeps what the in-process bus cannot deliver)."""
     if settings.bus.kind == "nats":
         from safecity.kernel.bus_nats import NatsBus
 
@@ -52,7 +64,7 @@ def make_bus(settings: Settings) -> Bus:
             subject_prefix=settings.bus.subject_prefix,
             client_name=settings.node_id,
         )
-    return MemoryBus()
+    return MemoryBus(on_overflow=on_overflow)
 
 
 class Runtime:
@@ -62,7 +74,8 @@ class Runtime:
         self.settings = settings
         self.migrate = migrate
         self.metrics = Metrics()
-        self.bus: Bus = make_bus(settings)
+        self.supervisor = Supervisor(self.metrics.task_failures, self.metrics.task_up)
+        self.bus: Bus = make_bus(settings, on_overflow=self._bus_overflow)
         self.engine = create_engine(settings.database.url)
         self.events = EventRepo(self.engine)
         self.devices = DeviceService(self.engine)
@@ -80,6 +93,7 @@ class Runtime:
             interval_ms=settings.database.commit_interval_ms,
             max_rows=settings.database.commit_max_rows,
             metrics=self.metrics,
+            on_rejected=self._event_rejected,
         )
         self.health = HealthMonitor(self._device_offline)
         key = settings.security.pseudonym_key.get_secret_value().encode()
@@ -95,6 +109,9 @@ class Runtime:
             health=self.health,
             node_id=settings.node_id,
             tier=settings.role,
+            # The in-process bus holds events in memory: they are durable once the writer commits them. JetStream
+            # acknowledges a publish once the stream holds it, so there the publish itself is the durable step.
+            expect_stored=self.writer.expect if isinstance(self.bus, MemoryBus) else None,
         )
         self.mqtt: MqttIngest | None = (
             MqttIngest(settings.mqtt, self.pipeline, source=f"mqtt:{settings.mqtt.host}:{settings.mqtt.port}")
@@ -124,22 +141,15 @@ class Runtime:
         self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
-        self._tasks: list[asyncio.Task[Any]] = []
         self._last_persisted: dict[str, datetime] = {}
         self._subs: list[Subscription] = []
         self.started = False
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run a background loop owned by the runtime (cancelled on stop, failures logged)."""
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-        return task
-
-    @staticmethod
-    def _task_done(task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
+    def spawn(
+        self, factory: Callable[[], Coroutine[Any, Any, Any]], name: str, *, restart: bool = True
+    ) -> asyncio.Task[Any]:
+        """Run a background loop owned by the runtime: supervised (restarted with backoff), cancelled on stop."""
+        return self.supervisor.spawn(name, factory, restart=restart)
 
     async def start(self) -> None:
         """Migrate the database, connect the bus, load caches and start every loop."""
@@ -157,7 +167,17 @@ class Runtime:
             await self.keys.ensure(bootstrap.get_secret_value(), role=Role.ADMIN, name="bootstrap admin")
         await self.writer.start()
         await self.dead_letters.start()
-        self._subs.append(await self.bus.subscribe("event.>", self._store_event, durable="store-writer"))
+        self.supervisor.watch("event-writer", lambda: self.writer.task)
+        self.supervisor.watch("dead-letter-writer", lambda: self.dead_letters.task)
+        seeded = self.pipeline.remember(
+            await self.events.recent_message_keys(clock.now() - timedelta(seconds=DEDUPE_RELOAD_S), limit=500_000)
+        )
+        log.info("ingest_dedupe_seeded", keys=seeded)
+        self._subs.append(
+            await self.bus.subscribe(
+                "event.>", self._store_event, durable="store-writer", queue_size=STORE_SUBSCRIPTION_QUEUE
+            )
+        )
         await self.alerts.start()
         await self.notify.start()
         if self.warning is not None:
@@ -167,10 +187,10 @@ class Runtime:
             await self.warning.rebuild(stored_events(self.events, since, now))
             await self.warning.start()
         self.track_devices()
-        self.spawn(self.health.run(), "device-health")
-        self.spawn(self._last_seen_loop(), "device-last-seen")
+        self.spawn(self.health.run, "device-health")
+        self.spawn(self._last_seen_loop, "device-last-seen")
         if self.mqtt is not None:
-            self.spawn(self.mqtt.run(), "mqtt-ingest")
+            self.spawn(self.mqtt.run, "mqtt-ingest")
         self.started = True
         settle_heap()
         log.info("runtime_started", role=self.settings.role, node=self.settings.node_id, bus=self.settings.bus.kind)
@@ -196,6 +216,7 @@ class Runtime:
         while True:
             await asyncio.sleep(every_s)
             await self.persist_last_seen()
+            await self.keys.flush_last_used()
 
     def track_devices(self) -> None:
         """Watch the heartbeat of every active device in the registry."""
@@ -208,7 +229,64 @@ class Runtime:
         self.alerts.note_delivered(alert_id, at)
 
     async def _store_event(self, envelope: Envelope) -> None:
-        await self.writer.add(envelope)
+        try:
+            row = row_from_envelope(envelope)
+        except (TypeError, ValueError) as err:  # the door checks make this a bug; the event is still kept
+            log.exception("event_not_storable", event_id=envelope.id)
+            self._dead_letter_envelope(envelope, DeadLetterReason.INVALID_PAYLOAD, f"cannot be stored: {err}")
+            self.writer.settle(envelope.id, REJECTED)
+            return
+        await self.writer.add_row(row)
+
+    def _dead_letter_envelope(self, envelope: Envelope, reason: str, detail: str) -> None:
+        """Keep an event the node could not pass on, as a dead letter holding its whole envelope (replayable)."""
+        payload = envelope.payload
+        event = payload if isinstance(payload, SensorEvent) else None
+        self.dead_letters.put(
+            reason=reason,
+            detail=detail,
+            source=envelope.source,
+            raw=encode(envelope),
+            topic=envelope.key,
+            device_id=event.device_id if event is not None else None,
+            kind=str(event.kind) if event is not None else None,
+        )
+        self.metrics.dead_letters.labels(reason, str(event.kind) if event is not None else envelope.key).inc()
+
+    def _bus_overflow(self, subscription: str, envelope: Envelope) -> None:
+        """The in-process bus could not hand `envelope` to `subscription` in time: keep it as a dead letter."""
+        stored = subscription != "store-writer"
+        detail = f"bus subscription {subscription!r} could not take it in time" + (
+            "; the event itself is stored" if stored else "; not stored"
+        )
+        self._dead_letter_envelope(envelope, DeadLetterReason.BUS_OVERFLOW, detail)
+        if not stored:
+            self.writer.settle(envelope.id, DeadLetterReason.BUS_OVERFLOW)
+
+    async def _event_rejected(self, row: Row, err: Exception) -> None:
+        """The store refused a row (the door checks should make this impossible): keep it as a dead letter."""
+        self.dead_letters.put(
+            reason=DeadLetterReason.INVALID_PAYLOAD,
+            detail=f"refused by the store: {str(err)[:300]}",
+            source=str(row.get("source", self.settings.node_id)),
+            raw=orjson.dumps({k: v for k, v in row.items() if k != "stored_at"}, default=str),
+            topic=str(row.get("key")),
+            device_id=row.get("device_id"),
+            kind=row.get("kind"),
+        )
+
+    def pressure(self) -> str | None:
+        """Why intake should slow down now (the store is stalled or its queues are filling), or None."""
+        if self.writer.stalled:
+            return "store_stalled"
+        if self.writer.queued > self.writer.capacity * PRESSURE_HIGH:
+            return "store_queue"
+        lag = getattr(self.bus, "lag", None)
+        if callable(lag) and lag().get("store-writer", 0) > STORE_SUBSCRIPTION_QUEUE * PRESSURE_HIGH:
+            return "bus_queue"
+        if self.dead_letters.buffered > self.dead_letters.max_buffer * PRESSURE_HIGH:
+            return "dead_letter_queue"
+        return None
 
     async def _device_offline(self, device_id: str, last_seen: datetime | None, deadline: datetime) -> None:
         info = self.devices.index.get(device_id)
@@ -231,6 +309,7 @@ class Runtime:
         checks = {"database": await ping(self.engine), "bus": await self.bus.healthy()}
         if self.mqtt is not None:
             checks["broker"] = self.mqtt.connected.is_set()
+        checks["tasks"] = not self.supervisor.down()
         return checks
 
     async def stop(self) -> None:
@@ -238,15 +317,16 @@ class Runtime:
         if not self.started:
             await self.engine.dispose()
             return
-        for task in self._tasks:
-            task.cancel()
-        # gather with return_exceptions collects the loops' CancelledErrors without swallowing a cancellation of
-        # stop() itself.
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        if self.mqtt is not None:
+            # Stop intake first: what was received is handled and acknowledged once durable, then we disconnect.
+            await self.mqtt.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.mqtt.stopped.wait(), MQTT_STOP_S)
+        await self.supervisor.stop()
         if isinstance(self.bus, MemoryBus):
             await self.bus.drain()
         await self.persist_last_seen()
+        await self.keys.flush_last_used()
         if self.warning is not None:
             await self.warning.stop()
         await self.notify.stop()

@@ -60,6 +60,16 @@ async def _check_bus(runtime: Any) -> None:
         raise RuntimeError("bus is not healthy")
 
 
+class LoopsDown(Exception):
+    """Supervised background loops are not running (failed and waiting to restart, or ended)."""
+
+
+async def _check_tasks(runtime: Any) -> None:
+    down = runtime.supervisor.down()
+    if down:
+        raise LoopsDown(", ".join(down))
+
+
 async def _check_broker(runtime: Any) -> None:
     mqtt = runtime.settings.mqtt
     _, writer = await asyncio.open_connection(mqtt.host, mqtt.port)
@@ -75,7 +85,10 @@ async def _run_check(name: str, check: Any, runtime: Any) -> dict[str, Any]:
     except Exception as err:
         # A probe reports failures; it must not raise. The reason is the error type only (no internals).
         log.warning("readiness_check_failed", check=name, error=type(err).__name__)
-        return {"ok": False, "error": type(err).__name__, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        report = {"ok": False, "error": type(err).__name__, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        if isinstance(err, LoopsDown):
+            report["down"] = str(err).split(", ")
+        return report
     return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
@@ -85,9 +98,9 @@ async def _run_check(name: str, check: Any, runtime: Any) -> dict[str, Any]:
     responses={503: {"description": "A dependency is not ready."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """200 when the database, the bus and (if enabled) the MQTT broker answer; 503 with per-check status otherwise."""
+    """200 when the database, the bus, (if enabled) the MQTT broker answer and every background loop runs; else 503."""
     runtime = request.app.state.runtime
-    checks: dict[str, Any] = {"database": _check_database, "bus": _check_bus}
+    checks: dict[str, Any] = {"database": _check_database, "bus": _check_bus, "tasks": _check_tasks}
     if runtime.settings.mqtt.enabled:
         checks["broker"] = _check_broker
     names = list(checks)

@@ -1,4 +1,9 @@
-"""HTTP batch ingest: JSON lines, one device message a line, through the same pipeline as MQTT."""
+"""HTTP batch ingest: JSON lines, one device message a line, through the same pipeline as MQTT.
+
+The answer comes once the batch is durable (every accepted event stored, every refused line dead-lettered) and says
+what became of each line; content never makes it fail. Under back-pressure the whole batch is refused up front with
+503 and `Retry-After`, before any line is taken.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
+from safecity.kernel.errors import Overloaded
 from safecity.sharing.keys import Role
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
+
+RETRY_AFTER_S = 2
 
 
 class LineRefusal(BaseModel):
@@ -22,13 +30,15 @@ class LineRefusal(BaseModel):
 
 
 class BatchReport(BaseModel):
-    """What became of a batch."""
+    """What became of a batch: every line is stored, dead-lettered (a duplicate among them) or discarded."""
 
     lines: int
-    accepted: int = Field(description="Events published (a line can yield more than one).")
-    dead_lettered: list[LineRefusal]
+    accepted: int = Field(description="Events stored (a line can yield more than one).")
+    dead_lettered: list[LineRefusal] = Field(
+        description="Lines refused, with the reason; `duplicate` when the same device and `id` was stored before."
+    )
     discarded: int = Field(description="Lines dropped on purpose (e.g. biometric data, non-alert IDS records).")
-    event_ids: list[str]
+    event_ids: list[str] = Field(description="Ids of the events stored, in line order.")
 
 
 @router.post(
@@ -36,6 +46,7 @@ class BatchReport(BaseModel):
     response_model=BatchReport,
     status_code=202,
     summary="Ingest a batch of device messages (JSON lines)",
+    responses={503: {"description": "Back-pressure: nothing was taken; retry after `Retry-After` seconds."}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -54,18 +65,28 @@ async def ingest_batch(
         Query(alias="format", description="Payload format of every line."),
     ] = "generic",
 ) -> BatchReport:
-    """Each line is one message; `generic` lines carry `device` and `kind`. Bad lines are dead-lettered."""
+    """Each line is one message; `generic` lines carry `device` and `kind`. Bad lines are dead-lettered.
+
+    Answered once the batch is durable. Under back-pressure (the store stalled or its queues filling) the batch is
+    refused whole with 503 and `Retry-After` before any line is taken, so a retry sends it again as it is.
+    """
     runtime = request.app.state.runtime
+    cause = runtime.pressure()
+    if cause is not None:
+        runtime.metrics.intake_refused.labels(cause).inc()
+        raise Overloaded(cause=cause, retry_after=RETRY_AFTER_S)
     body = await request.body()
-    report = BatchReport(lines=0, accepted=0, dead_lettered=[], discarded=0, event_ids=[])
     source = f"http:{principal.name}"
-    for number, line in enumerate(body.splitlines(), start=1):
-        if not line.strip():
-            continue
-        report.lines += 1
-        result = await runtime.pipeline.ingest(line, fmt=fmt, source=source)
-        report.accepted += len(result.published)
-        report.event_ids.extend(env.id for env in result.published)
+    pipeline = runtime.pipeline
+    numbered = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
+    results = [(n, await pipeline.ingest(line, fmt=fmt, source=source)) for n, line in numbered]
+    await pipeline.settle(result for _, result in results)
+    report = BatchReport(lines=len(numbered), accepted=0, dead_lettered=[], discarded=0, event_ids=[])
+    for number, result in results:
+        not_stored = {event_id for event_id, _ in result.not_stored}
+        stored = [env.id for env in result.published if env.id not in not_stored]
+        report.accepted += len(stored)
+        report.event_ids.extend(stored)
         if result.discarded:
             report.discarded += 1
         for reason, detail in result.dead_lettered:

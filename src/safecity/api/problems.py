@@ -162,6 +162,7 @@ def error_response(conn: HTTPConnection, exc: SafeCityError) -> JSONResponse:
         title=exc.title(locale),
         detail=exc.render(locale),
         extensions=extensions if isinstance(extensions, dict) else None,
+        headers=getattr(exc, "headers", None),
     )
 
 

@@ -109,3 +109,18 @@ class ServiceUnavailable(SafeCityError):
     title_zh = "服务不可用"
     message_en = "{service} is not available."
     message_zh = "{service} 当前不可用。"
+
+
+class Overloaded(ServiceUnavailable):
+    """The node is slowing its intake (back-pressure): the client should retry after `retry_after` seconds."""
+
+    code = "service.overloaded"
+    title_en = "Busy, retry later"
+    title_zh = "系统繁忙，请稍后重试"
+    message_en = "The node is catching up ({cause}); nothing of this request was accepted. Retry after {retry_after} s."
+    message_zh = "系统正在处理积压（{cause}），本次请求未被接收，请在 {retry_after} 秒后重试。"
+
+    def __init__(self, *, cause: str, retry_after: int) -> None:
+        super().__init__(cause=cause, retry_after=retry_after)
+        self.headers = {"Retry-After": str(retry_after)}
+        self.extensions = {"cause": cause, "retry_after_s": retry_after}

@@ -56,6 +56,11 @@ def new_id(now_ms: int | None = None) -> str:
         return _encode(ms, _last_rand)
 
 
+def floor_id(ms: int) -> str:
+    """Return the smallest id `new_id` can make at millisecond `ms` (ids >= it were made at or after `ms`)."""
+    return "".join(_ALPHABET[(ms >> (5 * (9 - i))) & 31] for i in range(10)) + "0" * 16
+
+
 def id_time_ms(identifier: str) -> int:
     """Return the millisecond timestamp encoded in an id made by `new_id`."""
     value = 0

@@ -44,6 +44,18 @@ class Metrics:
             registry=r,
         )
         self.devices_offline = Counter("safecity_devices_offline", "device.offline events raised.", registry=r)
+        self.task_failures = Counter(
+            "safecity_task_failures", "Background loops that failed (then restarted), by task.", ["task"], registry=r
+        )
+        self.task_up = Gauge(
+            "safecity_task_up", "1 while a supervised background loop runs, 0 while it is down.", ["task"], registry=r
+        )
+        self.intake_refused = Counter(
+            "safecity_intake_refused",
+            "HTTP ingest batches answered 503 under back-pressure, by cause.",
+            ["cause"],
+            registry=r,
+        )
 
     @staticmethod
     def total(counter: Counter) -> float:

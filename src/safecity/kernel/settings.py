@@ -59,9 +59,27 @@ class MqttSettings(_Section):
     client_id: str = Field("safecity-ingest", description="Client id (persistent session).")
     qos: Literal[0, 1] = Field(1, description="Subscription QoS.")
     protocol: Literal["3.1.1", "5"] = Field(
-        "3.1.1",
-        description="MQTT protocol version. 3.1.1 has no properties to parse on every message; Mosquitto serves shared "
-        "subscriptions ($share/...) to both versions.",
+        "5",
+        description="MQTT protocol version. 5 lets us tell the broker how many unacknowledged messages we take "
+        "(`receive_maximum`); with 3.1.1 Mosquitto allows `max_inflight_messages` (20 by default: raise it, or QoS 1 "
+        "ingest is held to 20 messages a commit). Mosquitto serves shared subscriptions ($share/...) to both.",
+    )
+    ack: Literal["durable", "received"] = Field(
+        "durable",
+        description="When a QoS 1 message is acknowledged: `durable`, once its events are committed (or held by "
+        "JetStream) and its dead letters written, so a crash loses nothing acknowledged; `received`, on receipt "
+        "(faster, but a crash loses what was received and not yet stored).",
+    )
+    receive_maximum: int = Field(
+        10_000,
+        ge=1,
+        le=65_535,
+        description="MQTT 5: unacknowledged QoS 1 messages the broker may send us at once (bounds our memory).",
+    )
+    max_pending: int = Field(
+        20_000,
+        ge=100,
+        description="Received messages waiting to be handled before we stop reading from the broker (back-pressure).",
     )
     frigate: bool = Field(True, description="Also subscribe to frigate/events and frigate/reviews.")
 

@@ -18,7 +18,11 @@ log = structlog.get_logger(__name__)
 
 
 class DeadLetterService:
-    """Never blocks the ingest path: `put` appends to a bounded buffer; a task flushes it every 100 ms."""
+    """Never blocks the ingest path: `put` appends to a bounded buffer; a task flushes it every 100 ms.
+
+    `durable()` waits until every dead letter put before the call is written: MQTT ingest acknowledges a refused
+    message only then, so a crash cannot lose one.
+    """
 
     def __init__(
         self, repo: DeadLetterRepo, bus: Bus, *, raw_cap: int, source: str, tier: str, max_buffer: int = 100_000
@@ -31,9 +35,22 @@ class DeadLetterService:
         self.max_buffer = max_buffer
         self._buffer: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
-        self._flushed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._written_changed = asyncio.Event()
+        self.queued = 0  # dead letters ever buffered (the sequence number of the latest)
         self.written = 0
         self.overflowed = 0
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The background flusher (None before `start`)."""
+        return self._task
+
+    @property
+    def buffered(self) -> int:
+        """Dead letters waiting to be written."""
+        return len(self._buffer)
 
     def put(
         self,
@@ -51,7 +68,9 @@ class DeadLetterService:
         if len(self._buffer) >= self.max_buffer:
             # Even the dead-letter buffer is bounded; the counter (and metrics) still record the refusal.
             self.overflowed += 1
+            log.error("dead_letter_buffer_full", reason=reason, source=source, device_id=device_id)
             return
+        self.queued += 1
         self._buffer.append(
             {
                 "id": ids.new_id(),
@@ -73,21 +92,42 @@ class DeadLetterService:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+            self._wake.clear()
             await self.flush()
 
+    async def durable(self) -> None:
+        """Wait until every dead letter buffered before this call is written (retried while the store fails)."""
+        target = self.queued
+        wake = True
+        while self.written < target:
+            if self._task is None or self._task.done():
+                await self.flush()  # no flusher running (not started, or stopping): write here
+                if self.written < target:
+                    await asyncio.sleep(0.1)
+                continue
+            self._written_changed.clear()
+            if wake:  # write now rather than at the next tick; after a failure the flusher keeps its own pace
+                self._wake.set()
+                wake = False
+            await self._written_changed.wait()
+
     async def flush(self) -> None:
-        """Write everything buffered so far."""
-        if not self._buffer:
-            return
-        batch, self._buffer = self._buffer, []
-        try:
-            await self.repo.add_many(batch)
-        except Exception:
-            log.exception("dead_letter_write_failed", rows=len(batch))
-            self._buffer[:0] = batch  # keep them for the next try
-            return
-        self.written += len(batch)
+        """Write everything buffered so far (one writer at a time, so they are written in the order put)."""
+        async with self._lock:
+            if not self._buffer:
+                return
+            batch, self._buffer = self._buffer, []
+            try:
+                await self.repo.add_many(batch)
+            except Exception:
+                log.exception("dead_letter_write_failed", rows=len(batch))
+                self._buffer[:0] = batch  # keep them for the next try
+                self._written_changed.set()  # let waiters look again (they wait on, and wake the flusher)
+                return
+            self.written += len(batch)
+            self._written_changed.set()
         for row in batch:
             payload = DeadLettered(
                 reason=row["reason"],

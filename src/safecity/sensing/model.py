@@ -134,6 +134,7 @@ class DeadLetterReason(StrEnum):
     DUPLICATE = "duplicate"
     UNKNOWN_TOPIC = "unknown_topic"
     BUS_OVERFLOW = "bus_overflow"
+    NORMALIZER_FAILED = "normalizer_failed"
 
 
 class NormalizeError(Exception):

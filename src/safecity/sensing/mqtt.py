@@ -3,13 +3,21 @@
 MQTT 3.1.1 or 5, QoS 1 by default, persistent session (clean session off / clean_start off with session
 expiry), TCP_NODELAY (asyncio sets it on every TCP transport), reconnect with backoff. With `shared_group` set it
 subscribes `$share/<group>/...` so several workers split the load.
+
+A QoS 1 message is acknowledged only once what became of it is durable (`ack = "durable"`, the default): its events
+committed to the store (or held by JetStream) and its dead letters written. A crash then loses nothing acknowledged:
+the broker sends the rest again when the node is back, and the duplicate check keeps them from being stored twice.
+How many unacknowledged messages the broker lets us hold bounds our memory: MQTT 5's Receive Maximum, which we send,
+or Mosquitto's `max_inflight_messages` for MQTT 3.1.1 clients (20 unless the broker's configuration raises it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gmqtt
@@ -19,7 +27,7 @@ from gmqtt.mqtt.handler import MQTTConnectError
 
 from safecity.kernel.settings import MqttSettings
 from safecity.sensing.model import DeviceKind, EventKind
-from safecity.sensing.pipeline import IngestPipeline
+from safecity.sensing.pipeline import IngestPipeline, IngestResult
 
 log = structlog.get_logger(__name__)
 
@@ -60,16 +68,15 @@ class TopicIngest:
         self.source = source
         self.received = 0
 
-    async def handle(self, topic: str, payload: Any) -> None:
+    async def handle(self, topic: str, payload: Any) -> IngestResult:
         """Route one message by its topic to the pipeline (unknown topics are dead-lettered)."""
         self.received += 1
         raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
         route = route_topic(topic, self.prefix)
         if route is None:
-            self.pipeline.dead_letter_topic(raw, topic=topic, source=self.source)
-            return
+            return self.pipeline.dead_letter_topic(raw, topic=topic, source=self.source)
         fmt, device_id, kind = route
-        await self.pipeline.ingest(raw, fmt=fmt, source=self.source, topic=topic, device_id=device_id, kind=kind)
+        return await self.pipeline.ingest(raw, fmt=fmt, source=self.source, topic=topic, device_id=device_id, kind=kind)
 
 
 class MqttIngest:
@@ -77,18 +84,29 @@ class MqttIngest:
 
     gmqtt parses MQTT in the event loop itself (an asyncio protocol): about 13 µs of CPU a message, against 46 µs for
     paho-mqtt's network thread and its hand-off (measured side by side, docs/benchmarks.md). Received messages are
-    queued and handled in batches. QoS 1 messages are acknowledged on receipt: acking after the pipeline held
-    Mosquitto's default in-flight window of 20 per round trip and capped QoS 1 at ~4,500/s. The window between
-    receipt and the bus is a few milliseconds of memory; with the NATS bus, everything after it is durable.
+    queued and handled in batches. With `ack = "durable"`, each batch is settled (`IngestPipeline.settle`) in a task
+    of its own while the next batch is handled, and its QoS 1 messages are acknowledged, in the order received, once
+    it is durable. Unacknowledged messages are bounded by the broker's in-flight window; QoS 0 messages, which the
+    broker does not hold back, are bounded by pausing the socket while `max_pending` messages wait.
     """
 
     def __init__(self, settings: MqttSettings, pipeline: IngestPipeline, *, source: str = "mqtt") -> None:
         self.settings = settings
+        self.pipeline = pipeline
         self.topics = TopicIngest(pipeline, prefix=settings.topic_prefix, source=source)
         self.connected = asyncio.Event()
+        self.stopped = asyncio.Event()  # set when `run` has returned after `stop()`
         self.reconnects = 0
+        self.paused = 0  # times reading from the broker was paused for back-pressure
         self._pending: deque[tuple[str, bytes]] = deque()
         self._wake = asyncio.Event()
+        self._durable_acks = settings.ack == "durable"
+        self._batch: asyncio.Future[int] | None = None  # settles when the messages received into it are durable
+        self._settling: asyncio.Task[None] | None = None  # the latest batch's settle task
+        self._client_ref: gmqtt.Client | None = None
+        self._reading_paused = False
+        self._stopping = False
+        self._failed: BaseException | None = None
 
     def _filters(self) -> list[str]:
         prefix = self.settings.topic_prefix
@@ -118,9 +136,42 @@ class MqttIngest:
             log.warning("mqtt_disconnected", host=self.settings.host, port=self.settings.port)
 
     def _on_message(self, _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _props: Any) -> int:
+        """Acknowledge on receipt (`ack = "received"`): gmqtt sends PUBACK before this runs."""
+        self._queue(topic, payload)
+        return 0
+
+    async def _on_message_durable(
+        self, _client: gmqtt.Client, topic: str, payload: bytes, qos: int, _props: Any
+    ) -> int:
+        """Acknowledge once durable: gmqtt sends PUBACK when this returns (0: success)."""
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = asyncio.get_running_loop().create_future()
+        self._queue(topic, payload)
+        if qos == 0:
+            return 0
+        # Raises if the batch could not be made durable: gmqtt then sends no PUBACK, the broker sends it again.
+        return await asyncio.shield(batch)
+
+    def _queue(self, topic: str, payload: bytes) -> None:
         self._pending.append((topic, payload))
         self._wake.set()
-        return 0
+        if len(self._pending) >= self.settings.max_pending and not self._reading_paused:
+            self._pause_reading(True)
+
+    def _pause_reading(self, pause: bool) -> None:
+        """Stop (or resume) reading from the broker's socket: back-pressure for what its in-flight window lets by."""
+        connection = getattr(self._client_ref, "_connection", None)
+        transport = getattr(connection, "_transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if pause:
+            transport.pause_reading()
+            self.paused += 1
+            log.warning("mqtt_intake_paused", pending=len(self._pending))
+        else:
+            transport.resume_reading()
+        self._reading_paused = pause
 
     # --- the event loop ---------------------------------------------------------------------------------------
 
@@ -128,10 +179,19 @@ class MqttIngest:
         v5 = self.settings.protocol == "5"
         # Persistent session: the broker keeps our subscriptions and QoS 1 messages while we are away.
         extra = {"session_expiry_interval": SESSION_EXPIRY_S} if v5 else {}
-        client = gmqtt.Client(self.settings.client_id, clean_session=False, **extra)
+        if v5:
+            # How many unacknowledged QoS 1 messages the broker may send us (MQTT 5 §3.1.2.11.3).
+            extra["receive_maximum"] = self.settings.receive_maximum
+        client = gmqtt.Client(
+            self.settings.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=not self._durable_acks,
+            **extra,
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        client.on_message = self._on_message_durable if self._durable_acks else self._on_message
+        self._client_ref = client
         client.set_config({"reconnect_retries": UNLIMITED_RECONNECTS, "reconnect_delay": 1})
         return client
 
@@ -149,24 +209,86 @@ class MqttIngest:
                 delay = min(delay * 2, 30.0)
 
     async def run(self) -> None:
-        """Connect, then process batches of messages until cancelled."""
+        """Connect, then process batches of messages until `stop()` (or cancellation)."""
+        self._stopping = False
+        self._failed = None
+        self.stopped.clear()
         client = self._client()
         await self._connect(client)
-        pending = self._pending
-        handle = self.topics.handle
         try:
-            while True:
+            while not self._stopping:
                 await self._wake.wait()
                 self._wake.clear()
-                handled = 0
-                while pending:
-                    topic, payload = pending.popleft()
-                    await handle(topic, payload)
-                    handled += 1
-                    if handled % YIELD_EVERY == 0:
-                        # The pipeline rarely awaits anything real: yield so the network, writer and others keep up.
-                        await asyncio.sleep(0)
+                if self._failed is not None:
+                    raise self._failed
+                await self._handle_pending()
+            await self._handle_pending()
+            if self._settling is not None:
+                await self._settling  # the last acknowledgements go out before we disconnect
         finally:
+            settling, self._settling = self._settling, None
+            if settling is not None and not settling.done():
+                settling.cancel()  # unacknowledged: the broker sends these again after we reconnect
+                await asyncio.gather(settling, return_exceptions=True)
+            batch, self._batch = self._batch, None
+            if batch is not None and not batch.done():
+                batch.set_exception(ConnectionAbortedError("ingest stopped before the batch was durable"))
+                batch.exception()  # retrieved: no PUBACK is due, the broker sends these again
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), 5)
             self.connected.clear()
+            self._reading_paused = False
+            if self._stopping:
+                self.stopped.set()
+
+    async def stop(self) -> None:
+        """Handle what was received, acknowledge it once durable, then let `run` disconnect and return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _handle_pending(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        batch, self._batch = self._batch, None
+        handle = self.topics.handle
+        results: list[IngestResult] = []
+        handled = 0
+        while pending:
+            topic, payload = pending.popleft()
+            results.append(await handle(topic, payload))
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                # The pipeline rarely awaits anything real: yield so the network, writer and others keep up.
+                await asyncio.sleep(0)
+        if self._reading_paused:
+            self._pause_reading(False)
+        if self._durable_acks:
+            self._settling = asyncio.create_task(
+                _settle(functools.partial(self.pipeline.settle, results), self._settling, batch), name="mqtt-settle"
+            )
+            # A settle that fails (the store is gone) fails ingest: the supervisor reconnects, the broker resends.
+            self._settling.add_done_callback(self._settle_done)
+
+    def _settle_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mqtt_settle_failed", error=repr(task.exception()))
+            self._failed = task.exception()
+            self._wake.set()
+
+
+async def _settle(
+    durable: Callable[[], Awaitable[None]], previous: asyncio.Task[None] | None, batch: asyncio.Future[int] | None
+) -> None:
+    """Make one batch durable, then acknowledge it, after the batch before it (PUBACKs go out in receipt order)."""
+    try:
+        if previous is not None:
+            await asyncio.shield(previous)
+        await durable()
+    except BaseException as err:
+        if batch is not None and not batch.done():
+            batch.set_exception(err if isinstance(err, Exception) else ConnectionAbortedError(repr(err)))
+            batch.exception()
+        raise
+    if batch is not None and not batch.done():
+        batch.set_result(0)

@@ -1,12 +1,15 @@
 """The ingest pipeline: raw bytes -> normalize -> validate -> pseudonymize -> tag -> publish `event.<kind>`.
 
 Every refusal becomes a dead letter with its reason and the raw bytes; nothing else is lost and the caller goes on.
+`settle()` waits until what `ingest()` made of a batch is durable: the events stored (or held by a durable bus) and
+the dead letters written. MQTT acknowledges a message, and HTTP answers a batch, only after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -31,6 +34,7 @@ from safecity.sensing.model import (
     Tags,
     event_key,
 )
+from safecity.sensing.normalize._common import check_storable
 from safecity.sensing.pseudonym import Pseudonymizer
 
 log = structlog.get_logger(__name__)
@@ -84,6 +88,15 @@ class DeadLetterSink(Protocol):
         """Record one dead letter (buffered; never blocks the caller)."""
         ...
 
+    async def durable(self) -> None:
+        """Wait until every dead letter recorded so far is written."""
+        ...
+
+
+# Settles with the store's verdict on one event: "stored", "duplicate" (the store already had it), or why it was
+# dead-lettered on its way to the store.
+ExpectStored = Callable[[str], "asyncio.Future[str]"]
+
 
 @dataclass
 class IngestResult:
@@ -92,6 +105,11 @@ class IngestResult:
     published: list[Envelope] = field(default_factory=list)
     dead_lettered: list[tuple[str, str]] = field(default_factory=list)
     discarded: str | None = None
+    verdicts: list[asyncio.Future[str]] = field(default_factory=list)  # the store's, one per published event
+    # (event id, outcome) of published events the store did not add (known after `settle`, and dead-lettered by
+    # then): "duplicate" when it already had the event, "rejected" or "bus_overflow" when refused on the way.
+    not_stored: list[tuple[str, str]] = field(default_factory=list)
+    origin: tuple[bytes, str, str | None, DeviceKind | None] | None = None  # raw, source, topic, kind: for `settle`
 
 
 class IngestPipeline:
@@ -112,6 +130,7 @@ class IngestPipeline:
         tier: str = "district",
         now: Callable[[], datetime] = clock.now,
         dedupe_window: int = 500_000,
+        expect_stored: ExpectStored | None = None,
     ) -> None:
         self.bus = bus
         self.devices = devices
@@ -126,6 +145,8 @@ class IngestPipeline:
         self.now = now
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._dedupe_window = dedupe_window
+        # None when publishing is durable by itself (JetStream acks a publish once the stream has it).
+        self.expect_stored = expect_stored
         self._max_future = timedelta(seconds=settings.max_future_s)
         self._max_past = timedelta(seconds=settings.max_past_s)
         self._events_in = metrics.events_in
@@ -148,6 +169,8 @@ class IngestPipeline:
         """Process one raw message; refusals are dead-lettered, never raised."""
         result = IngestResult()
         received_at = self.now()
+        if self.expect_stored is not None:
+            result.origin = (raw, source, topic, kind)
         in_key = (source, kind.value if kind else fmt)
         counter_in = self._in_counters.get(in_key)
         if counter_in is None:
@@ -161,6 +184,8 @@ class IngestPipeline:
             readings = normalizers.normalize(
                 fmt, raw, topic=topic, device_id=device_id, kind=kind, received_at=received_at
             )
+            for reading in readings:
+                check_storable(reading)
         except NormalizeError as err:
             self._dead(result, err.reason, err.detail, source, raw, topic, err.device_id or device_id, kind)
             return result
@@ -168,10 +193,18 @@ class IngestPipeline:
             self.metrics.discarded.labels(err.reason).inc()
             result.discarded = err.reason
             return result
+        except Exception as err:
+            # A normalizer bug must not stop ingest or lose the message: keep it with the error, then go on.
+            log.exception("normalizer_failed", fmt=fmt, topic=topic, device_id=device_id)
+            detail = f"{fmt} normalizer failed: {type(err).__name__}"
+            self._dead(result, DeadLetterReason.NORMALIZER_FAILED, detail, source, raw, topic, device_id, kind)
+            return result
         for reading in readings:
             envelope = self._accept(reading, raw, source, topic, received_at, result, context)
             if envelope is None:
                 continue
+            if self.expect_stored is not None:
+                result.verdicts.append(self.expect_stored(envelope.id))
             await self.bus.publish(envelope)
             envelope.stamp("published")
             result.published.append(envelope)
@@ -268,6 +301,38 @@ class IngestPipeline:
             self.health.seen(reading.device_id, occurred, interval)
         return envelope
 
+    def remember(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Seed the duplicate check with (device_id, message_id) pairs already stored (at start, after a restart)."""
+        count = 0
+        for key in keys:
+            self._seen[key] = None
+            count += 1
+        while len(self._seen) > self._dedupe_window:
+            self._seen.popitem(last=False)
+        return count
+
+    async def settle(self, results: Iterable[IngestResult]) -> None:
+        """Wait until every event and dead letter of `results` is durable; note the events the store did not add.
+
+        Raises what the store raised if it can no longer write (the caller must then not acknowledge anything).
+        """
+        for result in results:
+            if not result.verdicts:
+                continue
+            for envelope, verdict in zip(result.published, result.verdicts, strict=True):
+                outcome = await verdict
+                if outcome == "stored":
+                    continue
+                result.not_stored.append((envelope.id, outcome))
+                if outcome == "duplicate" and result.origin is not None:
+                    # The store already had (device, id): sent before, and stored then (after a restart, say).
+                    raw, source, topic, kind = result.origin
+                    event = envelope.payload
+                    detail = f"message id {event.message_id!r} is already stored"
+                    self._dead(result, DeadLetterReason.DUPLICATE, detail, source, raw, topic, event.device_id, kind)
+            result.verdicts.clear()
+        await self.dead_letters.durable()
+
     def _tags(self, device: DeviceInfoLike, reading: Reading, lon: float | None, lat: float | None) -> Tags:
         # A fixed device carries its registered place; a reading with its own position (a moving camera, a
         # checkpoint read with GPS) that is not in the registry's place is tagged by where it actually is.
@@ -312,10 +377,11 @@ class IngestPipeline:
         )
         log.info("input_dead_lettered", reason=str(reason), source=source, topic=topic, device_id=device_id)
 
-    def dead_letter_topic(self, raw: bytes, *, topic: str, source: str) -> None:
+    def dead_letter_topic(self, raw: bytes, *, topic: str, source: str) -> IngestResult:
         """Record a message that arrived on a topic we do not handle."""
+        result = IngestResult()
         self._dead(
-            IngestResult(),
+            result,
             DeadLetterReason.UNKNOWN_TOPIC,
             f"no handler for topic {topic!r}",
             source,
@@ -324,3 +390,4 @@ class IngestPipeline:
             None,
             None,
         )
+        return result

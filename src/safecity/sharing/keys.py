@@ -16,6 +16,7 @@ from enum import StrEnum
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
@@ -96,6 +97,9 @@ class KeyService:
         self.cache_ttl_s = cache_ttl_s
         # key hash -> (principal, monotonic expiry). Only verified keys are cached, so unknown keys cannot fill it.
         self._cache: dict[str, tuple[Principal, float]] = {}
+        # key id -> last verified use, not written yet: bookkeeping never makes a request wait for, or fail on, a
+        # write (a locked database answered 500 on /api/v1/me); `flush_last_used` writes them in the background.
+        self._used: dict[str, datetime] = {}
 
     async def create(self, name: str, role: Role) -> CreatedKey:
         """Create a key with a role; the returned object holds the clear key (shown once)."""
@@ -138,17 +142,30 @@ class KeyService:
             if time.monotonic() < expires:
                 return principal
             del self._cache[digest]
-        async with self.engine.begin() as conn:
-            repo = ApiKeyRepo(conn)
-            row = await repo.by_hash(digest)
-            # The lookup is by hash; compare again in constant time so equality never leaks through timing.
-            if row is None or not hmac.compare_digest(row["key_hash"], digest) or row["revoked_at"] is not None:
-                return None
-            # Written at most once per cache period, so verification stays off the write path.
-            await repo.touch(row["id"], clock.now())
+        async with self.engine.connect() as conn:
+            row = await ApiKeyRepo(conn).by_hash(digest)
+        # The lookup is by hash; compare again in constant time so equality never leaks through timing.
+        if row is None or not hmac.compare_digest(row["key_hash"], digest) or row["revoked_at"] is not None:
+            return None
+        # Noted at most once per cache period and written later, so verification stays off the write path.
+        self._used[row["id"]] = clock.now()
         principal = Principal(key_id=row["id"], name=row["name"], role=Role(row["role"]))
         self._cache[digest] = (principal, time.monotonic() + self.cache_ttl_s)
         return principal
+
+    async def flush_last_used(self) -> None:
+        """Write the keys' last-use times noted since the last flush; on failure they are kept for the next one."""
+        used, self._used = self._used, {}
+        if not used:
+            return
+        try:
+            async with self.engine.begin() as conn:
+                repo = ApiKeyRepo(conn)
+                for key_id, at in used.items():
+                    await repo.touch(key_id, at)
+        except SQLAlchemyError as err:
+            log.warning("api_key_last_used_not_written", keys=len(used), error=str(err))
+            self._used = {**used, **self._used}
 
     async def revoke(self, key_id: str) -> ApiKeyInfo:
         """Revoke a key now; it stops working at once in this process (other processes: within the cache TTL)."""
@@ -162,7 +179,7 @@ class KeyService:
                 del self._cache[digest]
         log.info("api_key_revoked", key_id=key_id)
         assert row is not None
-        return ApiKeyInfo(**_public(row))
+        return self._info(row)
 
     async def get(self, key_id: str) -> ApiKeyInfo:
         """Return one key's info."""
@@ -170,13 +187,21 @@ class KeyService:
             row = await ApiKeyRepo(conn).get(key_id)
         if row is None:
             raise ApiKeyNotFound(what="API key", id=key_id)
-        return ApiKeyInfo(**_public(row))
+        return self._info(row)
 
     async def list(self, *, include_revoked: bool = True) -> list[ApiKeyInfo]:
         """Return every key's info, oldest first."""
         async with self.engine.connect() as conn:
             rows = await ApiKeyRepo(conn).list(include_revoked=include_revoked)
-        return [ApiKeyInfo(**_public(row)) for row in rows]
+        return [self._info(row) for row in rows]
+
+    def _info(self, row: dict[str, object]) -> ApiKeyInfo:
+        """A key's public info, with a last use noted here and not written yet."""
+        public = _public(row)
+        noted = self._used.get(str(row["id"]))
+        if noted is not None:
+            public["last_used_at"] = noted
+        return ApiKeyInfo(**public)
 
     def clear_cache(self) -> None:
         """Forget every cached verification."""

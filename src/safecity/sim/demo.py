@@ -115,7 +115,8 @@ async def run_demo(
     with console.status(f"Registering {len(registered):,} synthetic devices…"):
         await runtime.devices.upsert_many(registered)
         runtime.track_devices()
-    runtime.spawn(runtime.roads.ensure_tiles(demo_tiles_path(data_dir, osm)), "road-tiles")
+    tiles = demo_tiles_path(data_dir, osm)
+    runtime.spawn(lambda: runtime.roads.ensure_tiles(tiles), "road-tiles", restart=False)
     url = f"http://127.0.0.1:{port}"
     console.print(banner(url, key))
     sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)

@@ -8,12 +8,14 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from safecity.kernel import ids
 from safecity.store.rows import to_dict, utc
 from safecity.store.tables import events
 
 EventRow = dict[str, Any]
 # Module-level alias: inside the class, `list` names the method.
 IdList = list[str]
+KeyList = list[tuple[str, str]]
 _TIME_COLUMNS = ("occurred_at", "received_at", "stored_at")
 
 
@@ -87,6 +89,19 @@ class EventRepo:
         stmt = select(events.c.kind, func.count()).group_by(events.c.kind)
         async with self.engine.connect() as conn:
             return {str(kind): int(n) for kind, n in (await conn.execute(stmt)).all()}
+
+    async def recent_message_keys(self, since: datetime, limit: int) -> KeyList:
+        """Return (device_id, message_id) of events received since `since` that carry a sender's id, oldest first."""
+        floor = ids.floor_id(int(since.timestamp() * 1000))  # `since` is aware (clock.now)
+        stmt = (
+            select(events.c.device_id, events.c.message_id)
+            .where(events.c.id >= floor, events.c.message_id.isnot(None))
+            .order_by(events.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(str(d), str(m)) for d, m in reversed(rows)]
 
     async def ids_for_device(self, device_id: str) -> IdList:
         """Return the ids of every event of one device, oldest first."""

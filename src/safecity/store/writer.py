@@ -4,6 +4,11 @@ Events are inserted with the dialect's `INSERT ... ON CONFLICT DO NOTHING`, so a
 repeated (device_id, message_id) is counted as a duplicate and never fails a batch. A commit that fails for a
 transient reason (database down, locked, connection killed) is retried with backoff, keeping the batch in memory;
 the bounded queue in front gives back-pressure to producers meanwhile.
+
+A producer that must know when an event is durable (MQTT acknowledges a message only then, HTTP ingest answers only
+then) calls `expect(event_id)` before publishing it: the future it gets is settled after the commit that decided the
+row, with `STORED`, `DUPLICATE` (the store already had it) or `REJECTED` (the store refused it: dead-lettered by the
+`on_rejected` hook before the future is settled).
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]  # column -> value, JSON columns as their encoded text (see `row_from_envelope`)
 RejectHook = Callable[[Row, Exception], Awaitable[None]]
+
+# Outcomes an `expect()` future is settled with.
+STORED = "stored"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
 
 
 class WriterClosed(ServiceUnavailable):
@@ -142,7 +152,7 @@ _SQLITE_ROW_MARKS = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
 def _sqlite_insert(rows: int) -> str:
     """The INSERT statement for `rows` rows (cached per size)."""
     values = ", ".join([_SQLITE_ROW_MARKS] * rows)
-    return f"INSERT INTO events ({_COLUMN_LIST}) VALUES {values} ON CONFLICT DO NOTHING"
+    return f"INSERT INTO events ({_COLUMN_LIST}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
 
 
 # PostgreSQL: one statement and one round trip per batch: the rows travel as one array per column.
@@ -201,25 +211,18 @@ async def _prepare_sqlite(rows: list[Row]) -> list[Statement]:
     return out
 
 
-async def _insert_sqlite(conn: AsyncConnection, statements: list[Statement]) -> int:
-    inserted = 0
+async def _insert(conn: AsyncConnection, statements: list[Statement]) -> set[str]:
+    """Run the INSERT statements; return the ids of the rows inserted (the others were duplicates)."""
+    inserted: set[str] = set()
     for sql, params in statements:
         result = await conn.exec_driver_sql(sql, params)
-        inserted += int(result.rowcount)
+        inserted.update(row[0] for row in result.all())
     return inserted
 
 
 async def _prepare_postgresql(rows: list[Row]) -> list[Statement]:
     arrays = tuple([row[c] for row in rows] for c in _COLUMNS)  # JSON columns are text already
     return [(_PG_INSERT, arrays)]
-
-
-async def _insert_postgresql(conn: AsyncConnection, statements: list[Statement]) -> int:
-    inserted = 0
-    for sql, params in statements:
-        result = await conn.exec_driver_sql(sql, params)
-        inserted += len(result.all())
-    return inserted
 
 
 class _Marker:
@@ -265,13 +268,46 @@ class EventWriter:
         # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
         pg = engine.dialect.name == "postgresql"
         self._prepare = _prepare_postgresql if pg else _prepare_sqlite
-        self._insert = _insert_postgresql if pg else _insert_sqlite
+        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._retrying = False
         self.stats = WriterStats()
 
     @property
     def queued(self) -> int:
         """Rows waiting in the queue (not yet in a commit)."""
         return self._queue.qsize()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The background commit task (None before `start`)."""
+        return self._task
+
+    @property
+    def capacity(self) -> int:
+        """Rows the queue holds before `add` waits."""
+        return self._queue.maxsize
+
+    @property
+    def stalled(self) -> bool:
+        """Whether a commit is failing and being retried (the database is locked or unreachable)."""
+        return self._retrying
+
+    def expect(self, event_id: str) -> asyncio.Future[str]:
+        """Return a future settled with STORED, DUPLICATE or REJECTED once the commit deciding `event_id` is done.
+
+        Call it before the event is published, so the commit cannot come first.
+        """
+        self._check_open()
+        future = self._waiters.get(event_id)
+        if future is None:
+            future = self._waiters[event_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    def settle(self, event_id: str, outcome: str) -> None:
+        """Settle a waiter from outside the writer (an event dead-lettered before it reached the queue)."""
+        future = self._waiters.pop(event_id, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
 
     async def start(self) -> None:
         """Start the background commit task."""
@@ -348,7 +384,10 @@ class EventWriter:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._error = error = exc
             log.error("event_writer_failed", error=repr(exc))
-        for future in list(self._pending):
+        # Nothing more will be committed: whoever waits for a flush or for an event learns it now.
+        waiters, self._waiters = self._waiters, {}
+        futures: list[asyncio.Future[Any]] = [*self._pending, *waiters.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(error)
 
@@ -394,31 +433,49 @@ class EventWriter:
 
     async def _commit_with_retry(self, rows: list[Row]) -> None:
         try:
-            written = await self._commit_retrying(rows)
+            inserted = await self._commit_retrying(rows)
         except RefusedWrite as err:
             # A bad row (e.g. too long for its column on PostgreSQL): isolate it and keep the others.
             log.warning("event_batch_rejected_isolating", rows=len(rows), error=str(err))
             written = rejected = 0
             for row in rows:
                 try:
-                    written += await self._commit_retrying([row])
+                    one = await self._commit_retrying([row])
                 except RefusedWrite as row_err:
                     await self._reject(row, row_err.cause)
+                    self.settle(row["id"], REJECTED)
                     rejected += 1
+                else:
+                    written += len(one)
+                    self._settle_rows([row], one)
         else:
-            rejected = 0
+            written, rejected = len(inserted), 0
+            self._settle_rows(rows, inserted)
         self.stats.duplicates_ignored += len(rows) - written - rejected
 
-    async def _commit_retrying(self, rows: list[Row]) -> int:
+    def _settle_rows(self, rows: list[Row], inserted: set[str]) -> None:
+        waiters = self._waiters
+        if not waiters:
+            return
+        for row in rows:
+            future = waiters.pop(row["id"], None)
+            if future is not None and not future.done():
+                future.set_result(STORED if row["id"] in inserted else DUPLICATE)
+
+    async def _commit_retrying(self, rows: list[Row]) -> set[str]:
         """Commit rows, retrying transient failures with backoff; a refused row raises `RefusedWrite`."""
 
         def retrying(failure: Exception, delay: float) -> None:
             self.stats.retries += 1
+            self._retrying = True
             log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=str(failure))
 
-        return await commit_retrying(
-            lambda: self._commit(rows), initial_s=self._retry_initial_s, max_s=self._retry_max_s, on_retry=retrying
-        )
+        try:
+            return await commit_retrying(
+                lambda: self._commit(rows), initial_s=self._retry_initial_s, max_s=self._retry_max_s, on_retry=retrying
+            )
+        finally:
+            self._retrying = False
 
     async def _reject(self, row: Row, err: SQLAlchemyError) -> None:
         self.stats.rows_rejected += 1
@@ -426,15 +483,16 @@ class EventWriter:
         if self._on_rejected is not None:
             await self._on_rejected(row, err)
 
-    async def _commit(self, rows: list[Row]) -> int:
+    async def _commit(self, rows: list[Row]) -> set[str]:
         stored_at = clock.now()
         for row in rows:
             row["stored_at"] = stored_at
         started = time.perf_counter()
         statements = await self._prepare(rows)  # before the transaction: SQLite's write lock is held only to write
         async with self._engine.begin() as conn:
-            written = await self._insert(conn, statements)
+            inserted = await _insert(conn, statements)
         elapsed = time.perf_counter() - started
+        written = len(inserted)
         stats = self.stats
         stats.commits += 1
         stats.rows_written += written
@@ -444,4 +502,4 @@ class EventWriter:
             self._metrics.commit_rows.observe(len(rows))
             self._metrics.commit_seconds.observe(elapsed)
             self._metrics.stored.inc(written)
-        return written
+        return inserted

@@ -23,7 +23,7 @@ async def test_health_ready_metrics(db_app_client: tuple[FastAPI, httpx.AsyncCli
     assert ready.status_code == 200
     body = ready.json()
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"database", "bus"}
+    assert set(body["checks"]) == {"database", "bus", "tasks"}
     assert all(c["ok"] for c in body["checks"].values())
     app.state.runtime.metrics.events_in.labels("test", "smoke").inc(3)
     metrics = await client.get("/metrics")

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import msgspec
 
-from safecity.sensing.model import DeadLetterReason, NormalizeError
+from safecity.sensing.model import DeadLetterReason, NormalizeError, Reading
 
 T = TypeVar("T")
 
@@ -28,6 +28,65 @@ def decode(decoder: msgspec.json.Decoder[T], raw: bytes, device_id: str | None) 
         raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, str(err)[:_DETAIL_MAX], device_id) from err
     except msgspec.DecodeError as err:
         raise NormalizeError(DeadLetterReason.MALFORMED_JSON, str(err)[:_DETAIL_MAX], device_id) from err
+    except UnicodeDecodeError as err:  # msgspec decodes strings itself and raises this for invalid UTF-8
+        detail = f"invalid UTF-8 at byte {err.start}: JSON text must be UTF-8"
+        raise NormalizeError(DeadLetterReason.MALFORMED_JSON, detail, device_id) from err
+    except RecursionError as err:  # msgspec's nesting limit (about 1,000 levels) surfaces as RecursionError
+        detail = f"nested deeper than {MAX_DEPTH} levels"
+        raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, detail, device_id) from err
+
+
+# What every store can keep, checked at the door so an accepted event is never refused by the writer (issue: a
+# 2**100 integer or 300 nested objects failed in orjson, a NUL in a string failed on PostgreSQL). The same limits on
+# SQLite and PostgreSQL: an event accepted by one is accepted by the other.
+MAX_DEPTH = 32
+"""Deepest nesting of objects and arrays kept in an event's `data`."""
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+# Column widths of the events table (store.tables) for the texts a sender chooses.
+MAX_MESSAGE_ID = 128
+MAX_STATE = 64
+
+
+def _storable_problem(value: object, depth: int) -> str | None:
+    """Why `value` (JSON-like data) cannot be stored, or None; `depth` counts the enclosing containers."""
+    if isinstance(value, str):
+        return "a text holds a NUL character (U+0000)" if "\x00" in value else None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return None if _INT64_MIN <= value <= _INT64_MAX else "an integer is outside the 64-bit range"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "a number is not finite"
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                return "a field name holds a NUL character (U+0000)"
+            problem = _storable_problem(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"a value of type {type(value).__name__} cannot be stored"
+
+
+def check_storable(reading: Reading) -> None:
+    """Refuse a reading the event store could not keep (INVALID_PAYLOAD), with the same limits on every database."""
+    device_id = reading.device_id
+    problem: str | None = None
+    if reading.message_id is not None and len(reading.message_id) > MAX_MESSAGE_ID:
+        problem = f"id is longer than {MAX_MESSAGE_ID} characters"
+    elif reading.state is not None and len(reading.state) > MAX_STATE:
+        problem = f"state is longer than {MAX_STATE} characters"
+    else:
+        texts = [device_id, reading.message_id, reading.state, *reading.personal.values()]
+        problem = next((p for t in texts if t is not None and (p := _storable_problem(t, 0))), None)
+        if problem is None and reading.data:
+            problem = _storable_problem(reading.data, 1)
+    if problem is not None:
+        raise NormalizeError(DeadLetterReason.INVALID_PAYLOAD, f"cannot be stored: {problem}", device_id)
 
 
 def check_coordinates(lon: float | None, lat: float | None, device_id: str | None) -> None:
