@@ -43,6 +43,9 @@ log = structlog.get_logger(__name__)
 Row = dict[str, Any]  # column -> value, JSON columns as their encoded text (see `row_from_envelope`)
 RejectHook = Callable[[Row, Exception], Awaitable[None]]
 
+# A commit running longer than this means the database is stalled (locked, or its disk is): intake slows down.
+STALL_S = 1.0
+
 # Outcomes an `expect()` future is settled with.
 STORED = "stored"
 DUPLICATE = "duplicate"
@@ -270,6 +273,7 @@ class EventWriter:
         self._prepare = _prepare_postgresql if pg else _prepare_sqlite
         self._waiters: dict[str, asyncio.Future[str]] = {}
         self._retrying = False
+        self._committing_since: float | None = None
         self.stats = WriterStats()
 
     @property
@@ -289,8 +293,9 @@ class EventWriter:
 
     @property
     def stalled(self) -> bool:
-        """Whether a commit is failing and being retried (the database is locked or unreachable)."""
-        return self._retrying
+        """Whether the store is not keeping up: a commit is being retried, or has waited over `STALL_S` seconds."""
+        since = self._committing_since
+        return self._retrying or (since is not None and time.perf_counter() - since > STALL_S)
 
     def expect(self, event_id: str) -> asyncio.Future[str]:
         """Return a future settled with STORED, DUPLICATE or REJECTED once the commit deciding `event_id` is done.
@@ -487,10 +492,13 @@ class EventWriter:
         stored_at = clock.now()
         for row in rows:
             row["stored_at"] = stored_at
-        started = time.perf_counter()
-        statements = await self._prepare(rows)  # before the transaction: SQLite's write lock is held only to write
-        async with self._engine.begin() as conn:
-            inserted = await _insert(conn, statements)
+        started = self._committing_since = time.perf_counter()
+        try:
+            statements = await self._prepare(rows)  # before the transaction: SQLite's write lock is held only to write
+            async with self._engine.begin() as conn:
+                inserted = await _insert(conn, statements)
+        finally:
+            self._committing_since = None
         elapsed = time.perf_counter() - started
         written = len(inserted)
         stats = self.stats
