@@ -103,7 +103,7 @@ class OutboxDispatcher:
         self,
         engine: AsyncEngine,
         senders: Mapping[Channel, Sender],
-        lookup: Callable[[str], Subscription | None],
+        lookup: Callable[[str], Awaitable[Subscription | None]],
         *,
         policy: RetryPolicy | None = None,
         attempt_timeout_s: float = 10.0,
@@ -297,7 +297,7 @@ class OutboxDispatcher:
     ) -> datetime | None:
         """Try one row (a success is appended to `done`); return the retry time when the endpoint failed."""
         attempt = int(row["attempts"]) + 1
-        sub = self.lookup(sub_id)
+        sub = await self.lookup(sub_id)
         if sub is None or not sub.enabled:
             await self._dead(row, attempt, "subscription deleted or disabled")
             return None
