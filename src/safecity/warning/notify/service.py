@@ -108,7 +108,12 @@ class NotifyService:
         cfg = self.config
         self.hub = hub or AlertHub()
         self.policy = HostPolicy(cfg.webhook_allow_hosts, allow_loopback=cfg.allow_loopback)
-        self.webhooks = WebhookSender(self.policy, timeout_s=cfg.attempt_timeout_s)
+        # The dispatcher limits each attempt (growing after timeouts); the client's own limit is only a backstop.
+        self.webhooks = WebhookSender(
+            self.policy,
+            timeout_s=max(cfg.attempt_timeout_s, cfg.attempt_timeout_max_s),
+            connect_timeout_s=cfg.attempt_timeout_s,
+        )
         self.mqtt = MqttSender(cfg.mqtt_host, cfg.mqtt_port, default_prefix=cfg.mqtt_prefix)
         chat = AppriseSender()
         default: dict[Channel, Sender] = {
@@ -134,6 +139,7 @@ class NotifyService:
             retry_initial_s=writer_retry_initial_s,
             retry_max_s=writer_retry_max_s,
             attempt_timeout_s=cfg.attempt_timeout_s,
+            attempt_timeout_max_s=cfg.attempt_timeout_max_s,
             lane_batch=cfg.lane_batch,
             poll_interval_s=cfg.poll_interval_s,
             on_delivered=self._delivered,
