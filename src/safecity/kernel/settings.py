@@ -112,7 +112,12 @@ class NotifySettings(_Section):
     backoff_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
     backoff_max_s: float = Field(300.0, gt=0, description="Longest retry delay.")
     backoff_jitter: float = Field(0.5, ge=0, le=1, description="Random share of each retry delay.")
-    attempt_timeout_s: float = Field(10.0, gt=0, description="Time limit of one delivery attempt.")
+    attempt_timeout_s: float = Field(
+        10.0, gt=0, description="Time limit of a first delivery attempt; doubles after each timeout."
+    )
+    attempt_timeout_max_s: float = Field(
+        120.0, gt=0, description="Longest time limit of one attempt (a slower endpoint is treated as down)."
+    )
     lane_batch: int = Field(20, ge=1, description="Deliveries one endpoint's lane takes at a time.")
     poll_interval_s: float = Field(1.0, gt=0, description="How often due retries are looked for.")
     refresh_s: float = Field(30.0, gt=0, description="Reload subscriptions (other nodes may change them).")

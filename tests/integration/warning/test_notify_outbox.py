@@ -65,7 +65,8 @@ async def rows(svc: NotifyService, sub_id: str) -> list[dict[str, Any]]:
 
 
 async def test_signed_webhooks_isolation_retries_and_dead_letters(env: dict[str, Any]) -> None:
-    svc = await env["service"](max_attempts=3, attempt_timeout_s=1.0)
+    # A fixed 1 s limit (no growth after timeouts): the hung endpoint's rows die in 3 s each.
+    svc = await env["service"](max_attempts=3, attempt_timeout_s=1.0, attempt_timeout_max_s=1.0)
     async with (
         http_receiver(free_port()) as good,
         http_receiver(free_port(), status=500) as failing,
@@ -110,6 +111,30 @@ async def test_signed_webhooks_isolation_retries_and_dead_letters(env: dict[str,
         assert all(r["delivered_at"] is not None and r["attempts"] == 1 for r in good_rows)
         # The 500 receiver was really asked, once per attempt (first attempt, then deferred rows retried).
         assert len(failing.requests) >= 3
+
+
+async def test_a_slow_receiver_gets_one_webhook_id_and_is_delivered_not_dead(env: dict[str, Any]) -> None:
+    # The receiver takes 0.6 s; the first attempt may take 0.2 s. Each attempt that times out was still handled.
+    svc = await env["service"](max_attempts=5, attempt_timeout_s=0.2, attempt_timeout_max_s=5.0)
+    async with http_receiver(free_port(), delay_s=0.6) as slow:
+        sub_id, secret = await webhook(svc, slow.url, "slow")
+        alert = make_alert()
+        await raise_alert(env["bus"], alert)
+
+        async def settled() -> bool:
+            return any(r["state"] != "pending" for r in await rows(svc, sub_id))
+
+        await wait_for(settled, 60)
+        [row] = await rows(svc, sub_id)
+        assert row["state"] == "delivered", row["last_error"]
+        assert row["attempts"] >= 2  # the first attempt timed out
+        # Every attempt reached the receiver with the same id and a valid signature: it can dedupe on `webhook-id`.
+        assert len(slow.requests) == row["attempts"]
+        assert {headers["webhook-id"] for headers, _ in slow.requests} == {row["id"]}
+        verifier = Webhook(secret)
+        assert {verifier.verify(body, headers)["alert"]["alert_id"] for headers, body in slow.requests} == {
+            alert.alert_id
+        }
 
 
 async def test_pending_rows_survive_a_restart(env: dict[str, Any]) -> None:

@@ -2,8 +2,13 @@
 
 Rows are written by the service in the same transaction that decides them. The dispatcher claims due rows with a
 lease (so several nodes can share one database), groups them by subscription and hands each group to its own lane
-task. A lane delivers its rows in order with a per-attempt timeout; after a failure it defers the rest of its batch
-to the same retry time, so a dead endpoint costs one timeout per backoff step and never blocks any other lane.
+task. A lane delivers its rows in order with a per-attempt time limit; after a failure it defers the rest of its
+batch to the same retry time, so a dead endpoint costs one timeout per backoff step and never blocks any other lane.
+
+A timed-out attempt may have been handled by the receiver (it was sent; only the answer was late), so it is sent again
+with the same id (the receiver dedupes on it) under a longer limit: the limit doubles with each attempt and with each
+timeout of that endpoint, up to a cap. A slow but working endpoint is thus delivered (and then answered in time), not
+dead-lettered for being slow; one that does not answer even within the cap is treated as down.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from safecity.warning.notify.subscriptions import Channel, Subscription
 log = structlog.get_logger(__name__)
 
 MAX_ERROR_CHARS = 2000
+_LEASE_MARGIN_S = 30.0
 
 
 class DeliveryError(SafeCityError):
@@ -83,6 +89,38 @@ class RetryPolicy:
 OnDelivered = Callable[[Subscription, Delivery, datetime], Awaitable[None]]
 
 
+class AttemptLimits:
+    """Time limits of delivery attempts: doubled per attempt of a row and learned per endpoint, capped."""
+
+    def __init__(self, base_s: float, max_s: float) -> None:
+        self.base_s = base_s
+        self.max_s = max(base_s, max_s)
+        # Endpoints that timed out recently: the limit that their next attempts get (absent: `base_s`).
+        self._learned: dict[str, float] = {}
+
+    def limit_s(self, sub_id: str, attempt: int) -> float:
+        """The limit of attempt number `attempt` (1-based) of a row of this endpoint."""
+        by_attempt = self.base_s * float(2 ** min(max(0, attempt - 1), 30))
+        return min(self.max_s, max(by_attempt, self._learned.get(sub_id, self.base_s)))
+
+    def timed_out(self, sub_id: str, limit_s: float) -> None:
+        """An attempt got no answer within `limit_s`: give this endpoint's next attempts twice as long."""
+        self._learned[sub_id] = min(self.max_s, max(self._learned.get(sub_id, self.base_s), 2 * limit_s))
+
+    def answered(self, sub_id: str, elapsed_s: float) -> None:
+        """An attempt was answered after `elapsed_s`: shrink a learned limit toward twice that (never below base)."""
+        learned = self._learned.get(sub_id)
+        if learned is None:
+            return
+        fitted = max(self.base_s, 2 * elapsed_s)
+        if fitted >= learned:
+            return
+        if fitted <= self.base_s:
+            del self._learned[sub_id]
+        else:
+            self._learned[sub_id] = fitted
+
+
 @dataclass
 class DispatcherStats:
     """Counters for metrics and tests."""
@@ -103,10 +141,11 @@ class OutboxDispatcher:
         self,
         engine: AsyncEngine,
         senders: Mapping[Channel, Sender],
-        lookup: Callable[[str], Subscription | None],
+        lookup: Callable[[str], Awaitable[Subscription | None]],
         *,
         policy: RetryPolicy | None = None,
         attempt_timeout_s: float = 10.0,
+        attempt_timeout_max_s: float = 120.0,
         lane_batch: int = 20,
         claim_limit: int = 500,
         poll_interval_s: float = 1.0,
@@ -119,6 +158,7 @@ class OutboxDispatcher:
         self.lookup = lookup
         self.policy = policy or RetryPolicy()
         self.attempt_timeout_s = attempt_timeout_s
+        self.limits = AttemptLimits(attempt_timeout_s, attempt_timeout_max_s)
         self.lane_batch = lane_batch
         self.claim_limit = claim_limit
         self.poll_interval_s = poll_interval_s
@@ -142,8 +182,12 @@ class OutboxDispatcher:
         return len(self._busy)
 
     def lease_s(self) -> float:
-        """How long a claimed batch is reserved: long enough for every attempt of a full lane batch."""
-        return self.attempt_timeout_s * self.lane_batch + 30.0
+        """How long a claimed batch is reserved: a full lane batch at the first limit, or one attempt at the cap.
+
+        A lane hands back the rows it has no lease time left for (see `_lane`), so no row is ever attempted after its
+        lease could have run out (another node would claim it and send it a second time).
+        """
+        return max(self.attempt_timeout_s * self.lane_batch, self.limits.max_s) + _LEASE_MARGIN_S
 
     async def run(self) -> None:
         """Claim and deliver until cancelled; lanes are children of this task."""
@@ -222,12 +266,20 @@ class OutboxDispatcher:
     async def _lane(self, sub_id: str, rows: list[dict[str, Any]]) -> None:
         done: list[tuple[Subscription, Delivery, datetime]] = []
         wakes = self._wakes
+        loop = asyncio.get_running_loop()
+        lease_ends = loop.time() + self.lease_s() - _LEASE_MARGIN_S
         # The dispatcher looks again when this lane ends only if it may have left something due: claims made while
         # it ran skipped its subscription, its batch was full, or it scheduled a retry. Looking after every lane
         # cost two claims and a due-time query an alert.
         look_again = len(rows) >= self.lane_batch
         try:
             for index, row in enumerate(rows):
+                if loop.time() + self.limits.limit_s(sub_id, int(row["attempts"]) + 1) > lease_ends:
+                    # Slow attempts used up the lease: hand the rest back (due now) rather than outlive it.
+                    look_again = True
+                    await self._record_delivered(done)
+                    await self._defer(rows[index:], clock.now())
+                    return
                 retry_at = await self._attempt(sub_id, row, done)
                 if retry_at is not None:
                     look_again = True
@@ -297,7 +349,7 @@ class OutboxDispatcher:
     ) -> datetime | None:
         """Try one row (a success is appended to `done`); return the retry time when the endpoint failed."""
         attempt = int(row["attempts"]) + 1
-        sub = self.lookup(sub_id)
+        sub = await self.lookup(sub_id)
         if sub is None or not sub.enabled:
             await self._dead(row, attempt, "subscription deleted or disabled")
             return None
@@ -313,9 +365,15 @@ class OutboxDispatcher:
             body=row["body"],
             attempt=attempt,
         )
+        limit_s = self.limits.limit_s(sub_id, attempt)
+        started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self.attempt_timeout_s):
+            async with asyncio.timeout(limit_s):
                 await sender.send(sub, delivery)
+        except TimeoutError:
+            # Sent, maybe handled, answer late: retried with the same id under a longer limit (the module docstring).
+            self.limits.timed_out(sub_id, limit_s)
+            return await self._failed(row, attempt, f"TimeoutError: no answer within {limit_s:g} s")
         except DeliveryError as err:
             if err.permanent:
                 await self._dead(row, attempt, str(err))
@@ -325,6 +383,7 @@ class OutboxDispatcher:
             # The lane is the supervisor of one endpoint: any failure there is recorded and retried, never raised
             # into the dispatcher (that would stop every other endpoint).
             return await self._failed(row, attempt, f"{type(err).__name__}: {err}")
+        self.limits.answered(sub_id, asyncio.get_running_loop().time() - started)
         done.append((sub, delivery, clock.now()))
         return None
 

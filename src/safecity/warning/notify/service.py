@@ -30,6 +30,7 @@ from safecity.kernel.errors import InvalidInput, NotFound
 from safecity.kernel.settings import NotifySettings
 from safecity.warning.model import AlertRaised, AlertStateChanged
 from safecity.warning.notify import escalation
+from safecity.warning.notify.cache import SubscriptionCache
 from safecity.warning.notify.chat import AppriseSender, check_target
 from safecity.warning.notify.mqtt import MqttSender
 from safecity.warning.notify.outbox import Delivery, OutboxDispatcher, RetryPolicy, Sender
@@ -107,7 +108,12 @@ class NotifyService:
         cfg = self.config
         self.hub = hub or AlertHub()
         self.policy = HostPolicy(cfg.webhook_allow_hosts, allow_loopback=cfg.allow_loopback)
-        self.webhooks = WebhookSender(self.policy, timeout_s=cfg.attempt_timeout_s)
+        # The dispatcher limits each attempt (growing after timeouts); the client's own limit is only a backstop.
+        self.webhooks = WebhookSender(
+            self.policy,
+            timeout_s=max(cfg.attempt_timeout_s, cfg.attempt_timeout_max_s),
+            connect_timeout_s=cfg.attempt_timeout_s,
+        )
         self.mqtt = MqttSender(cfg.mqtt_host, cfg.mqtt_port, default_prefix=cfg.mqtt_prefix)
         chat = AppriseSender()
         default: dict[Channel, Sender] = {
@@ -118,11 +124,12 @@ class NotifyService:
             Channel.EMAIL: chat,
         }
         default.update(senders or {})
-        self._subs: dict[str, Subscription] = {}
+        self._subs = SubscriptionCache()
+        self._reload_lock = asyncio.Lock()
         self.dispatcher = OutboxDispatcher(
             engine,
             default,
-            self._subs.get,
+            self.lookup,
             policy=RetryPolicy(
                 max_attempts=cfg.max_attempts,
                 base_s=cfg.backoff_base_s,
@@ -132,6 +139,7 @@ class NotifyService:
             retry_initial_s=writer_retry_initial_s,
             retry_max_s=writer_retry_max_s,
             attempt_timeout_s=cfg.attempt_timeout_s,
+            attempt_timeout_max_s=cfg.attempt_timeout_max_s,
             lane_batch=cfg.lane_batch,
             poll_interval_s=cfg.poll_interval_s,
             on_delivered=self._delivered,
@@ -212,11 +220,31 @@ class NotifyService:
                 log.warning("notify_reload_failed", error=str(err))
 
     async def reload(self) -> None:
-        """Reload the subscription cache from the database."""
-        async with self.engine.connect() as conn:
-            subs = await SubscriptionRepo(conn).all()
-        self._subs.clear()
-        self._subs.update({s.id: s for s in subs})
+        """Reload the subscription cache from the database (changes made here meanwhile are kept, not undone)."""
+        async with self._reload_lock:
+            token = self._subs.begin_read()
+            try:
+                async with self.engine.connect() as conn:
+                    subs = await SubscriptionRepo(conn).all()
+            except BaseException:
+                self._subs.cancel_read(token)
+                raise
+            self._subs.apply_all(token, subs)
+
+    async def lookup(self, sub_id: str) -> Subscription | None:
+        """A subscription from the cache, else from the database (another node may have created it since the last
+        reload: its rows must be delivered, not dead-lettered as if it were deleted)."""
+        sub = self._subs.get(sub_id)
+        if sub is not None:
+            return sub
+        token = self._subs.begin_read()
+        try:
+            async with self.engine.connect() as conn:
+                found = await SubscriptionRepo(conn).get(sub_id)
+        except BaseException:
+            self._subs.cancel_read(token)
+            raise
+        return self._subs.apply_one(token, sub_id, found)
 
     # --- bus --------------------------------------------------------------------------------------------------
 
@@ -235,7 +263,7 @@ class NotifyService:
         base = {"type": "new" if is_new else "update", "key": envelope.key, "alert": alert_doc}
         # Live clients first, before and regardless of any database write: the push must not queue behind inserts.
         self.hub.publish_alert(alert, base)
-        matched = matching(list(self._subs.values()), alert)
+        matched = matching(self._subs.values(), alert)
         rows: list[dict[str, Any]] = []
         for sub in matched:
             rows.append(self._row(envelope.id, sub.id, envelope.key, alert.alert_id, {**base}, now, now))
@@ -308,7 +336,7 @@ class NotifyService:
             raise InvalidSubscription(reason="an MQTT topic prefix cannot contain wildcards")
         if (sub.escalate_after_s is None) != (sub.escalate_to is None):
             raise InvalidSubscription(reason="escalate_after_s and escalate_to go together")
-        if sub.escalate_to is not None and sub.escalate_to not in self._subs and sub.escalate_to != sub.id:
+        if sub.escalate_to is not None and self._subs.get(sub.escalate_to) is None and sub.escalate_to != sub.id:
             raise InvalidSubscription(reason=f"escalate_to {sub.escalate_to} does not exist")
         if sub.escalate_to == sub.id:
             raise InvalidSubscription(reason="a subscription cannot escalate to itself")
@@ -325,7 +353,7 @@ class NotifyService:
         self._validate(sub)
         async with self.engine.begin() as conn:
             await SubscriptionRepo(conn).add(sub)
-        self._subs[sub.id] = sub
+        self._subs.put(sub)
         log.info("subscription_created", subscription_id=sub.id, channel=str(sub.channel))
         return sub, generated
 
@@ -343,13 +371,13 @@ class NotifyService:
     async def update(self, sub_id: str, patch: SubscriptionPatch) -> Subscription:
         """Apply a partial change."""
         current = self.get(sub_id)
-        changes = patch.model_dump(exclude_unset=True)
-        sub = current.model_copy(update=changes)
-        sub = Subscription.model_validate(sub.model_dump())
+        # The given fields as models (a dumped `filter` would be a dict inside a Subscription: a serializer warning).
+        changes = {name: getattr(patch, name) for name in patch.model_fields_set}
+        sub = Subscription.model_validate({**current.model_dump(), **changes})
         self._validate(sub)
         async with self.engine.begin() as conn:
             await SubscriptionRepo(conn).replace(sub)
-        self._subs[sub.id] = sub
+        self._subs.put(sub)
         return sub
 
     async def delete(self, sub_id: str) -> Subscription:
@@ -357,7 +385,7 @@ class NotifyService:
         sub = self.get(sub_id)
         async with self.engine.begin() as conn:
             await SubscriptionRepo(conn).delete(sub_id)
-        self._subs.pop(sub_id, None)
+        self._subs.remove(sub_id)
         return sub
 
     async def deliveries(

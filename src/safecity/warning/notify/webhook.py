@@ -70,10 +70,18 @@ class HostPolicy:
 class WebhookSender:
     """The `webhook` channel: one signed POST per outbox row; `webhook-id` is the row id (receivers dedupe on it)."""
 
-    def __init__(self, policy: HostPolicy, *, timeout_s: float = 10.0, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        policy: HostPolicy,
+        *,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.policy = policy
+        timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s or timeout_s)
         # No redirects: a redirect could lead off the allow-list.
-        self.client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -96,7 +104,11 @@ class WebhookSender:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": signature,
         }
-        response = await self.client.post(sub.target, content=payload, headers=headers)
+        try:
+            response = await self.client.post(sub.target, content=payload, headers=headers)
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as err:
+            # Sent (at least in part) but not answered in time: the receiver may have it; a timeout, not a refusal.
+            raise TimeoutError(f"no answer from {urlsplit(sub.target).hostname}") from err
         if 200 <= response.status_code < 300:
             return
         raise DeliveryError(f"HTTP {response.status_code}", permanent=response.status_code in PERMANENT_STATUSES)
