@@ -392,8 +392,14 @@ def compile_condition(expression: str) -> Any:
     try:
         program = cel.compile(expression)
     except ValueError as err:
-        first = str(err).splitlines()
-        raise ValueError("CEL syntax error: " + " ".join(first[:2])) from err
+        text = " ".join(str(err).splitlines()[:2])
+        # The parser says "... <input>:1:20: Syntax error: mismatched input '<EOF>' expecting {'[', ...} | expr":
+        # keep the column and the reason, drop the token set.
+        found = re.search(r"<input>:\d+:(\d+): (?:Syntax error: )?(.*?)(?: expecting \{.*?\})?(?: \|.*)?$", text)
+        if found is None:
+            raise ValueError("CEL syntax error: " + text) from err
+        reason = found.group(2).replace("mismatched input '<EOF>'", "the condition ends too early")
+        raise ValueError(f"CEL syntax error at column {found.group(1)}: {reason}") from err
     unknown = set(program.variables()) - CEL_VARIABLES
     if unknown:
         raise ValueError(
