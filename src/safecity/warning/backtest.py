@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from safecity.kernel import clock
+from safecity.kernel.settings import DEV_PSEUDONYM_KEY
+from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.store.events import EventRepo
 from safecity.warning.engine import Engine, EventView, Firing
-from safecity.warning.rules import RulePack
+from safecity.warning.rules import HotlistRule, RulePack
+
+# Any value does: the development key's pseudonym of it tells whether a pseudonymizer uses that key.
+_PROBE = ("plate", "key-probe")
+_DEV_PROBE = Pseudonymizer(DEV_PSEUDONYM_KEY.encode())(*_PROBE)
+
+
+@dataclass
+class Example:
+    """One alert a rule would have raised: its group, when, and the events that triggered it."""
+
+    group_key: str
+    at: datetime
+    trigger_event_ids: list[str]
 
 
 @dataclass
@@ -22,7 +37,28 @@ class RuleOutcome:
     updated: int = 0
     first_at: datetime | None = None
     last_at: datetime | None = None
-    examples: list[list[str]] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
+
+
+@dataclass
+class KeyCheck:
+    """Whether the watch lists could match the stored reads: a backtest under another pseudonym key matches none."""
+
+    dev_key: bool = False
+    reads: int = 0  # replayed events that carry the pseudonym a hotlist rule reads
+    listed: int = 0  # of those, the ones on the rule's watch list (under the key in use)
+
+    @property
+    def warning(self) -> str | None:
+        """A loud explanation when the development key is in use and no stored read matched a watch list."""
+        if not self.dev_key or self.reads == 0 or self.listed > 0:
+            return None
+        return (
+            f"This backtest pseudonymizes watch lists with the DEVELOPMENT pseudonym key, and none of the "
+            f"{self.reads} stored reads matched a watch list. If the node runs with its own key (it should), its "
+            "stored pseudonyms cannot match: hotlist results here are meaningless. Run with the node's settings "
+            "(its SAFECITY_SECURITY__PSEUDONYM_KEY)."
+        )
 
 
 @dataclass
@@ -34,6 +70,7 @@ class BacktestReport:
     events: int = 0
     rules: dict[str, RuleOutcome] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)
+    key: KeyCheck = field(default_factory=KeyCheck)
 
     @property
     def raised(self) -> int:
@@ -76,23 +113,55 @@ def _record(report: BacktestReport, firings: list[Firing]) -> None:
         if f.new:
             out.raised += 1
             if len(out.examples) < 5:
-                out.examples.append(f.trigger_event_ids)
+                out.examples.append(Example(f.group_key, f.last_at, list(f.trigger_event_ids)))
         else:
             out.updated += 1
         out.first_at = out.first_at or f.last_at
         out.last_at = f.last_at
 
 
+def _hotlists(pack: RulePack) -> dict[str, list[tuple[str, frozenset[str]]]]:
+    """By event name: the (field, watch list pseudonyms) of each hotlist rule reading it."""
+    out: dict[str, list[tuple[str, frozenset[str]]]] = {}
+    for rule in pack.rules:
+        if isinstance(rule, HotlistRule):
+            for name in rule.events:
+                out.setdefault(name, []).append((rule.field, pack.watchlists.get(rule.watchlist, frozenset())))
+    return out
+
+
+def _check_read(key: KeyCheck, hotlists: dict[str, list[tuple[str, frozenset[str]]]], ev: EventView) -> None:
+    for name, hashes in hotlists.get(ev.name, ()):
+        value = ev.pseudonyms.get(name)
+        if value is not None:
+            key.reads += 1
+            key.listed += value in hashes
+
+
 async def backtest(
-    pack: RulePack, repo: EventRepo, since: datetime, until: datetime | None = None, *, batch: int = 5_000
+    pack: RulePack,
+    repo: EventRepo,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    pseudonymize: Callable[[str, str], str] | None = None,
+    batch: int = 5_000,
 ) -> BacktestReport:
-    """Replay stored events through a fresh engine; timers fire as event time passes them."""
+    """Replay stored events through a fresh engine; timers fire as event time passes them.
+
+    `pseudonymize` is the one the pack's watch lists were hashed with (the settings' key): a backtest under the
+    development key whose watch lists match no stored read says so in `report.key.warning`.
+    """
     until = until or clock.now()
     counter = iter(range(1, 1 << 62))
     engine = Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}")
     report = BacktestReport(since=since, until=until, rules={r.id: RuleOutcome(r.id) for r in pack.rules})
+    report.key.dev_key = pseudonymize is not None and pseudonymize(*_PROBE) == _DEV_PROBE
+    hotlists = _hotlists(pack)
     async for ev in stored_events(repo, since, until, batch=batch):
         report.events += 1
+        if hotlists:
+            _check_read(report.key, hotlists, ev)
         deadline = engine.next_deadline()
         if deadline is not None and deadline.timestamp() <= ev.t:
             _record(report, engine.due(clock.from_epoch(ev.t)))

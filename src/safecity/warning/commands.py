@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.warning.rules import RuleError, RulePack, load_pack
 
+if TYPE_CHECKING:
+    from safecity.kernel.settings import Settings
+    from safecity.warning.backtest import BacktestReport
+
 rules_app = typer.Typer(help="Rule packs: check and backtest.", no_args_is_help=True)
 console = Console()
 
 
-def _pseudonymizer() -> Pseudonymizer:
+def _node_settings() -> Settings:
     from safecity.kernel.settings import Settings
 
-    return Pseudonymizer(Settings().security.pseudonym_key.get_secret_value().encode())
+    return Settings()
 
 
-def _load(file: Path) -> RulePack:
+def pseudonymizer_of(settings: Settings) -> Pseudonymizer:
+    """The pseudonymizer of a node's settings (its key hashes watch lists and stored plates alike)."""
+    return Pseudonymizer(settings.security.pseudonym_key.get_secret_value().encode())
+
+
+def _load(file: Path, pseudonymize: Pseudonymizer | None = None) -> RulePack:
     try:
-        return load_pack(file, pseudonymize=_pseudonymizer())
+        return load_pack(file, pseudonymize=pseudonymize or pseudonymizer_of(_node_settings()))
     except RuleError as err:
         for line in err.lines():
             typer.echo(line, err=True)
@@ -47,27 +58,60 @@ def check(file: Annotated[Path, typer.Argument(help="YAML rule pack.")]) -> None
 def test(
     file: Annotated[Path, typer.Argument(help="YAML rule pack.")],
     since: Annotated[str, typer.Option(help="How far back: 24h, 90m, 7d, or an ISO 8601 instant.")] = "24h",
+    until: Annotated[
+        str | None, typer.Option(help="End of the period (exclusive): 1h (ago), an ISO 8601 instant; default now.")
+    ] = None,
     db: Annotated[str | None, typer.Option(help="Database URL (default: the settings').")] = None,
 ) -> None:
-    """Backtest a rule pack over stored events: what would have fired, and how often."""
-    from safecity.kernel.settings import Settings
+    """Backtest a rule pack over stored events: what would have fired, how often, for which groups and events."""
+    from safecity.kernel import clock
+
+    settings = _node_settings()
+    pseudonymize = pseudonymizer_of(settings)
+    pack = _load(file, pseudonymize)
+    now = clock.now()
+    try:
+        start = parse_instant(since, now)
+        end = parse_instant(until, now) if until is not None else now
+    except ValueError as err:
+        typer.echo(f"--since/--until: {err}", err=True)
+        raise typer.Exit(2) from err
+    if end <= start:
+        typer.echo(f"--until ({end.isoformat()}) must be later than --since ({start.isoformat()})", err=True)
+        raise typer.Exit(2)
+    report = asyncio.run(run_backtest(pack, db or settings.database.url, start, end, pseudonymize))
+    print_report(report, file)
+
+
+def parse_instant(text: str, now: datetime | None = None) -> datetime:
+    """`24h` (ago) or an ISO 8601 instant, with a clear message for anything else."""
+    from safecity.warning.backtest import parse_since
+
+    try:
+        return parse_since(text, now)
+    except ValueError as err:
+        raise ValueError(f"{text!r} is neither a duration ago (24h, 90m, 7d) nor an ISO 8601 instant") from err
+
+
+async def run_backtest(
+    pack: RulePack, url: str, since: datetime, until: datetime, pseudonymize: Pseudonymizer
+) -> BacktestReport:
+    """Backtest `pack` over the events stored at `url` in [since, until)."""
     from safecity.store.engine import create_engine
     from safecity.store.events import EventRepo
-    from safecity.warning.backtest import BacktestReport, backtest, parse_since
+    from safecity.warning.backtest import backtest
 
-    pack = _load(file)
-    start = parse_since(since)
-    url = db or Settings().database.url
+    engine = create_engine(url)
+    try:
+        return await backtest(pack, EventRepo(engine), since, until, pseudonymize=pseudonymize)
+    finally:
+        await engine.dispose()
 
-    async def run() -> BacktestReport:
-        engine = create_engine(url)
-        try:
-            return await backtest(pack, EventRepo(engine), start)
-        finally:
-            await engine.dispose()
 
-    report = asyncio.run(run())
-    table = Table(title=f"Backtest of {file} over {report.events} events since {start.isoformat()}")
+def print_report(report: BacktestReport, file: Path) -> None:
+    """The per-rule table, example groups with their trigger events, and the pseudonym key warning."""
+    period = f"{report.since.isoformat()} .. {report.until.isoformat()}"
+    table = Table(title=f"Backtest of {file} over {report.events} events, {period}")
     for col in ("rule", "raised", "updated", "first", "last"):
         table.add_column(col)
     for out in report.rules.values():
@@ -79,4 +123,14 @@ def test(
             out.last_at.isoformat() if out.last_at else "-",
         )
     console.print(table)
+    for out in report.rules.values():
+        if out.examples:
+            typer.echo(f"{out.rule_id}: first {len(out.examples)} of {out.raised} alerts")
+        for ex in out.examples:
+            typer.echo(f"  group {ex.group_key} at {ex.at.isoformat()}: events {', '.join(ex.trigger_event_ids)}")
     typer.echo(f"raised={report.raised} updated={report.updated} events={report.events}")
+    warning = report.key.warning
+    if warning is not None:
+        # On stderr too, so it is seen even when stdout goes to a file.
+        typer.echo(f"WARNING: {warning}", err=True)
+        console.print(Panel(warning, title="[bold red]WARNING: development pseudonym key[/bold red]", style="red"))

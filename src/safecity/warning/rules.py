@@ -7,6 +7,7 @@ optional schedule. Windows are always bounded (at most `MAX_WINDOW`), so engine 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta
@@ -15,10 +16,22 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cel
+import shapely
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from safecity.kernel.errors import InvalidInput
+from safecity.sensing.model import DEVICE_OFFLINE, EventKind
 from safecity.warning.model import Category, Certainty, Severity, Urgency
 
 MAX_WINDOW_S = 24 * 3600.0
@@ -28,6 +41,9 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 CEL_VARIABLES = frozenset(
     {"kind", "key", "device_id", "value", "state", "data", "tags", "pseudonyms", "lon", "lat", "source"}
 )
+# Event names a rule may read: what the engine is subscribed to (`event.<kind>` and `device.offline`).
+EVENT_NAMES: tuple[str, ...] = (*(k.value for k in EventKind), DEVICE_OFFLINE.name)
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")
 
 
 def parse_duration(value: Any) -> float:
@@ -54,8 +70,48 @@ def _bounded(seconds: float) -> float:
     return seconds
 
 
+def _condition(value: str) -> str:
+    # The one CEL check every `when` of every rule kind goes through (the engine compiles the same text).
+    compile_condition(value)
+    return value
+
+
+def _event_names(value: list[str]) -> list[str]:
+    for name in value:
+        if name not in EVENT_NAMES:
+            close = difflib.get_close_matches(name, EVENT_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown event {name!r}{hint}; known: {', '.join(EVENT_NAMES)}")
+    return value
+
+
+def _clock(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        # YAML 1.1 reads an unquoted 6:00 as sexagesimal 360: say so instead of "not a valid string".
+        raise ValueError(
+            f'{value} is not a time of day: quote it, e.g. "{value // 60:02d}:{value % 60:02d}" '
+            f"(YAML reads an unquoted {value // 60}:{value % 60:02d} as the number {value})"
+        )
+    if not isinstance(value, str) or not _CLOCK.match(value):
+        raise ValueError(f'{value!r} is not a time of day: write "HH:MM" on a 24-hour clock, e.g. "06:00"')
+    return value
+
+
+def _not_empty(value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+    if value is not None and not value:
+        raise ValueError(
+            f"an empty list matches nothing, so the rule would never be armed: leave `{info.field_name}` out"
+        )
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Window = Annotated[float, BeforeValidator(lambda v: _bounded(parse_duration(v)))]
+When = Annotated[str, AfterValidator(_condition)]
+EventNames = Annotated[list[str], Field(min_length=1), AfterValidator(_event_names)]
+Clock = Annotated[str | None, BeforeValidator(_clock)]
 
 
 class RuleError(InvalidInput):
@@ -91,15 +147,8 @@ class TextSpec(_Model):
 class Condition(_Model):
     """Which events a rule (or one clause of it) looks at: event names plus an optional CEL condition."""
 
-    events: list[str] = Field(min_length=1, description="Event names: smoke, door, ..., or device.offline.")
-    when: str | None = Field(None, description="CEL condition over the event view.")
-
-    @field_validator("when")
-    @classmethod
-    def _compile(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_condition(value)
-        return value
+    events: EventNames = Field(description="Event names: smoke, door, ..., or device.offline.")
+    when: When | None = Field(None, description="CEL condition over the event view.")
 
 
 class Clause(Condition):
@@ -113,20 +162,21 @@ class Schedule(_Model):
     """When a rule is armed: days of week, a daily time range (may cross midnight), holiday handling."""
 
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
+    from_: Clock = Field(None, alias="from")
+    to: Clock = None
     tz: str = "Asia/Shanghai"
     calendar: str | None = Field(None, description="Name of a calendar in the pack's `calendars`.")
     holidays: Literal["armed", "disarmed", "as_weekday"] = "as_weekday"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_validator("from_", "to")
-    @classmethod
-    def _clock(cls, value: str | None) -> str | None:
-        if value is not None:
-            time.fromisoformat(value)
-        return value
+    _days = field_validator("days")(_not_empty)
+
+    @model_validator(mode="after")
+    def _range(self) -> Schedule:
+        if self.from_ is not None and self.from_ == self.to:
+            raise ValueError("`from` and `to` are the same time: the rule would never be armed")
+        return self
 
     @field_validator("tz")
     @classmethod
@@ -144,6 +194,8 @@ class Scope(_Model):
     towns: list[str] | None = None
     communities: list[str] | None = None
     buildings: list[str] | None = None
+
+    _lists = field_validator("towns", "communities", "buildings")(_not_empty)
 
 
 GroupBy = Literal["device", "building", "community", "town", "global"]
@@ -174,18 +226,11 @@ class ThresholdRule(RuleBase):
     """Fires when matching events repeat `count` times within `within`, or keep matching for `hold`."""
 
     kind: Literal["threshold"]
-    events: list[str] = Field(min_length=1)
-    when: str | None = None
+    events: EventNames
+    when: When | None = None
     count: int = Field(1, ge=1, le=10_000)
     within: Window | None = None
     hold: Window | None = None
-
-    @field_validator("when")
-    @classmethod
-    def _compile(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_condition(value)
-        return value
 
     @model_validator(mode="after")
     def _window(self) -> ThresholdRule:
@@ -231,6 +276,10 @@ class Zone(_Model):
         for lon, lat in value:
             if not (-180 <= lon <= 180 and -90 <= lat <= 90):
                 raise ValueError(f"coordinate ({lon}, {lat}) is not (lon, lat) in WGS84")
+        polygon = shapely.Polygon([*value, value[0]])
+        if not shapely.is_valid(polygon) or polygon.area <= 0:
+            reason = shapely.is_valid_reason(polygon) if not shapely.is_valid(polygon) else "it has no area"
+            raise ValueError(f"the zone is not a simple polygon ({reason}): list its corners in order, as (lon, lat)")
         return value
 
 
@@ -238,18 +287,11 @@ class GeofenceRule(RuleBase):
     """Fires when an object enters, exits or dwells in a zone (inside = in the polygon and `when` holds)."""
 
     kind: Literal["geofence"]
-    events: list[str] = Field(min_length=1)
-    when: str | None = None
+    events: EventNames
+    when: When | None = None
     zone: Zone
     trigger: Literal["enter", "exit", "dwell"]
     dwell: Window | None = None
-
-    @field_validator("when")
-    @classmethod
-    def _compile(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_condition(value)
-        return value
 
     @model_validator(mode="after")
     def _dwell(self) -> GeofenceRule:
@@ -262,8 +304,8 @@ class HotlistRule(RuleBase):
     """Fires when a read's pseudonymized field (plate) is on a named watch list."""
 
     kind: Literal["hotlist"]
-    events: list[str] = Field(default_factory=lambda: ["checkpoint"], min_length=1)
-    when: str | None = None
+    events: EventNames = Field(default_factory=lambda: ["checkpoint"])
+    when: When | None = None
     watchlist: str
     field: str = "plate"
 
@@ -272,8 +314,8 @@ class TrendRule(RuleBase):
     """Fires when an event's value has risen `rise_pct` % over the lowest value of the last `over`."""
 
     kind: Literal["trend"]
-    events: list[str] = Field(min_length=1)
-    when: str | None = None
+    events: EventNames
+    when: When | None = None
     rise_pct: float = Field(gt=0, le=100_000)
     over: Window
     min_value: float = 0.0
@@ -350,8 +392,14 @@ def compile_condition(expression: str) -> Any:
     try:
         program = cel.compile(expression)
     except ValueError as err:
-        first = str(err).splitlines()
-        raise ValueError("CEL syntax error: " + " ".join(first[:2])) from err
+        text = " ".join(str(err).splitlines()[:2])
+        # The parser says "... <input>:1:20: Syntax error: mismatched input '<EOF>' expecting {'[', ...} | expr":
+        # keep the column and the reason, drop the token set.
+        found = re.search(r"<input>:\d+:(\d+): (?:Syntax error: )?(.*?)(?: expecting \{.*?\})?(?: \|.*)?$", text)
+        if found is None:
+            raise ValueError("CEL syntax error: " + text) from err
+        reason = found.group(2).replace("mismatched input '<EOF>'", "the condition ends too early")
+        raise ValueError(f"CEL syntax error at column {found.group(1)}: {reason}") from err
     unknown = set(program.variables()) - CEL_VARIABLES
     if unknown:
         raise ValueError(
@@ -418,8 +466,28 @@ def _check_references(spec: RulePackSpec, line_of: Callable[[tuple[Any, ...]], i
         for other in rule.suppressed_by:
             if other not in ids:
                 issues.append((line_of(("rules", i, "suppressed_by")), f"suppressed_by names unknown rule {other!r}"))
-        if isinstance(rule, HotlistRule) and rule.watchlist not in spec.watchlists:
-            issues.append((line_of(("rules", i, "watchlist")), f"unknown watch list {rule.watchlist!r}"))
+            elif other == rule.id:
+                issues.append((line_of(("rules", i, "suppressed_by")), "suppressed_by names the rule itself"))
+        if isinstance(rule, HotlistRule):
+            listed = spec.watchlists.get(rule.watchlist)
+            if listed is None:
+                known = ", ".join(sorted(spec.watchlists)) or "none in this pack"
+                issues.append((line_of(("rules", i, "watchlist")), f"unknown watch list {rule.watchlist!r} ({known})"))
+            elif listed.field != rule.field:
+                issues.append(
+                    (
+                        line_of(("rules", i, "field")),
+                        f"the rule reads field {rule.field!r} but watch list {rule.watchlist!r} holds "
+                        f"{listed.field!r} pseudonyms: it could never match",
+                    )
+                )
+            elif not listed.hashes and not listed.values:
+                issues.append(
+                    (
+                        line_of(("watchlists", rule.watchlist)),
+                        f"watch list {rule.watchlist!r} is empty: rule {rule.id!r} could never fire",
+                    )
+                )
         calendar = rule.schedule.calendar if rule.schedule is not None else None
         if calendar is not None and calendar not in spec.calendars:
             issues.append((line_of(("rules", i, "schedule", "calendar")), f"unknown calendar {calendar!r}"))

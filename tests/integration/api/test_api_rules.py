@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import orjson
+from hypothesis import HealthCheck, given, settings
+from tests.rule_packs import rule_packs
 
 from safecity.sharing.keys import Role
 
@@ -98,3 +100,49 @@ async def test_rules_read_check_and_replace(app_client, key_headers) -> None:
     )
     await runtime.bus.drain()
     assert runtime.warning.status()["raised"] == 1
+
+
+# The app is built once per test, not per example: each PUT replaces the pack (or is refused and changes nothing),
+# so the property holds whatever the earlier examples left running.
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=rule_packs())
+async def test_put_rules_answers_2xx_or_a_line_numbered_422_never_500(
+    app_client, key_headers, case: tuple[str, str | None]
+) -> None:
+    app, client = app_client
+    text, fault = case
+    headers = {**(await key_headers(app, Role.OPERATOR)), "Content-Type": "application/yaml"}
+    checked = (await client.post("/api/v1/rules/check", content=text, headers=headers)).json()
+    put = await client.put("/api/v1/rules", content=text, headers=headers)
+    if checked["valid"]:
+        assert fault is None, f"check accepted a pack with fault {fault!r}"
+        assert put.status_code == 200, put.text
+        assert [r["id"] for r in put.json()["rules"]] == [r.id for r in app.state.runtime.warning.engine.rules]
+    else:
+        assert checked["issues"] and all(isinstance(i["line"], int) for i in checked["issues"])
+        assert put.status_code == 422, put.text
+        assert put.headers["content-type"].startswith("application/problem+json")
+        assert put.json()["issues"] == checked["issues"]
+
+
+TREND = """rules:
+  - id: crowd.surge
+    kind: trend
+    title: {zh: 人群密度快速上升, en: Crowd density rising fast}
+    events: [crowd]
+    rise_pct: 100
+    over: 10m
+    when: bogus_name > 1.0 &&
+"""
+
+
+async def test_put_of_a_trend_rule_with_a_broken_condition_is_a_422_not_a_500(app_client, key_headers) -> None:
+    app, client = app_client
+    headers = {**(await key_headers(app, Role.OPERATOR)), "Content-Type": "application/yaml"}
+    before = app.state.runtime.warning.engine
+    refused = await client.put("/api/v1/rules", content=TREND, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    (issue,) = refused.json()["issues"]
+    assert issue["line"] == 8 and issue["message"].startswith("when: CEL syntax error")
+    assert app.state.runtime.warning.engine is before

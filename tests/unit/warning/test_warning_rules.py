@@ -132,3 +132,96 @@ def test_docs_list_every_kind_and_every_example_passes_check() -> None:
         pack = parse_pack(example, "docs/rules.md", pseudonymize=KEY)
         documented |= {r.kind for r in pack.rules}
     assert documented == set(RULE_KINDS)
+
+
+HOTLIST = """watchlists:
+  stolen: {field: plate, values: [沪A12345]}
+rules:
+  - id: hot
+    kind: hotlist
+    title: {zh: 布控, en: hotlist}
+    watchlist: stolen
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "body"),
+    [
+        ("threshold", "    events: [smoke]\n"),
+        (
+            "geofence",
+            "    events: [parking]\n    trigger: enter\n    zone: {name: z, polygon: [[0, 0], [1, 0], [1, 1]]}\n",
+        ),
+        ("hotlist", "    watchlist: stolen\n"),
+        ("trend", "    events: [crowd]\n    rise_pct: 50\n    over: 10m\n"),
+    ],
+)
+def test_every_rule_kind_checks_its_condition(kind: str, body: str) -> None:
+    text = (
+        "watchlists: {stolen: {values: [沪A12345]}}\nrules:\n  - id: r\n    title: {zh: r, en: r}\n"
+        f"    kind: {kind}\n{body}    when: bogus_name > 1.0 &&\n"
+    )
+    (found,) = issues(text)
+    assert found == (text.count("\n"), "when: CEL syntax error at column 20: the condition ends too early")
+    (found,) = issues(text.replace(" &&", ""))
+    assert "unknown names ['bogus_name']" in found[1]
+
+
+def test_unknown_event_names_are_refused_with_a_suggestion() -> None:
+    (found,) = issues(GOOD.replace("[smoke]", "[dor]"))
+    assert found[0] == 5 and "unknown event 'dor' (did you mean 'door'?)" in found[1]
+    nested = """rules:
+  - id: gone
+    kind: absence
+    title: {zh: 缺, en: gone}
+    within: 5m
+    expect: {events: [heartbeat, device.ofline]}
+"""
+    (found,) = issues(nested)
+    assert found[0] == 6 and "expect.events: unknown event 'device.ofline'" in found[1]
+    assert parse_pack(nested.replace("device.ofline", "device.offline")).rules
+
+
+def test_watch_list_problems_are_refused() -> None:
+    assert parse_pack(HOTLIST, pseudonymize=KEY).rules
+    (found,) = issues(HOTLIST.replace("watchlist: stolen", "watchlist: stolen_cars"))
+    assert found[0] == 7 and "unknown watch list 'stolen_cars' (stolen)" in found[1]
+    (found,) = issues(HOTLIST + "    field: vin\n")
+    assert found[0] == 8 and "holds 'plate' pseudonyms: it could never match" in found[1]
+    (found,) = issues(HOTLIST.replace("{field: plate, values: [沪A12345]}", "{field: plate}"))
+    assert found[0] == 2 and "watch list 'stolen' is empty" in found[1]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ('{from: "22:00", to: "6:00"}', "schedule.to: '6:00' is not a time of day: write \"HH:MM\""),
+        ('{from: "22:00", to: 6:00}', 'schedule.to: 360 is not a time of day: quote it, e.g. "06:00"'),
+        ('{from: "22:00", to: "06:00+08:00"}', "schedule.to: '06:00+08:00' is not a time of day"),
+        ('{from: "24:00"}', "schedule.from: '24:00' is not a time of day"),
+        ('{from: "07:00", to: "07:00"}', "schedule: `from` and `to` are the same time"),
+        ("{days: []}", "schedule.days: an empty list matches nothing"),
+    ],
+)
+def test_schedule_times_get_a_clear_message(schedule: str, message: str) -> None:
+    (found,) = issues(GOOD + f"    schedule: {schedule}\n")
+    assert found[0] == 6 and found[1].startswith(message), found
+
+
+def test_zones_and_scopes_that_match_nothing_are_refused() -> None:
+    zone = """rules:
+  - id: lane
+    kind: geofence
+    title: {zh: 道, en: lane}
+    events: [parking]
+    trigger: enter
+    zone:
+      name: bow tie
+      polygon: [[121.24, 31.37], [121.25, 31.38], [121.25, 31.37], [121.24, 31.38]]
+"""
+    (found,) = issues(zone)
+    assert found[0] == 9 and "the zone is not a simple polygon (Self-intersection" in found[1]
+    (found,) = issues(GOOD + "    scope: {towns: []}\n")
+    assert found[0] == 6 and "scope.towns: an empty list matches nothing" in found[1]
+    (found,) = issues(GOOD + "    suppressed_by: [ok]\n")
+    assert "suppressed_by names the rule itself" in found[1]
