@@ -20,6 +20,8 @@ class RuleOutcome:
     rule_id: str
     raised: int = 0
     updated: int = 0
+    # Matches that raised no alert: {"cooldown": n, "suppressed_by": n}.
+    suppressed: dict[str, int] = field(default_factory=dict)
     first_at: datetime | None = None
     last_at: datetime | None = None
     examples: list[list[str]] = field(default_factory=list)
@@ -99,4 +101,7 @@ async def backtest(
         _record(report, engine.process(ev))
     _record(report, engine.due(until))
     report.engine = dict(engine.stats.__dict__)
+    for rule_id, reasons in engine.stats.suppressed_by_rule.items():
+        if rule_id in report.rules:
+            report.rules[rule_id].suppressed = dict(reasons)
     return report

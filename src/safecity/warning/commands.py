@@ -68,15 +68,17 @@ def test(
 
     report = asyncio.run(run())
     table = Table(title=f"Backtest of {file} over {report.events} events since {start.isoformat()}")
-    for col in ("rule", "raised", "updated", "first", "last"):
+    for col in ("rule", "raised", "updated", "suppressed", "first", "last"):
         table.add_column(col)
     for out in report.rules.values():
         table.add_row(
             out.rule_id,
             str(out.raised),
             str(out.updated),
+            ", ".join(f"{reason} {n}" for reason, n in sorted(out.suppressed.items())) or "0",
             out.first_at.isoformat() if out.first_at else "-",
             out.last_at.isoformat() if out.last_at else "-",
         )
     console.print(table)
-    typer.echo(f"raised={report.raised} updated={report.updated} events={report.events}")
+    suppressed = report.engine.get("suppressed", 0)
+    typer.echo(f"raised={report.raised} updated={report.updated} events={report.events} suppressed={suppressed}")

@@ -44,8 +44,9 @@ from safecity.warning.rules import (
     schedule_armed,
 )
 
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 _MAX_TRIGGER_IDS = 20
+_MAX_CONTRIBUTORS = 50  # distinct devices listed on one open alert
 _EMPTY_TAGS = Tags()
 
 
@@ -143,6 +144,8 @@ class Firing:
     group_key: str
     trigger_event_ids: list[str]
     count: int
+    # Every distinct device that joined the open alert, first contribution first: (device id, event id, event time).
+    contributors: list[tuple[str, str, datetime]]
     first_at: datetime
     last_at: datetime
     tags: Tags
@@ -155,6 +158,8 @@ class EngineStats:
     """Counters of one engine (exported by the service)."""
 
     events: int = 0
+    behind_watermark: int = 0
+    late_timers: int = 0
     matched: int = 0
     fired: int = 0
     updated: int = 0
@@ -166,12 +171,20 @@ class EngineStats:
     condition_errors: int = 0
     restored_rules: int = 0
     dropped_rules: int = 0
+    # rule id -> reason ("cooldown" | "suppressed_by") -> matches that raised no alert (summed in `suppressed`).
+    suppressed_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def suppress(self, rule_id: str, reason: str) -> None:
+        """Count one suppressed match of a rule."""
+        self.suppressed += 1
+        per_rule = self.suppressed_by_rule.setdefault(rule_id, {})
+        per_rule[reason] = per_rule.get(reason, 0) + 1
 
 
 @dataclass(slots=True)
 class _Hit:
     part: str  # partition value (building, device ...)
-    ids: list[str]
+    refs: list[tuple[str, str, float]]  # (event id, device id, event time) of the events behind the hit
     t: float
     tags: Tags
     lon: float | None
@@ -187,6 +200,8 @@ class _Group:
     count: int
     fired_t: float
     suppressed: int = 0
+    # device id -> (event id, event time) of its first contribution; bounded by _MAX_CONTRIBUTORS.
+    members: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 class _Keyed(OrderedDict[str, Any]):
@@ -383,8 +398,12 @@ def _part(rule: Any, ev: EventView) -> str:
     return value if value is not None else f"device:{ev.device_id}"
 
 
-def _hit(part: str, ids_: list[str], ev: EventView) -> _Hit:
-    return _Hit(part, ids_[-_MAX_TRIGGER_IDS:], ev.t, ev.tags, ev.lon, ev.lat, ev)
+def _ref(ev: EventView) -> tuple[str, str, float]:
+    return (ev.id, ev.device_id, ev.t)
+
+
+def _hit(part: str, refs: list[tuple[str, str, float]], ev: EventView) -> _Hit:
+    return _Hit(part, refs[-_MAX_TRIGGER_IDS:], ev.t, ev.tags, ev.lon, ev.lat, ev)
 
 
 class _Handler:
@@ -443,10 +462,10 @@ class _Threshold(_Handler):
                 st["since"] = None
                 return []
             if st["since"] is None:
-                st.update(since=ev.t, ids=[ev.id], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
+                st.update(since=ev.t, ids=[_ref(ev)], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
                 self.engine.arm(self, part, ev.t + rule.hold)
                 return []
-            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], ev.id]
+            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], _ref(ev)]
             if not st["fired"] and ev.t - st["since"] >= rule.hold:
                 st["fired"] = True
                 return [_hit(part, st["ids"], ev)]
@@ -454,12 +473,12 @@ class _Threshold(_Handler):
         if not ok:
             return []
         if rule.count == 1:
-            return [_hit(part, [ev.id], ev)]
-        window: deque[tuple[float, str]] = self.state.touch(part, lambda: deque(maxlen=rule.count))
-        window.append((ev.t, ev.id))
+            return [_hit(part, [_ref(ev)], ev)]
+        window: deque[tuple[float, tuple[str, str, float]]] = self.state.touch(part, lambda: deque(maxlen=rule.count))
+        window.append((ev.t, _ref(ev)))
         assert rule.within is not None
         if len(window) == rule.count and window[-1][0] - window[0][0] <= rule.within:
-            ids_ = [i for _, i in window]
+            ids_ = [r for _, r in window]
             window.clear()
             return [_hit(part, ids_, ev)]
         return []
@@ -514,26 +533,26 @@ class _Correlation(_Handler):
                     if seen is None and len(slot) >= self.engine.max_events:
                         self.stats.window_overflow += 1
                     else:
-                        slot[ev.device_id] = (ev.t, ev.id)
+                        slot[ev.device_id] = (ev.t, _ref(ev))
             else:
                 while slot and hw - slot[0][0] > within:
                     slot.popleft()
                 if len(slot) == slot.maxlen:
                     self.stats.window_overflow += 1
-                slot.append((ev.t, ev.id))
-        ids_: list[str] = []
+                slot.append((ev.t, _ref(ev)))
+        ids_: list[tuple[str, str, float]] = []
         for i, (_, clause) in enumerate(self.clauses):
             slot = st[i]
             if isinstance(slot, dict):
-                near = [eid for dev, (t, eid) in slot.items() if dev != ev.device_id and abs(ev.t - t) <= within]
+                near = [ref for dev, (t, ref) in slot.items() if dev != ev.device_id and abs(ev.t - t) <= within]
                 n = len(near) + (1 if i in matched else 0)
             else:
-                near = [eid for t, eid in slot if abs(ev.t - t) <= within and eid != ev.id]
+                near = [ref for t, ref in slot if abs(ev.t - t) <= within and ref[0] != ev.id]
                 n = len(near) + (1 if i in matched else 0)
             if n < clause.count:
                 return []
             ids_.extend(near)
-        ids_.append(ev.id)
+        ids_.append(_ref(ev))
         return [_hit(part, ids_, ev)]
 
 
@@ -569,7 +588,7 @@ class _Absence(_Handler):
     def _arm(self, part: str, ev: EventView) -> None:
         deadline = ev.t + self.rule.within
         st = self.state.touch(part, dict)
-        st.update(deadline=deadline, ids=[ev.id], tags=ev.tags, lon=ev.lon, lat=ev.lat)
+        st.update(deadline=deadline, ids=[_ref(ev)], tags=ev.tags, lon=ev.lon, lat=ev.lat)
         self.engine.arm(self, part, deadline)
 
     def on_due(self, part: str, deadline: float) -> list[_Hit]:
@@ -599,7 +618,7 @@ class _Sequence(_Handler):
         stage = st["stage"] if st is not None else 0
         if stage > 0 and self.steps[stage](ev):
             st["stage"] += 1  # type: ignore[index]
-            st["ids"].append(ev.id)  # type: ignore[index]
+            st["ids"].append(_ref(ev))  # type: ignore[index]
             if st["stage"] == len(self.steps):  # type: ignore[index]
                 ids_ = st["ids"]  # type: ignore[index]
                 st["stage"] = 0  # type: ignore[index]
@@ -607,7 +626,7 @@ class _Sequence(_Handler):
             return []
         if stage == 0 and self.steps[0](ev):
             st = self.state.touch(part, dict)
-            st.update(stage=1, start=ev.t, ids=[ev.id])
+            st.update(stage=1, start=ev.t, ids=[_ref(ev)])
         return []
 
 
@@ -642,18 +661,18 @@ class _Geofence(_Handler):
         st["inside"] = inside
         trigger = self.rule.trigger
         if inside and not was:
-            st.update(since=ev.t, ids=[ev.id], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
+            st.update(since=ev.t, ids=[_ref(ev)], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
             if trigger == "enter":
-                return [_hit(part, [ev.id], ev)]
+                return [_hit(part, [_ref(ev)], ev)]
             if trigger == "dwell":
                 assert self.rule.dwell is not None
                 self.engine.arm(self, part, ev.t + self.rule.dwell)
             return []
         if was and not inside:
-            return [_hit(part, [ev.id], ev)] if trigger == "exit" else []
+            return [_hit(part, [_ref(ev)], ev)] if trigger == "exit" else []
         if inside and trigger == "dwell" and not st["fired"]:
             assert self.rule.dwell is not None
-            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], ev.id]
+            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], _ref(ev)]
             if ev.t - st["since"] >= self.rule.dwell:
                 st["fired"] = True
                 return [_hit(part, st["ids"], ev)]
@@ -686,7 +705,7 @@ class _Hotlist(_Handler):
         if value is None or value not in self.hashes or not self.match(ev):
             return []
         # One alert per listed vehicle: repeats of the same plate update it.
-        return [_hit(f"{self.rule.field}:{value[:16]}", [ev.id], ev)]
+        return [_hit(f"{self.rule.field}:{value[:16]}", [_ref(ev)], ev)]
 
 
 class _Trend(_Handler):
@@ -707,20 +726,20 @@ class _Trend(_Handler):
         if ev.value is None or not self.match(ev):
             return []
         part = _part(self.rule, ev)
-        window: deque[tuple[float, float, str]] = self.state.touch(part, self.bounded)
+        window: deque[tuple[float, float, tuple[str, str, float]]] = self.state.touch(part, self.bounded)
         over = self.rule.over
         while window and ev.t - window[0][0] > over:
             window.popleft()
         low = min(window, key=lambda item: item[1]) if window else None
         if len(window) == window.maxlen:
             self.stats.window_overflow += 1
-        window.append((ev.t, ev.value, ev.id))
+        window.append((ev.t, ev.value, _ref(ev)))
         if low is None or low[1] <= 0 or ev.value < self.rule.min_value or ev.value < low[1] * self.factor:
             return []
         # A new rise is measured from here on.
         window.clear()
-        window.append((ev.t, ev.value, ev.id))
-        return [_hit(part, [low[2], ev.id], ev)]
+        window.append((ev.t, ev.value, _ref(ev)))
+        return [_hit(part, [low[2], _ref(ev)], ev)]
 
 
 _HANDLERS: dict[str, type[_Handler]] = {
@@ -837,6 +856,11 @@ class Engine:
         return schedule_armed(schedule, clock.from_epoch(t), holidays)
 
     def _group(self, handler: _Handler, hit: _Hit) -> Firing | None:
+        """Raise a new alert for a hit, or update the group's open one; None when the hit is suppressed.
+
+        An open alert (a firing of the same group within `group_window`) is always updated, and the devices that
+        joined it are added to its contributors: `cooldown` only holds back a *new* alert after the last firing.
+        """
         rule = handler.rule
         for other in rule.suppressed_by:
             og = self.groups.get(other)
@@ -845,14 +869,10 @@ class Engine:
                 continue
             g_other = og.get(hit.part)
             if g_other is not None and hit.t - g_other.last_t <= ohandler.rule.group_window:
-                self.stats.suppressed += 1
+                self.stats.suppress(rule.id, "suppressed_by")
                 return None
         groups = self.groups[rule.id]
         g: _Group | None = groups.get(hit.part)
-        if g is not None and rule.cooldown > 0 and abs(hit.t - g.fired_t) < rule.cooldown:
-            g.suppressed += 1
-            self.stats.suppressed += 1
-            return None
         if g is not None and 0 <= hit.t - g.last_t <= rule.group_window:
             g.count += 1
             g.last_t = max(g.last_t, hit.t)
@@ -860,21 +880,30 @@ class Engine:
             groups.move_to_end(hit.part)
             new = False
             self.stats.updated += 1
+        elif g is not None and rule.cooldown > 0 and abs(hit.t - g.fired_t) < rule.cooldown:
+            g.suppressed += 1
+            self.stats.suppress(rule.id, "cooldown")
+            return None
         else:
             g = _Group(self.new_id(), hit.t, hit.t, 1, hit.t)
             groups.put(hit.part, g)
             new = True
             self.stats.fired += 1
+        members = g.members
+        for event_id, device_id, t in hit.refs:
+            if device_id not in members and len(members) < _MAX_CONTRIBUTORS:
+                members[device_id] = (event_id, t)
         area = getattr(handler, "area", None) or _circle(rule, hit)
         return Firing(
             rule=rule,
             alert_id=g.alert_id,
             new=new,
             group_key=f"{rule.id}:{hit.part}",
-            trigger_event_ids=list(hit.ids),
+            trigger_event_ids=[ref[0] for ref in hit.refs],
             count=g.count,
             first_at=clock.from_epoch(g.first_t),
             last_at=clock.from_epoch(g.last_t),
+            contributors=[(d, e, clock.from_epoch(t)) for d, (e, t) in members.items()],
             tags=hit.tags or _EMPTY_TAGS,
             area=area,
             event=hit.event,

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.warning.engine import Engine, EventView, Firing, replay
-from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Text
+from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Contributor, Text
 from safecity.warning.rules import RulePack
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,7 @@ class WarningService:
         self._subs: list[Subscription] = []
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._gauges = _Gauges(metrics) if metrics is not None else None
+        self._gauges = _Gauges(metrics, self) if metrics is not None else None
 
     def _load(self, rules: RulePack) -> Engine:
         if self.snapshot_path is not None and self.snapshot_path.is_file():
@@ -234,6 +234,7 @@ class WarningService:
             last_at=firing.last_at,
             hops=hops,
             trigger_message_id=_message_id(cause) if firing.event is not None else None,
+            contributors=[Contributor(device_id=d, event_id=e, at=at) for d, e, at in firing.contributors],
         )
         key = ALERT_RAISED if firing.new else ALERT_UPDATED
         context = None
@@ -293,13 +294,35 @@ def _message_id(cause: Envelope | None) -> str | None:
     return message_id if isinstance(message_id, str) else None
 
 
+class _Suppressed:
+    """Collector of `safecity_warning_suppressed_total{rule, reason}`, read from the engine's counters at scrape."""
+
+    def __init__(self, service: WarningService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the counter family (the engine keeps the counts; a reload keeps them per unchanged rule)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "safecity_warning_suppressed",
+            "Rule matches that raised no alert, by rule and reason (cooldown, suppressed_by).",
+            labels=["rule", "reason"],
+        )
+        for rule_id, reasons in sorted(self.service.engine.stats.suppressed_by_rule.items()):
+            for reason, n in sorted(reasons.items()):
+                family.add_metric([rule_id, reason], n)
+        yield family
+
+
 class _Gauges:
     """Prometheus metrics of the warning service, registered in the node's registry."""
 
-    def __init__(self, metrics: Any) -> None:
+    def __init__(self, metrics: Any, service: WarningService) -> None:
         from prometheus_client import Counter, Gauge
 
         r = metrics.registry
+        r.register(_Suppressed(service))
         self.backlog = Gauge("safecity_warning_backlog", "Events waiting for the rule engine.", registry=r)
         self.alerts = Counter(
             "safecity_warning_alerts", "Alerts published, by rule and raised/updated.", ["rule", "type"], registry=r

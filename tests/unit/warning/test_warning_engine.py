@@ -488,3 +488,52 @@ def test_event_view_from_row_matches_the_envelope() -> None:
     }  # fmt: skip
     a, b = EventView.from_envelope(env), EventView.from_row(row)
     assert a.cel() == b.cel() and a.t == b.t
+
+
+FIRE_ROOMS = f"""
+rules:
+  - id: fire
+    kind: correlation
+    {HEAD}
+    group_by: building
+    within: 60s
+    cooldown: 300s
+    group_window: 60s
+    require:
+      - events: [smoke]
+        when: data.alarm == true
+        count: 2
+        distinct: device
+"""
+
+
+def test_a_third_detector_in_the_window_updates_the_open_alert_and_joins_it() -> None:
+    """Cooldown holds back new alerts only: the third detector updates the open alert and is listed on it."""
+    e = engine(FIRE_ROOMS)
+    first = alarm("d1", 0)
+    assert e.process(first) == []
+    second = alarm("d2", 10)
+    (raised,) = e.process(second)
+    assert raised.new and [c[:2] for c in raised.contributors] == [("d1", first.id), ("d2", second.id)]
+    third = alarm("d3", 20)
+    (update,) = e.process(third)
+    assert not update.new and update.alert_id == raised.alert_id and update.count == 2
+    assert [c[:2] for c in update.contributors] == [("d1", first.id), ("d2", second.id), ("d3", third.id)]
+    assert update.contributors[2][2] == T0 + timedelta(seconds=20)
+    # The same detector again adds no device; the alert is still updated (count is of firings).
+    (again,) = e.process(alarm("d2", 30))
+    assert again.count == 3 and [c[0] for c in again.contributors] == ["d1", "d2", "d3"]
+    assert e.stats.suppressed == 0
+
+
+def test_cooldown_suppresses_a_new_alert_and_counts_it_per_rule() -> None:
+    e = engine(FIRE_ROOMS)
+    e.process(alarm("d1", 0))
+    (raised,) = e.process(alarm("d2", 10))
+    e.process(alarm("d3", 100))  # the window holds only d3 (d1, d2 are 90 s old): no pair
+    assert e.process(alarm("d4", 110)) == []  # a pair 100 s after the last firing: a new alert, in the cooldown
+    assert e.stats.suppressed_by_rule == {"fire": {"cooldown": 1}} and e.stats.suppressed == 1
+    e.process(alarm("d5", 400))
+    (later,) = e.process(alarm("d6", 410))
+    assert later.new and later.alert_id != raised.alert_id
+    assert [c[0] for c in later.contributors] == ["d5", "d6"]
