@@ -9,7 +9,7 @@ from typing import Any
 
 from safecity.kernel import clock
 from safecity.store.events import EventRepo
-from safecity.warning.engine import Engine, EventView, Firing
+from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing
 from safecity.warning.rules import RulePack
 
 
@@ -85,21 +85,48 @@ def _record(report: BacktestReport, firings: list[Firing]) -> None:
         out.last_at = f.last_at
 
 
+async def backtest_firings(
+    pack: RulePack,
+    repo: EventRepo,
+    since: datetime,
+    until: datetime,
+    *,
+    batch: int = 5_000,
+    lateness_s: float = DEFAULT_LATENESS_S,
+    engine: Engine | None = None,
+) -> AsyncIterator[Firing]:
+    """Every firing a fresh engine makes over the stored events, with the live service's clock model.
+
+    Events go in arrival order, each at its stored `received_at` (`Engine.feed`): timers fire when their source's
+    watermark passes them, by newer events or by the silence that followed, as they did live; at the end the
+    silence runs on to `until`.
+    """
+    counter = iter(range(1, 1 << 62))
+    engine = engine or Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}", lateness=lateness_s)
+    async for ev in stored_events(repo, since, until, batch=batch):
+        for firing in engine.feed(ev):
+            yield firing
+    for firing in engine.due(until):
+        yield firing
+
+
 async def backtest(
-    pack: RulePack, repo: EventRepo, since: datetime, until: datetime | None = None, *, batch: int = 5_000
+    pack: RulePack,
+    repo: EventRepo,
+    since: datetime,
+    until: datetime | None = None,
+    *,
+    batch: int = 5_000,
+    lateness_s: float = DEFAULT_LATENESS_S,
 ) -> BacktestReport:
-    """Replay stored events through a fresh engine; timers fire as event time passes them."""
+    """Replay stored events through a fresh engine and count what each rule would have done."""
     until = until or clock.now()
     counter = iter(range(1, 1 << 62))
-    engine = Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}")
+    engine = Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}", lateness=lateness_s)
     report = BacktestReport(since=since, until=until, rules={r.id: RuleOutcome(r.id) for r in pack.rules})
-    async for ev in stored_events(repo, since, until, batch=batch):
-        report.events += 1
-        deadline = engine.next_deadline()
-        if deadline is not None and deadline.timestamp() <= ev.t:
-            _record(report, engine.due(clock.from_epoch(ev.t)))
-        _record(report, engine.process(ev))
-    _record(report, engine.due(until))
+    async for firing in backtest_firings(pack, repo, since, until, batch=batch, engine=engine):
+        _record(report, [firing])
+    report.events = engine.stats.events
     report.engine = dict(engine.stats.__dict__)
     for rule_id, reasons in engine.stats.suppressed_by_rule.items():
         if rule_id in report.rules:

@@ -1,7 +1,12 @@
 """The rule engine: pure, synchronous, no I/O. Events in, firings out.
 
-- Fires on the event that completes a condition; never waits for a window to close. Timers (absence, dwell, hold)
-  come due through `due(now)`; `next_deadline()` tells the caller when to call it.
+- Fires on the event that completes a condition; never waits for a window to close.
+- One clock model (docs/rules.md, "Which clock decides what"): windows and timers (absence, dwell, hold) are in event
+  time. A timer belongs to the source of the event that armed it and fires when that source's watermark passes its
+  deadline: the newest event time seen from the source minus `lateness`, run on by the wall clock while nothing
+  arrives from the source (silence). `process()` moves the watermark with each event, `due(now)` with the wall clock;
+  `next_deadline()` tells the caller (wall time) when to call `due`. A replay fast, in real time or an hour late
+  therefore fires the same timers at the same event times, live and in the backtest.
 - State is partitioned by key (rule, building / community / device ...), so the engine can later run as several
   workers split by that key. Every per-key window is a bounded deque, and each rule keeps at most `max_keys` keys
   (least recently used evicted, counted).
@@ -47,6 +52,7 @@ from safecity.warning.rules import (
 _SNAPSHOT_VERSION = 2
 _MAX_TRIGGER_IDS = 20
 _MAX_CONTRIBUTORS = 50  # distinct devices listed on one open alert
+DEFAULT_LATENESS_S = 10.0  # how late an event may arrive behind its source's newest and still hold a timer back
 _EMPTY_TAGS = Tags()
 
 
@@ -68,6 +74,7 @@ class EventView:
     source: str = ""
     hops: dict[str, datetime] = field(default_factory=dict)
     correlation_id: str | None = None
+    arrived: float | None = None  # when it reached this node (unix seconds): the wall clock of its source's silence
     _cel: dict[str, Any] | None = None
     # Condition results of this event by expression text: rules sharing a condition evaluate it once.
     _memo: dict[str, Any] | None = None
@@ -81,13 +88,13 @@ class EventView:
         if isinstance(p, SensorEvent):
             return cls(
                 env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, p.lon, p.lat, p.value, p.state,
-                p.data, p.pseudonyms, env.source, hops, env.context.correlation_id,
+                p.data, p.pseudonyms, env.source, hops, env.context.correlation_id, env.received_at.timestamp(),
             )  # fmt: skip
         if isinstance(p, DeviceOffline):
             return cls(
                 env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, state="offline",
                 data={"device_kind": str(p.kind)}, source=env.source, hops=hops,
-                correlation_id=env.context.correlation_id,
+                correlation_id=env.context.correlation_id, arrived=env.received_at.timestamp(),
             )  # fmt: skip
         raise TypeError(f"the engine does not read {env.key!r} messages")
 
@@ -102,11 +109,12 @@ class EventView:
         )
         key = str(row["key"])
         occurred: datetime = row["occurred_at"]
+        received: datetime | None = row.get("received_at")
         return cls(
             str(row["id"]), key[6:] if key.startswith("event.") else key, occurred.timestamp(), str(row["device_id"]),
             tags, row.get("lon"), row.get("lat"), row.get("value"), row.get("state"), row.get("data") or {},
             row.get("pseudonyms") or {}, str(row.get("source") or ""), {"occurred": occurred},
-            row.get("correlation_id"),
+            row.get("correlation_id"), received.timestamp() if received is not None else None,
         )  # fmt: skip
 
     def cel(self) -> dict[str, Any]:
@@ -769,8 +777,10 @@ class Engine:
         new_id: Callable[[], str] = ids.new_id,
         max_keys: int = 100_000,
         max_events: int = 1_000,
+        lateness: float = 0.0,
     ) -> None:
         self.pack = pack
+        self.lateness = lateness
         self.now = now
         self.new_id = new_id
         self.max_keys = max_keys
@@ -779,7 +789,10 @@ class Engine:
         self.handlers: dict[str, _Handler] = {}
         self.groups: dict[str, _Keyed] = {}
         self._index: dict[str, list[_Handler]] = {}
-        self._timers: list[tuple[float, int, str, str]] = []
+        # source -> heap of (deadline, seq, rule id, part); source -> [newest event time, last arrival, watermark].
+        self._timers: dict[str, list[tuple[float, int, str, str]]] = {}
+        self._clocks: dict[str, list[float]] = {}
+        self._source = ""  # the source of the event being processed (its timers are armed there)
         self._seq = 0
         for rule in pack.rules:
             handler = _HANDLERS[rule.kind](rule, self)
@@ -799,22 +812,67 @@ class Engine:
         return set(self._index)
 
     def arm(self, handler: _Handler, part: str, deadline: float) -> None:
-        """Ask for `handler.on_due(part, deadline)` once `deadline` (unix seconds) has passed."""
+        """Ask for `handler.on_due(part, deadline)` once the current event's source's watermark passes `deadline`.
+
+        A deadline the watermark has passed already (a late event) is not armed: it would fire at once, the old
+        fault of delayed data raising an alert on its first event. Counted as `late_timers`.
+        """
+        clk = self._clocks.get(self._source)
+        if clk is not None and deadline <= clk[2]:
+            self.stats.late_timers += 1
+            return
         self._seq += 1
-        heapq.heappush(self._timers, (deadline, self._seq, handler.rule.id, part))
+        heapq.heappush(self._timers.setdefault(self._source, []), (deadline, self._seq, handler.rule.id, part))
+
+    def watermark(self, source: str) -> datetime | None:
+        """Event time up to which `source`'s timers have fired (None: nothing seen from it)."""
+        clk = self._clocks.get(source)
+        return clock.from_epoch(clk[2]) if clk is not None and clk[2] > float("-inf") else None
+
+    def _next_wall(self) -> float:
+        """Unix wall time at which `due()` next has something to fire (inf: no timer armed)."""
+        best = float("inf")
+        for source, heap in self._timers.items():
+            if not heap:
+                continue
+            deadline = heap[0][0]
+            newest, arrived, mark = self._clocks[source]
+            # The watermark reaches `deadline` when newest + (now - arrived) - lateness >= deadline.
+            wall = arrived if deadline <= mark else arrived + deadline + self.lateness - newest
+            best = min(best, wall)
+        return best
 
     def next_deadline(self) -> datetime | None:
-        """When `due()` should next be called (None: no timer armed)."""
-        return clock.from_epoch(self._timers[0][0]) if self._timers else None
+        """When (wall clock) `due()` should next be called (None: no timer armed)."""
+        wall = self._next_wall()
+        return clock.from_epoch(wall) if wall != float("inf") else None
 
-    def process(self, event: Envelope | EventView) -> list[Firing]:
-        """Feed one event; return the firings it completes (new alerts and updates)."""
+    def process(self, event: Envelope | EventView, arrived: float | None = None) -> list[Firing]:
+        """Feed one event (arrived at unix time `arrived`, default its `received_at`); return the firings it causes.
+
+        The event first moves its source's watermark, firing that source's timers it passes (event time before the
+        event), then goes to the rules; both kinds of firing are returned, in that order.
+        """
         ev = event if isinstance(event, EventView) else EventView.from_envelope(event)
         self.stats.events += 1
+        source = self._source = ev.source
+        at = arrived if arrived is not None else ev.arrived if ev.arrived is not None else ev.t
+        clk = self._clocks.get(source)
+        if clk is None:
+            clk = self._clocks[source] = [ev.t, at, float("-inf")]
+        elif ev.t < clk[2]:
+            self.stats.behind_watermark += 1
+        clk[0] = max(clk[0], ev.t)
+        clk[1] = at
+        out: list[Firing] = []
+        if clk[0] - self.lateness > clk[2]:
+            clk[2] = clk[0] - self.lateness
+            heap = self._timers.get(source)
+            if heap and heap[0][0] <= clk[2]:
+                out.extend(self._fire(heap, clk[2]))
         plan = self._plans.get(ev.name)
         if plan is None:
-            return []
-        out: list[Firing] = []
+            return out
         for handler in plan.select(ev):
             rule = handler.rule
             if rule.scope is not None and not _in_scope(rule.scope, ev.tags):
@@ -829,11 +887,30 @@ class Engine:
         return out
 
     def due(self, now: datetime | None = None) -> list[Firing]:
-        """Fire every timer whose deadline has passed by `now`."""
+        """Run every source's watermark on by the wall time it has been silent, and fire the timers it passes."""
         t = (now or self.now()).timestamp()
         out: list[Firing] = []
-        while self._timers and self._timers[0][0] <= t:
-            deadline, _, rule_id, part = heapq.heappop(self._timers)
+        for source, clk in self._clocks.items():
+            mark = clk[0] + max(0.0, t - clk[1]) - self.lateness
+            clk[2] = max(clk[2], mark)
+            heap = self._timers.get(source)
+            if heap and heap[0][0] <= clk[2]:
+                out.extend(self._fire(heap, clk[2]))
+        return out
+
+    def feed(self, ev: EventView) -> list[Firing]:
+        """Replay one stored event as the live service sees it: first the silence up to its arrival, then the event."""
+        out: list[Firing] = []
+        at = ev.arrived if ev.arrived is not None else ev.t
+        if self._next_wall() <= at:
+            out.extend(self.due(clock.from_epoch(at)))
+        out.extend(self.process(ev, at))
+        return out
+
+    def _fire(self, heap: list[tuple[float, int, str, str]], mark: float) -> list[Firing]:
+        out: list[Firing] = []
+        while heap and heap[0][0] <= mark:
+            deadline, _, rule_id, part = heapq.heappop(heap)
             handler = self.handlers.get(rule_id)
             if handler is None:
                 continue
@@ -925,6 +1002,7 @@ class Engine:
                 for rid, h in self.handlers.items()
             },
             "timers": self._timers,
+            "clocks": self._clocks,
             "seq": self._seq,
         }
         return pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
@@ -949,8 +1027,10 @@ class Engine:
                 handler.hw = saved["hw"]  # type: ignore[attr-defined]
             kept.add(rid)
             engine.stats.restored_rules += 1
-        engine._timers = [t for t in doc["timers"] if t[2] in kept]
-        heapq.heapify(engine._timers)
+        for source, heap in doc["timers"].items():
+            engine._timers[source] = [t for t in heap if t[2] in kept]
+            heapq.heapify(engine._timers[source])
+        engine._clocks = doc["clocks"]
         engine._seq = doc["seq"]
         return engine
 
@@ -976,12 +1056,10 @@ def _circle(rule: Any, hit: _Hit) -> Area | None:
 
 
 def replay(engine: Engine, events: Iterable[EventView]) -> list[Firing]:
-    """Feed events in order, firing timers as event time passes them (backtests, rebuilding state)."""
+    """Feed stored events in arrival order as the live service saw them (backtests, rebuilding state)."""
     out: list[Firing] = []
     for ev in events:
-        if engine._timers and engine._timers[0][0] <= ev.t:
-            out.extend(engine.due(clock.from_epoch(ev.t)))
-        out.extend(engine.process(ev))
+        out.extend(engine.feed(ev))
     return out
 
 

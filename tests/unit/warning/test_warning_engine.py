@@ -537,3 +537,26 @@ def test_cooldown_suppresses_a_new_alert_and_counts_it_per_rule() -> None:
     (later,) = e.process(alarm("d6", 410))
     assert later.new and later.alert_id != raised.alert_id
     assert [c[0] for c in later.contributors] == ["d5", "d6"]
+
+
+def test_absence_timers_follow_the_source_watermark_not_the_wall_clock() -> None:
+    """Heartbeats an hour old arriving now raise nothing at once; the timer fires when the source's event time (or its
+    silence) passes the deadline, at the deadline in event time."""
+    e = Engine(pack(ABSENCE), lateness=10.0)
+    wall = T0 + timedelta(hours=1)
+    for at in (0, 200):
+        (env,) = [ev("heartbeat", "h1", at)]
+        assert e.process(env, arrived=(wall + timedelta(seconds=at)).timestamp()) == []
+        assert e.due(wall + timedelta(seconds=at)) == []  # old code: the 5 min deadline passed an hour ago
+    # Another device of the same source moves its watermark past h1's deadline (200 s + 5 min) + lateness.
+    assert e.process(ev("heartbeat", "h2", 505), arrived=(wall + timedelta(seconds=505)).timestamp()) == []
+    (f,) = e.process(ev("heartbeat", "h2", 511), arrived=(wall + timedelta(seconds=511)).timestamp())
+    assert f.group_key == "quiet:h1" and f.last_at == T0 + timedelta(seconds=500)
+    # A late heartbeat of h1 (behind the watermark) arms no timer that would fire at once.
+    assert e.process(ev("heartbeat", "h1", 100), arrived=(wall + timedelta(seconds=512)).timestamp()) == []
+    assert e.stats.behind_watermark == 1 and e.stats.late_timers == 1
+    # Silence: nothing more arrives after wall + 512 s; h2's timer (511 s + 5 min) fires once the wall clock has run
+    # on as far past the last arrival as the deadline lies past the newest event, plus the lateness.
+    assert e.due(wall + timedelta(seconds=512 + 300 + 9)) == []
+    (g,) = e.due(wall + timedelta(seconds=512 + 300 + 10))
+    assert g.group_key == "quiet:h2" and g.last_at == T0 + timedelta(seconds=811)
