@@ -136,6 +136,7 @@ class Runtime:
                 tier=settings.role,
                 snapshot_path=settings.warning.snapshot,
                 metrics=self.metrics,
+                lateness_s=settings.warning.allowed_lateness_s,
             )
         self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role)
         self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)

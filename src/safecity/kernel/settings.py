@@ -102,6 +102,11 @@ class WarningSettings(_Section):
     snapshot: Path | None = Field(
         None, description="Where open windows are saved on stop and restored on start (unset: not kept)."
     )
+    allowed_lateness_s: float = Field(
+        10.0,
+        ge=0,
+        description="Event-time timers (absence, dwell, hold) wait this long behind the newest event of their source.",
+    )
 
 
 class NotifySettings(_Section):

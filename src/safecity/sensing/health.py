@@ -1,4 +1,8 @@
-"""Device health: a missed heartbeat raises `device.offline` within a second of its deadline.
+"""Device health: a device silent for its offline timeout raises `device.offline` within a second of its deadline.
+
+Silence is a wall-clock rule: the deadline runs from when the device's data last *arrived* here, not from the event
+time it carries. A device whose events come late (a replay, a community node catching up after a cut link) is not
+silent while they keep arriving; event-time rules about its data are the rule engine's job (docs/rules.md).
 
 No periodic sweep over all devices: each device's deadline lives in a dict, and a heap holds at most one entry per
 device. An event only moves the dict's deadline (O(1)); when a heap entry comes due and the device has been seen
@@ -55,20 +59,23 @@ class HealthMonitor:
         self._watches.pop(device_id, None)
 
     def seen(self, device_id: str, at: datetime, interval_s: float | None = None) -> bool:
-        """Record that a device reported; returns True when it was offline and is back.
+        """Record that data of a device (event time `at`) arrived now; returns True when it was offline and is back.
+
+        `last_seen` keeps the newest event time; the offline deadline runs from the arrival (`now`).
 
         A device not watched yet starts being watched when `interval_s` is given (devices registered while
         the node runs need no separate call).
         """
         watch = self._watches.get(device_id)
+        now = self._now()
         if watch is None:
             if interval_s is not None:
                 self.track(device_id, interval_s, last_seen=at)
+                self._watches[device_id].deadline = now + timedelta(seconds=interval_s)
             return False
-        if watch.last_seen is not None and at <= watch.last_seen:
-            return False
-        watch.last_seen = at
-        watch.deadline = at + timedelta(seconds=watch.interval_s)
+        if watch.last_seen is None or at > watch.last_seen:
+            watch.last_seen = at
+        watch.deadline = now + timedelta(seconds=watch.interval_s)
         if watch.offline:
             watch.offline = False
             self._push(watch.deadline, device_id)

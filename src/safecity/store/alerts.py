@@ -32,6 +32,8 @@ _UPSERT_COLUMNS = (
     "building",
     "area",
     "trigger_event_ids",
+    "trigger_message_id",
+    "contributors",
     "count",
     "last_at",
     "hops",

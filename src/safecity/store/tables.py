@@ -147,6 +147,8 @@ alerts = Table(
     Column("hops", JSON, nullable=False),
     Column("assignee", String(128)),
     Column("references", String(26), comment="The alert this one updates or cancels (CAP references)."),
+    Column("trigger_message_id", String(128), comment="Sender's message id of the latest completing event."),
+    Column("contributors", JSON, comment="Distinct devices that joined the alert: [{device_id, event_id, at}]."),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
 )

@@ -126,6 +126,16 @@ class AlertStep(BaseModel):
     assignee: str | None = None
 
 
+class AlertContributor(BaseModel):
+    """A device that joined an alert, and the event of its first contribution."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device_id: str
+    event_id: str
+    at: datetime
+
+
 class Alert(BaseModel):
     """A stored alert with its hop times, hop latencies and lifecycle steps."""
 
@@ -147,7 +157,10 @@ class Alert(BaseModel):
     building: str | None = None
     area: dict[str, Any] | None = None
     trigger_event_ids: list[str]
+    trigger_message_id: str | None = None
     count: int
+    devices: list[str] = []
+    contributors: list[AlertContributor] = []
     first_at: datetime
     last_at: datetime
     hops: dict[str, datetime]
@@ -174,8 +187,17 @@ def _hops_of(raw: dict[str, Any]) -> dict[str, datetime]:
 
 def _model(row: dict[str, Any], steps: builtins.list[dict[str, Any]] | None = None) -> Alert:
     hops = _hops_of(row["hops"] or {})
+    contributors = row.get("contributors") or []
     return Alert.model_validate(
-        {**row, "hops": hops, "latency_ms": latencies_ms(hops), "steps": steps or []}, from_attributes=False
+        {
+            **row,
+            "hops": hops,
+            "latency_ms": latencies_ms(hops),
+            "steps": steps or [],
+            "contributors": contributors,
+            "devices": [c["device_id"] for c in contributors],
+        },
+        from_attributes=False,
     )
 
 
@@ -199,6 +221,10 @@ def row_of(payload: AlertRaised, *, stored_at: datetime) -> dict[str, Any]:
         "building": payload.tags.building,
         "area": msgspec.to_builtins(payload.area) if payload.area is not None else None,
         "trigger_event_ids": list(payload.trigger_event_ids),
+        "trigger_message_id": payload.trigger_message_id,
+        "contributors": [
+            {"device_id": c.device_id, "event_id": c.event_id, "at": c.at.isoformat()} for c in payload.contributors
+        ],
         "count": payload.count,
         "first_at": payload.first_at,
         "last_at": payload.last_at,

@@ -11,7 +11,7 @@ from safecity.kernel import clock
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.store.events import EventRepo
-from safecity.warning.engine import Engine, EventView, Firing
+from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing
 from safecity.warning.rules import HotlistRule, RulePack
 
 # Any value does: the development key's pseudonym of it tells whether a pseudonymizer uses that key.
@@ -35,6 +35,8 @@ class RuleOutcome:
     rule_id: str
     raised: int = 0
     updated: int = 0
+    # Matches that raised no alert: {"cooldown": n, "suppressed_by": n}.
+    suppressed: dict[str, int] = field(default_factory=dict)
     first_at: datetime | None = None
     last_at: datetime | None = None
     examples: list[Example] = field(default_factory=list)
@@ -138,6 +140,34 @@ def _check_read(key: KeyCheck, hotlists: dict[str, list[tuple[str, frozenset[str
             key.listed += value in hashes
 
 
+async def backtest_firings(
+    pack: RulePack,
+    repo: EventRepo,
+    since: datetime,
+    until: datetime,
+    *,
+    batch: int = 5_000,
+    lateness_s: float = DEFAULT_LATENESS_S,
+    engine: Engine | None = None,
+    on_event: Callable[[EventView], None] | None = None,
+) -> AsyncIterator[Firing]:
+    """Every firing a fresh engine makes over the stored events, with the live service's clock model.
+
+    Events go in arrival order, each at its stored `received_at` (`Engine.feed`): timers fire when their source's
+    watermark passes them, by newer events or by the silence that followed, as they did live; at the end the
+    silence runs on to `until`. `on_event` sees each event before the engine does.
+    """
+    counter = iter(range(1, 1 << 62))
+    engine = engine or Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}", lateness=lateness_s)
+    async for ev in stored_events(repo, since, until, batch=batch):
+        if on_event is not None:
+            on_event(ev)
+        for firing in engine.feed(ev):
+            yield firing
+    for firing in engine.due(until):
+        yield firing
+
+
 async def backtest(
     pack: RulePack,
     repo: EventRepo,
@@ -146,26 +176,25 @@ async def backtest(
     *,
     pseudonymize: Callable[[str, str], str] | None = None,
     batch: int = 5_000,
+    lateness_s: float = DEFAULT_LATENESS_S,
 ) -> BacktestReport:
-    """Replay stored events through a fresh engine; timers fire as event time passes them.
+    """Replay stored events through a fresh engine and count what each rule would have done.
 
     `pseudonymize` is the one the pack's watch lists were hashed with (the settings' key): a backtest under the
     development key whose watch lists match no stored read says so in `report.key.warning`.
     """
     until = until or clock.now()
     counter = iter(range(1, 1 << 62))
-    engine = Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}")
+    engine = Engine(pack, now=lambda: until, new_id=lambda: f"backtest-{next(counter)}", lateness=lateness_s)
     report = BacktestReport(since=since, until=until, rules={r.id: RuleOutcome(r.id) for r in pack.rules})
     report.key.dev_key = pseudonymize is not None and pseudonymize(*_PROBE) == _DEV_PROBE
     hotlists = _hotlists(pack)
-    async for ev in stored_events(repo, since, until, batch=batch):
-        report.events += 1
-        if hotlists:
-            _check_read(report.key, hotlists, ev)
-        deadline = engine.next_deadline()
-        if deadline is not None and deadline.timestamp() <= ev.t:
-            _record(report, engine.due(clock.from_epoch(ev.t)))
-        _record(report, engine.process(ev))
-    _record(report, engine.due(until))
+    check = (lambda ev: _check_read(report.key, hotlists, ev)) if hotlists else None
+    async for firing in backtest_firings(pack, repo, since, until, batch=batch, engine=engine, on_event=check):
+        _record(report, [firing])
+    report.events = engine.stats.events
     report.engine = dict(engine.stats.__dict__)
+    for rule_id, reasons in engine.stats.suppressed_by_rule.items():
+        if rule_id in report.rules:
+            report.rules[rule_id].suppressed = dict(reasons)
     return report

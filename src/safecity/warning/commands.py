@@ -112,13 +112,14 @@ def print_report(report: BacktestReport, file: Path) -> None:
     """The per-rule table, example groups with their trigger events, and the pseudonym key warning."""
     period = f"{report.since.isoformat()} .. {report.until.isoformat()}"
     table = Table(title=f"Backtest of {file} over {report.events} events, {period}")
-    for col in ("rule", "raised", "updated", "first", "last"):
+    for col in ("rule", "raised", "updated", "suppressed", "first", "last"):
         table.add_column(col)
     for out in report.rules.values():
         table.add_row(
             out.rule_id,
             str(out.raised),
             str(out.updated),
+            ", ".join(f"{reason} {n}" for reason, n in sorted(out.suppressed.items())) or "0",
             out.first_at.isoformat() if out.first_at else "-",
             out.last_at.isoformat() if out.last_at else "-",
         )
@@ -128,7 +129,8 @@ def print_report(report: BacktestReport, file: Path) -> None:
             typer.echo(f"{out.rule_id}: first {len(out.examples)} of {out.raised} alerts")
         for ex in out.examples:
             typer.echo(f"  group {ex.group_key} at {ex.at.isoformat()}: events {', '.join(ex.trigger_event_ids)}")
-    typer.echo(f"raised={report.raised} updated={report.updated} events={report.events}")
+    suppressed = report.engine.get("suppressed", 0)
+    typer.echo(f"raised={report.raised} updated={report.updated} events={report.events} suppressed={suppressed}")
     warning = report.key.warning
     if warning is not None:
         # On stderr too, so it is seen even when stdout goes to a file.

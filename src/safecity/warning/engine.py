@@ -1,7 +1,12 @@
 """The rule engine: pure, synchronous, no I/O. Events in, firings out.
 
-- Fires on the event that completes a condition; never waits for a window to close. Timers (absence, dwell, hold)
-  come due through `due(now)`; `next_deadline()` tells the caller when to call it.
+- Fires on the event that completes a condition; never waits for a window to close.
+- One clock model (docs/rules.md, "Which clock decides what"): windows and timers (absence, dwell, hold) are in event
+  time. A timer belongs to the source of the event that armed it and fires when that source's watermark passes its
+  deadline: the newest event time seen from the source minus `lateness`, run on by the wall clock while nothing
+  arrives from the source (silence). `process()` moves the watermark with each event, `due(now)` with the wall clock;
+  `next_deadline()` tells the caller (wall time) when to call `due`. A replay fast, in real time or an hour late
+  therefore fires the same timers at the same event times, live and in the backtest.
 - State is partitioned by key (rule, building / community / device ...), so the engine can later run as several
   workers split by that key. Every per-key window is a bounded deque, and each rule keeps at most `max_keys` keys
   (least recently used evicted, counted).
@@ -44,8 +49,10 @@ from safecity.warning.rules import (
     schedule_armed,
 )
 
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 _MAX_TRIGGER_IDS = 20
+_MAX_CONTRIBUTORS = 50  # distinct devices listed on one open alert
+DEFAULT_LATENESS_S = 10.0  # how late an event may arrive behind its source's newest and still hold a timer back
 _EMPTY_TAGS = Tags()
 
 
@@ -67,6 +74,7 @@ class EventView:
     source: str = ""
     hops: dict[str, datetime] = field(default_factory=dict)
     correlation_id: str | None = None
+    arrived: float | None = None  # when it reached this node (unix seconds): the wall clock of its source's silence
     _cel: dict[str, Any] | None = None
     # Condition results of this event by expression text: rules sharing a condition evaluate it once.
     _memo: dict[str, Any] | None = None
@@ -80,13 +88,13 @@ class EventView:
         if isinstance(p, SensorEvent):
             return cls(
                 env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, p.lon, p.lat, p.value, p.state,
-                p.data, p.pseudonyms, env.source, hops, env.context.correlation_id,
+                p.data, p.pseudonyms, env.source, hops, env.context.correlation_id, env.received_at.timestamp(),
             )  # fmt: skip
         if isinstance(p, DeviceOffline):
             return cls(
                 env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, state="offline",
                 data={"device_kind": str(p.kind)}, source=env.source, hops=hops,
-                correlation_id=env.context.correlation_id,
+                correlation_id=env.context.correlation_id, arrived=env.received_at.timestamp(),
             )  # fmt: skip
         raise TypeError(f"the engine does not read {env.key!r} messages")
 
@@ -101,11 +109,12 @@ class EventView:
         )
         key = str(row["key"])
         occurred: datetime = row["occurred_at"]
+        received: datetime | None = row.get("received_at")
         return cls(
             str(row["id"]), key[6:] if key.startswith("event.") else key, occurred.timestamp(), str(row["device_id"]),
             tags, row.get("lon"), row.get("lat"), row.get("value"), row.get("state"), row.get("data") or {},
             row.get("pseudonyms") or {}, str(row.get("source") or ""), {"occurred": occurred},
-            row.get("correlation_id"),
+            row.get("correlation_id"), received.timestamp() if received is not None else None,
         )  # fmt: skip
 
     def cel(self) -> dict[str, Any]:
@@ -143,6 +152,8 @@ class Firing:
     group_key: str
     trigger_event_ids: list[str]
     count: int
+    # Every distinct device that joined the open alert, first contribution first: (device id, event id, event time).
+    contributors: list[tuple[str, str, datetime]]
     first_at: datetime
     last_at: datetime
     tags: Tags
@@ -155,6 +166,8 @@ class EngineStats:
     """Counters of one engine (exported by the service)."""
 
     events: int = 0
+    behind_watermark: int = 0
+    late_timers: int = 0
     matched: int = 0
     fired: int = 0
     updated: int = 0
@@ -166,12 +179,20 @@ class EngineStats:
     condition_errors: int = 0
     restored_rules: int = 0
     dropped_rules: int = 0
+    # rule id -> reason ("cooldown" | "suppressed_by") -> matches that raised no alert (summed in `suppressed`).
+    suppressed_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def suppress(self, rule_id: str, reason: str) -> None:
+        """Count one suppressed match of a rule."""
+        self.suppressed += 1
+        per_rule = self.suppressed_by_rule.setdefault(rule_id, {})
+        per_rule[reason] = per_rule.get(reason, 0) + 1
 
 
 @dataclass(slots=True)
 class _Hit:
     part: str  # partition value (building, device ...)
-    ids: list[str]
+    refs: list[tuple[str, str, float]]  # (event id, device id, event time) of the events behind the hit
     t: float
     tags: Tags
     lon: float | None
@@ -187,6 +208,8 @@ class _Group:
     count: int
     fired_t: float
     suppressed: int = 0
+    # device id -> (event id, event time) of its first contribution; bounded by _MAX_CONTRIBUTORS.
+    members: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 class _Keyed(OrderedDict[str, Any]):
@@ -383,8 +406,12 @@ def _part(rule: Any, ev: EventView) -> str:
     return value if value is not None else f"device:{ev.device_id}"
 
 
-def _hit(part: str, ids_: list[str], ev: EventView) -> _Hit:
-    return _Hit(part, ids_[-_MAX_TRIGGER_IDS:], ev.t, ev.tags, ev.lon, ev.lat, ev)
+def _ref(ev: EventView) -> tuple[str, str, float]:
+    return (ev.id, ev.device_id, ev.t)
+
+
+def _hit(part: str, refs: list[tuple[str, str, float]], ev: EventView) -> _Hit:
+    return _Hit(part, refs[-_MAX_TRIGGER_IDS:], ev.t, ev.tags, ev.lon, ev.lat, ev)
 
 
 class _Handler:
@@ -443,10 +470,10 @@ class _Threshold(_Handler):
                 st["since"] = None
                 return []
             if st["since"] is None:
-                st.update(since=ev.t, ids=[ev.id], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
+                st.update(since=ev.t, ids=[_ref(ev)], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
                 self.engine.arm(self, part, ev.t + rule.hold)
                 return []
-            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], ev.id]
+            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], _ref(ev)]
             if not st["fired"] and ev.t - st["since"] >= rule.hold:
                 st["fired"] = True
                 return [_hit(part, st["ids"], ev)]
@@ -454,12 +481,12 @@ class _Threshold(_Handler):
         if not ok:
             return []
         if rule.count == 1:
-            return [_hit(part, [ev.id], ev)]
-        window: deque[tuple[float, str]] = self.state.touch(part, lambda: deque(maxlen=rule.count))
-        window.append((ev.t, ev.id))
+            return [_hit(part, [_ref(ev)], ev)]
+        window: deque[tuple[float, tuple[str, str, float]]] = self.state.touch(part, lambda: deque(maxlen=rule.count))
+        window.append((ev.t, _ref(ev)))
         assert rule.within is not None
         if len(window) == rule.count and window[-1][0] - window[0][0] <= rule.within:
-            ids_ = [i for _, i in window]
+            ids_ = [r for _, r in window]
             window.clear()
             return [_hit(part, ids_, ev)]
         return []
@@ -514,26 +541,26 @@ class _Correlation(_Handler):
                     if seen is None and len(slot) >= self.engine.max_events:
                         self.stats.window_overflow += 1
                     else:
-                        slot[ev.device_id] = (ev.t, ev.id)
+                        slot[ev.device_id] = (ev.t, _ref(ev))
             else:
                 while slot and hw - slot[0][0] > within:
                     slot.popleft()
                 if len(slot) == slot.maxlen:
                     self.stats.window_overflow += 1
-                slot.append((ev.t, ev.id))
-        ids_: list[str] = []
+                slot.append((ev.t, _ref(ev)))
+        ids_: list[tuple[str, str, float]] = []
         for i, (_, clause) in enumerate(self.clauses):
             slot = st[i]
             if isinstance(slot, dict):
-                near = [eid for dev, (t, eid) in slot.items() if dev != ev.device_id and abs(ev.t - t) <= within]
+                near = [ref for dev, (t, ref) in slot.items() if dev != ev.device_id and abs(ev.t - t) <= within]
                 n = len(near) + (1 if i in matched else 0)
             else:
-                near = [eid for t, eid in slot if abs(ev.t - t) <= within and eid != ev.id]
+                near = [ref for t, ref in slot if abs(ev.t - t) <= within and ref[0] != ev.id]
                 n = len(near) + (1 if i in matched else 0)
             if n < clause.count:
                 return []
             ids_.extend(near)
-        ids_.append(ev.id)
+        ids_.append(_ref(ev))
         return [_hit(part, ids_, ev)]
 
 
@@ -569,7 +596,7 @@ class _Absence(_Handler):
     def _arm(self, part: str, ev: EventView) -> None:
         deadline = ev.t + self.rule.within
         st = self.state.touch(part, dict)
-        st.update(deadline=deadline, ids=[ev.id], tags=ev.tags, lon=ev.lon, lat=ev.lat)
+        st.update(deadline=deadline, ids=[_ref(ev)], tags=ev.tags, lon=ev.lon, lat=ev.lat)
         self.engine.arm(self, part, deadline)
 
     def on_due(self, part: str, deadline: float) -> list[_Hit]:
@@ -599,7 +626,7 @@ class _Sequence(_Handler):
         stage = st["stage"] if st is not None else 0
         if stage > 0 and self.steps[stage](ev):
             st["stage"] += 1  # type: ignore[index]
-            st["ids"].append(ev.id)  # type: ignore[index]
+            st["ids"].append(_ref(ev))  # type: ignore[index]
             if st["stage"] == len(self.steps):  # type: ignore[index]
                 ids_ = st["ids"]  # type: ignore[index]
                 st["stage"] = 0  # type: ignore[index]
@@ -607,7 +634,7 @@ class _Sequence(_Handler):
             return []
         if stage == 0 and self.steps[0](ev):
             st = self.state.touch(part, dict)
-            st.update(stage=1, start=ev.t, ids=[ev.id])
+            st.update(stage=1, start=ev.t, ids=[_ref(ev)])
         return []
 
 
@@ -642,18 +669,18 @@ class _Geofence(_Handler):
         st["inside"] = inside
         trigger = self.rule.trigger
         if inside and not was:
-            st.update(since=ev.t, ids=[ev.id], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
+            st.update(since=ev.t, ids=[_ref(ev)], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
             if trigger == "enter":
-                return [_hit(part, [ev.id], ev)]
+                return [_hit(part, [_ref(ev)], ev)]
             if trigger == "dwell":
                 assert self.rule.dwell is not None
                 self.engine.arm(self, part, ev.t + self.rule.dwell)
             return []
         if was and not inside:
-            return [_hit(part, [ev.id], ev)] if trigger == "exit" else []
+            return [_hit(part, [_ref(ev)], ev)] if trigger == "exit" else []
         if inside and trigger == "dwell" and not st["fired"]:
             assert self.rule.dwell is not None
-            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], ev.id]
+            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], _ref(ev)]
             if ev.t - st["since"] >= self.rule.dwell:
                 st["fired"] = True
                 return [_hit(part, st["ids"], ev)]
@@ -686,7 +713,7 @@ class _Hotlist(_Handler):
         if value is None or value not in self.hashes or not self.match(ev):
             return []
         # One alert per listed vehicle: repeats of the same plate update it.
-        return [_hit(f"{self.rule.field}:{value[:16]}", [ev.id], ev)]
+        return [_hit(f"{self.rule.field}:{value[:16]}", [_ref(ev)], ev)]
 
 
 class _Trend(_Handler):
@@ -707,20 +734,20 @@ class _Trend(_Handler):
         if ev.value is None or not self.match(ev):
             return []
         part = _part(self.rule, ev)
-        window: deque[tuple[float, float, str]] = self.state.touch(part, self.bounded)
+        window: deque[tuple[float, float, tuple[str, str, float]]] = self.state.touch(part, self.bounded)
         over = self.rule.over
         while window and ev.t - window[0][0] > over:
             window.popleft()
         low = min(window, key=lambda item: item[1]) if window else None
         if len(window) == window.maxlen:
             self.stats.window_overflow += 1
-        window.append((ev.t, ev.value, ev.id))
+        window.append((ev.t, ev.value, _ref(ev)))
         if low is None or low[1] <= 0 or ev.value < self.rule.min_value or ev.value < low[1] * self.factor:
             return []
         # A new rise is measured from here on.
         window.clear()
-        window.append((ev.t, ev.value, ev.id))
-        return [_hit(part, [low[2], ev.id], ev)]
+        window.append((ev.t, ev.value, _ref(ev)))
+        return [_hit(part, [low[2], _ref(ev)], ev)]
 
 
 _HANDLERS: dict[str, type[_Handler]] = {
@@ -750,8 +777,10 @@ class Engine:
         new_id: Callable[[], str] = ids.new_id,
         max_keys: int = 100_000,
         max_events: int = 1_000,
+        lateness: float = 0.0,
     ) -> None:
         self.pack = pack
+        self.lateness = lateness
         self.now = now
         self.new_id = new_id
         self.max_keys = max_keys
@@ -760,7 +789,10 @@ class Engine:
         self.handlers: dict[str, _Handler] = {}
         self.groups: dict[str, _Keyed] = {}
         self._index: dict[str, list[_Handler]] = {}
-        self._timers: list[tuple[float, int, str, str]] = []
+        # source -> heap of (deadline, seq, rule id, part); source -> [newest event time, last arrival, watermark].
+        self._timers: dict[str, list[tuple[float, int, str, str]]] = {}
+        self._clocks: dict[str, list[float]] = {}
+        self._source = ""  # the source of the event being processed (its timers are armed there)
         self._seq = 0
         for rule in pack.rules:
             handler = _HANDLERS[rule.kind](rule, self)
@@ -780,22 +812,67 @@ class Engine:
         return set(self._index)
 
     def arm(self, handler: _Handler, part: str, deadline: float) -> None:
-        """Ask for `handler.on_due(part, deadline)` once `deadline` (unix seconds) has passed."""
+        """Ask for `handler.on_due(part, deadline)` once the current event's source's watermark passes `deadline`.
+
+        A deadline the watermark has passed already (a late event) is not armed: it would fire at once, the old
+        fault of delayed data raising an alert on its first event. Counted as `late_timers`.
+        """
+        clk = self._clocks.get(self._source)
+        if clk is not None and deadline <= clk[2]:
+            self.stats.late_timers += 1
+            return
         self._seq += 1
-        heapq.heappush(self._timers, (deadline, self._seq, handler.rule.id, part))
+        heapq.heappush(self._timers.setdefault(self._source, []), (deadline, self._seq, handler.rule.id, part))
+
+    def watermark(self, source: str) -> datetime | None:
+        """Event time up to which `source`'s timers have fired (None: nothing seen from it)."""
+        clk = self._clocks.get(source)
+        return clock.from_epoch(clk[2]) if clk is not None and clk[2] > float("-inf") else None
+
+    def _next_wall(self) -> float:
+        """Unix wall time at which `due()` next has something to fire (inf: no timer armed)."""
+        best = float("inf")
+        for source, heap in self._timers.items():
+            if not heap:
+                continue
+            deadline = heap[0][0]
+            newest, arrived, mark = self._clocks[source]
+            # The watermark reaches `deadline` when newest + (now - arrived) - lateness >= deadline.
+            wall = arrived if deadline <= mark else arrived + deadline + self.lateness - newest
+            best = min(best, wall)
+        return best
 
     def next_deadline(self) -> datetime | None:
-        """When `due()` should next be called (None: no timer armed)."""
-        return clock.from_epoch(self._timers[0][0]) if self._timers else None
+        """When (wall clock) `due()` should next be called (None: no timer armed)."""
+        wall = self._next_wall()
+        return clock.from_epoch(wall) if wall != float("inf") else None
 
-    def process(self, event: Envelope | EventView) -> list[Firing]:
-        """Feed one event; return the firings it completes (new alerts and updates)."""
+    def process(self, event: Envelope | EventView, arrived: float | None = None) -> list[Firing]:
+        """Feed one event (arrived at unix time `arrived`, default its `received_at`); return the firings it causes.
+
+        The event first moves its source's watermark, firing that source's timers it passes (event time before the
+        event), then goes to the rules; both kinds of firing are returned, in that order.
+        """
         ev = event if isinstance(event, EventView) else EventView.from_envelope(event)
         self.stats.events += 1
+        source = self._source = ev.source
+        at = arrived if arrived is not None else ev.arrived if ev.arrived is not None else ev.t
+        clk = self._clocks.get(source)
+        if clk is None:
+            clk = self._clocks[source] = [ev.t, at, float("-inf")]
+        elif ev.t < clk[2]:
+            self.stats.behind_watermark += 1
+        clk[0] = max(clk[0], ev.t)
+        clk[1] = at
+        out: list[Firing] = []
+        if clk[0] - self.lateness > clk[2]:
+            clk[2] = clk[0] - self.lateness
+            heap = self._timers.get(source)
+            if heap and heap[0][0] <= clk[2]:
+                out.extend(self._fire(heap, clk[2]))
         plan = self._plans.get(ev.name)
         if plan is None:
-            return []
-        out: list[Firing] = []
+            return out
         for handler in plan.select(ev):
             rule = handler.rule
             if rule.scope is not None and not _in_scope(rule.scope, ev.tags):
@@ -810,11 +887,30 @@ class Engine:
         return out
 
     def due(self, now: datetime | None = None) -> list[Firing]:
-        """Fire every timer whose deadline has passed by `now`."""
+        """Run every source's watermark on by the wall time it has been silent, and fire the timers it passes."""
         t = (now or self.now()).timestamp()
         out: list[Firing] = []
-        while self._timers and self._timers[0][0] <= t:
-            deadline, _, rule_id, part = heapq.heappop(self._timers)
+        for source, clk in self._clocks.items():
+            mark = clk[0] + max(0.0, t - clk[1]) - self.lateness
+            clk[2] = max(clk[2], mark)
+            heap = self._timers.get(source)
+            if heap and heap[0][0] <= clk[2]:
+                out.extend(self._fire(heap, clk[2]))
+        return out
+
+    def feed(self, ev: EventView) -> list[Firing]:
+        """Replay one stored event as the live service sees it: first the silence up to its arrival, then the event."""
+        out: list[Firing] = []
+        at = ev.arrived if ev.arrived is not None else ev.t
+        if self._next_wall() <= at:
+            out.extend(self.due(clock.from_epoch(at)))
+        out.extend(self.process(ev, at))
+        return out
+
+    def _fire(self, heap: list[tuple[float, int, str, str]], mark: float) -> list[Firing]:
+        out: list[Firing] = []
+        while heap and heap[0][0] <= mark:
+            deadline, _, rule_id, part = heapq.heappop(heap)
             handler = self.handlers.get(rule_id)
             if handler is None:
                 continue
@@ -837,6 +933,11 @@ class Engine:
         return schedule_armed(schedule, clock.from_epoch(t), holidays)
 
     def _group(self, handler: _Handler, hit: _Hit) -> Firing | None:
+        """Raise a new alert for a hit, or update the group's open one; None when the hit is suppressed.
+
+        An open alert (a firing of the same group within `group_window`) is always updated, and the devices that
+        joined it are added to its contributors: `cooldown` only holds back a *new* alert after the last firing.
+        """
         rule = handler.rule
         for other in rule.suppressed_by:
             og = self.groups.get(other)
@@ -845,14 +946,10 @@ class Engine:
                 continue
             g_other = og.get(hit.part)
             if g_other is not None and hit.t - g_other.last_t <= ohandler.rule.group_window:
-                self.stats.suppressed += 1
+                self.stats.suppress(rule.id, "suppressed_by")
                 return None
         groups = self.groups[rule.id]
         g: _Group | None = groups.get(hit.part)
-        if g is not None and rule.cooldown > 0 and abs(hit.t - g.fired_t) < rule.cooldown:
-            g.suppressed += 1
-            self.stats.suppressed += 1
-            return None
         if g is not None and 0 <= hit.t - g.last_t <= rule.group_window:
             g.count += 1
             g.last_t = max(g.last_t, hit.t)
@@ -860,21 +957,30 @@ class Engine:
             groups.move_to_end(hit.part)
             new = False
             self.stats.updated += 1
+        elif g is not None and rule.cooldown > 0 and abs(hit.t - g.fired_t) < rule.cooldown:
+            g.suppressed += 1
+            self.stats.suppress(rule.id, "cooldown")
+            return None
         else:
             g = _Group(self.new_id(), hit.t, hit.t, 1, hit.t)
             groups.put(hit.part, g)
             new = True
             self.stats.fired += 1
+        members = g.members
+        for event_id, device_id, t in hit.refs:
+            if device_id not in members and len(members) < _MAX_CONTRIBUTORS:
+                members[device_id] = (event_id, t)
         area = getattr(handler, "area", None) or _circle(rule, hit)
         return Firing(
             rule=rule,
             alert_id=g.alert_id,
             new=new,
             group_key=f"{rule.id}:{hit.part}",
-            trigger_event_ids=list(hit.ids),
+            trigger_event_ids=[ref[0] for ref in hit.refs],
             count=g.count,
             first_at=clock.from_epoch(g.first_t),
             last_at=clock.from_epoch(g.last_t),
+            contributors=[(d, e, clock.from_epoch(t)) for d, (e, t) in members.items()],
             tags=hit.tags or _EMPTY_TAGS,
             area=area,
             event=hit.event,
@@ -896,6 +1002,7 @@ class Engine:
                 for rid, h in self.handlers.items()
             },
             "timers": self._timers,
+            "clocks": self._clocks,
             "seq": self._seq,
         }
         return pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
@@ -920,8 +1027,10 @@ class Engine:
                 handler.hw = saved["hw"]  # type: ignore[attr-defined]
             kept.add(rid)
             engine.stats.restored_rules += 1
-        engine._timers = [t for t in doc["timers"] if t[2] in kept]
-        heapq.heapify(engine._timers)
+        for source, heap in doc["timers"].items():
+            engine._timers[source] = [t for t in heap if t[2] in kept]
+            heapq.heapify(engine._timers[source])
+        engine._clocks = doc["clocks"]
         engine._seq = doc["seq"]
         return engine
 
@@ -947,12 +1056,10 @@ def _circle(rule: Any, hit: _Hit) -> Area | None:
 
 
 def replay(engine: Engine, events: Iterable[EventView]) -> list[Firing]:
-    """Feed events in order, firing timers as event time passes them (backtests, rebuilding state)."""
+    """Feed stored events in arrival order as the live service saw them (backtests, rebuilding state)."""
     out: list[Firing] = []
     for ev in events:
-        if engine._timers and engine._timers[0][0] <= ev.t:
-            out.extend(engine.due(clock.from_epoch(ev.t)))
-        out.extend(engine.process(ev))
+        out.extend(engine.feed(ev))
     return out
 
 

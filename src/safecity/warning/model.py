@@ -95,6 +95,14 @@ class Text(msgspec.Struct, frozen=True, kw_only=True):
     en: str
 
 
+class Contributor(msgspec.Struct, frozen=True, kw_only=True):
+    """A device that joined an open alert, with the event of its first contribution."""
+
+    device_id: str
+    event_id: str
+    at: datetime  # event time of that event
+
+
 class AlertRaised(Payload, frozen=True):
     """A rule fired: a new alert (or, on `alert.updated`, the same alert with its counter moved)."""
 
@@ -120,6 +128,9 @@ class AlertRaised(Payload, frozen=True):
     # The sender's own message id (payload `id`) of the completing event, when it had one: lets a device-side
     # system match the alert to its message (the Node-RED contract's `trigger_id`).
     trigger_message_id: str | None = None
+    # Every distinct device that joined this alert so far (which detectors), first one first; the alert's `count`
+    # is the number of firings, `len(contributors)` the number of devices.
+    contributors: list[Contributor] = msgspec.field(default_factory=list)
 
 
 class AlertStateChanged(Payload, frozen=True):

@@ -1,8 +1,10 @@
 """Warning service: bus events -> rule engine -> `alert.raised` / `alert.updated` on the bus.
 
 The engine work per event is synchronous and small (microseconds); it runs inline in the bus handler, so alerts go out
-on the completing event without waiting for storage. A timer loop (like sensing/health.py) sleeps until the engine's
-next deadline for absence / dwell / hold rules. The backlog (events waiting for the engine) is reported as a gauge and
+on the completing event without waiting for storage. Absence / dwell / hold timers are in event time: each event moves
+its source's watermark and fires the timers it passes; a timer loop (like sensing/health.py) sleeps until the wall
+time at which a silent source's watermark would reach the next deadline (see `Engine` and docs/rules.md). The
+backlog (events waiting for the engine) is reported as a gauge and
 its peak as a counter, so a storm degrades visibly, never silently.
 """
 
@@ -13,7 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,8 +27,8 @@ from safecity.kernel import clock
 from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
 from safecity.sensing.pseudonym import Pseudonymizer
-from safecity.warning.engine import Engine, EventView, Firing, replay
-from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Text
+from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing, replay
+from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Contributor, Text
 from safecity.warning.rules import RulePack
 
 log = structlog.get_logger(__name__)
@@ -65,6 +67,7 @@ class WarningService:
         metrics: Any = None,
         queue_size: int = 100_000,
         now: Callable[[], datetime] = clock.now,
+        lateness_s: float = DEFAULT_LATENESS_S,
     ) -> None:
         self.bus = bus
         self.pseudonymizer = pseudonymizer
@@ -73,13 +76,14 @@ class WarningService:
         self.snapshot_path = Path(snapshot_path) if snapshot_path is not None else None
         self.queue_size = queue_size
         self.now = now
+        self.lateness_s = lateness_s
         self.stats = ServiceStats()
         self.restored = False
         self.engine = self._load(rules)
         self._subs: list[Subscription] = []
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._gauges = _Gauges(metrics) if metrics is not None else None
+        self._gauges = _Gauges(metrics, self) if metrics is not None else None
 
     def _load(self, rules: RulePack) -> Engine:
         if self.snapshot_path is not None and self.snapshot_path.is_file():
@@ -88,8 +92,8 @@ class WarningService:
             if not hmac.compare_digest(seal, self._seal(data)):
                 # The snapshot is a pickle: only a file this node sealed with its own key is ever loaded.
                 log.warning("warning_snapshot_refused", path=str(self.snapshot_path), reason="seal does not match")
-                return Engine(rules, now=self.now)
-            engine = Engine.restore(rules, data, now=self.now)
+                return Engine(rules, now=self.now, lateness=self.lateness_s)
+            engine = Engine.restore(rules, data, now=self.now, lateness=self.lateness_s)
             log.info(
                 "warning_snapshot_restored",
                 rules=engine.stats.restored_rules,
@@ -98,7 +102,7 @@ class WarningService:
             )
             self.restored = True
             return engine
-        return Engine(rules, now=self.now)
+        return Engine(rules, now=self.now, lateness=self.lateness_s)
 
     async def rebuild(self, events: AsyncIterator[EventView]) -> int:
         """Without a snapshot, refill the open windows from stored events (their alerts were raised already).
@@ -163,7 +167,7 @@ class WarningService:
 
     def reload(self, rules: RulePack) -> None:
         """Swap in a new rule pack, keeping the open windows of every unchanged rule."""
-        self.engine = Engine.restore(rules, self.engine.snapshot(), now=self.now)
+        self.engine = Engine.restore(rules, self.engine.snapshot(), now=self.now, lateness=self.lateness_s)
         self._wake.set()
         log.info("warning_rules_reloaded", rules=len(rules.rules), kept=self.engine.stats.restored_rules)
 
@@ -182,7 +186,7 @@ class WarningService:
         if self._gauges is not None:
             self._gauges.backlog.set(backlog)
         try:
-            firings = self.engine.process(envelope)
+            firings = self.engine.process(envelope, self.now().timestamp())
         except TypeError:
             self.stats.errors += 1
             log.warning("warning_event_unreadable", key=envelope.key, id=envelope.id)
@@ -234,6 +238,7 @@ class WarningService:
             last_at=firing.last_at,
             hops=hops,
             trigger_message_id=_message_id(cause) if firing.event is not None else None,
+            contributors=[Contributor(device_id=d, event_id=e, at=at) for d, e, at in firing.contributors],
         )
         key = ALERT_RAISED if firing.new else ALERT_UPDATED
         context = None
@@ -263,17 +268,25 @@ class WarningService:
                 await self._wake.wait()
                 continue
             delay = (deadline - self.now()).total_seconds()
+            if delay <= 0 and self.backlog():
+                # Events are waiting: they move their sources' watermarks themselves. Silence is only silence once
+                # what arrived has been read, so the wall clock does not run a source on past its queued events.
+                delay = 0.05
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 60.0))
                 continue
-            firings = self.engine.due(self.now())
-            if firings:
-                try:
-                    await self.publish(firings)
-                except Exception:
-                    self.stats.errors += 1
-                    log.exception("warning_timer_publish_failed", firings=len(firings))
+            await self.fire_due()
+
+    async def fire_due(self) -> None:
+        """Fire the timers that silent sources' watermarks have passed by now, and publish them."""
+        firings = self.engine.due(self.now())
+        if firings:
+            try:
+                await self.publish(firings)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("warning_timer_publish_failed", firings=len(firings))
 
     def status(self) -> dict[str, Any]:
         """Counters of the service and its engine, for /metrics pages and logs."""
@@ -293,13 +306,35 @@ def _message_id(cause: Envelope | None) -> str | None:
     return message_id if isinstance(message_id, str) else None
 
 
+class _Suppressed:
+    """Collector of `safecity_warning_suppressed_total{rule, reason}`, read from the engine's counters at scrape."""
+
+    def __init__(self, service: WarningService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the counter family (the engine keeps the counts; a reload keeps them per unchanged rule)."""
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "safecity_warning_suppressed",
+            "Rule matches that raised no alert, by rule and reason (cooldown, suppressed_by).",
+            labels=["rule", "reason"],
+        )
+        for rule_id, reasons in sorted(self.service.engine.stats.suppressed_by_rule.items()):
+            for reason, n in sorted(reasons.items()):
+                family.add_metric([rule_id, reason], n)
+        yield family
+
+
 class _Gauges:
     """Prometheus metrics of the warning service, registered in the node's registry."""
 
-    def __init__(self, metrics: Any) -> None:
+    def __init__(self, metrics: Any, service: WarningService) -> None:
         from prometheus_client import Counter, Gauge
 
         r = metrics.registry
+        r.register(_Suppressed(service))
         self.backlog = Gauge("safecity_warning_backlog", "Events waiting for the rule engine.", registry=r)
         self.alerts = Counter(
             "safecity_warning_alerts", "Alerts published, by rule and raised/updated.", ["rule", "type"], registry=r

@@ -179,7 +179,7 @@ rules:
     expect: {events: [smoke]}
     within: 200ms
 """)
-    service = WarningService(bus, pack)
+    service = WarningService(bus, pack, lateness_s=0.0)  # the source falls silent: its watermark runs on by wall time
     await service.start()
     await bus.publish(smoke("d1", "b1", datetime.now(UTC), alarm=False))
     for _ in range(100):

@@ -91,3 +91,20 @@ async def test_a_report_from_an_unwatched_device_starts_watching_it() -> None:
     await asyncio.wait_for(rec.event.wait(), 2)
     task.cancel()
     assert [c[0] for c in rec.calls] == ["new"]
+
+
+async def test_old_event_times_do_not_make_a_device_offline_while_its_data_arrives() -> None:
+    """Silence is counted from arrival: a replayed hour of a device's data does not mark it offline at once."""
+    rec = Recorder()
+    now = clock.now()
+    monitor = HealthMonitor(rec, now=lambda: now)
+    monitor.seen("replayed", now - timedelta(hours=1), 300)  # first data of a device, an hour old, arriving now
+    monitor.seen("replayed", now - timedelta(minutes=59), 300)
+    monitor.track("silent", 300, last_seen=now - timedelta(minutes=30))  # really silent for 30 min
+    task = asyncio.create_task(monitor.run())
+    await asyncio.wait_for(rec.event.wait(), 5)
+    task.cancel()
+    # Deadlines fire in order: "replayed" (old code: an hour ago + 300 s) would have come before "silent".
+    assert [c[0] for c in rec.calls] == ["silent"]
+    assert not monitor.is_offline("replayed")
+    assert monitor.last_seen()["replayed"] == now - timedelta(minutes=59)

@@ -488,3 +488,75 @@ def test_event_view_from_row_matches_the_envelope() -> None:
     }  # fmt: skip
     a, b = EventView.from_envelope(env), EventView.from_row(row)
     assert a.cel() == b.cel() and a.t == b.t
+
+
+FIRE_ROOMS = f"""
+rules:
+  - id: fire
+    kind: correlation
+    {HEAD}
+    group_by: building
+    within: 60s
+    cooldown: 300s
+    group_window: 60s
+    require:
+      - events: [smoke]
+        when: data.alarm == true
+        count: 2
+        distinct: device
+"""
+
+
+def test_a_third_detector_in_the_window_updates_the_open_alert_and_joins_it() -> None:
+    """Cooldown holds back new alerts only: the third detector updates the open alert and is listed on it."""
+    e = engine(FIRE_ROOMS)
+    first = alarm("d1", 0)
+    assert e.process(first) == []
+    second = alarm("d2", 10)
+    (raised,) = e.process(second)
+    assert raised.new and [c[:2] for c in raised.contributors] == [("d1", first.id), ("d2", second.id)]
+    third = alarm("d3", 20)
+    (update,) = e.process(third)
+    assert not update.new and update.alert_id == raised.alert_id and update.count == 2
+    assert [c[:2] for c in update.contributors] == [("d1", first.id), ("d2", second.id), ("d3", third.id)]
+    assert update.contributors[2][2] == T0 + timedelta(seconds=20)
+    # The same detector again adds no device; the alert is still updated (count is of firings).
+    (again,) = e.process(alarm("d2", 30))
+    assert again.count == 3 and [c[0] for c in again.contributors] == ["d1", "d2", "d3"]
+    assert e.stats.suppressed == 0
+
+
+def test_cooldown_suppresses_a_new_alert_and_counts_it_per_rule() -> None:
+    e = engine(FIRE_ROOMS)
+    e.process(alarm("d1", 0))
+    (raised,) = e.process(alarm("d2", 10))
+    e.process(alarm("d3", 100))  # the window holds only d3 (d1, d2 are 90 s old): no pair
+    assert e.process(alarm("d4", 110)) == []  # a pair 100 s after the last firing: a new alert, in the cooldown
+    assert e.stats.suppressed_by_rule == {"fire": {"cooldown": 1}} and e.stats.suppressed == 1
+    e.process(alarm("d5", 400))
+    (later,) = e.process(alarm("d6", 410))
+    assert later.new and later.alert_id != raised.alert_id
+    assert [c[0] for c in later.contributors] == ["d5", "d6"]
+
+
+def test_absence_timers_follow_the_source_watermark_not_the_wall_clock() -> None:
+    """Heartbeats an hour old arriving now raise nothing at once; the timer fires when the source's event time (or its
+    silence) passes the deadline, at the deadline in event time."""
+    e = Engine(pack(ABSENCE), lateness=10.0)
+    wall = T0 + timedelta(hours=1)
+    for at in (0, 200):
+        (env,) = [ev("heartbeat", "h1", at)]
+        assert e.process(env, arrived=(wall + timedelta(seconds=at)).timestamp()) == []
+        assert e.due(wall + timedelta(seconds=at)) == []  # old code: the 5 min deadline passed an hour ago
+    # Another device of the same source moves its watermark past h1's deadline (200 s + 5 min) + lateness.
+    assert e.process(ev("heartbeat", "h2", 505), arrived=(wall + timedelta(seconds=505)).timestamp()) == []
+    (f,) = e.process(ev("heartbeat", "h2", 511), arrived=(wall + timedelta(seconds=511)).timestamp())
+    assert f.group_key == "quiet:h1" and f.last_at == T0 + timedelta(seconds=500)
+    # A late heartbeat of h1 (behind the watermark) arms no timer that would fire at once.
+    assert e.process(ev("heartbeat", "h1", 100), arrived=(wall + timedelta(seconds=512)).timestamp()) == []
+    assert e.stats.behind_watermark == 1 and e.stats.late_timers == 1
+    # Silence: nothing more arrives after wall + 512 s; h2's timer (511 s + 5 min) fires once the wall clock has run
+    # on as far past the last arrival as the deadline lies past the newest event, plus the lateness.
+    assert e.due(wall + timedelta(seconds=512 + 300 + 9)) == []
+    (g,) = e.due(wall + timedelta(seconds=512 + 300 + 10))
+    assert g.group_key == "quiet:h2" and g.last_at == T0 + timedelta(seconds=811)
