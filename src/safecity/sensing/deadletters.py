@@ -121,8 +121,9 @@ class DeadLetterService:
             batch, self._buffer = self._buffer, []
             try:
                 await self.repo.add_many(batch)
-            except Exception:
-                log.exception("dead_letter_write_failed", rows=len(batch))
+            except Exception as err:  # transient (a locked or unreachable store): kept and tried again
+                error = str(getattr(err, "orig", None) or err)[:300]
+                log.warning("dead_letter_write_failed", rows=len(batch), error=error)
                 self._buffer[:0] = batch  # keep them for the next try
                 self._written_changed.set()  # let waiters look again (they wait on, and wake the flusher)
                 return

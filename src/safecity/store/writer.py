@@ -473,7 +473,9 @@ class EventWriter:
         def retrying(failure: Exception, delay: float) -> None:
             self.stats.retries += 1
             self._retrying = True
-            log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=str(failure))
+            # The driver's message alone: SQLAlchemy's text carries the whole statement and every parameter.
+            error = str(getattr(failure, "orig", None) or failure)[:300]
+            log.warning("event_commit_failed", rows=len(rows), retry_in_s=delay, error=error)
 
         try:
             return await commit_retrying(
