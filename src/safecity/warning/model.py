@@ -62,6 +62,14 @@ class Certainty(StrEnum):
     UNKNOWN = "Unknown"
 
 
+class Audience(StrEnum):
+    """Who may see a rule's alerts: CAP 1.2 `scope`. Only `Public` alerts reach the public CAP feed."""
+
+    PUBLIC = "Public"
+    RESTRICTED = "Restricted"  # operations staff: police, command centre, responders
+    PRIVATE = "Private"
+
+
 class AlertState(StrEnum):
     """Lifecycle: new -> acknowledged -> assigned -> resolved, or cancelled from any open state."""
 
@@ -120,6 +128,8 @@ class AlertRaised(Payload, frozen=True):
     # The sender's own message id (payload `id`) of the completing event, when it had one: lets a device-side
     # system match the alert to its message (the Node-RED contract's `trigger_id`).
     trigger_message_id: str | None = None
+    # The rule's audience (CAP scope). Restricted when absent: a message from an older node is never made public.
+    scope: Audience = Audience.RESTRICTED
 
 
 class AlertStateChanged(Payload, frozen=True):

@@ -234,6 +234,7 @@ class WarningService:
             last_at=firing.last_at,
             hops=hops,
             trigger_message_id=_message_id(cause) if firing.event is not None else None,
+            scope=rule.audience,
         )
         key = ALERT_RAISED if firing.new else ALERT_UPDATED
         context = None
