@@ -37,7 +37,7 @@ PUBLIC_PATHS = frozenset(
         "/docs/oauth2-redirect",
         "/redoc",
         "/cap/feed.atom",
-        "/cap/alerts/{alert_id}.xml",
+        "/cap/alerts/{public_alert_id}.xml",
     }
 )
 CHECK_TIMEOUT_S = 2.0
