@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from safecity.api.auth import Principal, Role, require
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.kernel import clock
+from safecity.kernel.errors import InvalidInput
 from safecity.warning import cap
 from safecity.warning.alerts import (
     FEED_PAGE,
@@ -199,7 +200,10 @@ def _position(cursor: str | None) -> tuple[datetime, str] | None:
     if cursor is None:
         return None
     micros, _, alert_id = cursor.partition(".")
-    return _EPOCH + timedelta(microseconds=int(micros)), alert_id
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), alert_id
+    except OverflowError as err:  # past year 9999: no alert was ever there
+        raise InvalidInput("the feed position is out of range") from err
 
 
 def _public_secret(request: Request) -> bytes:
