@@ -84,6 +84,7 @@ class Runtime:
         self.dead_letters = DeadLetterService(
             self.dead_letter_repo,
             self.bus,
+            pseudonymize=Pseudonymizer(settings.security.pseudonym_key.get_secret_value().encode()),
             raw_cap=settings.ingest.dead_letter_raw_bytes,
             source=settings.node_id,
             tier=settings.role,

@@ -1,12 +1,16 @@
 """Alert routes: list / read / acknowledge / assign / resolve / cancel, CAP per alert, and the public CAP feed.
 
-The public feed (`/cap/feed.atom`, `/cap/alerts/{id}.xml`) needs no key: other agencies' CAP aggregators poll it
-and cannot hold our keys. It shows alerts' public content only (no actors, feedback or assignees).
+The public feed (`/cap/feed.atom`, `/cap/alerts/{public_id}.xml`) needs no key: other agencies' CAP aggregators poll
+it and cannot hold our keys. It shows only alerts whose rule's audience is Public, by unguessable public ids, and
+their public content only (no actors, feedback or assignees). It is paged (RFC 5005 `next`/`prev` links) and covers
+the alerts changed in the last `FEED_WINDOW`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 from xml.sax.saxutils import escape
 
@@ -16,8 +20,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from safecity.api.auth import Principal, Role, require
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.kernel import clock
+from safecity.kernel.errors import InvalidInput
 from safecity.warning import cap
-from safecity.warning.alerts import Alert, AlertPage, AlertService
+from safecity.warning.alerts import (
+    FEED_PAGE,
+    Alert,
+    AlertNotFound,
+    AlertPage,
+    AlertService,
+    alert_of_public_id,
+    public_id,
+)
 from safecity.warning.model import AlertState, Category, Severity
 
 READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
@@ -173,8 +186,44 @@ def _atom_time(value: datetime) -> str:
     return cap.cap_datetime(value).replace("-00:00", "Z")
 
 
-def atom_feed(base_url: str, entries: list[tuple[Alert, cap.CapAlert]], sender: str) -> bytes:
-    """An Atom index of the feed's alerts; each entry links to the alert's CAP XML (the common CAP-feed shape)."""
+_CURSOR = r"^\d{1,19}\.[0-9A-HJKMNP-TV-Z]{26}$"
+_PUBLIC_ID = r"^[0-9A-HJKMNP-TV-Z]{26}-[0-9a-f]{32}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _cursor(alert: Alert) -> str:
+    """A feed position: the alert's last change in microseconds since the epoch, and its id."""
+    return f"{(alert.updated_at - _EPOCH) // timedelta(microseconds=1)}.{alert.id}"
+
+
+def _position(cursor: str | None) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    micros, _, alert_id = cursor.partition(".")
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), alert_id
+    except OverflowError as err:  # past year 9999: no alert was ever there
+        raise InvalidInput("the feed position is out of range") from err
+
+
+def _public_secret(request: Request) -> bytes:
+    """The key public ids are signed with (the district's pseudonym key; `public_id` derives its own use of it)."""
+    key: str = request.app.state.runtime.settings.security.pseudonym_key.get_secret_value()
+    return key.encode()
+
+
+def atom_feed(
+    base_url: str,
+    entries: list[tuple[Alert, cap.CapAlert]],
+    sender: str,
+    *,
+    id_of: Any = str,
+    links: dict[str, str] | None = None,
+) -> bytes:
+    """An Atom index of the feed's alerts; each entry links to the alert's CAP XML (the common CAP-feed shape).
+
+    `links` are the paging links (RFC 5005 §3: `first`, `next` = older entries, `prev` = newer entries) by relation.
+    """
     updated = max((a.updated_at for a, _ in entries), default=None) or clock.now()
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -183,17 +232,18 @@ def atom_feed(base_url: str, entries: list[tuple[Alert, cap.CapAlert]], sender: 
         f"<title>SafeCity CAP alerts ({escape(sender)})</title>",
         f"<updated>{_atom_time(updated)}</updated>",
         f"<author><name>{escape(sender)}</name></author>",
-        f'<link rel="self" href="{escape(base_url)}/cap/feed.atom"/>',
     ]
+    for rel, href in (links or {"self": f"{base_url}/cap/feed.atom"}).items():
+        parts.append(f'<link rel="{rel}" href="{escape(href)}"/>')
     for alert, message in entries:
         en = next((i for i in message.infos if i.language == "en-US"), message.infos[0])
-        url = f"{base_url}/cap/alerts/{alert.id}.xml"
+        url = f"{base_url}/cap/alerts/{id_of(alert.id)}.xml"
         parts += [
             "<entry>",
             f"<id>urn:safecity:{escape(sender)}:{escape(message.identifier)}</id>",
             f"<title>{escape(message.msg_type.value)}: {escape(en.headline or en.event)}</title>",
             f"<updated>{_atom_time(message.sent)}</updated>",
-            f"<summary>{escape(alert.severity.value)} / {escape(alert.urgency.value)}</summary>",
+            f"<summary>{escape(alert.severity.value)} / {escape(en.urgency.value)}</summary>",
             f'<link rel="alternate" type="{cap.CAP_MEDIA_TYPE}" href="{escape(url)}"/>',
             "</entry>",
         ]
@@ -205,23 +255,47 @@ def atom_feed(base_url: str, entries: list[tuple[Alert, cap.CapAlert]], sender: 
     "/feed.atom",
     response_class=Response,
     responses={200: {"content": {ATOM_MEDIA_TYPE: {"schema": {"type": "string"}}}, "description": "Atom"}},
-    summary="Public CAP feed (Atom index)",
+    summary="Public CAP feed (Atom index, paged)",
 )
-async def cap_feed(request: Request) -> Response:
-    """Atom index of open alerts (and those cancelled in the last day); no key needed."""
+async def cap_feed(
+    request: Request,
+    before: Annotated[str | None, Query(pattern=_CURSOR, description="Older than this position (`next`).")] = None,
+    after: Annotated[str | None, Query(pattern=_CURSOR, description="Newer than this position (`prev`).")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Entries a page.")] = FEED_PAGE,
+) -> Response:
+    """Public alerts changed in the last 7 days, newest first, each as its current CAP message (Alert, Update,
+    resolved Update or Cancel); no key needed. Paged with RFC 5005 `next` (older) and `prev` (newer) links."""
     service = alert_service(request)
-    entries = await service.feed()
+    id_of = partial(public_id, _public_secret(request))
+    page = await service.feed(id_of=id_of, before=_position(before), after=_position(after), limit=limit)
     base = str(request.base_url).rstrip("/")
-    return Response(atom_feed(base, entries, service.sender), media_type=ATOM_MEDIA_TYPE)
+    first = f"{base}/cap/feed.atom" + (f"?limit={limit}" if limit != FEED_PAGE else "")
+    sep = "&" if "?" in first else "?"
+    links = {"self": str(request.url), "first": first}
+    if page.entries and page.has_older:
+        links["next"] = f"{first}{sep}before={_cursor(page.entries[-1][0])}"
+    if page.entries and page.has_newer:
+        links["prev"] = f"{first}{sep}after={_cursor(page.entries[0][0])}"
+    body = atom_feed(base, page.entries, service.sender, id_of=id_of, links=links)
+    return Response(body, media_type=ATOM_MEDIA_TYPE)
 
 
 @feed_router.get(
-    "/alerts/{alert_id}.xml",
+    "/alerts/{public_alert_id}.xml",
     response_class=Response,
     responses={**_CAP_RESPONSE, **PROBLEM_RESPONSES},
-    summary="Public CAP 1.2 XML of one alert",
+    summary="Public CAP 1.2 XML of one public alert",
 )
-async def public_cap(request: Request, alert_id: AlertId) -> Response:
-    """The alert's current CAP message; no key needed (other agencies' systems fetch it)."""
-    message = await alert_service(request).cap_of(alert_id)
+async def public_cap(
+    request: Request,
+    public_alert_id: Annotated[str, Path(max_length=80, description="The alert's public id (from the feed).")],
+) -> Response:
+    """The public alert's current CAP message; no key needed (other agencies' systems fetch it). Restricted alerts,
+    and ids that are not ours, are not found."""
+    secret = _public_secret(request)
+    # Anything that is not one of our public ids is simply not found (no hint of which part was wrong).
+    alert_id = alert_of_public_id(secret, public_alert_id) if re.match(_PUBLIC_ID, public_alert_id) else None
+    if alert_id is None:
+        raise AlertNotFound(id=public_alert_id)
+    message = await alert_service(request).public_cap_of(alert_id, id_of=partial(public_id, secret))
     return Response(cap.render_xml(message), media_type=cap.CAP_MEDIA_TYPE)

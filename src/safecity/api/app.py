@@ -20,6 +20,7 @@ from sqlalchemy import text
 from safecity.api import alerts, auth, devices, events, ingest, notify, routing, rules
 from safecity.api.docs import install_docs
 from safecity.api.problems import ProblemMiddleware, install_problem_handlers
+from safecity.kernel.logging import install_redaction
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +37,7 @@ PUBLIC_PATHS = frozenset(
         "/docs/oauth2-redirect",
         "/redoc",
         "/cap/feed.atom",
-        "/cap/alerts/{alert_id}.xml",
+        "/cap/alerts/{public_alert_id}.xml",
     }
 )
 CHECK_TIMEOUT_S = 2.0
@@ -125,6 +126,7 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_redaction()  # again: the server may have configured logging after the app was built
         await runtime.start()
         try:
             yield
@@ -141,6 +143,8 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
         redoc_url=None,
     )
     app.state.runtime = runtime
+    # Keys may arrive in a query string (`/api/v1/alerts/live?key=`): no access-log line may carry them.
+    install_redaction()
     install_docs(app)
     install_problem_handlers(app)
     app.add_middleware(ProblemMiddleware, max_body_bytes=runtime.settings.http.max_body_bytes)

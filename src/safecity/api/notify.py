@@ -28,6 +28,10 @@ from safecity.warning.notify.subscriptions import (
 SubId = Annotated[str, Path(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="Subscription id.")]
 Manager = Annotated[Principal, require(Role.OPERATOR)]
 LIVE_ROLES = frozenset({Role.ADMIN, Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER})
+# The live socket's subprotocol; a client offers it beside `bearer.<key>` and the server selects it (RFC 6455
+# §4.2.2: the server answers with one offered protocol, so the key is never echoed in the response headers).
+LIVE_PROTOCOL = "safecity"
+BEARER_PROTOCOL_PREFIX = "bearer."
 
 router = APIRouter(prefix="/api/v1", tags=["notify"], responses=PROBLEM_RESPONSES)
 
@@ -144,11 +148,19 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def _offered_bearer(websocket: WebSocket) -> str | None:
+    """The key of a `bearer.<key>` subprotocol the client offered, if any."""
+    for protocol in websocket.scope.get("subprotocols", []):
+        if protocol.lower().startswith(BEARER_PROTOCOL_PREFIX):
+            return str(protocol[len(BEARER_PROTOCOL_PREFIX) :])
+    return None
+
+
 async def _principal(websocket: WebSocket, key: str | None) -> Principal | None:
     header = websocket.headers.get("x-api-key")
     auth = websocket.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-    token = key or header or bearer
+    token = _offered_bearer(websocket) or header or bearer or key
     if not token:
         return None
     principal: Principal | None = await websocket.app.state.runtime.keys.verify(token)
@@ -158,14 +170,20 @@ async def _principal(websocket: WebSocket, key: str | None) -> Principal | None:
 @router.websocket("/alerts/live")
 async def alerts_live(
     websocket: WebSocket,
-    key: str | None = None,
+    key: Annotated[
+        str | None, Query(description="Deprecated: an API key in the URL (redacted from logs; prefer a header).")
+    ] = None,
     subscription: str | None = None,
     min_severity: Severity = Severity.UNKNOWN,
     categories: str | None = None,
     towns: str | None = None,
     communities: str | None = None,
 ) -> None:
-    """Live alerts as JSON messages. Auth: `?key=`, `X-API-Key` or bearer; roles operator/dispatcher/responder.
+    """Live alerts as JSON messages; roles operator/dispatcher/responder.
+
+    Auth, best first: the subprotocols `safecity, bearer.<key>` (`new WebSocket(url, ["safecity", "bearer." + key])`
+    in a browser; the server selects `safecity`, never echoing the key), `X-API-Key` or `Authorization: Bearer`
+    headers (non-browser clients), or `?key=` (kept for old clients; redacted from every log line).
 
     Without `subscription`, alerts passing the query filter are pushed as they happen. With `subscription=<id>` of a
     stored `websocket` subscription, this connection receives that subscription's outbox deliveries (durable:
@@ -191,7 +209,8 @@ async def alerts_live(
         # Bad filter or unknown subscription: refuse the socket (a WebSocket has no problem+json body).
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=LIVE_PROTOCOL if LIVE_PROTOCOL in offered else None)
     client = service.hub.connect(flt, subscription_id=subscription, actor=principal.key_id)
     if subscription is not None:
         service.dispatcher.wake()

@@ -1,4 +1,8 @@
-"""Dead-letter sink: buffers refused inputs and writes them in batches, and announces each on the bus."""
+"""Dead-letter sink: buffers refused inputs and writes them in batches, and announces each on the bus.
+
+Personal fields are pseudonymized before a dead letter is kept (`sensing.scrub`): its raw bytes, its detail and
+what the bus announces never hold a clear plate.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus
 from safecity.kernel.envelope import make_envelope
 from safecity.sensing.model import DEAD_LETTERED, DeadLettered
+from safecity.sensing.pseudonym import Pseudonymizer
+from safecity.sensing.scrub import scrub
 from safecity.store.deadletters import DeadLetterRepo
 
 log = structlog.get_logger(__name__)
@@ -25,9 +31,18 @@ class DeadLetterService:
     """
 
     def __init__(
-        self, repo: DeadLetterRepo, bus: Bus, *, raw_cap: int, source: str, tier: str, max_buffer: int = 100_000
+        self,
+        repo: DeadLetterRepo,
+        bus: Bus,
+        *,
+        pseudonymize: Pseudonymizer,
+        raw_cap: int,
+        source: str,
+        tier: str,
+        max_buffer: int = 100_000,
     ) -> None:
         self.repo = repo
+        self.pseudonymize = pseudonymize
         self.bus = bus
         self.raw_cap = raw_cap
         self.source = source
@@ -64,12 +79,20 @@ class DeadLetterService:
         kind: str | None = None,
         raw_size: int | None = None,
     ) -> None:
-        """Queue one dead letter for writing (`raw_size` when `raw` was withheld on purpose)."""
+        """Queue one dead letter for writing (`raw_size` when `raw` was withheld on purpose).
+
+        Personal fields in `raw` are replaced by their pseudonyms first (and their clear values in `detail`); bytes
+        that cannot be parsed are dropped unless the device kind carries no personal field.
+        """
         if len(self._buffer) >= self.max_buffer:
             # Even the dead-letter buffer is bounded; the counter (and metrics) still record the refusal.
             self.overflowed += 1
             log.error("dead_letter_buffer_full", reason=reason, source=source, device_id=device_id)
             return
+        size = len(raw) if raw_size is None else raw_size
+        kept = scrub(raw, kind=kind, pseudonymize=self.pseudonymize) if raw else None
+        if kept is not None:
+            detail = kept.scrub_text(detail)
         self.queued += 1
         self._buffer.append(
             {
@@ -81,8 +104,8 @@ class DeadLetterService:
                 "topic": topic,
                 "device_id": device_id,
                 "kind": kind,
-                "raw": bytes(raw[: self.raw_cap]),
-                "raw_size": len(raw) if raw_size is None else raw_size,
+                "raw": bytes(kept.raw[: self.raw_cap]) if kept is not None and kept.raw is not None else b"",
+                "raw_size": size,
             }
         )
 

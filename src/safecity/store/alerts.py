@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +38,7 @@ _UPSERT_COLUMNS = (
     "last_at",
     "hops",
     "updated_at",
+    "scope",
 )
 
 
@@ -162,3 +163,30 @@ class AlertRepo:
             select(alerts).where(*conditions).order_by(c.last_at.desc(), c.id.desc()).limit(limit).offset(offset)
         )
         return [_alert(row) for row in result], int(total or 0)
+
+    async def feed_page(
+        self,
+        *,
+        scope: str,
+        since: datetime,
+        before: tuple[datetime, str] | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> builtins.list[dict[str, Any]]:
+        """Alerts of `scope` changed at or after `since`, newest change first, keyset-paged by (updated_at, id).
+
+        `before` gives the page older than a position, `after` the page newer than it (still returned newest first).
+        """
+        c = alerts.c
+        conditions: builtins.list[Any] = [c.scope == scope, c.updated_at >= utc(since)]
+        if before is not None:
+            at, key = utc(before[0]), before[1]
+            conditions.append(or_(c.updated_at < at, and_(c.updated_at == at, c.id < key)))
+        if after is not None:
+            at, key = utc(after[0]), after[1]
+            conditions.append(or_(c.updated_at > at, and_(c.updated_at == at, c.id > key)))
+        ascending = after is not None and before is None
+        order = (c.updated_at.asc(), c.id.asc()) if ascending else (c.updated_at.desc(), c.id.desc())
+        result = await self.conn.execute(select(alerts).where(*conditions).order_by(*order).limit(limit))
+        rows = [_alert(row) for row in result]
+        return rows[::-1] if ascending else rows

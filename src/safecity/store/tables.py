@@ -151,8 +151,16 @@ alerts = Table(
     Column("contributors", JSON, comment="Distinct devices that joined the alert: [{device_id, event_id, at}]."),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    Column(
+        "scope",
+        String(16),
+        nullable=False,
+        server_default="Restricted",
+        comment="CAP scope from the rule's audience; only Public alerts are in the public feed.",
+    ),
 )
 Index("ix_alerts_state_last_at", alerts.c.state, alerts.c.last_at)
+Index("ix_alerts_scope_updated_at", alerts.c.scope, alerts.c.updated_at)
 Index("ix_alerts_rule_group", alerts.c.rule_id, alerts.c.group_key)
 
 alert_steps = Table(

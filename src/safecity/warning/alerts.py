@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
+import hmac
 import itertools
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -34,6 +38,7 @@ from safecity.warning.model import (
     AlertState,
     AlertStateChanged,
     Area,
+    Audience,
     Category,
     Certainty,
     Severity,
@@ -52,8 +57,14 @@ HOP_ORDER = ("occurred", "received", "tagged", "fired", "stored", "delivered")
 OPEN_STATES = frozenset({AlertState.NEW, AlertState.ACKNOWLEDGED, AlertState.ASSIGNED})
 CLOSED_STATES = frozenset({AlertState.RESOLVED, AlertState.CANCELLED})
 MAX_PAGE = 1000
-# A cancelled alert stays in the public feed this long, so consumers see the Cancel message.
-CANCEL_VISIBLE = timedelta(hours=24)
+# Every CAP message expires this long after it was sent (CAP `<expires>`); a repeat or a close sends a new one.
+ALERT_EXPIRES = timedelta(hours=24)
+# The public feed covers alerts changed within this window (older ones leave it; the feed is paged inside it).
+FEED_WINDOW = timedelta(days=7)
+FEED_PAGE = 100
+# CAP 1.2 `restriction` of a Restricted message.
+RESTRICTION = "Operations staff only (police, command centre, responders); not for public distribution."
+_PUBLIC_TAG = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Action(StrEnum):
@@ -169,6 +180,7 @@ class Alert(BaseModel):
     references: str | None = None
     created_at: datetime
     updated_at: datetime
+    scope: Audience = Audience.RESTRICTED
     steps: list[AlertStep] = []
 
 
@@ -233,45 +245,88 @@ def row_of(payload: AlertRaised, *, stored_at: datetime) -> dict[str, Any]:
         "references": None,
         "created_at": stored_at,
         "updated_at": stored_at,
+        "scope": payload.scope.value,
     }
 
 
-def cap_message(alert: Alert, *, sender: str, original: Alert | None = None) -> cap.CapAlert:
-    """The CAP 1.2 message for an alert's current public state.
+def public_id(secret: bytes, alert_id: str) -> str:
+    """The alert's id in the public CAP feed: `<id>-<tag>`, the tag a keyed HMAC, so public ids cannot be guessed
+    or counted through (the internal ids are time-sortable)."""
+    tag = hmac.new(secret, f"cap-public:{alert_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{alert_id}-{tag}"
+
+
+def alert_of_public_id(secret: bytes, value: str) -> str | None:
+    """The alert id a public id names, or None when its tag is not ours (compared in constant time)."""
+    alert_id, _, tag = value.partition("-")
+    if not _PUBLIC_TAG.match(tag) or not hmac.compare_digest(public_id(secret, alert_id), value):
+        return None
+    return alert_id
+
+
+def cap_message(
+    alert: Alert,
+    *,
+    sender: str,
+    original: Alert | None = None,
+    id_of: Callable[[str], str] = str,
+) -> cap.CapAlert:
+    """The CAP 1.2 message for an alert's current state.
 
     First raise: msgType Alert, identifier = alert id, sent = first_at. A repeat (count > 1): Update with identifier
-    `<id>-u<count>`. Cancelled: Cancel with identifier `<id>-cancel`. Updates and cancels reference the original
-    message ("sender,identifier,sent"), which is re-derived, so every node renders the same references.
+    `<id>-u<count>`. Resolved: Update `<id>-resolved` with urgency Past and responseType AllClear. Cancelled: Cancel
+    `<id>-cancel`. Updates and cancels reference the original message ("sender,identifier,sent"), which is
+    re-derived, so every node renders the same references. `id_of` maps alert ids to the ids shown (the public
+    feed's unguessable ids). Every message expires `ALERT_EXPIRES` after it was sent; its scope is the rule's
+    audience.
     """
-    refs = [cap.Reference(sender=sender, identifier=alert.id, sent=alert.first_at)]
+    own = id_of(alert.id)
+    refs = [cap.Reference(sender=sender, identifier=own, sent=alert.first_at)]
     if original is not None:
-        refs = [cap.Reference(sender=sender, identifier=original.id, sent=original.first_at), *refs]
+        refs = [cap.Reference(sender=sender, identifier=id_of(original.id), sent=original.first_at), *refs]
+    urgency, responses = alert.urgency, []
     if alert.state is AlertState.CANCELLED:
-        msg_type, identifier, sent = cap.MsgType.CANCEL, f"{alert.id}-cancel", alert.updated_at
+        msg_type, identifier, sent = cap.MsgType.CANCEL, f"{own}-cancel", alert.updated_at
+    elif alert.state is AlertState.RESOLVED:
+        msg_type, identifier, sent = cap.MsgType.UPDATE, f"{own}-resolved", alert.updated_at
+        urgency, responses = Urgency.PAST, ["AllClear"]
     elif alert.count > 1:
-        msg_type, identifier, sent = cap.MsgType.UPDATE, f"{alert.id}-u{alert.count}", alert.last_at
+        msg_type, identifier, sent = cap.MsgType.UPDATE, f"{own}-u{alert.count}", alert.last_at
     elif original is not None:
-        msg_type, identifier, sent, refs = cap.MsgType.UPDATE, alert.id, alert.first_at, refs[:1]
+        msg_type, identifier, sent, refs = cap.MsgType.UPDATE, own, alert.first_at, refs[:1]
     else:
-        msg_type, identifier, sent, refs = cap.MsgType.ALERT, alert.id, alert.first_at, []
+        msg_type, identifier, sent, refs = cap.MsgType.ALERT, own, alert.first_at, []
     area = msgspec.convert(alert.area, Area) if alert.area else None
+    scope = cap.Scope(alert.scope.value)
     return cap.CapAlert(
         identifier=identifier,
         sender=sender,
         sent=sent,
         msg_type=msg_type,
+        scope=scope,
+        restriction=RESTRICTION if scope is cap.Scope.RESTRICTED else None,
         references=refs,
         infos=cap.bilingual_infos(
             headline=Text(**alert.headline),
             description=Text(**alert.description),
             category=alert.category,
-            urgency=alert.urgency,
+            urgency=urgency,
             severity=alert.severity,
             certainty=alert.certainty,
             area=area,
             parameters=[("safecity:rule", alert.rule_id), ("safecity:count", str(alert.count))],
+            expires=sent + ALERT_EXPIRES,
+            response_types=responses,
         ),
     )
+
+
+class FeedPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of the public CAP feed, newest change first, and whether older / newer pages exist."""
+
+    entries: builtins.list[tuple[Alert, cap.CapAlert]]
+    has_older: bool
+    has_newer: bool
 
 
 async def _stamp_hop(repo: AlertRepo, hop: str, times: dict[str, datetime]) -> set[str]:
@@ -487,13 +542,37 @@ class AlertService:
             original = await self.get(alert.references)
         return cap_message(alert, sender=self.sender, original=original)
 
-    async def feed(self, *, limit: int = 500) -> builtins.list[tuple[Alert, cap.CapAlert]]:
-        """Alerts for the public CAP feed: every open one, and those cancelled in the last day (as Cancel)."""
+    async def public_cap_of(self, alert_id: str, *, id_of: Callable[[str], str]) -> cap.CapAlert:
+        """The CAP message of a Public alert for the public feed; AlertNotFound for any other alert."""
+        alert = await self.get(alert_id)
+        if alert.scope is not Audience.PUBLIC:
+            raise AlertNotFound(id=alert_id)  # not "forbidden": the public side does not learn it exists
+        original = await self.get(alert.references) if alert.references else None
+        return cap_message(alert, sender=self.sender, original=original, id_of=id_of)
+
+    async def feed(
+        self,
+        *,
+        id_of: Callable[[str], str] = str,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = FEED_PAGE,
+    ) -> FeedPage:
+        """One page of the public CAP feed: Public alerts changed since `since` (default: `FEED_WINDOW` ago), each
+        as its current message (Alert, Update, resolved Update or Cancel), newest change first."""
+        since = since or clock.now() - FEED_WINDOW
         async with self.engine.connect() as conn:
-            repo = AlertRepo(conn)
-            open_rows, _ = await repo.list(states=[s.value for s in OPEN_STATES], limit=limit)
-            cancelled, _ = await repo.list(
-                states=[AlertState.CANCELLED.value], updated_since=clock.now() - CANCEL_VISIBLE, limit=limit
+            rows = await AlertRepo(conn).feed_page(
+                scope=Audience.PUBLIC.value, since=since, before=before, after=after, limit=limit + 1
             )
-        alerts = sorted((_model(r) for r in [*open_rows, *cancelled]), key=lambda a: a.updated_at, reverse=True)
-        return [(a, cap_message(a, sender=self.sender)) for a in alerts[:limit]]
+        # One row more than the page tells whether another page lies beyond it in the direction read.
+        more = len(rows) > limit
+        if after is not None and before is None:
+            rows = rows[-limit:] if more else rows
+            has_newer, has_older = more, True
+        else:
+            rows = rows[:limit]
+            has_older, has_newer = more, before is not None
+        entries = [(a, cap_message(a, sender=self.sender, id_of=id_of)) for a in (_model(r) for r in rows)]
+        return FeedPage(entries=entries, has_older=has_older, has_newer=has_newer)

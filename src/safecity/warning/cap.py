@@ -102,6 +102,8 @@ class CapInfo(msgspec.Struct, frozen=True, kw_only=True):
     urgency: Urgency
     severity: Severity
     certainty: Certainty
+    response_types: list[str] = msgspec.field(default_factory=list)  # CAP `responseType` (e.g. AllClear)
+    expires: datetime | None = None
     headline: str | None = None
     description: str | None = None
     parameters: list[tuple[str, str]] = msgspec.field(default_factory=list)
@@ -117,6 +119,7 @@ class CapAlert(msgspec.Struct, frozen=True, kw_only=True):
     status: Status = Status.ACTUAL
     msg_type: MsgType = MsgType.ALERT
     scope: Scope = Scope.PUBLIC
+    restriction: str | None = None  # CAP 1.2: the rule for limiting distribution of a Restricted message
     source: str | None = None
     references: list[Reference] = msgspec.field(default_factory=list)
     infos: list[CapInfo] = msgspec.field(default_factory=list)
@@ -231,6 +234,8 @@ def bilingual_infos(
     certainty: Certainty,
     area: Area | None,
     parameters: list[tuple[str, str]] | None = None,
+    expires: datetime | None = None,
+    response_types: list[str] | None = None,
 ) -> list[CapInfo]:
     """One `<info>` per UI language (zh-CN, en-US) with the same vocabulary values and area."""
     areas = [area_to_cap(area)] if area is not None else []
@@ -242,6 +247,8 @@ def bilingual_infos(
             urgency=urgency,
             severity=severity,
             certainty=certainty,
+            response_types=list(response_types or []),
+            expires=expires,
             headline=getattr(headline, attr),
             description=getattr(description, attr),
             parameters=list(parameters or []),
@@ -271,6 +278,8 @@ def to_element(alert: CapAlert) -> etree._Element:
     if alert.source:
         _sub(root, "source", alert.source)
     _sub(root, "scope", alert.scope.value)
+    if alert.restriction is not None:
+        _sub(root, "restriction", alert.restriction)
     if alert.references:
         _sub(root, "references", references_text(alert.references))
     for info in alert.infos:
@@ -279,9 +288,13 @@ def to_element(alert: CapAlert) -> etree._Element:
         for category in info.categories:
             _sub(el, "category", category.value)
         _sub(el, "event", info.event)
+        for response in info.response_types:
+            _sub(el, "responseType", response)
         _sub(el, "urgency", info.urgency.value)
         _sub(el, "severity", info.severity.value)
         _sub(el, "certainty", info.certainty.value)
+        if info.expires is not None:  # XSD order: after certainty, audience, eventCode, effective, onset
+            _sub(el, "expires", cap_datetime(info.expires))
         if info.headline is not None:
             _sub(el, "headline", info.headline)
         if info.description is not None:
@@ -319,6 +332,8 @@ def render_json(alert: CapAlert) -> dict[str, Any]:
         "msgType": alert.msg_type.value,
         "scope": alert.scope.value,
     }
+    if alert.restriction is not None:
+        out["restriction"] = alert.restriction
     if alert.source:
         out["source"] = alert.source
     if alert.references:
@@ -331,6 +346,8 @@ def render_json(alert: CapAlert) -> dict[str, Any]:
             "urgency": info.urgency.value,
             "severity": info.severity.value,
             "certainty": info.certainty.value,
+            **({"responseType": list(info.response_types)} if info.response_types else {}),
+            **({"expires": cap_datetime(info.expires)} if info.expires is not None else {}),
             **({"headline": info.headline} if info.headline is not None else {}),
             **({"description": info.description} if info.description is not None else {}),
             "parameter": [{"valueName": n, "value": v} for n, v in info.parameters],
@@ -422,6 +439,8 @@ def _info(el: etree._Element) -> CapInfo:
         urgency=_enum(Urgency, _text(el, "urgency", required=True), "urgency"),
         severity=_enum(Severity, _text(el, "severity", required=True), "severity"),
         certainty=_enum(Certainty, _text(el, "certainty", required=True), "certainty"),
+        response_types=[(r.text or "").strip() for r in el.findall(_Q + "responseType")],
+        expires=parse_cap_datetime(expires) if (expires := _text(el, "expires")) else None,
         headline=_text(el, "headline"),
         description=_text(el, "description"),
         parameters=_pairs(el, "parameter"),
@@ -467,6 +486,7 @@ def parse_xml(data: bytes, *, schema: xmlschema.XMLSchema | None = None, max_byt
         status=_enum(Status, _text(root, "status", required=True), "status"),
         msg_type=_enum(MsgType, _text(root, "msgType", required=True), "msgType"),
         scope=_enum(Scope, _text(root, "scope", required=True), "scope"),
+        restriction=_text(root, "restriction"),
         source=_text(root, "source"),
         references=parse_references(references) if references else [],
         infos=[_info(el) for el in root.findall(_Q + "info")],

@@ -62,6 +62,14 @@ class Certainty(StrEnum):
     UNKNOWN = "Unknown"
 
 
+class Audience(StrEnum):
+    """Who may see a rule's alerts: CAP 1.2 `scope`. Only `Public` alerts reach the public CAP feed."""
+
+    PUBLIC = "Public"
+    RESTRICTED = "Restricted"  # operations staff: police, command centre, responders
+    PRIVATE = "Private"
+
+
 class AlertState(StrEnum):
     """Lifecycle: new -> acknowledged -> assigned -> resolved, or cancelled from any open state."""
 
@@ -131,6 +139,8 @@ class AlertRaised(Payload, frozen=True):
     # Every distinct device that joined this alert so far (which detectors), first one first; the alert's `count`
     # is the number of firings, `len(contributors)` the number of devices.
     contributors: list[Contributor] = msgspec.field(default_factory=list)
+    # The rule's audience (CAP scope). Restricted when absent: a message from an older node is never made public.
+    scope: Audience = Audience.RESTRICTED
 
 
 class AlertStateChanged(Payload, frozen=True):

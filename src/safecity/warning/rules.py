@@ -32,7 +32,7 @@ from pydantic import (
 
 from safecity.kernel.errors import InvalidInput
 from safecity.sensing.model import DEVICE_OFFLINE, EventKind
-from safecity.warning.model import Category, Certainty, Severity, Urgency
+from safecity.warning.model import Audience, Category, Certainty, Severity, Urgency
 
 MAX_WINDOW_S = 24 * 3600.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -200,6 +200,43 @@ class Scope(_Model):
 
 GroupBy = Literal["device", "building", "community", "town", "global"]
 
+# Alerts that are never public, whatever a pack says: hotlist hits and plate reads (personal data of police work),
+# security devices and IDS (where the district is watched and how), and infrastructure health (which camera or
+# detector is down).
+NEVER_PUBLIC_KINDS = frozenset({"hotlist"})
+NEVER_PUBLIC_CATEGORIES = frozenset({Category.SECURITY, Category.INFRA})
+NEVER_PUBLIC_EVENTS = frozenset(
+    {"checkpoint", "video", "video_review", "netsec", "heartbeat", "door", "device.offline", "device.online"}
+)
+
+
+def _rule_events(rule: BaseModel) -> set[str]:
+    """Every event name a rule looks at (its own `events` and those of its clauses, steps and conditions)."""
+    names: set[str] = set(getattr(rule, "events", None) or [])
+    conditions: list[Any] = [
+        *(getattr(rule, "require", None) or []),
+        *(getattr(rule, "steps", None) or []),
+        getattr(rule, "expect", None),
+        getattr(rule, "after", None),
+    ]
+    for condition in conditions:
+        if isinstance(condition, Condition):
+            names.update(condition.events)
+    return names
+
+
+def never_public_reason(rule: BaseModel) -> str | None:
+    """Why a rule's alerts may not be public (None when they may)."""
+    kind = getattr(rule, "kind", None)
+    if kind in NEVER_PUBLIC_KINDS:
+        return f"{kind} alerts"
+    category = getattr(rule, "category", None)
+    if category in NEVER_PUBLIC_CATEGORIES:
+        return f"category {category} alerts"
+    if hidden := sorted(_rule_events(rule) & NEVER_PUBLIC_EVENTS):
+        return f"alerts on {', '.join(hidden)} events"
+    return None
+
 
 class RuleBase(_Model):
     """Fields every rule has: identity, texts, CAP fields, grouping, scope and schedule."""
@@ -220,6 +257,16 @@ class RuleBase(_Model):
     scope: Scope | None = None
     schedule: Schedule | None = None
     radius_m: float = Field(50.0, gt=0, le=10_000, description="Radius of the alert circle around the event.")
+    audience: Audience = Field(
+        Audience.RESTRICTED,
+        description="CAP scope of the rule's alerts; only Public ones are in the public CAP feed.",
+    )
+
+    @model_validator(mode="after")
+    def _audience(self) -> RuleBase:
+        if self.audience is Audience.PUBLIC and (reason := never_public_reason(self)) is not None:
+            raise ValueError(f"audience Public is not allowed: {reason} are Restricted (never public)")
+        return self
 
 
 class ThresholdRule(RuleBase):

@@ -239,6 +239,7 @@ class WarningService:
             hops=hops,
             trigger_message_id=_message_id(cause) if firing.event is not None else None,
             contributors=[Contributor(device_id=d, event_id=e, at=at) for d, e, at in firing.contributors],
+            scope=rule.audience,
         )
         key = ALERT_RAISED if firing.new else ALERT_UPDATED
         context = None

@@ -10,14 +10,17 @@ import httpx
 from fastapi import FastAPI
 from lxml import etree
 
+from safecity.kernel import clock
 from safecity.kernel.envelope import make_envelope
 from safecity.sensing.model import Tags
 from safecity.sharing.keys import Role
 from safecity.warning import cap
+from safecity.warning.alerts import public_id
 from safecity.warning.model import (
     ALERT_RAISED,
     AlertRaised,
     Area,
+    Audience,
     Category,
     Certainty,
     Severity,
@@ -31,11 +34,18 @@ A2 = "01JDZ0000000000000000000A2"
 RING = [(121.26, 31.37), (121.28, 31.37), (121.28, 31.39), (121.26, 31.39), (121.26, 31.37)]
 
 
-def raised(alert_id: str, *, severity: Severity = Severity.SEVERE, town: str = "town-a") -> AlertRaised:
+def raised(
+    alert_id: str,
+    *,
+    severity: Severity = Severity.SEVERE,
+    town: str = "town-a",
+    scope: Audience = Audience.PUBLIC,
+    rule_id: str = "smoke-two-detectors",
+) -> AlertRaised:
     """An alert as the engine raises it."""
     return AlertRaised(
         alert_id=alert_id,
-        rule_id="smoke-two-detectors",
+        rule_id=rule_id,
         group_key=alert_id,
         headline=Text(zh="烟感报警", en="Smoke alarm"),
         description=Text(zh="两个烟感报警。", en="Two smoke detectors alarmed."),
@@ -51,7 +61,22 @@ def raised(alert_id: str, *, severity: Severity = Severity.SEVERE, town: str = "
         first_at=T0,
         last_at=T0,
         hops={"occurred": T0, "received": T0 + timedelta(milliseconds=2), "fired": T0 + timedelta(milliseconds=5)},
+        scope=scope,
     )
+
+
+ATOM = {"a": "http://www.w3.org/2005/Atom"}
+
+
+async def _service(app: FastAPI) -> Any:
+    runtime = app.state.runtime
+    service = getattr(runtime, "alerts", None)
+    if service is None:  # until the runtime owns one, the API builds it on first use
+        from safecity.warning.alerts import AlertService
+
+        service = AlertService(runtime.engine, runtime.bus, node_id=runtime.settings.node_id)
+        app.state.alerts = service
+    return service
 
 
 async def _seed(app: FastAPI) -> None:
@@ -151,31 +176,93 @@ async def test_alert_lifecycle_over_http(
 async def test_public_cap_feed(
     db_app_client: tuple[FastAPI, httpx.AsyncClient], key_headers: Any, shared_data: Path
 ) -> None:
-    """The Atom index lists open alerts without a key; each entry's link serves XSD-valid CAP."""
+    """Only Public alerts are in the keyless feed, at unguessable ids; a resolved one is an AllClear Update
+    referencing the original; every linked message is XSD-valid and expires; Restricted ones are not found."""
     app, client = db_app_client
-    await _seed(app)
+    service = await _service(app)
+    await service.store(raised(A1))
+    await service.store(raised(A2, severity=Severity.MINOR, town="town-b"))
+    hotlist = "01JDZ0000000000000000000A3"
+    await service.store(raised(hotlist, scope=Audience.RESTRICTED, rule_id="security.hotlist_vehicle"))
     operator = await key_headers(app, Role.OPERATOR)
     await client.post(f"/api/v1/alerts/{A2}/acknowledge", headers=operator)
-    await client.post(f"/api/v1/alerts/{A2}/resolve", json={"feedback": "ok"}, headers=operator)
+    await client.post(f"/api/v1/alerts/{A2}/resolve", json={"feedback": "看到了"}, headers=operator)
 
     r = await client.get("/cap/feed.atom")
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/atom+xml")
     feed = etree.fromstring(r.content)
-    ns = {"a": "http://www.w3.org/2005/Atom"}
-    links = feed.xpath("a:entry/a:link/@href", namespaces=ns)
-    assert links == [f"http://testserver/cap/alerts/{A1}.xml"]  # the resolved one left the feed
-    assert "看到了" not in r.text and "unit" not in r.text
+    links = feed.xpath("a:entry/a:link/@href", namespaces=ATOM)
+    secret = app.state.runtime.settings.security.pseudonym_key.get_secret_value().encode()
+    assert links == [f"http://testserver/cap/alerts/{public_id(secret, a)}.xml" for a in (A2, A1)]
+    assert hotlist not in r.text and "看到了" not in r.text and "unit" not in r.text
 
     schema = cap.load_schema(shared_data / "cap" / "schema" / "CAP-v1.2.xsd")
+    messages = {}
     for link in links:
         xml = await client.get(link.removeprefix("http://testserver"))
         assert xml.status_code == 200 and xml.headers["content-type"].startswith(cap.CAP_MEDIA_TYPE)
         _valid(schema, xml.content)
         message = cap.parse_xml(xml.content, schema=schema)
-        assert message.identifier == A1
+        assert message.scope is cap.Scope.PUBLIC
         assert [i.language for i in message.infos] == ["zh-CN", "en-US"]
+        assert all(i.expires is not None and i.expires > message.sent for i in message.infos)
         assert message.infos[0].areas[0].polygons[0] == RING
-    assert (await client.get("/cap/alerts/01JDZ00000000000000000ZZZZ.xml")).status_code == 404
+        messages[message.identifier] = message
+    resolved = messages[f"{public_id(secret, A2)}-resolved"]
+    assert resolved.msg_type is cap.MsgType.UPDATE and resolved.infos[0].response_types == ["AllClear"]
+    assert [ref.identifier for ref in resolved.references] == [public_id(secret, A2)]
+    assert messages[public_id(secret, A1)].msg_type is cap.MsgType.ALERT
+
+    # Internal ids, ids with a forged tag and Restricted alerts (even with a valid tag) are all just "not found".
+    for path in (
+        f"/cap/alerts/{A1}.xml",
+        f"/cap/alerts/{A1}-{'0' * 32}.xml",
+        f"/cap/alerts/{public_id(secret, hotlist)}.xml",
+        f"/cap/alerts/{public_id(b'another district key', A1)}.xml",
+    ):
+        assert (await client.get(path)).status_code == 404, path
+
+
+async def test_public_cap_feed_is_paged_and_bounded_by_time(
+    db_app_client: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """RFC 5005 paging: `next` walks to older entries and `prev` back, no alert lost or repeated; alerts last
+    changed before the feed's window are not in it."""
+    app, client = db_app_client
+    service = await _service(app)
+    ids = [f"01JDZ00000000000000000{n:04d}" for n in range(7)]
+    base = clock.now()
+    for n, alert_id in enumerate(ids):
+        await service.store(raised(alert_id), stored_at=base - timedelta(minutes=n))
+    old = "01JDZ0000000000000000000ZZ"
+    await service.store(raised(old), stored_at=base - timedelta(days=8))
+
+    def page_of(body: bytes) -> tuple[list[str], dict[str, str]]:
+        feed = etree.fromstring(body)
+        hrefs = feed.xpath("a:entry/a:link/@href", namespaces=ATOM)
+        found = [h.rsplit("/", 1)[1].split("-", 1)[0] for h in hrefs]
+        rels = {link.get("rel"): link.get("href") for link in feed.xpath("a:link", namespaces=ATOM)}
+        return found, rels
+
+    seen: list[str] = []
+    pages: list[str] = []
+    url: str | None = "/cap/feed.atom?limit=3"
+    while url is not None:
+        found, rels = page_of((await client.get(url)).content)
+        assert rels["first"] == "http://testserver/cap/feed.atom?limit=3"
+        assert ("prev" in rels) is bool(seen)
+        pages.append(url)
+        seen += found
+        url = rels["next"].removeprefix("http://testserver") if "next" in rels else None
+    assert seen == ids  # newest change first, every alert once, the 8-day-old one outside the window
+    assert len(pages) == 3
+    # From the last page, `prev` leads back to the page before it.
+    _, rels = page_of((await client.get(pages[-1])).content)
+    back, _ = page_of((await client.get(rels["prev"].removeprefix("http://testserver"))).content)
+    assert back == ids[3:6]
+    # A position past year 9999 is bad input, not a server error (schemathesis found it).
+    far = await client.get("/cap/feed.atom?after=5546037682083615432.8JX5M00ADCR2BVFVTERZAJV98Z")
+    assert far.status_code == 422 and far.headers["content-type"].startswith("application/problem+json")
 
 
 async def test_alerts_from_the_bus_reach_the_api(

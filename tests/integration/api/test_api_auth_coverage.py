@@ -62,7 +62,7 @@ async def test_public_routes_answer_without_credentials(app_client: tuple[FastAP
     assert {p for _, p in public} >= {"/healthz", "/readyz", "/metrics"}
     # The public CAP feed (PUBLIC_PATHS: other agencies' systems poll it without a key) is on the allow-list;
     # its per-alert path is a template (404 for an unknown id), checked in test_api_alerts.py.
-    assert {"/cap/feed.atom", "/cap/alerts/{alert_id}.xml"} <= {p for _, p in public}
+    assert {"/cap/feed.atom", "/cap/alerts/{public_alert_id}.xml"} <= {p for _, p in public}
     for method, path in public:
         if "{" in path:
             continue

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import xmlschema
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -18,6 +19,7 @@ from safecity.kernel.bus import MemoryBus
 from safecity.kernel.envelope import Envelope, make_envelope
 from safecity.kernel.errors import SafeCityError
 from safecity.sensing.model import Tags
+from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.store.engine import create_engine, upgrade
 from safecity.warning import cap
 from safecity.warning.alerts import (
@@ -29,6 +31,7 @@ from safecity.warning.alerts import (
     AlertTransitionInvalid,
     next_state,
 )
+from safecity.warning.engine import Firing
 from safecity.warning.model import (
     ALERT_RAISED,
     ALERT_STATE_CHANGED,
@@ -36,6 +39,7 @@ from safecity.warning.model import (
     AlertRaised,
     AlertState,
     Area,
+    Audience,
     Category,
     Certainty,
     Circle,
@@ -43,6 +47,8 @@ from safecity.warning.model import (
     Text,
     Urgency,
 )
+from safecity.warning.rules import RuleError, builtin_pack_path, load_builtin, never_public_reason, parse_pack
+from safecity.warning.service import WarningService
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, tzinfo=UTC)
 
@@ -226,27 +232,53 @@ async def test_delivered_hop_and_latency(service: AlertService) -> None:
 
 
 async def test_cap_of_stored_alerts_is_valid(service: AlertService, schema: xmlschema.XMLSchema) -> None:
-    """Alert, Update (a repeat) and Cancel messages of a stored alert validate; updates reference the original."""
-    alert_id = "01JDZ0000000000000000000AA"
-    await service.store(raised())
+    """Alert, Update (a repeat), resolved Update and Cancel messages validate; each references the original and
+    carries `<expires>`; Restricted messages say so (scope and restriction)."""
+    alert_id, resolved_id = "01JDZ0000000000000000000AA", "01JDZ0000000000000000000AB"
+    await service.store(raised(scope=Audience.PUBLIC))
     messages = [await service.cap_of(alert_id)]
-    await service.store(raised(count=2))
+    await service.store(raised(count=2, scope=Audience.PUBLIC))
     messages.append(await service.cap_of(alert_id))
     await service.cancel(alert_id, "op-1", "false alarm")
     messages.append(await service.cap_of(alert_id))
-    assert [m.msg_type for m in messages] == [cap.MsgType.ALERT, cap.MsgType.UPDATE, cap.MsgType.CANCEL]
-    assert [m.identifier for m in messages] == [alert_id, f"{alert_id}-u2", f"{alert_id}-cancel"]
+    await service.store(raised(resolved_id, scope=Audience.PUBLIC))
+    await service.acknowledge(resolved_id, "op-1")
+    await service.resolve(resolved_id, "op-1", "put out")
+    messages.append(await service.cap_of(resolved_id))
+    kinds = [cap.MsgType.ALERT, cap.MsgType.UPDATE, cap.MsgType.CANCEL, cap.MsgType.UPDATE]
+    assert [m.msg_type for m in messages] == kinds
+    ids = [alert_id, f"{alert_id}-u2", f"{alert_id}-cancel", f"{resolved_id}-resolved"]
+    assert [m.identifier for m in messages] == ids
     original = cap.Reference(sender="safecity@test-hub", identifier=alert_id, sent=T0)
     assert messages[1].references == messages[2].references == [original]
+    assert messages[3].references == [cap.Reference(sender="safecity@test-hub", identifier=resolved_id, sent=T0)]
+    assert messages[3].infos[0].response_types == ["AllClear"]
+    assert messages[3].infos[0].urgency is Urgency.PAST
     for message in messages:
         xml = cap.render_xml(message)
         errors = list(schema.iter_errors(etree.fromstring(xml).getroottree()))
         assert errors == [], errors[0] if errors else None
-        assert cap.parse_xml(xml, schema=schema).identifier == message.identifier
+        parsed = cap.parse_xml(xml, schema=schema)
+        assert parsed.identifier == message.identifier
+        assert parsed.scope is cap.Scope.PUBLIC and parsed.restriction is None
+        expires = (message.sent + timedelta(hours=24)).replace(microsecond=0)  # CAP times have whole seconds
+        assert all(i.expires == expires for i in parsed.infos)
     circle = messages[0].infos[0].areas[0].circles[0]
     assert cap.circle_to_cap(circle) == "31.38,121.27 0.2"
-    feed = await service.feed()
-    assert [(a.id, m.msg_type) for a, m in feed] == [(alert_id, cap.MsgType.CANCEL)]
+    page = await service.feed()
+    assert [(a.id, m.msg_type) for a, m in page.entries] == [
+        (resolved_id, cap.MsgType.UPDATE),
+        (alert_id, cap.MsgType.CANCEL),
+    ]
+
+    restricted_id = "01JDZ0000000000000000000AC"
+    await service.store(raised(restricted_id, group_key="hotlist"))  # no scope: Restricted
+    restricted = cap.render_xml(await service.cap_of(restricted_id))
+    errors = list(schema.iter_errors(etree.fromstring(restricted).getroottree()))
+    assert errors == [], errors[0] if errors else None
+    parsed = cap.parse_xml(restricted, schema=schema)
+    assert parsed.scope is cap.Scope.RESTRICTED and parsed.restriction
+    assert restricted_id not in [a.id for a, _ in (await service.feed()).entries]
 
 
 # --- lifecycle invariants ------------------------------------------------------------------------------------------
@@ -321,3 +353,66 @@ async def test_delivered_stamps_are_written_in_one_flush(service: AlertService) 
     await service.store(raised(ids_[2]), stored_at=T0)
     await service.flush_delivered()
     assert (await service.get(ids_[2])).latency_ms["stored_to_delivered"] == 7.0
+
+
+# --- audience: the default pack walked through the feed -------------------------------------------------------------
+
+
+async def test_default_pack_states_every_audience_and_only_public_rules_reach_the_feed(
+    service: AlertService, bus: MemoryBus
+) -> None:
+    """Every default rule says who sees it; hotlist, security-device and infrastructure rules are Restricted; one
+    alert per rule, built as the warning service builds it, leaves only the Public ones in the public feed."""
+    path = builtin_pack_path("default")
+    stated = {r["id"]: r.get("audience") for r in yaml.safe_load(path.read_text(encoding="utf-8"))["rules"]}
+    assert None not in stated.values(), stated
+    pack = load_builtin(pseudonymize=Pseudonymizer(b"k" * 32))
+    never_public = {r.id for r in pack.rules if never_public_reason(r) is not None}
+    assert {"security.hotlist_vehicle", "security.night_intrusion", "infra.device_offline"} <= never_public
+    assert all(r.audience is Audience.RESTRICTED for r in pack.rules if r.id in never_public)
+    public = {r.id for r in pack.rules if r.audience is Audience.PUBLIC}
+    assert public, "the default pack publishes something"
+
+    warning = WarningService(bus, pack)
+    ids: dict[str, str] = {}
+    for n, rule in enumerate(pack.rules):
+        alert_id = f"01JDZ00000000000000000R{n:03d}"
+        ids[alert_id] = rule.id
+        firing = Firing(
+            rule=rule,
+            alert_id=alert_id,
+            new=True,
+            group_key=f"{rule.id}:x",
+            trigger_event_ids=["ev-1"],
+            count=1,
+            contributors=[],
+            first_at=T0,
+            last_at=T0,
+            tags=Tags(town="jiading-town", community="comm-7", building="bldg-3"),
+            area=Area(description="3 号楼", circle=Circle(lon=121.27, lat=31.38, radius_m=50)),
+            event=None,
+        )
+        await service.store(warning.to_envelope(firing).payload)
+    feed = await service.feed(limit=500)
+    assert {ids[a.id] for a, _ in feed.entries} == public
+    assert all(m.scope is cap.Scope.PUBLIC for _, m in feed.entries)
+    for alert_id, rule_id in ids.items():
+        message = await service.cap_of(alert_id)
+        assert message.scope.value == ("Public" if rule_id in public else "Restricted")
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "{id: h, kind: hotlist, audience: Public, title: {zh: a, en: a}, watchlist: w}",
+        "{id: o, kind: threshold, audience: Public, category: Infra, title: {zh: a, en: a}, events: [smoke]}",
+        "{id: d, kind: threshold, audience: Public, title: {zh: a, en: a}, events: [device.offline]}",
+        "{id: c, kind: correlation, audience: Public, title: {zh: a, en: a}, within: 5m,"
+        " require: [{events: [smoke]}, {events: [door]}]}",
+    ],
+)
+def test_never_public_rules_cannot_be_made_public(rule: str) -> None:
+    text = f"version: 1\nwatchlists: {{w: {{field: plate, hashes: ['{'a' * 64}']}}}}\nrules:\n  - {rule}\n"
+    with pytest.raises(RuleError) as refused:
+        parse_pack(text, "pack.yaml")
+    assert "never public" in str(refused.value.issues)
