@@ -259,6 +259,12 @@ async def _serve_and_simulate(
         url = f"http://127.0.0.1:{port}"
         console.print(banner(url, key))
         sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)
+        if rate < sim.min_rate():
+            console.print(
+                f"[yellow]At {rate:g} messages/s the {len(talking):,} devices cannot all report within their "
+                f"heartbeat deadlines (that needs {sim.min_rate():,.0f}/s): some will go offline. Raise --rate or "
+                "lower --devices.[/yellow]"
+            )
         started = time.monotonic()
         if mqtt:
             mqtt_host, _, mqtt_port = mqtt.partition(":")
