@@ -59,6 +59,7 @@ class TrafficSimulator:
         self.prefix = prefix
         self.watched_plates = list(watched_plates)
         self.seq = 0
+        self._crowds: dict[str, float] = {}
         # Per device with a heartbeat: latest time (unix s) it must report by; a heap holds one entry per device,
         # re-armed lazily when the device has reported since (as the health monitor does).
         self._every = [float(d["heartbeat_s"]) * REPORT_WITHIN if d.get("heartbeat_s") else None for d in self.devices]
@@ -97,6 +98,18 @@ class TrafficSimulator:
     def _topic(self, device: dict[str, Any], kind: str) -> str:
         return f"{self.prefix}/{device['community']}/{kind}/{device['id']}"
 
+    def _crowd(self, device_id: str) -> int:
+        """A crowd count that drifts as real ones do (a surge now and then), not a fresh random number each time."""
+        level = self._crowds.get(device_id)
+        if level is None:
+            level = self.rng.uniform(20, 150)
+        elif self.rng.random() < 0.001:
+            level = self.rng.uniform(280, 400)  # an event lets out: the surge and density rules have work
+        else:
+            level = min(max(level + self.rng.gauss(-0.05 * (level - 80), 8), 0.0), 400.0)
+        self._crowds[device_id] = level
+        return round(level)
+
     def _plate(self) -> str:
         if self.watched_plates and self.rng.random() < 0.01:
             # Now and then a car on the demo watch list passes a checkpoint, so the hotlist rule has work.
@@ -134,7 +147,7 @@ class TrafficSimulator:
         elif kind == "parking":
             body = {"occupied": rng.random() < 0.6}
         elif kind == "crowd":
-            body = {"count": rng.randint(0, 400), "zone": "entrance"}
+            body = {"count": self._crowd(device["id"]), "zone": "entrance"}
         elif kind == "checkpoint":
             body = {
                 "plate": self._plate(),
