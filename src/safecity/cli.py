@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -18,6 +19,11 @@ from safecity.geo.road.commands import import_osm_command, road_app
 from safecity.kernel import logging as sc_logging
 from safecity.kernel.settings import Settings, load_settings
 from safecity.warning.commands import rules_app
+
+if TYPE_CHECKING:
+    from safecity.sharing.keys import KeyService
+
+T = TypeVar("T")
 
 app = typer.Typer(help="SafeCity: public-safety operations platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -63,6 +69,33 @@ def db_upgrade(config: ConfigOption = None, revision: str = "head") -> None:
     console.print(f"[green]Database at revision {rev}[/green] ({settings.database.url.split('@')[-1]})")
 
 
+def require_database(settings: Settings, config: Path | None) -> None:
+    """Exit 1 with what to run next when the settings' database does not exist (nothing is created)."""
+    from safecity.kernel.errors import SafeCityError
+    from safecity.store.locate import require_database as check
+
+    try:
+        asyncio.run(check(settings.database.url, config=config))
+    except SafeCityError as err:
+        console.print(f"[red]{err.render(settings.locale)}[/red]", soft_wrap=True)
+        raise typer.Exit(1) from err
+
+
+def _key_service_run(settings: Settings, work: Callable[[KeyService], Awaitable[T]]) -> T:
+    """Run `work` on a key service over the settings' database (no node is started)."""
+    from safecity.sharing.keys import KeyService
+    from safecity.store.engine import create_engine
+
+    async def run() -> T:
+        engine = create_engine(settings.database.url, null_pool=True)
+        try:
+            return await work(KeyService(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who the key is for.")],
@@ -70,29 +103,60 @@ def keys_create(
     config: ConfigOption = None,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    from safecity.runtime import Runtime
     from safecity.sharing.keys import Role
 
-    settings = _settings(config)
     try:
         key_role = Role(role)
     except ValueError as err:
         console.print(f"[red]Unknown role {role!r}.[/red] Use one of: {', '.join(r.value for r in Role)}.")
         raise typer.Exit(2) from err
+    settings = _settings(config)
+    require_database(settings, config)
+    created = _key_service_run(settings, lambda keys: keys.create(name=name, role=key_role))
+    typer.echo(created.key)
 
-    async def run() -> str:
-        runtime = Runtime(settings)
-        try:
-            from safecity.store.engine import upgrade
 
-            await upgrade(settings.database.url)
-            created = await runtime.keys.create(name=name, role=key_role)
-        finally:
-            await runtime.stop()
-        return str(created.key)
+@keys_app.command("list")
+def keys_list(
+    config: ConfigOption = None,
+    active: Annotated[bool, typer.Option("--active", help="Only keys that are not revoked.")] = False,
+) -> None:
+    """List API keys (id, name, role, prefix, created, revoked, last used); never the keys themselves."""
+    settings = _settings(config)
+    require_database(settings, config)
+    infos = _key_service_run(settings, lambda keys: keys.list(include_revoked=not active))
+    table = Table(title=f"API keys ({len(infos)})")
+    for column in ("id", "name", "role", "prefix", "created", "revoked", "last used"):
+        table.add_column(column)
+    for info in infos:
+        table.add_row(
+            info.id,
+            info.name,
+            str(info.role),
+            info.prefix + "…",
+            info.created_at.isoformat(timespec="seconds"),
+            info.revoked_at.isoformat(timespec="seconds") if info.revoked_at else "-",
+            info.last_used_at.isoformat(timespec="seconds") if info.last_used_at else "-",
+        )
+    Console(soft_wrap=True).print(table)
 
-    key = asyncio.run(run())
-    typer.echo(key)
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `safecity keys list`).")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke an API key: it stops working at once on this node (other running nodes: within 10 s)."""
+    from safecity.sharing.keys import ApiKeyNotFound
+
+    settings = _settings(config)
+    require_database(settings, config)
+    try:
+        info = _key_service_run(settings, lambda keys: keys.revoke(key_id))
+    except ApiKeyNotFound as err:
+        console.print(f"[red]{err.render(settings.locale)}[/red] See `safecity keys list`.")
+        raise typer.Exit(1) from err
+    console.print(f"Revoked {info.id} ({info.name}, {info.role}).")
 
 
 @app.command()
@@ -118,7 +182,12 @@ def demo(
     mqtt: Annotated[
         str | None, typer.Option(help="Send the simulated traffic over this MQTT broker (host:port) instead.")
     ] = None,
-    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its SQLite database.")] = Path("var/demo"),
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default: the settings' data_dir, `var`).")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the earlier run's data and admin key (default: start clean).")
+    ] = False,
     osm: Annotated[
         Path | None,
         typer.Option(help="Route on this OSM extract (.osm, .osm.bz2, .osm.pbf) instead of synthetic roads."),
@@ -126,25 +195,30 @@ def demo(
     places: Annotated[
         Path | None, typer.Option(help="Tag with these real boundaries (GeoJSON, e.g. *_wgs84.json), not synthetic.")
     ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Start the embedded hub (SQLite + in-process bus) on a synthetic district with simulated sensors."""
-    from safecity.sim.demo import run_demo
+    from safecity.sim.demo import DemoDataError, run_demo
 
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(
-        run_demo(
-            rate=rate,
-            port=port,
-            duration=duration,
-            devices=devices,
-            mqtt=mqtt,
-            data_dir=data_dir,
-            console=console,
-            osm=osm,
-            places=places,
+    settings = _settings(config, **({"data_dir": data_dir} if data_dir is not None else {}))
+    try:
+        asyncio.run(
+            run_demo(
+                rate=rate,
+                port=port,
+                duration=duration,
+                devices=devices,
+                mqtt=mqtt,
+                settings=settings,
+                keep=keep,
+                console=console,
+                osm=osm,
+                places=places,
+            )
         )
-    )
+    except DemoDataError as err:
+        console.print(f"[red]{err}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from err
 
 
 @app.command()

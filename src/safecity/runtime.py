@@ -202,7 +202,9 @@ class Runtime:
         await self.topics.handle(topic, payload)
 
     async def persist_last_seen(self) -> None:
-        """Write devices' last report times to the registry (batched; the hot path only touches memory)."""
+        """Write devices' last report times and health status to the registry (batched; the hot path only touches
+        memory)."""
+        await self.persist_health()
         seen = self.health.last_seen()
         changed = {d: t for d, t in seen.items() if self._last_persisted.get(d) != t}
         if not changed:
@@ -213,6 +215,17 @@ class Runtime:
             log.exception("last_seen_persist_failed", devices=len(changed))
             return
         self._last_persisted.update(changed)
+
+    async def persist_health(self) -> None:
+        """Write device status (offline / active again) to the registry as the health monitor decided."""
+        changes = self.health.status_changes()
+        if not changes:
+            return
+        try:
+            await self.devices.set_online(changes)
+        except Exception:  # bookkeeping: retried next round, like last_seen
+            log.exception("device_status_persist_failed", devices=len(changes))
+            self.health.restore_changes(changes)
 
     async def _last_seen_loop(self, every_s: float = 10.0) -> None:
         while True:
@@ -225,7 +238,9 @@ class Runtime:
         default = self.settings.ingest.heartbeat_timeout_s
         for device_id, info in self.devices.index.items():
             if info.status in ("active", "offline"):
-                self.health.track(device_id, info.heartbeat_s or default, info.last_seen)
+                self.health.track(
+                    device_id, info.heartbeat_s or default, info.last_seen, offline=info.status == "offline"
+                )
 
     async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
         self.alerts.note_delivered(alert_id, at)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +28,8 @@ class DatabaseSettings(_Section):
     """Where state lives."""
 
     url: str = Field(
-        "sqlite+aiosqlite:///./var/safecity.db", description="SQLAlchemy async URL (SQLite or PostgreSQL)."
+        "sqlite+aiosqlite:///./var/safecity.db",
+        description="SQLAlchemy async URL (SQLite or PostgreSQL). Unset: SQLite at `<data_dir>/safecity.db`.",
     )
     commit_interval_ms: int = Field(100, ge=1, le=1000, description="Group-commit: longest wait before a commit.")
     commit_max_rows: int = Field(2000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
@@ -195,6 +196,11 @@ class Settings(BaseSettings):
     locale: Literal["zh-CN", "en"] = Field("zh-CN", description="Default language of messages.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_json: bool = Field(True, description="JSON logs (false: console renderer).")
+    data_dir: Path = Field(
+        Path("var"),
+        description="This node's local files: the SQLite database when `database.url` is unset, the demo's "
+        "snapshot and road tiles. Relative to the working directory.",
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
@@ -204,6 +210,14 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     roads: RoadSettings = Field(default_factory=RoadSettings)
+
+    @model_validator(mode="after")
+    def _database_in_data_dir(self) -> Settings:
+        # One place decides where the data lives: every command (demo, serve, keys, rules, db) reads
+        # `database.url`, which follows `data_dir` unless a URL is given explicitly.
+        if "url" not in self.database.model_fields_set:
+            self.database.url = default_database_url(self.data_dir)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -220,6 +234,11 @@ class Settings(BaseSettings):
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(str(toml_path))))
         return tuple(sources)
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The SQLite URL of the database kept in `data_dir` (an absolute path, so messages show where it is)."""
+    return f"sqlite+aiosqlite:///{data_dir.expanduser().resolve() / 'safecity.db'}"
 
 
 def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:

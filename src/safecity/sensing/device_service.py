@@ -281,6 +281,30 @@ class DeviceService:
                 info.last_seen = at
         return len(known)
 
+    async def set_online(self, changes: dict[str, bool]) -> int:
+        """Write devices' health to the registry: `offline` for True, `active` for False; return rows updated.
+
+        Only devices the registry holds as active or offline change: maintenance and retired stay as set.
+        """
+        rows: builtins.list[dict[str, Any]] = []
+        for device_id, offline in changes.items():
+            info = self.index.get(device_id)
+            if info is None or info.status not in (DeviceStatus.ACTIVE, DeviceStatus.OFFLINE):
+                continue
+            status = DeviceStatus.OFFLINE if offline else DeviceStatus.ACTIVE
+            if info.status != status:
+                rows.append({"id": device_id, "status": status.value, "updated_at": clock.now()})
+        if not rows:
+            return 0
+        async with self.engine.begin() as conn:
+            await DeviceRepo(conn).update_many(rows)
+        for row in rows:
+            info = self.index.get(row["id"])
+            if info is not None:
+                info.status = row["status"]
+        log.info("device_status_changed", offline=sum(r["status"] == "offline" for r in rows), devices=len(rows))
+        return len(rows)
+
     async def import_csv(self, text: str, *, mode: ImportMode = ImportMode.VALID_ONLY) -> ImportReport:
         """Parse a device CSV and import it."""
         rows, issues = parse_csv(text)

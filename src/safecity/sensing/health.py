@@ -46,13 +46,22 @@ class HealthMonitor:
         self._heap: list[tuple[datetime, str]] = []
         self._wake = asyncio.Event()
         self.raised = 0
+        # Devices whose online/offline state changed since `status_changes()` was last called: id -> offline.
+        self._changed: dict[str, bool] = {}
 
-    def track(self, device_id: str, interval_s: float, last_seen: datetime | None = None) -> None:
-        """Start (or restart) watching a device that should report at least every `interval_s` seconds."""
+    def track(
+        self, device_id: str, interval_s: float, last_seen: datetime | None = None, *, offline: bool = False
+    ) -> None:
+        """Start (or restart) watching a device that should report at least every `interval_s` seconds.
+
+        `offline`: the device is already known to be offline (the registry says so), so it is not raised again;
+        it is watched once more when it reports.
+        """
         base = last_seen or self._now()
         deadline = base + timedelta(seconds=interval_s)
-        self._watches[device_id] = _Watch(interval_s, last_seen, deadline)
-        self._push(deadline, device_id)
+        self._watches[device_id] = _Watch(interval_s, last_seen, deadline, offline=offline)
+        if not offline:
+            self._push(deadline, device_id)
 
     def untrack(self, device_id: str) -> None:
         """Stop watching a device (retired, deleted); its heap entry is dropped lazily."""
@@ -78,9 +87,19 @@ class HealthMonitor:
         watch.deadline = now + timedelta(seconds=watch.interval_s)
         if watch.offline:
             watch.offline = False
+            self._changed[device_id] = False
             self._push(watch.deadline, device_id)
             return True
         return False
+
+    def status_changes(self) -> dict[str, bool]:
+        """Take the devices that went offline (True) or came back (False) since the last call."""
+        changed, self._changed = self._changed, {}
+        return changed
+
+    def restore_changes(self, changes: dict[str, bool]) -> None:
+        """Put back changes that could not be saved (newer ones win)."""
+        self._changed = {**changes, **self._changed}
 
     def last_seen(self) -> dict[str, datetime]:
         """Last report time of every tracked device that has reported."""
@@ -118,6 +137,7 @@ class HealthMonitor:
                 heapq.heappush(self._heap, (watch.deadline, device_id))
                 continue
             watch.offline = True
+            self._changed[device_id] = True
             self.raised += 1
             try:
                 await self._on_offline(device_id, watch.last_seen, watch.deadline)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import structlog
+import uvicorn
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from safecity.cli import banner, new_demo_key, summary_table
 from safecity.kernel.settings import Settings
 from safecity.sim.district import CENTER as DISTRICT_CENTER
 from safecity.sim.district import build_district
@@ -56,6 +61,80 @@ def _stats_table(runtime: Any, sent: int, started: float) -> Table:
     return table
 
 
+class DemoDataError(Exception):
+    """The demo's data directory cannot be started clean safely (it holds another node's database)."""
+
+
+# A demo-made data dir holds this file: its admin key (mode 0600), reused by `--keep` so admin keys do not pile up.
+DEMO_KEY_FILE = "demo.key"
+_DEMO_FILES = ("safecity.db", "safecity.db-wal", "safecity.db-shm", "warning.snapshot", DEMO_KEY_FILE)
+
+
+def prepare_demo_data(settings: Settings, *, keep: bool) -> str:
+    """Make the data dir ready for a demo run and return its admin key.
+
+    Without `keep` the earlier run's database, snapshot and key are removed (road tiles, a cache, stay), so a run
+    starts clean; only a data dir the demo made itself is cleaned. With `keep` the data and the admin key stay.
+    """
+    from safecity.store.locate import sqlite_path
+
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key_file = data_dir / DEMO_KEY_FILE
+    if keep:
+        if key_file.is_file():
+            return key_file.read_text(encoding="utf-8").strip()
+    else:
+        database = sqlite_path(settings.database.url)
+        if database is None:
+            raise DemoDataError(
+                f"the demo starts clean only on its own SQLite database, not {settings.database.url.split('@')[-1]}: "
+                "pass --keep to run on it, or unset database.url"
+            )
+        if database.exists() and not (database.parent / DEMO_KEY_FILE).is_file():
+            raise DemoDataError(
+                f"{database} was not made by the demo, so it is not wiped: pass --keep to run the demo on it, "
+                "or --data-dir DIR to use another directory"
+            )
+        for name in _DEMO_FILES:
+            (database.parent / name).unlink(missing_ok=True)
+            (data_dir / name).unlink(missing_ok=True)
+    key = new_demo_key()
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n", encoding="utf-8")
+    return key
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the demo stops in its own order (intake first, server last)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop` (once; a second Ctrl-C interrupts at once). Outside the main thread: nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def first(sig: signal.Signals) -> None:
+        stop.set()
+        loop.remove_signal_handler(sig)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, first, sig)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
 async def run_demo(
     *,
     rate: float,
@@ -63,73 +142,138 @@ async def run_demo(
     duration: float,
     devices: int,
     mqtt: str | None,
-    data_dir: Path,
+    data_dir: Path | None = None,
     console: Console,
     osm: Path | None = None,
     places: Path | None = None,
+    settings: Settings | None = None,
+    keep: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """Run the demo until Ctrl-C or `duration` seconds; returns the final figures. `data_dir` must exist.
+    """Run the demo until Ctrl-C, `stop` is set or `duration` seconds pass; returns the final figures.
 
+    The data lives where `settings` say (`data_dir`, `database.url`: the same resolution as every other command);
+    `data_dir` overrides the settings' directory. `keep`: keep the earlier run's data (else it starts clean).
     `osm`: route on this OSM extract instead of the synthetic road network; `places`: tag with these real
     boundaries (a GeoJSON FeatureCollection) instead of the synthetic district.
-    """
-    import uvicorn
 
-    from safecity.api.app import create_app
-    from safecity.cli import banner, new_demo_key, summary_table
+    Stopping is orderly: the simulator (and MQTT publisher) stop first, then the node drains its bus, flushes the
+    store and closes (the HTTP server's lifespan), and only then is the summary read and printed.
+    """
     from safecity.kernel import logging as sc_logging
     from safecity.runtime import Runtime
 
+    base = Settings(data_dir=data_dir) if data_dir is not None else settings or Settings()
     sc_logging.configure("warning", json=False)
+    key = prepare_demo_data(base, keep=keep)
     with console.status("Building the synthetic district…"):
         district, registered, talking = demo_devices(devices)
     road_graph = await load_demo_roads(osm, console)
-    key = new_demo_key()
     mqtt_host, _, mqtt_port = (mqtt or "").partition(":")
+    demo_dir = base.data_dir.expanduser().resolve()
     settings = Settings(
         node_id="demo-hub",
-        database={"url": f"sqlite+aiosqlite:///{data_dir / 'safecity.db'}"},
+        data_dir=demo_dir,
+        database={"url": base.database.url},
         bus={"kind": "memory"},
-        warning={"snapshot": data_dir / "warning.snapshot"},
+        warning={"snapshot": demo_dir / "warning.snapshot"},
         mqtt={
             "enabled": bool(mqtt),
             "host": mqtt_host or "127.0.0.1",
             "port": int(mqtt_port or 1883),
             "client_id": f"safecity-demo-{port}",
         },
-        security={"bootstrap_admin_key": key},
+        security={"bootstrap_admin_key": key, "pseudonym_key": base.security.pseudonym_key.get_secret_value()},
         http={"port": port},
         roads={"synthetic": osm is None, "synthetic_center": DISTRICT_CENTER},
     )
     runtime = Runtime(settings, tagger=demo_tagger(district, places, console))
     if road_graph is not None:
         runtime.roads.preload(road_graph)
+    stop = stop or asyncio.Event()
+    with stop_on_signals(stop):
+        sent, cancelled = await _serve_and_simulate(
+            runtime,
+            registered,
+            talking,
+            rate=rate,
+            port=port,
+            duration=duration,
+            mqtt=mqtt,
+            console=console,
+            osm=osm,
+            key=key,
+            stop=stop,
+        )
+    # The node is closed (bus drained, store flushed): the summary is read from what was stored.
+    try:
+        counts = await runtime.events.count_by_kind()
+        dead = await runtime.dead_letter_repo.count_by_reason()
+        alerts = (await runtime.alerts.list(limit=10)).items
+    finally:
+        await runtime.engine.dispose()
+    console.print(summary_table(counts, "Stored events by kind"))
+    console.print(alerts_table(alerts))
+    console.print(summary_table(dead, "Dead letters by reason (deliberately bad synthetic inputs)"))
+    if cancelled:
+        raise asyncio.CancelledError
+    return {"sent": sent, "stored": counts, "dead_letters": dead, "alerts": len(alerts)}
+
+
+async def _serve_and_simulate(
+    runtime: Any,
+    registered: list[dict[str, Any]],
+    talking: list[dict[str, Any]],
+    *,
+    rate: float,
+    port: int,
+    duration: float,
+    mqtt: str | None,
+    console: Console,
+    osm: Path | None,
+    key: str,
+    stop: asyncio.Event,
+) -> tuple[int, bool]:
+    """Start the node and its HTTP server, feed it until `stop` or `duration`, then stop both in order.
+
+    Returns the messages sent and whether this task was cancelled (the caller re-raises after its summary).
+    """
+    from safecity.api.app import create_app
+
     app = create_app(runtime)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serve_task = asyncio.create_task(server.serve(), name="http")
     while not server.started:
         if serve_task.done():
             await serve_task
             raise RuntimeError(f"the HTTP server did not start on port {port}; is the port in use? try --port")
         await asyncio.sleep(0.05)
-    with console.status(f"Registering {len(registered):,} synthetic devices…"):
-        await runtime.devices.upsert_many(registered)
-        runtime.track_devices()
-    tiles = demo_tiles_path(data_dir, osm)
-    runtime.spawn(lambda: runtime.roads.ensure_tiles(tiles), "road-tiles", restart=False)
-    url = f"http://127.0.0.1:{port}"
-    console.print(banner(url, key))
-    sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)
     sent = 0
-    started = time.monotonic()
+    cancelled = False
     publisher: aiomqtt.Client | None = None
-    if mqtt:
-        await runtime.mqtt.connected.wait()  # type: ignore[union-attr]
-        publisher = aiomqtt.Client(mqtt_host or "127.0.0.1", int(mqtt_port or 1883))
-        await publisher.__aenter__()
     try:
+        with console.status(f"Registering {len(registered):,} synthetic devices…"):
+            await runtime.devices.upsert_many(registered)
+            runtime.track_devices()
+        tiles = demo_tiles_path(runtime.settings.data_dir, osm)
+        runtime.spawn(lambda: runtime.roads.ensure_tiles(tiles), "road-tiles", restart=False)
+        url = f"http://127.0.0.1:{port}"
+        console.print(banner(url, key))
+        sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)
+        if rate < sim.min_rate():
+            console.print(
+                f"[yellow]At {rate:g} messages/s the {len(talking):,} devices cannot all report within their "
+                f"heartbeat deadlines (that needs {sim.min_rate():,.0f}/s): some will go offline. Raise --rate or "
+                "lower --devices.[/yellow]"
+            )
+        started = time.monotonic()
+        if mqtt:
+            mqtt_host, _, mqtt_port = mqtt.partition(":")
+            await runtime.mqtt.connected.wait()
+            publisher = aiomqtt.Client(mqtt_host or "127.0.0.1", int(mqtt_port or 1883))
+            await publisher.__aenter__()
         with Live(_stats_table(runtime, sent, started), console=console, refresh_per_second=2) as live:
-            while duration <= 0 or time.monotonic() - started < duration:
+            while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
                 msg = sim.message()
                 if publisher is not None:
                     await publisher.publish(msg.topic, msg.payload, qos=0)
@@ -140,22 +284,17 @@ async def run_demo(
                 if sent % max(int(rate // 2), 1) == 0:
                     live.update(_stats_table(runtime, sent, started))
             live.update(_stats_table(runtime, sent, started))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        pass
+    except asyncio.CancelledError:
+        cancelled = True
     finally:
+        # Stop intake first (the simulator has stopped above; now its MQTT link), then the server, whose lifespan
+        # stops the node: loops cancelled, bus drained, store flushed and closed.
         if publisher is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(aiomqtt.MqttError):
                 await publisher.__aexit__(None, None, None)
-        await runtime.writer.flush()
-        counts = await runtime.events.count_by_kind()
-        dead = await runtime.dead_letter_repo.count_by_reason()
-        alerts = (await runtime.alerts.list(limit=10)).items
         server.should_exit = True
         await serve_task
-    console.print(summary_table(counts, "Stored events by kind"))
-    console.print(alerts_table(alerts))
-    console.print(summary_table(dead, "Dead letters by reason (deliberately bad synthetic inputs)"))
-    return {"sent": sent, "stored": counts, "dead_letters": dead, "alerts": len(alerts)}
+    return sent, cancelled
 
 
 def alerts_table(alerts: list[Any]) -> Table:

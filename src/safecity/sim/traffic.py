@@ -7,6 +7,7 @@ device would use, or published over MQTT to a broker.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import string
 import time
@@ -29,8 +30,17 @@ class SimMessage:
     payload: bytes
 
 
+# A device is made to report again once this share of its heartbeat interval has passed without a message, so
+# the fleet stays well inside the registry's offline deadlines (only devices left out of the fleet go silent).
+REPORT_WITHIN = 0.5
+
+
 class TrafficSimulator:
-    """Deterministic (seeded) stream of device messages over a fleet; a small share is deliberately bad."""
+    """Deterministic (seeded) stream of device messages over a fleet; a small share is deliberately bad.
+
+    Devices are mostly drawn at random, but one whose `heartbeat_s` deadline nears (REPORT_WITHIN of it without a
+    message) reports next, so no simulated device goes offline by chance: at a rate of at least `min_rate()`.
+    """
 
     def __init__(
         self,
@@ -49,9 +59,56 @@ class TrafficSimulator:
         self.prefix = prefix
         self.watched_plates = list(watched_plates)
         self.seq = 0
+        self._crowds: dict[str, float] = {}
+        # Per device with a heartbeat: latest time (unix s) it must report by; a heap holds one entry per device,
+        # re-armed lazily when the device has reported since (as the health monitor does).
+        self._every = [float(d["heartbeat_s"]) * REPORT_WITHIN if d.get("heartbeat_s") else None for d in self.devices]
+        start = time.time()
+        self._due: list[float | None] = [
+            start + every * self.rng.uniform(0.2, 1.0) if every is not None else None for every in self._every
+        ]
+        self._heap = [(due, i) for i, due in enumerate(self._due) if due is not None]
+        heapq.heapify(self._heap)
+
+    def min_rate(self) -> float:
+        """Messages per second needed to keep every device inside its deadline (before random traffic)."""
+        return sum(1.0 / every for every in self._every if every is not None)
+
+    def _next_device(self, ts: float) -> tuple[int, bool]:
+        """Index of the device that sends next, and whether it was due (a due device sends a valid message)."""
+        while self._heap and self._heap[0][0] <= ts:
+            due, index = heapq.heappop(self._heap)
+            current = self._due[index]
+            assert current is not None
+            if current > due:
+                heapq.heappush(self._heap, (current, index))
+                continue
+            return index, True
+        return self.rng.randrange(len(self.devices)), False
+
+    def _reported(self, index: int, ts: float) -> None:
+        every = self._every[index]
+        if every is not None:
+            was_due = self._due[index]
+            self._due[index] = ts + every
+            if was_due is not None and was_due <= ts:
+                # Its heap entry was taken by _next_device: arm a new one.
+                heapq.heappush(self._heap, (ts + every, index))
 
     def _topic(self, device: dict[str, Any], kind: str) -> str:
         return f"{self.prefix}/{device['community']}/{kind}/{device['id']}"
+
+    def _crowd(self, device_id: str) -> int:
+        """A crowd count that drifts as real ones do (a surge now and then), not a fresh random number each time."""
+        level = self._crowds.get(device_id)
+        if level is None:
+            level = self.rng.uniform(20, 150)
+        elif self.rng.random() < 0.001:
+            level = self.rng.uniform(280, 400)  # an event lets out: the surge and density rules have work
+        else:
+            level = min(max(level + self.rng.gauss(-0.05 * (level - 80), 8), 0.0), 400.0)
+        self._crowds[device_id] = level
+        return round(level)
 
     def _plate(self) -> str:
         if self.watched_plates and self.rng.random() < 0.01:
@@ -65,10 +122,12 @@ class TrafficSimulator:
         """Return the next message; `now` (unix seconds) stamps it."""
         ts = time.time() if now is None else now
         self.seq += 1
-        device = self.rng.choice(self.devices)
+        index, due = self._next_device(ts)
+        device = self.devices[index]
         kind = device["kind"]
-        if self.rng.random() < self.bad_fraction:
+        if not due and self.rng.random() < self.bad_fraction:
             return self._bad(device, ts)
+        self._reported(index, ts)
         if self.rng.random() < 0.1:
             body: dict[str, Any] = {
                 "battery": round(self.rng.uniform(20, 100), 1),
@@ -88,7 +147,7 @@ class TrafficSimulator:
         elif kind == "parking":
             body = {"occupied": rng.random() < 0.6}
         elif kind == "crowd":
-            body = {"count": rng.randint(0, 400), "zone": "entrance"}
+            body = {"count": self._crowd(device["id"]), "zone": "entrance"}
         elif kind == "checkpoint":
             body = {
                 "plate": self._plate(),

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from safecity.kernel.settings import Settings, load_settings
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.warning.rules import RuleError, RulePack, load_pack
 
@@ -23,10 +25,21 @@ rules_app = typer.Typer(help="Rule packs: check and backtest.", no_args_is_help=
 console = Console()
 
 
-def _node_settings() -> Settings:
-    from safecity.kernel.settings import Settings
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (environment SAFECITY_... overrides it).")
+]
 
-    return Settings()
+
+def _settings(config: Path | None) -> Settings:
+    """The node's settings (the same resolution as every `safecity` command); exit 2 when they are invalid."""
+    try:
+        return load_settings(config)
+    except ValidationError as err:
+        typer.echo(f"Invalid settings:\n{err}", err=True)
+        raise typer.Exit(2) from err
+    except FileNotFoundError as err:
+        typer.echo(f"{err}. Pass an existing file to --config.", err=True)
+        raise typer.Exit(2) from err
 
 
 def pseudonymizer_of(settings: Settings) -> Pseudonymizer:
@@ -34,9 +47,9 @@ def pseudonymizer_of(settings: Settings) -> Pseudonymizer:
     return Pseudonymizer(settings.security.pseudonym_key.get_secret_value().encode())
 
 
-def _load(file: Path, pseudonymize: Pseudonymizer | None = None) -> RulePack:
+def _load(file: Path, settings: Settings) -> RulePack:
     try:
-        return load_pack(file, pseudonymize=pseudonymize or pseudonymizer_of(_node_settings()))
+        return load_pack(file, pseudonymize=pseudonymizer_of(settings))
     except RuleError as err:
         for line in err.lines():
             typer.echo(line, err=True)
@@ -47,9 +60,9 @@ def _load(file: Path, pseudonymize: Pseudonymizer | None = None) -> RulePack:
 
 
 @rules_app.command("check")
-def check(file: Annotated[Path, typer.Argument(help="YAML rule pack.")]) -> None:
+def check(file: Annotated[Path, typer.Argument(help="YAML rule pack.")], config: ConfigOption = None) -> None:
     """Validate a rule pack; print `file:line: reason` for every problem (exit 1)."""
-    pack = _load(file)
+    pack = _load(file, _settings(config))
     kinds = sorted({r.kind for r in pack.rules})
     typer.echo(f"{file}: ok, {len(pack.spec.rules)} rules ({', '.join(kinds)})")
 
@@ -62,13 +75,23 @@ def test(
         str | None, typer.Option(help="End of the period (exclusive): 1h (ago), an ISO 8601 instant; default now.")
     ] = None,
     db: Annotated[str | None, typer.Option(help="Database URL (default: the settings').")] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Backtest a rule pack over stored events: what would have fired, how often, for which groups and events."""
     from safecity.kernel import clock
+    from safecity.kernel.errors import SafeCityError
+    from safecity.store.locate import require_database
 
-    settings = _node_settings()
+    settings = _settings(config)
     pseudonymize = pseudonymizer_of(settings)
-    pack = _load(file, pseudonymize)
+    pack = _load(file, settings)
+    url = db or settings.database.url
+    try:
+        # A missing database is reported, never created empty (a backtest only reads).
+        asyncio.run(require_database(url, config=config))
+    except SafeCityError as err:
+        typer.echo(err.render(settings.locale), err=True)
+        raise typer.Exit(1) from err
     now = clock.now()
     try:
         start = parse_instant(since, now)
@@ -79,7 +102,7 @@ def test(
     if end <= start:
         typer.echo(f"--until ({end.isoformat()}) must be later than --since ({start.isoformat()})", err=True)
         raise typer.Exit(2)
-    report = asyncio.run(run_backtest(pack, db or settings.database.url, start, end, pseudonymize))
+    report = asyncio.run(run_backtest(pack, url, start, end, pseudonymize))
     print_report(report, file)
 
 

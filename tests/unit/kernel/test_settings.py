@@ -135,3 +135,12 @@ def test_secrets_do_not_print() -> None:
     settings = Settings(security={"pseudonym_key": "s3cret-key"})  # type: ignore[arg-type]
     assert "s3cret-key" not in repr(settings)
     assert "s3cret-key" not in settings.model_dump_json()
+
+
+def test_database_follows_the_data_dir_unless_a_url_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(None, data_dir=tmp_path).database.url == f"sqlite+aiosqlite:///{tmp_path / 'safecity.db'}"
+    monkeypatch.setenv("SAFECITY_DATA_DIR", str(tmp_path / "env"))
+    assert load_settings().database.url == f"sqlite+aiosqlite:///{tmp_path / 'env' / 'safecity.db'}"
+    config = tmp_path / "node.toml"
+    config.write_text('[database]\nurl = "postgresql+asyncpg://db/x"\n', encoding="utf-8")
+    assert load_settings(config).database.url == "postgresql+asyncpg://db/x"
