@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from safecity.kernel.errors import Conflict, NotFound
+from safecity.kernel.errors import Conflict, InvalidInput, NotFound
 from safecity.sensing.model import DeviceKind, DeviceStatus
 
 # ASCII only: the id is a token of MQTT topics `safecity/<community>/<kind>/<device>`.
@@ -38,6 +38,36 @@ class DeviceExists(Conflict):
     code = "device.exists"
     message_en = "Device {id} already exists."
     message_zh = "设备 {id} 已存在。"
+
+
+class DeviceFileEmpty(InvalidInput):
+    """An import file holds nothing at all."""
+
+    code = "device.file_empty"
+    title_en = "Empty import file"
+    title_zh = "导入文件为空"
+    message_en = "The file is empty: a CSV needs a header row naming the columns (at least id and kind)."
+    message_zh = "文件为空：CSV 第一行须为列名表头（至少包含 id 和 kind）。"
+
+
+class DeviceCsvHeaderMissing(InvalidInput):
+    """The first CSV line is not a header with the required columns (often: a file exported without one)."""
+
+    code = "device.csv_header_missing"
+    title_en = "CSV header missing"
+    title_zh = "缺少 CSV 表头"
+    message_en = "The first line must be a header naming the columns (e.g. id,kind,name,lon,lat); missing: {missing}."
+    message_zh = "第一行须为列名表头（例如 id,kind,name,lon,lat）；缺少列：{missing}。"
+
+
+class DeviceGeoJsonInvalid(InvalidInput):
+    """A GeoJSON import body is not JSON or not a FeatureCollection."""
+
+    code = "device.geojson_invalid"
+    title_en = "Invalid GeoJSON"
+    title_zh = "GeoJSON 无效"
+    message_en = "The body must be JSON: a GeoJSON FeatureCollection of Point features."
+    message_zh = "请求体须为 JSON：由 Point 要素组成的 GeoJSON FeatureCollection。"
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -205,17 +235,21 @@ def _blank_to_none(value: str | None) -> str | None:
 
 
 def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
-    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues."""
+    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues.
+
+    A file that is empty or whose first line is not a header with `id` and `kind` is refused as a whole
+    (DeviceFileEmpty, DeviceCsvHeaderMissing): there are no rows to report on.
+    """
     rows: list[DeviceIn] = []
     issues: list[ImportIssue] = []
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
     fields = [f.strip() for f in (reader.fieldnames or [])]
-    if not fields:
-        return rows, [ImportIssue(line=1, reason="empty file: a header row is required")]
+    if not any(fields):
+        raise DeviceFileEmpty
     reader.fieldnames = fields
     missing = [c for c in ("id", "kind") if c not in fields]
     if missing:
-        return rows, [ImportIssue(line=1, reason=f"missing columns: {', '.join(missing)}")]
+        raise DeviceCsvHeaderMissing(missing=", ".join(missing))
     seen: dict[str, int] = {}
     for record in reader:
         line = reader.line_num
@@ -251,19 +285,24 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
 
 
 def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], list[ImportIssue]]:
-    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues."""
+    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues.
+
+    A body that is not JSON or not a FeatureCollection is refused as a whole (DeviceGeoJsonInvalid).
+    """
     if isinstance(data, (str, bytes)):
+        if not data.strip():
+            raise DeviceFileEmpty
         try:
             data = json.loads(data)
         except (ValueError, RecursionError) as err:
             # RecursionError: absurdly deep nesting; the body cap bounds the size, not the depth.
-            return [], [ImportIssue(reason=f"not valid JSON: {type(err).__name__}")]
+            raise DeviceGeoJsonInvalid from err
     if (
         not isinstance(data, dict)
         or data.get("type") != "FeatureCollection"
         or not isinstance(data.get("features"), list)
     ):
-        return [], [ImportIssue(reason="expected a GeoJSON FeatureCollection")]
+        raise DeviceGeoJsonInvalid
     rows: list[DeviceIn] = []
     issues: list[ImportIssue] = []
     seen: dict[str, int] = {}

@@ -181,3 +181,32 @@ async def test_geojson_import(db_app_client: tuple[FastAPI, httpx.AsyncClient], 
     )
     assert unsupported.status_code == 415
     assert unsupported.json()["code"] == "http.unsupported_media_type"
+
+
+async def test_empty_or_headerless_csv_is_a_422_problem(
+    app_client: tuple[FastAPI, httpx.AsyncClient], key_headers
+) -> None:
+    app, client = app_client
+    op = await key_headers(app, Role.OPERATOR)
+    cases = {
+        b"": "device.file_empty",
+        b"\r\n": "device.file_empty",
+        "s-1,smoke,烟感1,anting,c1,121.1,31.3\n".encode(): "device.csv_header_missing",
+    }
+    for body, code in cases.items():
+        for mode in ("valid_only", "all_or_nothing"):
+            response = await client.post(
+                f"/api/v1/devices/import?mode={mode}", content=body, headers={**op, **CSV_HEADERS}
+            )
+            assert response.status_code == 422, (body, mode, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == code
+    headerless = await client.post(
+        "/api/v1/devices/import", content=b"s-1,smoke\n", headers={**op, **CSV_HEADERS, "Accept-Language": "zh-CN"}
+    )
+    assert headerless.json()["detail"] == "第一行须为列名表头（例如 id,kind,name,lon,lat）；缺少列：id, kind。"
+    geojson = await client.post(
+        "/api/v1/devices/import", content=b"{", headers={**op, "Content-Type": "application/geo+json"}
+    )
+    assert (geojson.status_code, geojson.json()["code"]) == (422, "device.geojson_invalid")
+    assert (await client.get("/api/v1/devices", headers=op)).json()["total"] == 0

@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from safecity.sensing.devices import DeviceIn, DevicePatch, parse_csv, parse_geojson
+from safecity.sensing.devices import (
+    DeviceCsvHeaderMissing,
+    DeviceFileEmpty,
+    DeviceGeoJsonInvalid,
+    DeviceIn,
+    DevicePatch,
+    parse_csv,
+    parse_geojson,
+)
 
 
 @pytest.mark.parametrize("device_id", ["a", "jd-01:smoke.1_x", "A" * 128])
@@ -58,16 +66,24 @@ def test_csv_line_numbers_and_quoting() -> None:
 
 
 def test_csv_structure_errors() -> None:
-    assert parse_csv("")[1][0].reason.startswith("empty file")
-    assert "kind" in parse_csv("id,name\na,b\n")[1][0].reason
+    for empty in ("", "\ufeff", "\r\n", ",,\n"):
+        with pytest.raises(DeviceFileEmpty):
+            parse_csv(empty)
+    with pytest.raises(DeviceCsvHeaderMissing) as missing:
+        parse_csv("id,name\na,b\n")
+    assert missing.value.params == {"missing": "kind"}
+    with pytest.raises(DeviceCsvHeaderMissing):
+        parse_csv("s-1,smoke,烟感1,anting,c1,121.1,31.3\n")  # exported without a header
     rows, issues = parse_csv("id,kind\n")
     assert rows == [] and issues == []
 
 
 def test_geojson_errors() -> None:
-    assert parse_geojson(b"{")[1][0].reason.startswith("not valid JSON")
-    assert parse_geojson("[" * 100_000)[1][0].reason.startswith("not valid JSON")
-    assert parse_geojson({"type": "Feature"})[1][0].reason == "expected a GeoJSON FeatureCollection"
+    for bad in (b"{", "[" * 100_000, {"type": "Feature"}):
+        with pytest.raises(DeviceGeoJsonInvalid):
+            parse_geojson(bad)  # type: ignore[arg-type]
+    with pytest.raises(DeviceFileEmpty):
+        parse_geojson(b" \n")
     rows, issues = parse_geojson(
         {
             "type": "FeatureCollection",
@@ -91,7 +107,10 @@ def test_geojson_errors() -> None:
 
 @given(st.text(max_size=300))
 def test_csv_parser_never_raises(text: str) -> None:
-    rows, issues = parse_csv(text)
+    try:
+        rows, issues = parse_csv(text)
+    except (DeviceFileEmpty, DeviceCsvHeaderMissing):
+        return  # refused as a whole, with its own error
     assert all(isinstance(r, DeviceIn) for r in rows)
     assert all(i.reason for i in issues)
 
