@@ -19,6 +19,7 @@ from safecity.sensing.devices import (
     DevicePatch,
     ImportMode,
     ImportReport,
+    decode_csv,
 )
 from safecity.sensing.model import DeviceKind, DeviceStatus
 
@@ -44,6 +45,15 @@ class DeviceImportRejected(InvalidInput):
     def __init__(self, report: ImportReport) -> None:
         super().__init__(count=len(report.errors))
         self.extensions = {"errors": [issue.model_dump() for issue in report.errors]}
+
+
+def _charset(request: Request) -> str | None:
+    """The charset parameter of the request's Content-Type, if any."""
+    for param in request.headers.get("content-type", "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip()
+    return None
 
 
 def device_service(request: Request) -> DeviceService:
@@ -108,11 +118,7 @@ async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_O
     body = await request.body()
     service = device_service(request)
     if content_type in CSV_TYPES:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InvalidInput("CSV must be UTF-8.") from err
-        report = await service.import_csv(text, mode=mode)
+        report = await service.import_csv(decode_csv(body, _charset(request)), mode=mode)
     elif content_type in GEOJSON_TYPES:
         report = await service.import_geojson(body, mode=mode)
     else:

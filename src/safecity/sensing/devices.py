@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -58,6 +59,16 @@ class DeviceCsvHeaderMissing(InvalidInput):
     title_zh = "缺少 CSV 表头"
     message_en = "The first line must be a header naming the columns (e.g. id,kind,name,lon,lat); missing: {missing}."
     message_zh = "第一行须为列名表头（例如 id,kind,name,lon,lat）；缺少列：{missing}。"
+
+
+class DeviceCsvEncoding(InvalidInput):
+    """A CSV body is neither UTF-8 nor GB18030 (nor the charset it declares)."""
+
+    code = "device.csv_encoding"
+    title_en = "Unreadable CSV encoding"
+    title_zh = "无法识别 CSV 编码"
+    message_en = "The CSV could not be decoded: save it as UTF-8 (with or without BOM) or GBK/GB18030."
+    message_zh = "无法解码该 CSV：请保存为 UTF-8（带或不带 BOM）或 GBK/GB18030 编码。"
 
 
 class DeviceGeoJsonInvalid(InvalidInput):
@@ -232,6 +243,32 @@ def _blank_to_none(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def decode_csv(body: bytes, charset: str | None = None) -> str:
+    """Decode a CSV upload: UTF-8 (a BOM is dropped) when it is valid UTF-8, else the declared charset, else GB18030.
+
+    Chinese Excel saves "CSV" in the ANSI code page, GBK (cp936), and sends no charset; GB18030 is a superset of
+    GBK, and GBK text with any Chinese in it is almost never valid UTF-8, so trying UTF-8 first is safe.
+    """
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    encodings = ["gb18030"]
+    if charset:
+        try:
+            declared = codecs.lookup(charset.strip().strip('"')).name
+        except LookupError:
+            declared = None
+        if declared is not None and declared not in ("utf-8", "utf-8-sig"):
+            encodings.insert(0, declared)
+    for encoding in encodings:
+        try:
+            return body.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise DeviceCsvEncoding
 
 
 def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:

@@ -210,3 +210,25 @@ async def test_empty_or_headerless_csv_is_a_422_problem(
     )
     assert (geojson.status_code, geojson.json()["code"]) == (422, "device.geojson_invalid")
     assert (await client.get("/api/v1/devices", headers=op)).json()["total"] == 0
+
+
+async def test_gbk_csv_from_chinese_excel_is_imported(
+    app_client: tuple[FastAPI, httpx.AsyncClient], key_headers
+) -> None:
+    app, client = app_client
+    op = await key_headers(app, Role.OPERATOR)
+    csv_text = "id,kind,name,town\r\ns-1,smoke,嘉定一号楼烟感,安亭镇\r\n"
+    response = await client.post(
+        "/api/v1/devices/import", content=csv_text.encode("gbk"), headers={**op, "Content-Type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == 1
+    device = (await client.get("/api/v1/devices/s-1", headers=op)).json()
+    assert (device["name"], device["town"]) == ("嘉定一号楼烟感", "安亭镇")
+    garbage = await client.post(
+        "/api/v1/devices/import",
+        content=b"id,kind\n\x81\x20\xff\n",
+        headers={**op, "Content-Type": "text/csv", "Accept-Language": "zh-CN"},
+    )
+    assert (garbage.status_code, garbage.json()["code"]) == (422, "device.csv_encoding")
+    assert garbage.json()["detail"] == "无法解码该 CSV：请保存为 UTF-8（带或不带 BOM）或 GBK/GB18030 编码。"

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from safecity.sensing.devices import (
+    DeviceCsvEncoding,
     DeviceCsvHeaderMissing,
     DeviceFileEmpty,
     DeviceGeoJsonInvalid,
     DeviceIn,
     DevicePatch,
+    decode_csv,
     parse_csv,
     parse_geojson,
 )
@@ -125,3 +129,14 @@ def test_geojson_parser_never_raises(data: object) -> None:
     doc = {"type": "FeatureCollection", "features": data if isinstance(data, list) else [data]}
     rows, issues = parse_geojson(doc)  # type: ignore[arg-type]
     assert len(rows) + len(issues) <= len(doc["features"])
+
+
+def test_decode_csv_utf8_bom_and_gbk() -> None:
+    text = "id,kind,name\ns-1,smoke,嘉定一号楼烟感\n"
+    assert decode_csv(text.encode("utf-8")) == text
+    assert decode_csv(codecs.BOM_UTF8 + text.encode("utf-8")) == text
+    assert decode_csv(text.encode("gbk")) == text  # Chinese Excel's "CSV (逗号分隔)"
+    assert decode_csv(text.encode("gbk"), "utf-8") == text  # a wrong declared charset does not win over the bytes
+    assert decode_csv("id,kind,name\nb,door,ã\n".encode("latin-1"), "iso-8859-1").endswith("ã\n")
+    with pytest.raises(DeviceCsvEncoding):
+        decode_csv(b"id,kind\n\x81\x20\xff\n")
