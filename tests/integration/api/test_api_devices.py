@@ -232,3 +232,29 @@ async def test_gbk_csv_from_chinese_excel_is_imported(
     )
     assert (garbage.status_code, garbage.json()["code"]) == (422, "device.csv_encoding")
     assert garbage.json()["detail"] == "无法解码该 CSV：请保存为 UTF-8（带或不带 BOM）或 GBK/GB18030 编码。"
+
+
+async def test_multipart_upload_like_curl_form(app_client: tuple[FastAPI, httpx.AsyncClient], key_headers) -> None:
+    app, client = app_client
+    op = await key_headers(app, Role.OPERATOR)
+    # What `curl -F file=@devices.csv` sends: a form part typed application/octet-stream, named by its file.
+    csv_bytes = "id,kind,name\r\ns-1,smoke,烟感\r\n".encode("gbk")
+    files = {"file": ("devices.csv", csv_bytes, "application/octet-stream")}
+    response = await client.post("/api/v1/devices/import", files=files, headers=op)
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == 1
+    assert (await client.get("/api/v1/devices/s-1", headers=op)).json()["name"] == "烟感"
+
+    feature = {"type": "Feature", "id": "g-1", "geometry": None, "properties": {"kind": "door"}}
+    geojson = json.dumps({"type": "FeatureCollection", "features": [feature]}).encode()
+    typed = {"upload": ("devices.geojson", geojson, "application/geo+json")}
+    assert (await client.post("/api/v1/devices/import", files=typed, headers=op)).json()["created"] == 1
+
+    no_file = await client.post(
+        "/api/v1/devices/import",
+        headers={**op, "Content-Type": "multipart/form-data; boundary=b"},
+        content=b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nx\r\n--b--\r\n',
+    )
+    assert (no_file.status_code, no_file.json()["code"]) == (422, "device.upload_missing")
+    unknown = {"file": ("devices.xlsx", b"PK\x03\x04", "application/octet-stream")}
+    assert (await client.post("/api/v1/devices/import", files=unknown, headers=op)).status_code == 415
