@@ -202,7 +202,7 @@ class Runtime:
         default = self.settings.ingest.heartbeat_timeout_s
         for device_id, info in self.devices.index.items():
             if info.status in ("active", "offline"):
-                self.health.track(device_id, info.heartbeat_s or default, info.last_seen)
+                self.health.track(device_id, info.offline_after_s or default, info.last_seen)
 
     async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
         self.alerts.note_delivered(alert_id, at)

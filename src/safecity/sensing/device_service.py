@@ -51,7 +51,7 @@ class DeviceInfo:
     building: str | None
     lon: float | None
     lat: float | None
-    heartbeat_s: float | None
+    offline_after_s: float | None
     status: str = DeviceStatus.ACTIVE.value
     last_seen: datetime | None = None
 
@@ -103,7 +103,7 @@ def info_of(values: dict[str, Any] | DeviceIn) -> DeviceInfo:
         building=get("building"),
         lon=get("lon"),
         lat=get("lat"),
-        heartbeat_s=get("heartbeat_s"),
+        offline_after_s=get("offline_after_s"),
         status=str(get("status") or DeviceStatus.ACTIVE.value),
         last_seen=get("last_seen"),
     )

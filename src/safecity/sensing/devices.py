@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safecity.kernel.errors import Conflict, InvalidInput, NotFound
 from safecity.sensing.model import DeviceKind, DeviceStatus
@@ -22,7 +22,25 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 # Printable text only: control characters (NUL above all) are refused by PostgreSQL and have no place in names.
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
-CSV_COLUMNS = ("id", "kind", "name", "town", "community", "building", "lon", "lat", "owner", "status", "heartbeat_s")
+CSV_COLUMNS = (
+    "id",
+    "kind",
+    "name",
+    "town",
+    "community",
+    "building",
+    "lon",
+    "lat",
+    "owner",
+    "status",
+    "offline_after_s",
+)
+# Deprecated column names still read: old name -> current name.
+CSV_ALIASES = {"heartbeat_s": "offline_after_s"}
+OFFLINE_AFTER_DOC = (
+    "Seconds of silence after which the device is reported offline (null: the node's "
+    "ingest.heartbeat_timeout_s). `heartbeat_s` is accepted on input as a deprecated alias."
+)
 
 
 class DeviceNotFound(NotFound):
@@ -132,7 +150,13 @@ class DeviceIn(_Coordinates):
     building: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
     owner: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     status: DeviceStatus = DeviceStatus.ACTIVE
-    heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400, description="Expected heartbeat interval.")
+    offline_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86_400,
+        validation_alias=AliasChoices("offline_after_s", "heartbeat_s"),
+        description=OFFLINE_AFTER_DOC,
+    )
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("attributes")
@@ -162,7 +186,13 @@ class DevicePatch(BaseModel):
     lat: float | None = Field(None, ge=-90, le=90)
     owner: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     status: DeviceStatus | None = None
-    heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    offline_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86_400,
+        validation_alias=AliasChoices("offline_after_s", "heartbeat_s"),
+        description=OFFLINE_AFTER_DOC,
+    )
     attributes: dict[str, Any] | None = None
 
     @field_validator("attributes")
@@ -295,8 +325,9 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
             continue
         values: dict[str, Any] = {}
         attributes: dict[str, Any] = {}
-        for column, raw in record.items():
+        for header, raw in record.items():
             value = _blank_to_none(raw)
+            column = CSV_ALIASES.get(header, header)
             if column in CSV_COLUMNS:
                 if value is not None:
                     values[column] = value

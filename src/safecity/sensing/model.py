@@ -20,6 +20,7 @@ class DeviceKind(StrEnum):
     CHECKPOINT = "checkpoint"
     VIDEO = "video"
     CROWD = "crowd"
+    HEARTBEAT = "heartbeat"  # a device that only reports it is alive (a gateway, a repeater)
     GENERIC = "generic"
 
 

@@ -264,7 +264,7 @@ class IngestPipeline:
         )
         envelope.stamp("tagged")
         if self.health is not None:
-            interval = getattr(device, "heartbeat_s", None) or self.settings.heartbeat_timeout_s
+            interval = getattr(device, "offline_after_s", None) or self.settings.heartbeat_timeout_s
             self.health.seen(reading.device_id, occurred, interval)
         return envelope
 

@@ -33,7 +33,7 @@ def demo_devices(count: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, 
     district = build_district(devices=count)
     registered = [dict(d) for d in district.devices]
     for device in registered[:SILENT_DEVICES]:
-        device["heartbeat_s"] = SILENT_HEARTBEAT_S
+        device["offline_after_s"] = SILENT_HEARTBEAT_S
     talking = registered[SILENT_DEVICES:]
     return district, registered, talking
 

@@ -98,7 +98,7 @@ devices = Table(
     Column("lat", Float),
     Column("owner", String(200)),
     Column("status", String(16), nullable=False),
-    Column("heartbeat_s", Float, comment="Expected heartbeat interval; null: the default applies."),
+    Column("offline_after_s", Float, comment="Offline after this silence; null: the default applies."),
     Column("last_seen", TS),
     Column("attributes", JSON, nullable=False),
     Column("created_at", TS, nullable=False),

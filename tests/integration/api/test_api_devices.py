@@ -126,7 +126,7 @@ async def test_csv_import_reports_line_numbers(db_app_client: tuple[FastAPI, htt
     assert errors[8]["id"] == "设备5"
     s1 = (await client.get("/api/v1/devices/s-1", headers=op)).json()
     assert s1["attributes"] == {"floor": "2"}
-    assert s1["heartbeat_s"] == 60
+    assert s1["offline_after_s"] == 60  # read from the deprecated column name
     assert app.state.runtime.devices.index.get("s-4").kind == "door"
 
     # Importing again updates instead of creating.
@@ -258,3 +258,27 @@ async def test_multipart_upload_like_curl_form(app_client: tuple[FastAPI, httpx.
     assert (no_file.status_code, no_file.json()["code"]) == (422, "device.upload_missing")
     unknown = {"file": ("devices.xlsx", b"PK\x03\x04", "application/octet-stream")}
     assert (await client.post("/api/v1/devices/import", files=unknown, headers=op)).status_code == 415
+
+
+async def test_offline_after_s_and_heartbeat_kind(app_client: tuple[FastAPI, httpx.AsyncClient], key_headers) -> None:
+    app, client = app_client
+    op = await key_headers(app, Role.OPERATOR)
+    # A gateway that only reports it is alive registers as kind `heartbeat`.
+    gateway = await client.post("/api/v1/devices", json={"id": "gw-1", "kind": "heartbeat"}, headers=op)
+    assert gateway.status_code == 201, gateway.text
+    named = await client.post(
+        "/api/v1/devices", json={"id": "s-1", "kind": "smoke", "offline_after_s": 900}, headers=op
+    )
+    assert named.json()["offline_after_s"] == 900
+    assert "heartbeat_s" not in named.json()
+    # The old name is still read on input (deprecated alias), in JSON, PATCH and CSV.
+    old = await client.post("/api/v1/devices", json={"id": "s-2", "kind": "smoke", "heartbeat_s": 120}, headers=op)
+    assert old.json()["offline_after_s"] == 120
+    patched = await client.patch("/api/v1/devices/s-2", json={"heartbeat_s": 60}, headers=op)
+    assert patched.json()["offline_after_s"] == 60
+    assert app.state.runtime.devices.index.get("s-2").offline_after_s == 60
+    imported = await client.post(
+        "/api/v1/devices/import", content=b"id,kind,offline_after_s\ns-3,door,30\n", headers={**op, **CSV_HEADERS}
+    )
+    assert imported.json()["created"] == 1
+    assert (await client.get("/api/v1/devices/s-3", headers=op)).json()["offline_after_s"] == 30
