@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from safecity.geo.places import PlaceTree, TagIndex, load_places
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, MemoryBus, Subscription
@@ -82,6 +83,13 @@ class Runtime:
             metrics=self.metrics,
         )
         self.health = HealthMonitor(self._device_offline)
+        # Places: from the given tagger (the demo), else from the boundaries file the settings name.
+        self.place_index: TagIndex | None = tagger if isinstance(tagger, TagIndex) else None
+        if tagger is None and settings.places.boundaries is not None:
+            tree = load_places(settings.places.boundaries, flat_level=settings.places.level)
+            tagger = self.place_index = TagIndex(tree)
+            log.info("places_loaded", places=len(tree), path=str(settings.places.boundaries))
+        self.places: PlaceTree | None = self.place_index.tree if self.place_index is not None else None
         key = settings.security.pseudonym_key.get_secret_value().encode()
         pseudonymize = Pseudonymizer(key)
         self.pipeline = IngestPipeline(
@@ -119,6 +127,7 @@ class Runtime:
                 tier=settings.role,
                 snapshot_path=settings.warning.snapshot,
                 metrics=self.metrics,
+                place_names=self.places.names if self.places is not None else None,
             )
         self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role)
         self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)

@@ -74,6 +74,7 @@ class Tags(msgspec.Struct, frozen=True, kw_only=True):
     community: str | None = None
     building: str | None = None
     device_kind: str | None = None
+    district: str | None = None  # last: older messages without it still decode
 
 
 class SensorEvent(Payload, frozen=True):

@@ -275,6 +275,7 @@ class IngestPipeline:
             assert lat is not None
             found = self.tagger.tag(lon, lat)
             return Tags(
+                district=getattr(found, "district", None),
                 town=getattr(found, "town", None),
                 community=getattr(found, "community", None),
                 building=getattr(found, "building", None),

@@ -43,6 +43,7 @@ events = Table(
     Column("town", String(64)),
     Column("community", String(64)),
     Column("building", String(64)),
+    Column("district", String(64)),
     Column("device_kind", String(32)),
     Column("lon", Float),
     Column("lat", Float),
