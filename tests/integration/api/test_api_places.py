@@ -41,9 +41,13 @@ async def test_district_boundaries_tag_events_and_name_alerts(sqlite_url: str, b
     await runtime.start()
     try:
         assert runtime.places is not None and len(runtime.places) == 16
-        await runtime.devices.upsert_many([{"id": "bund-1", "kind": "smoke", "lon": BUND[0], "lat": BUND[1]}])
+        registered = {"id": "bund-2", "kind": "door", "community": "c-7", "lon": BUND[0], "lat": BUND[1]}
+        await runtime.devices.upsert_many(
+            [{"id": "bund-1", "kind": "smoke", "lon": BUND[0], "lat": BUND[1]}, registered]
+        )
         payload = orjson.dumps({"id": "m1", "ts": time.time(), "alarm": True})
         await runtime.mqtt_route("safecity/bund/smoke/bund-1", payload)
+        await runtime.mqtt_route("safecity/c-7/door/bund-2", orjson.dumps({"ts": time.time(), "open": True}))
         alert = await _alert(runtime, "fire.smoke_alarm")
         assert alert.area["description"] == "黄浦区"  # type: ignore[attr-defined]
         assert alert.area["description_en"] == "Huangpu"  # type: ignore[attr-defined]
@@ -53,11 +57,13 @@ async def test_district_boundaries_tag_events_and_name_alerts(sqlite_url: str, b
         assert b"310101" not in xml
 
         async def stored() -> bool:
-            return bool(await runtime.events.list(device_id="bund-1"))
+            return len(await runtime.events.list(district="310101")) == 2
 
         await wait_for(stored, 20)
-        (event,) = await runtime.events.list(district="310101")
-        assert (event["district"], event["town"]) == ("310101", None)
+        by_device = {e["device_id"]: e for e in await runtime.events.list(district="310101")}
+        assert (by_device["bund-1"]["district"], by_device["bund-1"]["town"]) == ("310101", None)
+        # A registered community keeps its place; the position adds the district the registry does not give.
+        assert (by_device["bund-2"]["district"], by_device["bund-2"]["community"]) == ("310101", "c-7")
     finally:
         await runtime.stop()
 
