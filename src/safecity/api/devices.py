@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from safecity.api.auth import Role, require
-from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType
+from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.kernel.errors import InvalidInput
 from safecity.sensing.device_service import DeviceService
 from safecity.sensing.devices import (
@@ -162,9 +162,9 @@ async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_O
     content_type, charset, body = await _upload(request)
     service = device_service(request)
     if content_type in CSV_TYPES:
-        report = await service.import_csv(decode_csv(body, charset), mode=mode)
+        report = await service.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
     elif content_type in GEOJSON_TYPES:
-        report = await service.import_geojson(body, mode=mode)
+        report = await service.import_geojson(body, mode=mode, locale=request_locale(request))
     else:
         raise UnsupportedMediaType(
             got=content_type or "(none)", accepted=", ".join((*CSV_TYPES, *GEOJSON_TYPES, MULTIPART))

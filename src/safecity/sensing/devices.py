@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from safecity.kernel.errors import Conflict, InvalidInput, NotFound
+from safecity.kernel.messages import field_message
 from safecity.sensing.model import DeviceKind, DeviceStatus
 
 # ASCII only: the id is a token of MQTT topics `safecity/<community>/<kind>/<device>`.
@@ -259,13 +260,31 @@ class ImportReport(BaseModel):
     errors: list[ImportIssue] = Field(default_factory=list)
 
 
-def validation_reason(err: ValidationError) -> str:
-    """Summarize a validation error in one line."""
+def validation_reason(err: ValidationError, locale: str = "en") -> str:
+    """Summarize a validation error in one line, in the locale (zh-CN or en)."""
     parts = []
     for e in err.errors(include_url=False):
         loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+        msg = field_message(e, locale)
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+# Row-level reasons of the parsers: (en, zh-CN).
+_REASONS: dict[str, tuple[str, str]] = {
+    "extra_values": ("more values than header columns", "值的个数多于表头列数"),
+    "duplicate_line": ("duplicate id (first on line {first})", "id 重复（首次出现在第 {first} 行）"),
+    "duplicate_feature": ("duplicate id (first at feature {first})", "id 重复（首次出现在第 {first} 个要素）"),
+    "not_feature": ("not a GeoJSON Feature", "不是 GeoJSON Feature"),
+    "properties": ("properties must be an object", "properties 必须是对象"),
+    "geometry": ("geometry must be a Point [lon, lat]", "geometry 必须是 Point [lon, lat]"),
+    "attributes": ("attributes must be an object", "attributes 必须是对象"),
+}
+
+
+def _reason(key: str, locale: str, **params: Any) -> str:
+    en, zh = _REASONS[key]
+    return (zh if locale.lower().startswith("zh") else en).format(**params)
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -301,7 +320,7 @@ def decode_csv(body: bytes, charset: str | None = None) -> str:
     raise DeviceCsvEncoding
 
 
-def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
+def parse_csv(text: str, locale: str = "en") -> tuple[list[DeviceIn], list[ImportIssue]]:
     """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues.
 
     A file that is empty or whose first line is not a header with `id` and `kind` is refused as a whole
@@ -321,7 +340,7 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
     for record in reader:
         line = reader.line_num
         if None in record:
-            issues.append(ImportIssue(line=line, id=record.get("id"), reason="more values than header columns"))
+            issues.append(ImportIssue(line=line, id=record.get("id"), reason=_reason("extra_values", locale)))
             continue
         values: dict[str, Any] = {}
         attributes: dict[str, Any] = {}
@@ -340,11 +359,11 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
         try:
             device = DeviceIn.model_validate(values)
         except ValidationError as err:
-            issues.append(ImportIssue(line=line, id=device_id, reason=validation_reason(err)))
+            issues.append(ImportIssue(line=line, id=device_id, reason=validation_reason(err, locale)))
             continue
         if device.id in seen:
             issues.append(
-                ImportIssue(line=line, id=device.id, reason=f"duplicate id (first on line {seen[device.id]})")
+                ImportIssue(line=line, id=device.id, reason=_reason("duplicate_line", locale, first=seen[device.id]))
             )
             continue
         seen[device.id] = line
@@ -352,7 +371,7 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
     return rows, issues
 
 
-def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], list[ImportIssue]]:
+def parse_geojson(data: str | bytes | dict[str, Any], locale: str = "en") -> tuple[list[DeviceIn], list[ImportIssue]]:
     """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues.
 
     A body that is not JSON or not a FeatureCollection is refused as a whole (DeviceGeoJsonInvalid).
@@ -376,11 +395,11 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], l
     seen: dict[str, int] = {}
     for index, feature in enumerate(data["features"]):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            issues.append(ImportIssue(feature=index, reason="not a GeoJSON Feature"))
+            issues.append(ImportIssue(feature=index, reason=_reason("not_feature", locale)))
             continue
         props = feature.get("properties") or {}
         if not isinstance(props, dict):
-            issues.append(ImportIssue(feature=index, reason="properties must be an object"))
+            issues.append(ImportIssue(feature=index, reason=_reason("properties", locale)))
             continue
         values = dict(props)
         if "id" not in values and isinstance(feature.get("id"), (str, int)):
@@ -396,7 +415,7 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], l
                 or len(coords) < 2
                 or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2])
             ):
-                issues.append(ImportIssue(feature=index, id=device_id, reason="geometry must be a Point [lon, lat]"))
+                issues.append(ImportIssue(feature=index, id=device_id, reason=_reason("geometry", locale)))
                 continue
             values["lon"], values["lat"] = float(coords[0]), float(coords[1])
         known = set(DeviceIn.model_fields)
@@ -404,17 +423,19 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], l
         values = {k: v for k, v in values.items() if k in known}
         attributes = values.get("attributes") or {}
         if not isinstance(attributes, dict):
-            issues.append(ImportIssue(feature=index, id=device_id, reason="attributes must be an object"))
+            issues.append(ImportIssue(feature=index, id=device_id, reason=_reason("attributes", locale)))
             continue
         values["attributes"] = {**attributes, **extra}
         try:
             device = DeviceIn.model_validate(values)
         except ValidationError as err:
-            issues.append(ImportIssue(feature=index, id=device_id, reason=validation_reason(err)))
+            issues.append(ImportIssue(feature=index, id=device_id, reason=validation_reason(err, locale)))
             continue
         if device.id in seen:
             issues.append(
-                ImportIssue(feature=index, id=device.id, reason=f"duplicate id (first at feature {seen[device.id]})")
+                ImportIssue(
+                    feature=index, id=device.id, reason=_reason("duplicate_feature", locale, first=seen[device.id])
+                )
             )
             continue
         seen[device.id] = index

@@ -120,14 +120,25 @@ async def test_csv_import_reports_line_numbers(db_app_client: tuple[FastAPI, htt
     assert (report["created"], report["updated"], report["applied"]) == (2, 0, True)
     errors = {e["line"]: e for e in report["errors"]}
     assert set(errors) == {3, 4, 7, 8, 9}
-    assert "kind" in errors[3]["reason"]
-    assert "lon" in errors[4]["reason"]
-    assert "duplicate" in errors[7]["reason"]
+    # Row reasons follow Accept-Language (zh-CN by default), field names stay as they are.
+    assert errors[3]["reason"].startswith("kind: 应为以下之一：'smoke'")
+    assert errors[4]["reason"] == "lon: 应小于或等于 180"
+    assert errors[7]["reason"] == "id 重复（首次出现在第 2 行）"
+    assert errors[9]["reason"] == "取值无效：lon 与 lat 须同时给出"
     assert errors[8]["id"] == "设备5"
     s1 = (await client.get("/api/v1/devices/s-1", headers=op)).json()
     assert s1["attributes"] == {"floor": "2"}
     assert s1["offline_after_s"] == 60  # read from the deprecated column name
     assert app.state.runtime.devices.index.get("s-4").kind == "door"
+
+    english = await client.post(
+        "/api/v1/devices/import?mode=all_or_nothing",
+        content=csv_text.encode(),
+        headers={**op, **CSV_HEADERS, "Accept-Language": "en"},
+    )
+    reasons = {e["line"]: e["reason"] for e in english.json()["errors"]}
+    assert reasons[4] == "lon: Input should be less than or equal to 180"
+    assert reasons[7] == "duplicate id (first on line 2)"
 
     # Importing again updates instead of creating.
     again = await client.post(
