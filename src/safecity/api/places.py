@@ -11,23 +11,11 @@ from shapely.geometry import mapping
 from safecity.api.auth import require
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.geo.places import LEVELS, Level, Place, PlaceNotFound, PlaceTree, TagIndex
-from safecity.kernel.errors import SafeCityError
 from safecity.sharing.keys import Role
 
 READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
 
-router = APIRouter(prefix="/api/v1/places", tags=["places"], responses={**PROBLEM_RESPONSES, 503: {}})
-
-
-class PlacesNotConfigured(SafeCityError):
-    """This node was started without place boundaries."""
-
-    code = "places.not_configured"
-    status = 503
-    title_en = "No places configured"
-    title_zh = "未配置区域边界"
-    message_en = "This node has no place boundaries: set places.boundaries (SAFECITY_PLACES__BOUNDARIES)."
-    message_zh = "本节点未加载区域边界：请设置 places.boundaries（SAFECITY_PLACES__BOUNDARIES）。"
+router = APIRouter(prefix="/api/v1/places", tags=["places"], responses=PROBLEM_RESPONSES)
 
 
 class PlaceOut(BaseModel):
@@ -69,11 +57,13 @@ class Resolved(BaseModel):
     building: PlaceOut | None = None
 
 
+_NO_PLACES = TagIndex(PlaceTree([]))
+
+
 def _index(request: Request) -> TagIndex:
+    """The node's place index; an empty one when it runs without boundaries (no places, nothing resolves)."""
     index: TagIndex | None = getattr(request.app.state.runtime, "place_index", None)
-    if index is None:
-        raise PlacesNotConfigured
-    return index
+    return index if index is not None else _NO_PLACES
 
 
 def _out(tree: PlaceTree, place: Place) -> PlaceOut:
