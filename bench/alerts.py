@@ -334,7 +334,7 @@ def devices_csv(prefix: str, buildings: int) -> str:
     """Every device load.py will use in a step with this prefix: 4 detectors per building, plus the probes."""
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["id", "kind", "community", "building", "heartbeat_s"])
+    w.writerow(["id", "kind", "community", "building", "offline_after_s"])
     for b in range(buildings):
         name = f"{prefix}-b{b:05d}"
         for d in range(4):

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 
+from safecity.geo.places import PlaceTree, TagIndex, load_places
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, MemoryBus, OverflowHook, Subscription
@@ -97,6 +98,13 @@ class Runtime:
             on_rejected=self._event_rejected,
         )
         self.health = HealthMonitor(self._device_offline)
+        # Places: from the given tagger (the demo), else from the boundaries file the settings name.
+        self.place_index: TagIndex | None = tagger if isinstance(tagger, TagIndex) else None
+        if tagger is None and settings.places.boundaries is not None:
+            tree = load_places(settings.places.boundaries, flat_level=settings.places.level)
+            tagger = self.place_index = TagIndex(tree)
+            log.info("places_loaded", places=len(tree), path=str(settings.places.boundaries))
+        self.places: PlaceTree | None = self.place_index.tree if self.place_index is not None else None
         key = settings.security.pseudonym_key.get_secret_value().encode()
         pseudonymize = Pseudonymizer(key)
         self.pipeline = IngestPipeline(
@@ -138,6 +146,7 @@ class Runtime:
                 snapshot_path=settings.warning.snapshot,
                 metrics=self.metrics,
                 lateness_s=settings.warning.allowed_lateness_s,
+                place_names=self.places.names if self.places is not None else None,
             )
         self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role)
         self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)
@@ -239,7 +248,7 @@ class Runtime:
         for device_id, info in self.devices.index.items():
             if info.status in ("active", "offline"):
                 self.health.track(
-                    device_id, info.heartbeat_s or default, info.last_seen, offline=info.status == "offline"
+                    device_id, info.offline_after_s or default, info.last_seen, offline=info.status == "offline"
                 )
 
     async def _alert_delivered(self, alert_id: str, at: datetime) -> None:

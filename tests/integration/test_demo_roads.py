@@ -65,10 +65,13 @@ async def test_demo_with_osm_routes_on_real_roads(shared_data: Path, tmp_path: P
                 break
             await asyncio.sleep(0.1)
         assert tiles.is_file()
+        # The real district file names places: the Bund (a node of 中山东一路) is in 黄浦区.
+        bund = (await client.get("/api/v1/places/resolve", params={"lon": 121.4856, "lat": 31.2438})).json()
+        assert (bund["district"]["name"], bund["district"]["name_en"]) == ("黄浦区", "Huangpu")
         tj = await client.get("/tiles/roads.json")
         assert tj.status_code == 200 and tj.json()["attribution"].startswith("©")
     demo.cancel()
     result = await asyncio.gather(demo, return_exceptions=True)
     assert not isinstance(result[0], Exception) or isinstance(result[0], asyncio.CancelledError)
-    assert "Places: 16 boundaries" in out.getvalue()
+    assert "Places: 16 district boundaries" in out.getvalue()
     assert "Road network:" in out.getvalue()

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from safecity.api import alerts, auth, devices, events, ingest, notify, routing, rules
+from safecity.api import alerts, auth, devices, events, ingest, notify, places, routing, rules
 from safecity.api.docs import install_docs
 from safecity.api.problems import ProblemMiddleware, install_problem_handlers
 from safecity.kernel.logging import install_redaction
@@ -159,6 +159,7 @@ def create_app(runtime: Any, *, extra_routers: Sequence[APIRouter] = ()) -> Fast
     app.include_router(alerts.feed_router)
     app.include_router(notify.router)
     app.include_router(rules.router)
+    app.include_router(places.router)
     for router in extra_routers:
         app.include_router(router)
     return app

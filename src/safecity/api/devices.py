@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from safecity.api.auth import Role, require
-from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType
+from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.kernel.errors import InvalidInput
 from safecity.sensing.device_service import DeviceService
 from safecity.sensing.devices import (
@@ -19,6 +21,7 @@ from safecity.sensing.devices import (
     DevicePatch,
     ImportMode,
     ImportReport,
+    decode_csv,
 )
 from safecity.sensing.model import DeviceKind, DeviceStatus
 
@@ -27,6 +30,8 @@ WRITE = require(Role.OPERATOR)
 
 CSV_TYPES = ("text/csv", "application/csv")
 GEOJSON_TYPES = ("application/geo+json", "application/json")
+MULTIPART = "multipart/form-data"
+_BY_SUFFIX = {".csv": "text/csv", ".geojson": "application/geo+json", ".json": "application/json"}
 _FILTER = r"^[^\x00-\x1f\x7f]*$"
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=PROBLEM_RESPONSES)
@@ -44,6 +49,48 @@ class DeviceImportRejected(InvalidInput):
     def __init__(self, report: ImportReport) -> None:
         super().__init__(count=len(report.errors))
         self.extensions = {"errors": [issue.model_dump() for issue in report.errors]}
+
+
+class DeviceUploadMissing(InvalidInput):
+    """A multipart import carried no file."""
+
+    code = "device.upload_missing"
+    title_en = "No file uploaded"
+    title_zh = "未上传文件"
+    message_en = "The form has no file: send it as the field `file` (curl -F file=@devices.csv)."
+    message_zh = "表单中没有文件：请以字段 `file` 上传（curl -F file=@devices.csv）。"
+
+
+def _media_type(header: str | None) -> tuple[str, str | None]:
+    """A Content-Type header's media type (lower case) and charset parameter."""
+    media, *params = (header or "").split(";")
+    charset = None
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            charset = value.strip()
+    return media.strip().lower(), charset
+
+
+async def _upload(request: Request) -> tuple[str, str | None, bytes]:
+    """The uploaded file as (media type, charset, bytes): the raw body, or the file part of a multipart form.
+
+    A form part typed `application/octet-stream` (what `curl -F file=@devices.csv` sends) is typed by its file name.
+    """
+    content_type, charset = _media_type(request.headers.get("content-type"))
+    if content_type != MULTIPART:
+        return content_type, charset, await request.body()
+    async with request.form(max_files=1, max_fields=20) as form:  # closing the form removes its temporary files
+        upload = form.get("file")
+        if not isinstance(upload, StarletteUploadFile):
+            upload = next((v for v in form.values() if isinstance(v, StarletteUploadFile)), None)
+        if upload is None:
+            raise DeviceUploadMissing
+        part_type, part_charset = _media_type(upload.content_type)
+        if part_type not in CSV_TYPES + GEOJSON_TYPES:
+            suffix = PurePosixPath(upload.filename or "").suffix.lower()
+            part_type = _BY_SUFFIX.get(suffix, part_type or "(none)")
+        return part_type, part_charset, await upload.read()
 
 
 def device_service(request: Request) -> DeviceService:
@@ -84,12 +131,20 @@ _IMPORT_BODY: dict[str, Any] = {
         "required": True,
         "description": (
             "CSV with a header row (columns: " + ", ".join(CSV_COLUMNS) + "; others become attributes), "
-            "or a GeoJSON FeatureCollection of Point features whose properties hold the device fields."
+            "or a GeoJSON FeatureCollection of Point features whose properties hold the device fields; "
+            "either as the body or as the `file` field of a multipart/form-data upload."
         ),
         "content": {
             "text/csv": {"schema": {"type": "string"}},
             "application/geo+json": {"schema": {"type": "object"}},
             "application/json": {"schema": {"type": "object"}},
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
         },
     }
 }
@@ -104,19 +159,16 @@ _IMPORT_BODY: dict[str, Any] = {
 )
 async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_ONLY) -> ImportReport:
     """Create or update many devices; `all_or_nothing` writes nothing (422) when any row is bad."""
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    body = await request.body()
+    content_type, charset, body = await _upload(request)
     service = device_service(request)
     if content_type in CSV_TYPES:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InvalidInput("CSV must be UTF-8.") from err
-        report = await service.import_csv(text, mode=mode)
+        report = await service.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
     elif content_type in GEOJSON_TYPES:
-        report = await service.import_geojson(body, mode=mode)
+        report = await service.import_geojson(body, mode=mode, locale=request_locale(request))
     else:
-        raise UnsupportedMediaType(got=content_type or "(none)", accepted=", ".join(CSV_TYPES + GEOJSON_TYPES))
+        raise UnsupportedMediaType(
+            got=content_type or "(none)", accepted=", ".join((*CSV_TYPES, *GEOJSON_TYPES, MULTIPART))
+        )
     if not report.applied:
         raise DeviceImportRejected(report)
     return report

@@ -32,6 +32,7 @@ class EventOut(BaseModel):
     occurred_at: datetime
     received_at: datetime
     stored_at: datetime
+    district: str | None = None
     town: str | None
     community: str | None
     building: str | None
@@ -84,6 +85,7 @@ async def list_events(
     _: Annotated[Principal, require(*READERS)],
     kind: EventKind | None = None,
     device_id: IdParam = None,
+    district: IdParam = None,
     town: IdParam = None,
     community: IdParam = None,
     building: IdParam = None,
@@ -96,6 +98,7 @@ async def list_events(
     rows = await request.app.state.runtime.events.list(
         kind=kind.value if kind else None,
         device_id=device_id,
+        district=district,
         town=town,
         community=community,
         building=building,

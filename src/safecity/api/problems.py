@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
 from safecity.kernel.errors import PayloadTooLarge, SafeCityError
+from safecity.kernel.messages import field_message
 
 log = structlog.get_logger(__name__)
 
@@ -202,7 +203,7 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     locale = request_locale(request)
     errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": field_message(e, locale), "type": str(e.get("type", ""))}
         for e in exc.errors()
     ]
     zh = locale == "zh-CN"

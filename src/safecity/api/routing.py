@@ -115,7 +115,7 @@ class RouteAnswer(BaseModel):
     """The fastest route."""
 
     seconds: float = Field(description="Travel time in seconds (free flow with live conditions).")
-    meters: float = Field(description="Length of the route in metres (0 when the line was not asked for).")
+    meters: float = Field(description="Length of the route in metres (with or without the line).")
     geometry: LineString | None = None
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Predicate",
     "TagIndex",
     "boundary_places",
+    "load_places",
 ]
 
 Level = Literal["district", "town", "community", "building"]
@@ -76,6 +77,8 @@ class PlaceNotFound(NotFound):
     """No place has the requested id."""
 
     code = "geo.place_not_found"
+    message_en = "Place {id} was not found."
+    message_zh = "未找到区域 {id}。"
 
     def __init__(self, place_id: str) -> None:
         super().__init__(what="place", id=place_id)
@@ -194,6 +197,25 @@ def boundary_places(
     return places
 
 
+def load_places(source: Mapping[str, Any] | str | Path, *, flat_level: Level = "district") -> PlaceTree:
+    """Load a boundaries file: a hierarchy (every feature has `id` and `level` properties) or a flat file.
+
+    A flat file (DataV's Shanghai districts: `adcode`, `name`) becomes places of `flat_level`.
+    """
+    data = _load_json(source)
+    features = _features(data)
+    hierarchical = bool(features) and all(
+        isinstance(f.get("properties"), Mapping)
+        and f["properties"].get("level") in _RANK
+        and (f["properties"].get("id") is not None or f.get("id") is not None)
+        and "adcode" not in f["properties"]
+        for f in features
+    )
+    if hierarchical:
+        return PlaceTree.from_geojson(data)
+    return PlaceTree.from_boundary_file(data, level=flat_level)
+
+
 class PlaceTree:
     """An immutable set of places with parent links, indexed by id and by level."""
 
@@ -307,6 +329,20 @@ class PlaceTree:
             out.append(current)
             current = self.parent(current.id)
         return out
+
+    def names(self, place_id: str) -> tuple[str, str] | None:
+        """A place's full name in (zh, en), e.g. ("黄浦区外滩街道", "Waitan, Huangpu"); None for an unknown id.
+
+        zh runs from the largest level down with no separator, as Chinese addresses do; en runs from the place up,
+        comma-separated, and falls back to the Chinese name for a level with no `name_en`.
+        """
+        place = self._places.get(place_id)
+        if place is None:
+            return None
+        chain = [place, *self.ancestors(place_id)]
+        zh = "".join(p.name for p in reversed(chain))
+        en = ", ".join(p.name_en or p.name for p in chain)
+        return zh, en
 
     def tags_of(self, place_id: str) -> PlaceTags:
         """Return the tags a place and its ancestors give (e.g. a building's town, community and itself)."""

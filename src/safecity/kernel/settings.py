@@ -171,6 +171,21 @@ class RoadSettings(_Section):
     )
 
 
+class PlacesSettings(_Section):
+    """The place boundaries (district, town, community, building) that tag events and name places."""
+
+    boundaries: Path | None = Field(
+        None,
+        description=(
+            "GeoJSON (WGS84) of the places: a hierarchy (properties `id`, `level`, `name`, `name_en`, `parent`) or a "
+            "flat boundary file such as DataV's `*_wgs84.json` (one level, ids from `adcode`)."
+        ),
+    )
+    level: Literal["district", "town", "community", "building"] = Field(
+        "district", description="Level of the places of a flat boundary file."
+    )
+
+
 class SecuritySettings(_Section):
     """Secrets."""
 
@@ -210,6 +225,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     roads: RoadSettings = Field(default_factory=RoadSettings)
+    places: PlacesSettings = Field(default_factory=PlacesSettings)
 
     @model_validator(mode="after")
     def _database_in_data_dir(self) -> Settings:

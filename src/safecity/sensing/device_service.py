@@ -36,6 +36,15 @@ from safecity.store.devices import DeviceRepo
 
 log = structlog.get_logger(__name__)
 
+
+class DeviceInvalid(InvalidInput):
+    """An update would leave the device invalid."""
+
+    code = "device.invalid"
+    message_en = "The device would not be valid: {en}"
+    message_zh = "设备数据将无效：{zh}"
+
+
 MAX_PAGE = 1000
 LAST_SEEN_CHUNK = 500  # rows per last-seen transaction
 SETTLE_AFTER_DEVICES = 1000
@@ -51,7 +60,7 @@ class DeviceInfo:
     building: str | None
     lon: float | None
     lat: float | None
-    heartbeat_s: float | None
+    offline_after_s: float | None
     status: str = DeviceStatus.ACTIVE.value
     last_seen: datetime | None = None
 
@@ -103,7 +112,7 @@ def info_of(values: dict[str, Any] | DeviceIn) -> DeviceInfo:
         building=get("building"),
         lon=get("lon"),
         lat=get("lat"),
-        heartbeat_s=get("heartbeat_s"),
+        offline_after_s=get("offline_after_s"),
         status=str(get("status") or DeviceStatus.ACTIVE.value),
         last_seen=get("last_seen"),
     )
@@ -192,7 +201,7 @@ class DeviceService:
             try:
                 checked = DeviceIn.model_validate(merged)
             except ValidationError as err:
-                raise InvalidInput(str(err.errors(include_url=False)[0]["msg"])) from err
+                raise DeviceInvalid(en=validation_reason(err, "en"), zh=validation_reason(err, "zh-CN")) from err
             values = {**_columns(checked), "updated_at": clock.now()}
             del values["id"]
             await repo.update(device_id, values)
@@ -305,14 +314,16 @@ class DeviceService:
         log.info("device_status_changed", offline=sum(r["status"] == "offline" for r in rows), devices=len(rows))
         return len(rows)
 
-    async def import_csv(self, text: str, *, mode: ImportMode = ImportMode.VALID_ONLY) -> ImportReport:
-        """Parse a device CSV and import it."""
-        rows, issues = parse_csv(text)
+    async def import_csv(
+        self, text: str, *, mode: ImportMode = ImportMode.VALID_ONLY, locale: str = "en"
+    ) -> ImportReport:
+        """Parse a device CSV and import it (row reasons in `locale`)."""
+        rows, issues = parse_csv(text, locale)
         return await self.bulk_import(rows, issues, mode=mode)
 
     async def import_geojson(
-        self, data: str | bytes | dict[str, Any], *, mode: ImportMode = ImportMode.VALID_ONLY
+        self, data: str | bytes | dict[str, Any], *, mode: ImportMode = ImportMode.VALID_ONLY, locale: str = "en"
     ) -> ImportReport:
-        """Parse a GeoJSON FeatureCollection of devices and import it."""
-        rows, issues = parse_geojson(data)
+        """Parse a GeoJSON FeatureCollection of devices and import it (row reasons in `locale`)."""
+        rows, issues = parse_geojson(data, locale)
         return await self.bulk_import(rows, issues, mode=mode)

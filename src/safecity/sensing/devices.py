@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -9,9 +10,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from safecity.kernel.errors import Conflict, NotFound
+from safecity.kernel.errors import Conflict, InvalidInput, NotFound
+from safecity.kernel.messages import field_message
 from safecity.sensing.model import DeviceKind, DeviceStatus
 
 # ASCII only: the id is a token of MQTT topics `safecity/<community>/<kind>/<device>`.
@@ -21,7 +23,25 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 # Printable text only: control characters (NUL above all) are refused by PostgreSQL and have no place in names.
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
-CSV_COLUMNS = ("id", "kind", "name", "town", "community", "building", "lon", "lat", "owner", "status", "heartbeat_s")
+CSV_COLUMNS = (
+    "id",
+    "kind",
+    "name",
+    "town",
+    "community",
+    "building",
+    "lon",
+    "lat",
+    "owner",
+    "status",
+    "offline_after_s",
+)
+# Deprecated column names still read: old name -> current name.
+CSV_ALIASES = {"heartbeat_s": "offline_after_s"}
+OFFLINE_AFTER_DOC = (
+    "Seconds of silence after which the device is reported offline (null: the node's "
+    "ingest.heartbeat_timeout_s). `heartbeat_s` is accepted on input as a deprecated alias."
+)
 
 
 class DeviceNotFound(NotFound):
@@ -38,6 +58,46 @@ class DeviceExists(Conflict):
     code = "device.exists"
     message_en = "Device {id} already exists."
     message_zh = "设备 {id} 已存在。"
+
+
+class DeviceFileEmpty(InvalidInput):
+    """An import file holds nothing at all."""
+
+    code = "device.file_empty"
+    title_en = "Empty import file"
+    title_zh = "导入文件为空"
+    message_en = "The file is empty: a CSV needs a header row naming the columns (at least id and kind)."
+    message_zh = "文件为空：CSV 第一行须为列名表头（至少包含 id 和 kind）。"
+
+
+class DeviceCsvHeaderMissing(InvalidInput):
+    """The first CSV line is not a header with the required columns (often: a file exported without one)."""
+
+    code = "device.csv_header_missing"
+    title_en = "CSV header missing"
+    title_zh = "缺少 CSV 表头"
+    message_en = "The first line must be a header naming the columns (e.g. id,kind,name,lon,lat); missing: {missing}."
+    message_zh = "第一行须为列名表头（例如 id,kind,name,lon,lat）；缺少列：{missing}。"
+
+
+class DeviceCsvEncoding(InvalidInput):
+    """A CSV body is neither UTF-8 nor GB18030 (nor the charset it declares)."""
+
+    code = "device.csv_encoding"
+    title_en = "Unreadable CSV encoding"
+    title_zh = "无法识别 CSV 编码"
+    message_en = "The CSV could not be decoded: save it as UTF-8 (with or without BOM) or GBK/GB18030."
+    message_zh = "无法解码该 CSV：请保存为 UTF-8（带或不带 BOM）或 GBK/GB18030 编码。"
+
+
+class DeviceGeoJsonInvalid(InvalidInput):
+    """A GeoJSON import body is not JSON or not a FeatureCollection."""
+
+    code = "device.geojson_invalid"
+    title_en = "Invalid GeoJSON"
+    title_zh = "GeoJSON 无效"
+    message_en = "The body must be JSON: a GeoJSON FeatureCollection of Point features."
+    message_zh = "请求体须为 JSON：由 Point 要素组成的 GeoJSON FeatureCollection。"
 
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -91,7 +151,13 @@ class DeviceIn(_Coordinates):
     building: str | None = Field(None, max_length=64, pattern=TEXT_PATTERN)
     owner: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     status: DeviceStatus = DeviceStatus.ACTIVE
-    heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400, description="Expected heartbeat interval.")
+    offline_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86_400,
+        validation_alias=AliasChoices("offline_after_s", "heartbeat_s"),
+        description=OFFLINE_AFTER_DOC,
+    )
     attributes: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("attributes")
@@ -121,7 +187,13 @@ class DevicePatch(BaseModel):
     lat: float | None = Field(None, ge=-90, le=90)
     owner: str | None = Field(None, max_length=200, pattern=TEXT_PATTERN)
     status: DeviceStatus | None = None
-    heartbeat_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    offline_after_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86_400,
+        validation_alias=AliasChoices("offline_after_s", "heartbeat_s"),
+        description=OFFLINE_AFTER_DOC,
+    )
     attributes: dict[str, Any] | None = None
 
     @field_validator("attributes")
@@ -188,13 +260,31 @@ class ImportReport(BaseModel):
     errors: list[ImportIssue] = Field(default_factory=list)
 
 
-def validation_reason(err: ValidationError) -> str:
-    """Summarize a validation error in one line."""
+def validation_reason(err: ValidationError, locale: str = "en") -> str:
+    """Summarize a validation error in one line, in the locale (zh-CN or en)."""
     parts = []
     for e in err.errors(include_url=False):
         loc = ".".join(str(p) for p in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+        msg = field_message(e, locale)
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+# Row-level reasons of the parsers: (en, zh-CN).
+_REASONS: dict[str, tuple[str, str]] = {
+    "extra_values": ("more values than header columns", "值的个数多于表头列数"),
+    "duplicate_line": ("duplicate id (first on line {first})", "id 重复（首次出现在第 {first} 行）"),
+    "duplicate_feature": ("duplicate id (first at feature {first})", "id 重复（首次出现在第 {first} 个要素）"),
+    "not_feature": ("not a GeoJSON Feature", "不是 GeoJSON Feature"),
+    "properties": ("properties must be an object", "properties 必须是对象"),
+    "geometry": ("geometry must be a Point [lon, lat]", "geometry 必须是 Point [lon, lat]"),
+    "attributes": ("attributes must be an object", "attributes 必须是对象"),
+}
+
+
+def _reason(key: str, locale: str, **params: Any) -> str:
+    en, zh = _REASONS[key]
+    return (zh if locale.lower().startswith("zh") else en).format(**params)
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -204,28 +294,59 @@ def _blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
-def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
-    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues."""
+def decode_csv(body: bytes, charset: str | None = None) -> str:
+    """Decode a CSV upload: UTF-8 (a BOM is dropped) when it is valid UTF-8, else the declared charset, else GB18030.
+
+    Chinese Excel saves "CSV" in the ANSI code page, GBK (cp936), and sends no charset; GB18030 is a superset of
+    GBK, and GBK text with any Chinese in it is almost never valid UTF-8, so trying UTF-8 first is safe.
+    """
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    encodings = ["gb18030"]
+    if charset:
+        try:
+            declared = codecs.lookup(charset.strip().strip('"')).name
+        except LookupError:
+            declared = None
+        if declared is not None and declared not in ("utf-8", "utf-8-sig"):
+            encodings.insert(0, declared)
+    for encoding in encodings:
+        try:
+            return body.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise DeviceCsvEncoding
+
+
+def parse_csv(text: str, locale: str = "en") -> tuple[list[DeviceIn], list[ImportIssue]]:
+    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues.
+
+    A file that is empty or whose first line is not a header with `id` and `kind` is refused as a whole
+    (DeviceFileEmpty, DeviceCsvHeaderMissing): there are no rows to report on.
+    """
     rows: list[DeviceIn] = []
     issues: list[ImportIssue] = []
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
     fields = [f.strip() for f in (reader.fieldnames or [])]
-    if not fields:
-        return rows, [ImportIssue(line=1, reason="empty file: a header row is required")]
+    if not any(fields):
+        raise DeviceFileEmpty
     reader.fieldnames = fields
     missing = [c for c in ("id", "kind") if c not in fields]
     if missing:
-        return rows, [ImportIssue(line=1, reason=f"missing columns: {', '.join(missing)}")]
+        raise DeviceCsvHeaderMissing(missing=", ".join(missing))
     seen: dict[str, int] = {}
     for record in reader:
         line = reader.line_num
         if None in record:
-            issues.append(ImportIssue(line=line, id=record.get("id"), reason="more values than header columns"))
+            issues.append(ImportIssue(line=line, id=record.get("id"), reason=_reason("extra_values", locale)))
             continue
         values: dict[str, Any] = {}
         attributes: dict[str, Any] = {}
-        for column, raw in record.items():
+        for header, raw in record.items():
             value = _blank_to_none(raw)
+            column = CSV_ALIASES.get(header, header)
             if column in CSV_COLUMNS:
                 if value is not None:
                     values[column] = value
@@ -238,11 +359,11 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
         try:
             device = DeviceIn.model_validate(values)
         except ValidationError as err:
-            issues.append(ImportIssue(line=line, id=device_id, reason=validation_reason(err)))
+            issues.append(ImportIssue(line=line, id=device_id, reason=validation_reason(err, locale)))
             continue
         if device.id in seen:
             issues.append(
-                ImportIssue(line=line, id=device.id, reason=f"duplicate id (first on line {seen[device.id]})")
+                ImportIssue(line=line, id=device.id, reason=_reason("duplicate_line", locale, first=seen[device.id]))
             )
             continue
         seen[device.id] = line
@@ -250,30 +371,35 @@ def parse_csv(text: str) -> tuple[list[DeviceIn], list[ImportIssue]]:
     return rows, issues
 
 
-def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], list[ImportIssue]]:
-    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues."""
+def parse_geojson(data: str | bytes | dict[str, Any], locale: str = "en") -> tuple[list[DeviceIn], list[ImportIssue]]:
+    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues.
+
+    A body that is not JSON or not a FeatureCollection is refused as a whole (DeviceGeoJsonInvalid).
+    """
     if isinstance(data, (str, bytes)):
+        if not data.strip():
+            raise DeviceFileEmpty
         try:
             data = json.loads(data)
         except (ValueError, RecursionError) as err:
             # RecursionError: absurdly deep nesting; the body cap bounds the size, not the depth.
-            return [], [ImportIssue(reason=f"not valid JSON: {type(err).__name__}")]
+            raise DeviceGeoJsonInvalid from err
     if (
         not isinstance(data, dict)
         or data.get("type") != "FeatureCollection"
         or not isinstance(data.get("features"), list)
     ):
-        return [], [ImportIssue(reason="expected a GeoJSON FeatureCollection")]
+        raise DeviceGeoJsonInvalid
     rows: list[DeviceIn] = []
     issues: list[ImportIssue] = []
     seen: dict[str, int] = {}
     for index, feature in enumerate(data["features"]):
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            issues.append(ImportIssue(feature=index, reason="not a GeoJSON Feature"))
+            issues.append(ImportIssue(feature=index, reason=_reason("not_feature", locale)))
             continue
         props = feature.get("properties") or {}
         if not isinstance(props, dict):
-            issues.append(ImportIssue(feature=index, reason="properties must be an object"))
+            issues.append(ImportIssue(feature=index, reason=_reason("properties", locale)))
             continue
         values = dict(props)
         if "id" not in values and isinstance(feature.get("id"), (str, int)):
@@ -289,7 +415,7 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], l
                 or len(coords) < 2
                 or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2])
             ):
-                issues.append(ImportIssue(feature=index, id=device_id, reason="geometry must be a Point [lon, lat]"))
+                issues.append(ImportIssue(feature=index, id=device_id, reason=_reason("geometry", locale)))
                 continue
             values["lon"], values["lat"] = float(coords[0]), float(coords[1])
         known = set(DeviceIn.model_fields)
@@ -297,17 +423,19 @@ def parse_geojson(data: str | bytes | dict[str, Any]) -> tuple[list[DeviceIn], l
         values = {k: v for k, v in values.items() if k in known}
         attributes = values.get("attributes") or {}
         if not isinstance(attributes, dict):
-            issues.append(ImportIssue(feature=index, id=device_id, reason="attributes must be an object"))
+            issues.append(ImportIssue(feature=index, id=device_id, reason=_reason("attributes", locale)))
             continue
         values["attributes"] = {**attributes, **extra}
         try:
             device = DeviceIn.model_validate(values)
         except ValidationError as err:
-            issues.append(ImportIssue(feature=index, id=device_id, reason=validation_reason(err)))
+            issues.append(ImportIssue(feature=index, id=device_id, reason=validation_reason(err, locale)))
             continue
         if device.id in seen:
             issues.append(
-                ImportIssue(feature=index, id=device.id, reason=f"duplicate id (first at feature {seen[device.id]})")
+                ImportIssue(
+                    feature=index, id=device.id, reason=_reason("duplicate_feature", locale, first=seen[device.id])
+                )
             )
             continue
         seen[device.id] = index

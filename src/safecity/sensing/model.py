@@ -20,6 +20,7 @@ class DeviceKind(StrEnum):
     CHECKPOINT = "checkpoint"
     VIDEO = "video"
     CROWD = "crowd"
+    HEARTBEAT = "heartbeat"  # a device that only reports it is alive (a gateway, a repeater)
     GENERIC = "generic"
 
 
@@ -73,6 +74,7 @@ class Tags(msgspec.Struct, frozen=True, kw_only=True):
     community: str | None = None
     building: str | None = None
     device_kind: str | None = None
+    district: str | None = None  # last: older messages without it still decode
 
 
 class SensorEvent(Payload, frozen=True):

@@ -139,6 +139,7 @@ class IngestPipeline:
         self.settings = settings
         self.metrics = metrics
         self.tagger = tagger
+        self._registered_places: dict[str, tuple[float, float, object]] = {}  # device -> (lon, lat, tags)
         self.health = health
         self.node_id = node_id
         self.tier = tier
@@ -297,7 +298,7 @@ class IngestPipeline:
         )
         envelope.stamp("tagged")
         if self.health is not None:
-            interval = getattr(device, "heartbeat_s", None) or self.settings.heartbeat_timeout_s
+            interval = getattr(device, "offline_after_s", None) or self.settings.heartbeat_timeout_s
             self.health.seen(reading.device_id, occurred, interval)
         return envelope
 
@@ -340,9 +341,27 @@ class IngestPipeline:
             assert lat is not None
             found = self.tagger.tag(lon, lat)
             return Tags(
+                district=getattr(found, "district", None),
                 town=getattr(found, "town", None),
                 community=getattr(found, "community", None),
                 building=getattr(found, "building", None),
+                device_kind=device.kind,
+            )
+        if self.tagger is not None and lon is not None:
+            # The registry's places win; its position fills the levels above them that it leaves out (the
+            # district). Here the position is the registered one, so the lookup is cached per device.
+            assert lat is not None
+            cached = self._registered_places.get(reading.device_id)
+            if cached is not None and cached[0] == lon and cached[1] == lat:
+                found = cached[2]
+            else:
+                found = self.tagger.tag(lon, lat)
+                self._registered_places[reading.device_id] = (lon, lat, found)
+            return Tags(
+                district=getattr(found, "district", None),
+                town=device.town or getattr(found, "town", None),
+                community=device.community,
+                building=device.building,
                 device_kind=device.kind,
             )
         return Tags(town=device.town, community=device.community, building=device.building, device_kind=device.kind)

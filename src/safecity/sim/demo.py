@@ -38,7 +38,7 @@ def demo_devices(count: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, 
     district = build_district(devices=count)
     registered = [dict(d) for d in district.devices]
     for device in registered[:SILENT_DEVICES]:
-        device["heartbeat_s"] = SILENT_HEARTBEAT_S
+        device["offline_after_s"] = SILENT_HEARTBEAT_S
     talking = registered[SILENT_DEVICES:]
     return district, registered, talking
 
@@ -353,12 +353,13 @@ async def load_demo_roads(osm: Path | None, console: Console) -> Any:
 
 def demo_tagger(district: Any, places: Path | None, console: Console) -> Any:
     """The place tagger: real boundaries from `places` when given, else the synthetic district."""
-    from safecity.geo.places import PlaceTree, TagIndex
+    from safecity.geo.places import LEVELS, TagIndex, load_places
 
     if places is None:
         return TagIndex(district.places)
-    tree = PlaceTree.from_boundary_file(places)
-    console.print(f"Places: {len(tree):,} boundaries from {places.name}")
+    tree = load_places(places)
+    counts = ", ".join(f"{len(tree.level(lvl)):,} {lvl}" for lvl in LEVELS if tree.level(lvl))
+    console.print(f"Places: {counts} boundaries from {places.name} (events are tagged at these levels)")
     return TagIndex(tree)
 
 

@@ -405,7 +405,7 @@ def _devices(
                 "lat": round(lat, 7),
                 "owner": _owner(kind, comm_name, town_name, station_of_town[town_id]),
                 "status": DeviceStatus.ACTIVE.value,
-                "heartbeat_s": _HEARTBEAT_S[kind],
+                "offline_after_s": _HEARTBEAT_S[kind],
                 "attributes": {"synthetic": True, **_attributes(rng, kind, n)},
             }
         )

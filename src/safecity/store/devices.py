@@ -117,7 +117,9 @@ class DeviceRepo:
         """Return the columns the hot-path device index needs, for every device."""
         c = devices.c
         result = await self.conn.execute(
-            select(c.id, c.kind, c.town, c.community, c.building, c.lon, c.lat, c.heartbeat_s, c.status, c.last_seen)
+            select(
+                c.id, c.kind, c.town, c.community, c.building, c.lon, c.lat, c.offline_after_s, c.status, c.last_seen
+            )
         )
         rows = [dict(row._mapping) for row in result]
         for row in rows:

@@ -38,6 +38,7 @@ class EventRepo:
         *,
         kind: str | None = None,
         device_id: str | None = None,
+        district: str | None = None,
         town: str | None = None,
         community: str | None = None,
         building: str | None = None,
@@ -56,6 +57,7 @@ class EventRepo:
         for column, value in (
             (events.c.kind, kind),
             (events.c.device_id, device_id),
+            (events.c.district, district),
             (events.c.town, town),
             (events.c.community, community),
             (events.c.building, building),

@@ -83,6 +83,7 @@ def row_from_envelope(env: Envelope) -> Row:
         "message_id": p.message_id,
         "occurred_at": _utc(env.occurred_at),
         "received_at": _utc(env.received_at),
+        "district": tags.district,
         "town": tags.town,
         "community": tags.community,
         "building": tags.building,

@@ -215,10 +215,11 @@ def references_text(references: list[Reference]) -> str:
 # --- building our alerts ------------------------------------------------------------------------------------------
 
 
-def area_to_cap(area: Area) -> CapArea:
-    """Our area (one polygon or circle) -> a CAP area."""
+def area_to_cap(area: Area, language: str = "zh-CN") -> CapArea:
+    """Our area (one polygon or circle) -> a CAP area, described in `language`."""
+    english = language.startswith("en") and area.description_en
     return CapArea(
-        description=area.description,
+        description=area.description_en if english and area.description_en else area.description,
         polygons=[list(area.polygon)] if area.polygon else [],
         circles=[area.circle] if area.circle else [],
     )
@@ -238,7 +239,6 @@ def bilingual_infos(
     response_types: list[str] | None = None,
 ) -> list[CapInfo]:
     """One `<info>` per UI language (zh-CN, en-US) with the same vocabulary values and area."""
-    areas = [area_to_cap(area)] if area is not None else []
     return [
         CapInfo(
             language=language,
@@ -252,7 +252,7 @@ def bilingual_infos(
             headline=getattr(headline, attr),
             description=getattr(description, attr),
             parameters=list(parameters or []),
-            areas=areas,
+            areas=[area_to_cap(area, language)] if area is not None else [],
         )
         for language, attr in LANGUAGES
     ]

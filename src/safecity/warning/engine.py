@@ -102,6 +102,7 @@ class EventView:
     def from_row(cls, row: dict[str, Any]) -> EventView:
         """View of a row of the `events` table (for backtests and rebuilding state)."""
         tags = Tags(
+            district=row.get("district"),
             town=row.get("town"),
             community=row.get("community"),
             building=row.get("building"),
@@ -129,6 +130,7 @@ class EventView:
                 "state": self.state,
                 "data": self.data,
                 "tags": {
+                    "district": t.district or "",
                     "town": t.town or "",
                     "community": t.community or "",
                     "building": t.building or "",
@@ -1051,7 +1053,7 @@ def _circle(rule: Any, hit: _Hit) -> Area | None:
     if hit.lon is None or hit.lat is None:
         return None
     t = hit.tags
-    where = t.building or t.community or t.town or hit.part
+    where = t.building or t.community or t.town or t.district or hit.part
     return Area(description=where, circle=Circle(lon=hit.lon, lat=hit.lat, radius_m=rule.radius_m))
 
 

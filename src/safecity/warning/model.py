@@ -91,9 +91,10 @@ class Circle(msgspec.Struct, frozen=True, kw_only=True):
 class Area(msgspec.Struct, frozen=True, kw_only=True):
     """Where an alert applies. Coordinates are (lon, lat) inside; CAP's `lat,lon` order is the renderer's job."""
 
-    description: str
+    description: str  # a place's name (zh) or a zone's name; CAP's areaDesc of the zh-CN <info>
     polygon: list[tuple[float, float]] | None = None  # closed ring: first == last
     circle: Circle | None = None
+    description_en: str | None = None  # areaDesc of the en-US <info>; None: the same as `description`
 
 
 class Text(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
 from safecity.kernel import clock
@@ -28,7 +29,7 @@ from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing, replay
-from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Contributor, Text
+from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Area, Contributor, Text
 from safecity.warning.rules import RulePack
 
 log = structlog.get_logger(__name__)
@@ -68,8 +69,11 @@ class WarningService:
         queue_size: int = 100_000,
         now: Callable[[], datetime] = clock.now,
         lateness_s: float = DEFAULT_LATENESS_S,
+        place_names: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
         self.bus = bus
+        # Place id -> (zh, en) name: an alert's area is described by name, not id (CAP areaDesc, the API, the feed).
+        self.place_names = place_names
         self.pseudonymizer = pseudonymizer
         self.source = source
         self.tier = tier
@@ -212,6 +216,15 @@ class WarningService:
             if self._gauges is not None:
                 self._gauges.alerts.labels(firing.rule.id, "raised" if firing.new else "updated").inc()
 
+    def _named(self, area: Area | None) -> Area | None:
+        """The area with a place id in its description replaced by the place's names."""
+        if area is None or self.place_names is None:
+            return area
+        names = self.place_names(area.description)
+        if names is None:
+            return area
+        return msgspec.structs.replace(area, description=names[0], description_en=names[1])
+
     def to_envelope(self, firing: Firing, cause: Envelope | None = None) -> Envelope:
         """Build the `alert.raised` / `alert.updated` envelope of a firing."""
         rule = firing.rule
@@ -231,7 +244,7 @@ class WarningService:
             certainty=rule.certainty,
             opens_incident=rule.opens_incident,
             tags=firing.tags,
-            area=firing.area,
+            area=self._named(firing.area),
             trigger_event_ids=firing.trigger_event_ids,
             count=firing.count,
             first_at=firing.first_at,

@@ -45,7 +45,7 @@ async def test_index_follows_writes_and_reloads(service: DeviceService) -> None:
     assert await fresh.load_index() == 2
     assert dict(fresh.index.items()) == dict(service.index.items())
     a = fresh.index.get("a")
-    assert (a.community, a.lon, a.heartbeat_s, a.last_seen) == ("c2", None, None, seen)
+    assert (a.community, a.lon, a.offline_after_s, a.last_seen) == ("c2", None, None, seen)
     assert fresh.index.get("b").status == "retired"
     assert (await fresh.get("a")).last_seen == seen
 

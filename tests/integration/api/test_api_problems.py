@@ -70,6 +70,24 @@ async def test_validation_error_lists_fields(app_client: tuple[FastAPI, httpx.As
     _assert_problem(not_json, 422, "invalid_input")
 
 
+async def test_field_errors_are_localized(app_client: tuple[FastAPI, httpx.AsyncClient], key_headers) -> None:
+    app, client = app_client
+    headers = await key_headers(app, Role.OPERATOR)
+    body = {"id": "d-1", "kind": "toaster", "lon": 200, "lat": 31, "offline_after_s": "often", "colour": "red"}
+    zh = await client.post("/api/v1/devices", json=body, headers={**headers, "Accept-Language": "zh-CN"})
+    messages = {e["loc"][-1]: e["msg"] for e in _assert_problem(zh, 422, "invalid_input")["errors"]}
+    assert messages["lon"] == "应小于或等于 180"
+    assert messages["kind"].startswith("应为以下之一：'smoke'")
+    assert messages["offline_after_s"] == "应为数字"
+    assert messages["colour"] == "不允许的字段"
+    half = await client.post("/api/v1/devices", json={"id": "d-1", "kind": "door", "lon": 121.0}, headers=headers)
+    assert [e["msg"] for e in half.json()["errors"]] == ["取值无效：lon 与 lat 须同时给出"]
+    limit = await client.get("/api/v1/devices?limit=0", headers=headers)
+    assert [e["msg"] for e in limit.json()["errors"]] == ["应大于或等于 1"]
+    en = await client.post("/api/v1/devices", json=body, headers={**headers, "Accept-Language": "en"})
+    assert {e["loc"][-1]: e["msg"] for e in en.json()["errors"]}["lon"] == "Input should be less than or equal to 180"
+
+
 async def test_body_cap_gives_413(app_factory, sqlite_url: str, key_headers) -> None:
     app, client = await app_factory(sqlite_url, http={"max_body_bytes": 2048})
     headers = await key_headers(app, Role.OPERATOR)

@@ -90,7 +90,7 @@ async def test_rules_read_check_and_replace(app_client, key_headers) -> None:
                 "lat": 31.37,
                 "owner": "test",
                 "status": "active",
-                "heartbeat_s": None,
+                "offline_after_s": None,
                 "attributes": {},
             }
         ]

@@ -58,6 +58,9 @@ async def test_route_nearest_matrix_equal_direct(routed, direct: RoadNetwork) ->
     assert r.json()["meters"] == pytest.approx(want.meters, abs=0.1)
     assert r.json()["geometry"]["type"] == "LineString"
     assert r.json()["geometry"]["coordinates"][0] == pytest.approx(list(want.coordinates[0]))
+    bare = await client.post("/api/v1/routing/route", json={"from": p[0], "to": p[1], "geometry": False}, headers=h)
+    assert bare.json()["geometry"] is None
+    assert bare.json()["meters"] == r.json()["meters"] > 0  # the distance does not depend on asking for the line
 
     units = [{"id": f"car-{i}", "lon": q[0], "lat": q[1]} for i, q in enumerate(p[2:10])]
     r = await client.post(

@@ -33,7 +33,7 @@ CAMERA = {
     "lat": SMOKE["lat"],
     "owner": "test",
     "status": "active",
-    "heartbeat_s": None,
+    "offline_after_s": None,
     "attributes": {},
 }
 

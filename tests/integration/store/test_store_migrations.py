@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,5 +70,26 @@ async def test_partial_unique_index_on_device_message(db_url: str) -> None:
         by_name = {ix["name"]: ix for ix in indexes}
         assert by_name["uq_events_device_message"]["unique"]
         assert by_name["uq_events_device_message"]["column_names"] == ["device_id", "message_id"]
+    finally:
+        await engine.dispose()
+
+
+async def test_0005_renames_heartbeat_s_keeping_values(db_url: str) -> None:
+    """A device registered before 0005 keeps its timeout under the new name, and gets it back on downgrade."""
+    await upgrade(db_url, "0004")
+    engine = create_engine(db_url)
+    insert = sa.text(
+        "INSERT INTO devices (id, kind, name, status, heartbeat_s, attributes, created_at, updated_at)"
+        " VALUES ('d1', 'smoke', 'd1', 'active', 90, '{}', :now, :now)"
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert, {"now": datetime(2026, 12, 1, tzinfo=UTC)})
+        await upgrade(db_url, "0005")
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT offline_after_s FROM devices"))).scalar_one() == 90
+        await downgrade(db_url, "0004")
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT heartbeat_s FROM devices"))).scalar_one() == 90
     finally:
         await engine.dispose()

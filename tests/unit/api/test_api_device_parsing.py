@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from safecity.sensing.devices import DeviceIn, DevicePatch, parse_csv, parse_geojson
+from safecity.sensing.devices import (
+    DeviceCsvEncoding,
+    DeviceCsvHeaderMissing,
+    DeviceFileEmpty,
+    DeviceGeoJsonInvalid,
+    DeviceIn,
+    DevicePatch,
+    decode_csv,
+    parse_csv,
+    parse_geojson,
+)
 
 
 @pytest.mark.parametrize("device_id", ["a", "jd-01:smoke.1_x", "A" * 128])
@@ -58,16 +70,24 @@ def test_csv_line_numbers_and_quoting() -> None:
 
 
 def test_csv_structure_errors() -> None:
-    assert parse_csv("")[1][0].reason.startswith("empty file")
-    assert "kind" in parse_csv("id,name\na,b\n")[1][0].reason
+    for empty in ("", "\ufeff", "\r\n", ",,\n"):
+        with pytest.raises(DeviceFileEmpty):
+            parse_csv(empty)
+    with pytest.raises(DeviceCsvHeaderMissing) as missing:
+        parse_csv("id,name\na,b\n")
+    assert missing.value.params == {"missing": "kind"}
+    with pytest.raises(DeviceCsvHeaderMissing):
+        parse_csv("s-1,smoke,烟感1,anting,c1,121.1,31.3\n")  # exported without a header
     rows, issues = parse_csv("id,kind\n")
     assert rows == [] and issues == []
 
 
 def test_geojson_errors() -> None:
-    assert parse_geojson(b"{")[1][0].reason.startswith("not valid JSON")
-    assert parse_geojson("[" * 100_000)[1][0].reason.startswith("not valid JSON")
-    assert parse_geojson({"type": "Feature"})[1][0].reason == "expected a GeoJSON FeatureCollection"
+    for bad in (b"{", "[" * 100_000, {"type": "Feature"}):
+        with pytest.raises(DeviceGeoJsonInvalid):
+            parse_geojson(bad)  # type: ignore[arg-type]
+    with pytest.raises(DeviceFileEmpty):
+        parse_geojson(b" \n")
     rows, issues = parse_geojson(
         {
             "type": "FeatureCollection",
@@ -91,7 +111,10 @@ def test_geojson_errors() -> None:
 
 @given(st.text(max_size=300))
 def test_csv_parser_never_raises(text: str) -> None:
-    rows, issues = parse_csv(text)
+    try:
+        rows, issues = parse_csv(text)
+    except (DeviceFileEmpty, DeviceCsvHeaderMissing):
+        return  # refused as a whole, with its own error
     assert all(isinstance(r, DeviceIn) for r in rows)
     assert all(i.reason for i in issues)
 
@@ -106,3 +129,14 @@ def test_geojson_parser_never_raises(data: object) -> None:
     doc = {"type": "FeatureCollection", "features": data if isinstance(data, list) else [data]}
     rows, issues = parse_geojson(doc)  # type: ignore[arg-type]
     assert len(rows) + len(issues) <= len(doc["features"])
+
+
+def test_decode_csv_utf8_bom_and_gbk() -> None:
+    text = "id,kind,name\ns-1,smoke,嘉定一号楼烟感\n"
+    assert decode_csv(text.encode("utf-8")) == text
+    assert decode_csv(codecs.BOM_UTF8 + text.encode("utf-8")) == text
+    assert decode_csv(text.encode("gbk")) == text  # Chinese Excel's "CSV (逗号分隔)"
+    assert decode_csv(text.encode("gbk"), "utf-8") == text  # a wrong declared charset does not win over the bytes
+    assert decode_csv("id,kind,name\nb,door,ã\n".encode("latin-1"), "iso-8859-1").endswith("ã\n")
+    with pytest.raises(DeviceCsvEncoding):
+        decode_csv(b"id,kind\n\x81\x20\xff\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from safecity.geo.places import (
     PlaceTree,
     TagIndex,
     boundary_places,
+    load_places,
 )
 
 
@@ -249,3 +251,42 @@ def test_index_agrees_with_brute_force(points: list[tuple[float, float]], predic
     expected = [brute(tree, x, y, predicate) for x, y in points]
     assert [index.tag(x, y) for x, y in points] == expected
     assert index.tag_many([p[0] for p in points], [p[1] for p in points]) == expected
+
+
+def test_load_places_reads_hierarchies_and_flat_files(tmp_path: Path) -> None:
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [2, 2], [0, 2], [0, 0]]]}
+    inner = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+    hierarchy = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": square,
+                "properties": {"id": "d", "level": "district", "name": "嘉定区", "name_en": "Jiading"},
+            },
+            {
+                "type": "Feature",
+                "geometry": inner,
+                "properties": {"id": "t", "level": "town", "name": "安亭镇", "parent": "d"},
+            },
+        ],
+    }
+    tree = load_places(hierarchy)
+    assert tree.names("t") == ("嘉定区安亭镇", "安亭镇, Jiading")  # no English name: the Chinese one stands in
+    assert tree.names("nope") is None
+    assert TagIndex(tree).tag(0.5, 0.5) == PlaceTags(district="d", town="t")
+    # A DataV-style flat file (adcode, and a `level` property of its own) is one level of places.
+    flat = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": square,
+                "properties": {"adcode": 310101, "name": "黄浦区", "level": "district"},
+            }
+        ],
+    }
+    path = tmp_path / "flat.json"
+    path.write_text(json.dumps(flat), encoding="utf-8")
+    assert load_places(path).names("310101") == ("黄浦区", "Huangpu")
+    assert load_places(path, flat_level="town")["310101"].level == "town"

@@ -44,7 +44,7 @@ def test_default_counts() -> None:
     assert len(d.stations) == 18 and len({s.id for s in d.stations}) == 18
     assert len(d.devices) == 5000
     kinds = Counter(dev["kind"] for dev in d.devices)
-    assert set(kinds) == {k.value for k in DeviceKind}
+    assert set(kinds) == {k.value for k in DeviceKind if k is not DeviceKind.HEARTBEAT}  # sensors, no gateways
     assert kinds["smoke"] > kinds["checkpoint"]
 
 
@@ -69,7 +69,7 @@ def test_device_rows_match_the_devices_table() -> None:
     statuses = {s.value for s in DeviceStatus}
     for dev in d.devices:
         assert set(dev) == columns
-        assert dev["status"] in statuses and dev["heartbeat_s"] > 0
+        assert dev["status"] in statuses and dev["offline_after_s"] > 0
         assert dev["name"] and dev["owner"] and dev["town"] and dev["community"]
         assert dev["attributes"]["synthetic"] is True
         assert dev["community"] in d.places and d.places[dev["community"]].parent_id == dev["town"]
@@ -144,7 +144,9 @@ def test_everything_is_labelled_synthetic() -> None:
 def test_other_sizes() -> None:
     d = build_district(seed=1, towns=5, communities=37, devices=7)
     assert len(d.places.level("town")) == 5 and len(d.places.level("community")) == 37
-    assert sorted(dev["kind"] for dev in d.devices) == sorted(k.value for k in DeviceKind)
+    assert sorted(dev["kind"] for dev in d.devices) == sorted(
+        k.value for k in DeviceKind if k is not DeviceKind.HEARTBEAT
+    )
     assert len(d.stations) == 18 and Counter(s.town for s in d.stations).most_common(1)[0][1] == 4
     assert "练川第四派出所" in {s.name for s in d.stations}
     assert len(build_district(seed=1, towns=5, communities=37, devices=0, stations=3).stations) == 3

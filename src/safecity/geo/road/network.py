@@ -133,10 +133,12 @@ class RoadNetwork:
             raise Unreachable(origin=_fmt(sa.point), target=_fmt(sb.point))
         coords = [(sa.lon, sa.lat)]
         meters = 0.0
-        if with_path and nodes:
-            coords += [(float(self.graph.lon[n]), float(self.graph.lat[n])) for n in nodes]
+        if nodes:
+            # The length is part of the answer with or without the line (the search returns the path anyway).
             meters = self._path_meters(nodes) + self._leg_m(sa, nodes[0], leaving=True)
             meters += self._leg_m(sb, nodes[-1], leaving=False)
+            if with_path:
+                coords += [(float(self.graph.lon[n]), float(self.graph.lat[n])) for n in nodes]
         coords.append((sb.lon, sb.lat))
         return Route(seconds=best / 1000.0, meters=meters, nodes=nodes, coordinates=coords)
 

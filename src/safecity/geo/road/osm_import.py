@@ -119,6 +119,8 @@ class _RoadHandler(osmium.SimpleHandler):
         self.speed: list[float] = []
         self.highway: list[int] = []
         self.way_ids: list[int] = []
+        self.names: dict[str, str] = {}  # way id -> `name` (the local name: Chinese in Shanghai)
+        self.names_en: dict[str, str] = {}  # way id -> `name:en`
         self.ways_seen = 0
         self.ways_used = 0
         self.missing_locations = 0
@@ -168,6 +170,11 @@ class _RoadHandler(osmium.SimpleHandler):
             if direction <= 0:
                 self._edge(b, a, speed, code, w.id)
         self.ways_used += int(used)
+        if used:
+            if name := tags.get("name", "").strip():
+                self.names[str(w.id)] = name
+            if name_en := tags.get("name:en", "").strip():
+                self.names_en[str(w.id)] = name_en
 
     def _edge(self, a: int, b: int, speed: float, code: int, way_id: int) -> None:
         self.tail.append(a)
@@ -214,6 +221,9 @@ def import_osm(
         "created_at": clock.now().isoformat(),
         "speeds_kmh": dict(profile.speeds),
         "ways_used": handler.ways_used,
+        # Road names by OSM way id (edges carry `way_ref`): labels for tiles and routes.
+        "way_names": handler.names,
+        "way_names_en": handler.names_en,
     }
     graph = RoadGraph.from_edges(
         lon=np.asarray(handler.lon, dtype=np.float64),

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import gc
 import hashlib
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,7 +39,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 # Bump when the tile baking changes, so cached MBTiles files are baked again.
-TILES_VERSION = "1"
+TILES_VERSION = "2"  # 2: road names
 TILES_KEY = "safecity_graph_key"
 
 
@@ -96,6 +97,8 @@ def graph_key(graph: RoadGraph, min_zoom: int, max_zoom: int) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for arr in (graph.lon, graph.lat, graph.indptr, graph.head, graph.highway):
         digest.update(np.ascontiguousarray(arr).tobytes())
+    for names in ("way_names", "way_names_en"):
+        digest.update(json.dumps(graph.meta.get(names) or {}, sort_keys=True, ensure_ascii=False).encode())
     digest.update(f"{TILES_VERSION}:{min_zoom}:{max_zoom}".encode())
     return digest.hexdigest()
 

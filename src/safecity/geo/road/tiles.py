@@ -94,6 +94,19 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
     classes = [HIGHWAY_CLASSES[int(c)] for c in graph.highway[roads]]
     min_z = np.array([MIN_ZOOM_BY_CLASS.get(c, 13) for c in classes])
     oneway = twin[roads] < 0
+    # OSM road names (imports since way names were kept; a synthetic graph has none).
+    way_names: dict[str, str] = graph.meta.get("way_names") or {}
+    way_names_en: dict[str, str] = graph.meta.get("way_names_en") or {}
+    way_ids = [str(int(w)) for w in graph.way_ref[roads]] if way_names or way_names_en else []
+    props: list[dict[str, object]] = []
+    for i, cls in enumerate(classes):
+        prop: dict[str, object] = {"highway": cls, "oneway": bool(oneway[i])}
+        if way_ids:
+            if name := way_names.get(way_ids[i]):
+                prop["name"] = name
+            if name_en := way_names_en.get(way_ids[i]):
+                prop["name_en"] = name_en
+        props.append(prop)
     db = sqlite3.connect(path)
     count = 0
     try:
@@ -113,10 +126,7 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
                         continue
                     clipped = _quantize(shapely.clip_by_rect(lines[hits], *bounds), bounds)
                     features = [
-                        {
-                            "geometry": geom,
-                            "properties": {"highway": classes[i], "oneway": bool(oneway[i])},
-                        }
+                        {"geometry": geom, "properties": props[i]}
                         for geom, i in zip(clipped, hits, strict=True)
                         if not geom.is_empty
                     ]
@@ -144,7 +154,12 @@ def bake_mbtiles(graph: RoadGraph, path: str | Path, min_zoom: int = 10, max_zoo
                     "vector_layers": [
                         {
                             "id": LAYER,
-                            "fields": {"highway": "String", "oneway": "Boolean"},
+                            "fields": {
+                                "highway": "String",
+                                "oneway": "Boolean",
+                                "name": "String",
+                                "name_en": "String",
+                            },
                             "minzoom": min_zoom,
                             "maxzoom": max_zoom,
                         }

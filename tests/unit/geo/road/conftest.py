@@ -20,7 +20,8 @@ TINY_OSM = """<?xml version="1.0" encoding="UTF-8"?>
   <node id="5" lat="31.2350" lon="121.4750"/>
   <node id="6" lat="31.2400" lon="121.4900"/>
   <node id="7" lat="31.2410" lon="121.4900"/>
-  <way id="10"><nd ref="1"/><nd ref="2"/><nd ref="3"/><tag k="highway" v="primary"/><tag k="maxspeed" v="40"/></way>
+  <way id="10"><nd ref="1"/><nd ref="2"/><nd ref="3"/><tag k="highway" v="primary"/><tag k="maxspeed" v="40"/>
+    <tag k="name" v="中山东一路"/><tag k="name:en" v="East Zhongshan No.1 Road"/></way>
   <way id="11"><nd ref="3"/><nd ref="4"/><nd ref="5"/><nd ref="2"/><tag k="highway" v="residential"/>
     <tag k="oneway" v="yes"/></way>
   <way id="12"><nd ref="6"/><nd ref="7"/><tag k="highway" v="footway"/></way>

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from safecity.geo.road.commands import road_app
 from safecity.geo.road.graph import RoadGraph
+from safecity.geo.road.osm_import import import_osm
 from safecity.geo.road.tiles import EXTENTS, MBTiles, _quantize, bake_mbtiles, tile_bounds, tile_range
 
 
@@ -35,6 +36,38 @@ def test_bake_and_read_tiles(small_graph: RoadGraph, tmp_path: Path) -> None:
         assert tiles.tile(3, 0, 0) is None
     finally:
         tiles.close()
+
+
+def test_tiles_carry_road_names(tiny_osm: Path, tmp_path: Path) -> None:
+    graph = import_osm(tiny_osm)
+    assert graph.meta["way_names"] == {"10": "中山东一路"}
+    graph.save(tmp_path / "g.npz")
+    graph = RoadGraph.load(tmp_path / "g.npz")  # the names survive the artifact
+    path = tmp_path / "roads.mbtiles"
+    bake_mbtiles(graph, path, 15, 15)
+    tiles = MBTiles(path)
+    try:
+        x0, y0, x1, y1 = tile_range(graph.bbox(), 15)
+        props = [
+            f["properties"]
+            for x in range(x0, x1 + 1)
+            for y in range(y0, y1 + 1)
+            if (data := tiles.tile(15, x, y))
+            for f in mapbox_vector_tile.decode(gzip.decompress(data))["roads"]["features"]
+        ]
+        fields = json.loads(tiles.metadata()["json"])["vector_layers"][0]["fields"]
+    finally:
+        tiles.close()
+    named = [p for p in props if p["highway"] == "primary"]
+    assert named and all(p["name"] == "中山东一路" for p in named)
+    assert all(p["name_en"] == "East Zhongshan No.1 Road" for p in named)
+    assert all("name" not in p for p in props if p["highway"] == "residential")  # way 11 has no name
+    assert fields["name"] == "String"
+
+
+def test_shanghai_graph_keeps_road_names(shanghai_graph: RoadGraph) -> None:
+    names = set(shanghai_graph.meta["way_names"].values())
+    assert {"中山东一路", "滨江大道"} <= names
 
 
 def test_own_quantization_encodes_the_same_bytes_as_the_library() -> None:
