@@ -62,7 +62,9 @@ class TrafficSimulator:
         self._crowds: dict[str, float] = {}
         # Per device with a heartbeat: latest time (unix s) it must report by; a heap holds one entry per device,
         # re-armed lazily when the device has reported since (as the health monitor does).
-        self._every = [float(d["offline_after_s"]) * REPORT_WITHIN if d.get("offline_after_s") else None for d in self.devices]
+        self._every = [
+            float(d["offline_after_s"]) * REPORT_WITHIN if d.get("offline_after_s") else None for d in self.devices
+        ]
         start = time.time()
         self._due: list[float | None] = [
             start + every * self.rng.uniform(0.2, 1.0) if every is not None else None for every in self._every
