@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from safecity.api import devices, ingest
+from safecity.api import devices, events, ingest
 from safecity.api.devices import CSV_TYPES, GEOJSON_TYPES, MULTIPART
 from safecity.kernel.settings import Settings
 from safecity.sensing.devices import CSV_ALIASES, CSV_COLUMNS
@@ -15,12 +15,16 @@ TEXT = (Path(__file__).resolve().parents[2] / "docs" / "devices.md").read_text(e
 
 
 def _routes() -> set[str]:
-    return {getattr(route, "path", "") for router in (devices.router, ingest.router) for route in router.routes}
+    return {
+        getattr(route, "path", "")
+        for router in (devices.router, events.router, ingest.router)
+        for route in router.routes
+    }
 
 
 def test_urls_exist() -> None:
     routes = _routes()
-    for url in set(re.findall(r"`(?:POST|GET) (/api/v1/[a-z/]+)", TEXT)):
+    for url in set(re.findall(r"`(?:POST|GET) (/api/v1/[a-z/-]+)", TEXT)):
         assert url in routes, url
     assert "`POST /api/v1/ingest/batch" in TEXT and "`POST /api/v1/devices/import`" in TEXT
 
