@@ -75,6 +75,7 @@ class Runtime:
         self.settings = settings
         self.migrate = migrate
         self.metrics = Metrics()
+        pseudonymize = Pseudonymizer.of(settings)
         self.supervisor = Supervisor(self.metrics.task_failures, self.metrics.task_up)
         self.bus: Bus = make_bus(settings, on_overflow=self._bus_overflow)
         self.engine = create_engine(settings.database.url)
@@ -85,7 +86,7 @@ class Runtime:
         self.dead_letters = DeadLetterService(
             self.dead_letter_repo,
             self.bus,
-            pseudonymize=Pseudonymizer(settings.security.pseudonym_key.get_secret_value().encode()),
+            pseudonymize=pseudonymize,
             raw_cap=settings.ingest.dead_letter_raw_bytes,
             source=settings.node_id,
             tier=settings.role,
@@ -105,8 +106,6 @@ class Runtime:
             tagger = self.place_index = TagIndex(tree)
             log.info("places_loaded", places=len(tree), path=str(settings.places.boundaries))
         self.places: PlaceTree | None = self.place_index.tree if self.place_index is not None else None
-        key = settings.security.pseudonym_key.get_secret_value().encode()
-        pseudonymize = Pseudonymizer(key)
         self.pipeline = IngestPipeline(
             bus=self.bus,
             devices=self.devices.index,

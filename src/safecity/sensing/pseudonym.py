@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from safecity.kernel.settings import Settings
 
 
 class Pseudonymizer:
@@ -13,6 +17,11 @@ class Pseudonymizer:
         if len(key) < 16:
             raise ValueError("pseudonym key must have at least 16 bytes")
         self._key = key
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pseudonymizer:
+        """The node's pseudonymizer, keyed with `security.pseudonym_key` (watch lists and stored fields alike)."""
+        return cls(settings.security.pseudonym_key.get_secret_value().encode())
 
     def __call__(self, field: str, value: str) -> str:
         """Return the hex HMAC of `field:value` (the field name keeps a plate and a phone number apart)."""

@@ -42,14 +42,9 @@ def _settings(config: Path | None) -> Settings:
         raise typer.Exit(2) from err
 
 
-def pseudonymizer_of(settings: Settings) -> Pseudonymizer:
-    """The pseudonymizer of a node's settings (its key hashes watch lists and stored plates alike)."""
-    return Pseudonymizer(settings.security.pseudonym_key.get_secret_value().encode())
-
-
 def _load(file: Path, settings: Settings) -> RulePack:
     try:
-        return load_pack(file, pseudonymize=pseudonymizer_of(settings))
+        return load_pack(file, pseudonymize=Pseudonymizer.of(settings))
     except RuleError as err:
         for line in err.lines():
             typer.echo(line, err=True)
@@ -83,7 +78,7 @@ def test(
     from safecity.store.locate import require_database
 
     settings = _settings(config)
-    pseudonymize = pseudonymizer_of(settings)
+    pseudonymize = Pseudonymizer.of(settings)
     pack = _load(file, settings)
     url = db or settings.database.url
     try:
