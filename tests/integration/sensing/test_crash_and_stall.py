@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,19 @@ async def db_counts(url: str) -> tuple[int, int, dict[str, int]]:
     return rows, distinct, {str(r): int(n) for r, n in reasons}
 
 
+Counts = tuple[int, int, dict[str, int]]
+
+
+async def counts_once(url: str, done: Callable[[Counts], bool], *, within: float) -> Counts:
+    """`db_counts` once `done` holds for them, or as they are when `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    while True:
+        counts = await db_counts(url)
+        if done(counts) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(0.2)
+
+
 def tail(log: Path) -> str:
     return log.read_bytes()[-3000:].decode(errors="replace")
 
@@ -180,15 +193,7 @@ async def test_kill_9_mid_stream_loses_nothing_acknowledged(
         await asyncio.to_thread(publisher.join, 120)
         assert publisher.error is None and publisher.sent == n
 
-        async def all_stored() -> tuple[int, int, dict[str, int]]:
-            deadline = time.monotonic() + 120
-            while True:
-                counts = await db_counts(db_url)
-                if counts[1] >= n or time.monotonic() > deadline:
-                    return counts
-                await asyncio.sleep(0.2)
-
-        rows, distinct, reasons = await all_stored()
+        rows, distinct, reasons = await counts_once(db_url, lambda c: c[1] >= n, within=120)
         print(f"kill -9 at {stored_at_kill} stored: sent {n}, stored {rows}, dead letters {reasons}")
         assert distinct == n, (rows, distinct, reasons)  # every message the broker took, stored
         assert rows == n  # and stored once
@@ -286,12 +291,7 @@ async def test_a_locked_database_slows_intake_and_loses_nothing(
             await lock
             await asyncio.to_thread(publisher.join, 120)
             assert publisher.error is None and publisher.sent == n
-            deadline = time.monotonic() + 60
-            while True:
-                rows, distinct, reasons = await db_counts(db_url)
-                if rows + sum(reasons.values()) >= n or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
+            rows, distinct, reasons = await counts_once(db_url, lambda c: c[0] + sum(c[2].values()) >= n, within=60)
             print(f"locked {lock_s}s: sent {n}, stored {rows}, dead letters {reasons}, peak held {peak}")
             assert rows == distinct == n - publisher.bad
             assert reasons == {"malformed_json": publisher.bad}
