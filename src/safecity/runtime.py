@@ -344,6 +344,7 @@ class Runtime:
             return
         if self.mqtt is not None:
             # Stop intake first: what was received is handled and acknowledged once durable, then we disconnect.
+            self.supervisor.retire("mqtt-ingest")
             await self.mqtt.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.mqtt.stopped.wait(), MQTT_STOP_S)

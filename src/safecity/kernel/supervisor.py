@@ -42,6 +42,7 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._down: set[str] = set()
         self._watched: dict[str, Callable[[], asyncio.Task[Any] | None]] = {}
+        self._retiring: set[str] = set()
         self.restarts: dict[str, int] = {}
 
     def spawn(self, name: str, factory: LoopFactory, *, restart: bool = True) -> asyncio.Task[None]:
@@ -52,6 +53,10 @@ class Supervisor:
         self._tasks[name] = task
         self._set_up(name, True)
         return task
+
+    def retire(self, name: str) -> None:
+        """Say that loop `name` is being stopped on purpose: when it returns, it is done, not restarted."""
+        self._retiring.add(name)
 
     def watch(self, name: str, task: Callable[[], asyncio.Task[Any] | None]) -> None:
         """Report a component's own task (given by a getter, as components replace theirs) as down once it ends."""
@@ -96,7 +101,9 @@ class Supervisor:
                     self._failures.labels(name).inc()
                 log.exception("background_task_failed", task=name, error=repr(err), restart=restart, backoff_s=delay)
             else:
-                if restart:
+                if name in self._retiring:
+                    restart = False
+                elif restart:
                     log.warning("background_task_exited", task=name, restart_in_s=delay)
             if not restart:  # a one-off job: done either way, and not a loop that is down
                 self._down.discard(name)

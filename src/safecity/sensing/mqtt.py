@@ -167,8 +167,9 @@ class MqttIngest:
             return
         if pause:
             transport.pause_reading()
-            self.paused += 1
-            log.warning("mqtt_intake_paused", pending=len(self._pending))
+            if not self._stopping:
+                self.paused += 1
+                log.warning("mqtt_intake_paused", pending=len(self._pending))
         else:
             transport.resume_reading()
         self._reading_paused = pause
@@ -222,9 +223,13 @@ class MqttIngest:
                 if self._failed is not None:
                     raise self._failed
                 await self._handle_pending()
-            await self._handle_pending()
-            if self._settling is not None:
-                await self._settling  # the last acknowledgements go out before we disconnect
+            # Reading is paused (`stop`): handle what is left; the last acknowledgements go out before we disconnect.
+            while True:
+                await self._handle_pending()
+                if self._settling is not None:
+                    await self._settling
+                if not self._pending:
+                    break
         finally:
             settling, self._settling = self._settling, None
             if settling is not None and not settling.done():
@@ -242,8 +247,10 @@ class MqttIngest:
                 self.stopped.set()
 
     async def stop(self) -> None:
-        """Handle what was received, acknowledge it once durable, then let `run` disconnect and return."""
+        """Stop reading; handle what was received, acknowledge it once durable, then let `run` disconnect and return."""
         self._stopping = True
+        if not self._reading_paused:
+            self._pause_reading(True)
         self._wake.set()
 
     async def _handle_pending(self) -> None:
@@ -261,7 +268,7 @@ class MqttIngest:
             if handled % YIELD_EVERY == 0:
                 # The pipeline rarely awaits anything real: yield so the network, writer and others keep up.
                 await asyncio.sleep(0)
-        if self._reading_paused:
+        if self._reading_paused and not self._stopping:
             self._pause_reading(False)
         if self._durable_acks:
             self._settling = asyncio.create_task(
