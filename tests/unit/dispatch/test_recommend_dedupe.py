@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -22,16 +23,15 @@ S = timedelta(seconds=1)
 SETTINGS = RankSettings(stale_after_s=120, stale_penalty_s=180, preempt_penalty_s=120, limit=10)
 
 
-def unit(uid: str, **kw: object) -> Candidate:
-    fields: dict[str, object] = {
-        "id": uid,
-        "kind": ResponderKind.POLICE,
-        "status": ResponderStatus.AVAILABLE,
-        "capabilities": frozenset({"patrol"}),
-        "fix_at": NOW - 10 * S,
-    }
-    fields.update(kw)
-    return Candidate(**fields)
+def unit(uid: str, **changes: object) -> Candidate:
+    base = Candidate(
+        id=uid,
+        kind=ResponderKind.POLICE,
+        status=ResponderStatus.AVAILABLE,
+        capabilities=frozenset({"patrol"}),
+        fix_at=NOW - 10 * S,
+    )
+    return replace(base, **changes)
 
 
 def test_nearest_available_capable_unit_ranks_first_and_the_rest_say_why_not() -> None:
