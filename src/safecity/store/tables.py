@@ -209,3 +209,124 @@ outbox = Table(
 )
 Index("ix_outbox_state_next_attempt_at", outbox.c.state, outbox.c.next_attempt_at)
 Index("ix_outbox_subscription_id", outbox.c.subscription_id)
+
+# --- dispatch slice --------------------------------------------------------------------------------------------
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("priority", Integer, nullable=False, comment="1 = most urgent."),
+    Column("stage", String(16), nullable=False, comment="safecity.dispatch.lifecycle.Stage"),
+    Column("route", String(16), nullable=False, comment="police | department | community (triage)."),
+    Column("origin", String(16), nullable=False, comment="alert | call | report | replay"),
+    Column("summary", Text, nullable=False, comment="Free text from the caller, operator or rule."),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("address", String(256)),
+    Column("district", String(64)),
+    Column("town", String(64)),
+    Column("community", String(64)),
+    Column("building", String(64)),
+    Column("caller", String(64), comment="Caller's number as a keyed HMAC (pseudonym), never the clear number."),
+    Column("department", String(64)),
+    Column("service_code", String(64), comment="Open311 service code when diverted."),
+    Column("merged_into", String(26)),
+    Column("alert_id", String(26), comment="The alert that opened it, if any."),
+    Column("unit_id", String(64), comment="The responder assigned now, if any."),
+    Column("perceived_at", TS),
+    Column("warned_at", TS),
+    Column("opened_at", TS, nullable=False),
+    Column("triaged_at", TS),
+    Column("dispatched_at", TS),
+    Column("en_route_at", TS),
+    Column("on_scene_at", TS),
+    Column("disposed_at", TS),
+    Column("closed_at", TS),
+    Column("updated_at", TS, nullable=False),
+    Column("version", Integer, nullable=False, comment="Bumped by every change (optimistic concurrency)."),
+)
+Index("ix_incidents_stage_opened_at", incidents.c.stage, incidents.c.opened_at)
+Index("ix_incidents_town_opened_at", incidents.c.town, incidents.c.opened_at)
+Index("ix_incidents_alert_id", incidents.c.alert_id)
+
+incident_steps = Table(
+    "incident_steps",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("incident_id", String(26), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("from_stage", String(16)),
+    Column("to_stage", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("unit_id", String(64)),
+    Column("note", Text),
+    Column("evidence", JSON, nullable=False, comment="[{kind: event|alert|media|incident|note, ref}]"),
+)
+Index("ix_incident_steps_incident_id_at", incident_steps.c.incident_id, incident_steps.c.at)
+
+responders = Table(
+    "responders",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False, comment="police | department | community"),
+    Column("name", String(200), nullable=False),
+    Column("unit_type", String(32), nullable=False, comment="car | motorbike | foot | crew | guard | volunteer"),
+    Column("station", String(64)),
+    Column("department", String(64)),
+    Column("service_codes", JSON, nullable=False),
+    Column("capabilities", JSON, nullable=False),
+    Column("town", String(64)),
+    Column("community", String(64)),
+    Column("shift", JSON, comment="On-duty schedule: [{days, start, end}] in the node's zone; none = always."),
+    Column("status", String(16), nullable=False),
+    Column("incident_id", String(26), comment="The incident it is committed to now."),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("heading", Float),
+    Column("fix_at", TS),
+    Column("updated_at", TS, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_responders_status", responders.c.status)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", String(26), primary_key=True),
+    Column("incident_id", String(26), nullable=False),
+    Column("responder_id", String(64), nullable=False),
+    Column("assigned_at", TS, nullable=False),
+    Column("eta_s", Float),
+    Column("actor", String(128), nullable=False),
+    Column("released_at", TS),
+    Column("outcome", String(32), comment="arrived | reassigned | cancelled | closed"),
+    Column("active", Integer, comment="1 while the assignment holds, NULL after: one active assignment a responder."),
+)
+Index("ix_assignments_incident_id", assignments.c.incident_id)
+Index("uq_assignments_responder_active", assignments.c.responder_id, assignments.c.active, unique=True)
+
+open311_requests = Table(
+    "open311_requests",
+    metadata,
+    Column("id", String(64), primary_key=True, comment="service_request_id"),
+    Column("incident_id", String(26), nullable=False),
+    Column("service_code", String(64), nullable=False),
+    Column("status", String(8), nullable=False, comment="open | closed"),
+    Column("status_notes", Text),
+    Column("agency_responsible", String(128)),
+    Column("service_notice", Text),
+    Column("description", Text),
+    Column("address", String(256)),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("media_url", Text),
+    Column("attributes", JSON, nullable=False),
+    Column("requested_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("expected_at", TS),
+)
+Index("ix_open311_requests_service_code_updated_at", open311_requests.c.service_code, open311_requests.c.updated_at)
+Index("ix_open311_requests_incident_id", open311_requests.c.incident_id)
