@@ -11,6 +11,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from safecity.api.auth import Role, require
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.kernel.errors import InvalidInput
+from safecity.kernel.tabular import ImportMode, ImportReport
 from safecity.sensing.device_service import DeviceService
 from safecity.sensing.devices import (
     CSV_COLUMNS,
@@ -19,8 +20,6 @@ from safecity.sensing.devices import (
     DeviceIn,
     DevicePage,
     DevicePatch,
-    ImportMode,
-    ImportReport,
     decode_csv,
 )
 from safecity.sensing.model import DeviceKind, DeviceStatus

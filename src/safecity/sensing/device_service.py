@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from safecity.kernel import clock
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.heap import settle_heap
+from safecity.kernel.tabular import ImportIssue, ImportMode, ImportReport, validation_reason
 from safecity.sensing.devices import (
     Device,
     DeviceExists,
@@ -24,12 +25,8 @@ from safecity.sensing.devices import (
     DeviceNotFound,
     DevicePage,
     DevicePatch,
-    ImportIssue,
-    ImportMode,
-    ImportReport,
     parse_csv,
     parse_geojson,
-    validation_reason,
 )
 from safecity.sensing.model import DeviceKind, DeviceStatus
 from safecity.store.devices import DeviceRepo

@@ -1,19 +1,15 @@
-"""Device registry types (pydantic v2) and pure CSV / GeoJSON parsers for bulk import."""
+"""Device registry types (pydantic v2) and their CSV / GeoJSON import format."""
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
-import json
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from safecity.kernel import tabular
 from safecity.kernel.errors import Conflict, InvalidInput, NotFound
-from safecity.kernel.messages import field_message
+from safecity.kernel.tabular import ImportFormat, ImportIssue
 from safecity.sensing.model import DeviceKind, DeviceStatus
 
 # ASCII only: the id is a token of MQTT topics `safecity/<community>/<kind>/<device>`.
@@ -234,210 +230,28 @@ class DevicePage(BaseModel):
     offset: int
 
 
-class ImportMode(StrEnum):
-    """What a bulk import does when some rows are bad."""
-
-    VALID_ONLY = "valid_only"  # write the good rows, report the bad ones
-    ALL_OR_NOTHING = "all_or_nothing"  # write nothing when any row is bad
-
-
-class ImportIssue(BaseModel):
-    """Why one CSV line or GeoJSON feature was refused."""
-
-    line: int | None = Field(None, description="CSV line number (the header is line 1).")
-    feature: int | None = Field(None, description="GeoJSON feature index (from 0).")
-    id: str | None = None
-    reason: str
-
-
-class ImportReport(BaseModel):
-    """What a bulk import did."""
-
-    mode: ImportMode
-    applied: bool = Field(description="False when nothing was written (all_or_nothing with errors).")
-    created: int = 0
-    updated: int = 0
-    errors: list[ImportIssue] = Field(default_factory=list)
-
-
-def validation_reason(err: ValidationError, locale: str = "en") -> str:
-    """Summarize a validation error in one line, in the locale (zh-CN or en)."""
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"])
-        msg = field_message(e, locale)
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
-
-
-# Row-level reasons of the parsers: (en, zh-CN).
-_REASONS: dict[str, tuple[str, str]] = {
-    "extra_values": ("more values than header columns", "值的个数多于表头列数"),
-    "duplicate_line": ("duplicate id (first on line {first})", "id 重复（首次出现在第 {first} 行）"),
-    "duplicate_feature": ("duplicate id (first at feature {first})", "id 重复（首次出现在第 {first} 个要素）"),
-    "not_feature": ("not a GeoJSON Feature", "不是 GeoJSON Feature"),
-    "properties": ("properties must be an object", "properties 必须是对象"),
-    "geometry": ("geometry must be a Point [lon, lat]", "geometry 必须是 Point [lon, lat]"),
-    "attributes": ("attributes must be an object", "attributes 必须是对象"),
-}
-
-
-def _reason(key: str, locale: str, **params: Any) -> str:
-    en, zh = _REASONS[key]
-    return (zh if locale.lower().startswith("zh") else en).format(**params)
-
-
-def _blank_to_none(value: str | None) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+DEVICE_FORMAT: ImportFormat[DeviceIn] = ImportFormat(
+    model=DeviceIn,
+    columns=CSV_COLUMNS,
+    required=("id", "kind"),
+    aliases=CSV_ALIASES,
+    empty=DeviceFileEmpty,
+    header_missing=DeviceCsvHeaderMissing,
+    encoding=DeviceCsvEncoding,
+    geojson_invalid=DeviceGeoJsonInvalid,
+)
 
 
 def decode_csv(body: bytes, charset: str | None = None) -> str:
-    """Decode a CSV upload: UTF-8 (a BOM is dropped) when it is valid UTF-8, else the declared charset, else GB18030.
-
-    Chinese Excel saves "CSV" in the ANSI code page, GBK (cp936), and sends no charset; GB18030 is a superset of
-    GBK, and GBK text with any Chinese in it is almost never valid UTF-8, so trying UTF-8 first is safe.
-    """
-    try:
-        return body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    encodings = ["gb18030"]
-    if charset:
-        try:
-            declared = codecs.lookup(charset.strip().strip('"')).name
-        except LookupError:
-            declared = None
-        if declared is not None and declared not in ("utf-8", "utf-8-sig"):
-            encodings.insert(0, declared)
-    for encoding in encodings:
-        try:
-            return body.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise DeviceCsvEncoding
+    """Decode a device CSV upload (UTF-8, the declared charset, else GB18030); see `kernel.tabular.decode_csv`."""
+    return tabular.decode_csv(body, charset, error=DeviceCsvEncoding)
 
 
 def parse_csv(text: str, locale: str = "en") -> tuple[list[DeviceIn], list[ImportIssue]]:
-    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues.
-
-    A file that is empty or whose first line is not a header with `id` and `kind` is refused as a whole
-    (DeviceFileEmpty, DeviceCsvHeaderMissing): there are no rows to report on.
-    """
-    rows: list[DeviceIn] = []
-    issues: list[ImportIssue] = []
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
-    fields = [f.strip() for f in (reader.fieldnames or [])]
-    if not any(fields):
-        raise DeviceFileEmpty
-    reader.fieldnames = fields
-    missing = [c for c in ("id", "kind") if c not in fields]
-    if missing:
-        raise DeviceCsvHeaderMissing(missing=", ".join(missing))
-    seen: dict[str, int] = {}
-    for record in reader:
-        line = reader.line_num
-        if None in record:
-            issues.append(ImportIssue(line=line, id=record.get("id"), reason=_reason("extra_values", locale)))
-            continue
-        values: dict[str, Any] = {}
-        attributes: dict[str, Any] = {}
-        for header, raw in record.items():
-            value = _blank_to_none(raw)
-            column = CSV_ALIASES.get(header, header)
-            if column in CSV_COLUMNS:
-                if value is not None:
-                    values[column] = value
-            elif value is not None and column:
-                attributes[column] = value
-        if not values and not attributes:
-            continue  # blank line
-        values["attributes"] = attributes
-        device_id = values.get("id")
-        try:
-            device = DeviceIn.model_validate(values)
-        except ValidationError as err:
-            issues.append(ImportIssue(line=line, id=device_id, reason=validation_reason(err, locale)))
-            continue
-        if device.id in seen:
-            issues.append(
-                ImportIssue(line=line, id=device.id, reason=_reason("duplicate_line", locale, first=seen[device.id]))
-            )
-            continue
-        seen[device.id] = line
-        rows.append(device)
-    return rows, issues
+    """Parse a device CSV (header row; columns CSV_COLUMNS, others become attributes) into rows and issues."""
+    return tabular.parse_csv(DEVICE_FORMAT, text, locale)
 
 
 def parse_geojson(data: str | bytes | dict[str, Any], locale: str = "en") -> tuple[list[DeviceIn], list[ImportIssue]]:
-    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues.
-
-    A body that is not JSON or not a FeatureCollection is refused as a whole (DeviceGeoJsonInvalid).
-    """
-    if isinstance(data, (str, bytes)):
-        if not data.strip():
-            raise DeviceFileEmpty
-        try:
-            data = json.loads(data)
-        except (ValueError, RecursionError) as err:
-            # RecursionError: absurdly deep nesting; the body cap bounds the size, not the depth.
-            raise DeviceGeoJsonInvalid from err
-    if (
-        not isinstance(data, dict)
-        or data.get("type") != "FeatureCollection"
-        or not isinstance(data.get("features"), list)
-    ):
-        raise DeviceGeoJsonInvalid
-    rows: list[DeviceIn] = []
-    issues: list[ImportIssue] = []
-    seen: dict[str, int] = {}
-    for index, feature in enumerate(data["features"]):
-        if not isinstance(feature, dict) or feature.get("type") != "Feature":
-            issues.append(ImportIssue(feature=index, reason=_reason("not_feature", locale)))
-            continue
-        props = feature.get("properties") or {}
-        if not isinstance(props, dict):
-            issues.append(ImportIssue(feature=index, reason=_reason("properties", locale)))
-            continue
-        values = dict(props)
-        if "id" not in values and isinstance(feature.get("id"), (str, int)):
-            values["id"] = str(feature["id"])
-        device_id = values.get("id") if isinstance(values.get("id"), str) else None
-        geometry = feature.get("geometry")
-        if geometry is not None:
-            coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
-            if (
-                not isinstance(geometry, dict)
-                or geometry.get("type") != "Point"
-                or not isinstance(coords, list)
-                or len(coords) < 2
-                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2])
-            ):
-                issues.append(ImportIssue(feature=index, id=device_id, reason=_reason("geometry", locale)))
-                continue
-            values["lon"], values["lat"] = float(coords[0]), float(coords[1])
-        known = set(DeviceIn.model_fields)
-        extra = {k: v for k, v in values.items() if k not in known}
-        values = {k: v for k, v in values.items() if k in known}
-        attributes = values.get("attributes") or {}
-        if not isinstance(attributes, dict):
-            issues.append(ImportIssue(feature=index, id=device_id, reason=_reason("attributes", locale)))
-            continue
-        values["attributes"] = {**attributes, **extra}
-        try:
-            device = DeviceIn.model_validate(values)
-        except ValidationError as err:
-            issues.append(ImportIssue(feature=index, id=device_id, reason=validation_reason(err, locale)))
-            continue
-        if device.id in seen:
-            issues.append(
-                ImportIssue(
-                    feature=index, id=device.id, reason=_reason("duplicate_feature", locale, first=seen[device.id])
-                )
-            )
-            continue
-        seen[device.id] = index
-        rows.append(device)
-    return rows, issues
+    """Parse a GeoJSON FeatureCollection of Points (properties hold the device fields) into rows and issues."""
+    return tabular.parse_geojson(DEVICE_FORMAT, data, locale)

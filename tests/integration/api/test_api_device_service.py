@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from safecity.kernel.tabular import ImportMode
 from safecity.sensing.device_service import DeviceService
-from safecity.sensing.devices import DeviceExists, DeviceIn, DeviceNotFound, DevicePatch, ImportMode
+from safecity.sensing.devices import DeviceExists, DeviceIn, DeviceNotFound, DevicePatch
 from safecity.store.engine import create_engine, upgrade
 
 
