@@ -12,24 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from safecity.geo.road.graph import haversine_m
-
-
-class DedupeSettings(BaseModel):
-    """When a new incident is proposed as a duplicate of an open one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    distance_m: float = Field(200.0, gt=0, description="At most this far from the open incident (metres).")
-    window_s: float = Field(900.0, gt=0, description="Opened at most this long after the open incident (seconds).")
-    same_building: bool = Field(
-        True, description="Incidents tagged with the same building are near whatever the distance."
-    )
-    auto_merge_types: frozenset[str] = Field(
-        frozenset(), description="Incident types merged without asking the operator (e.g. fire alarms of one building)."
-    )
+from safecity.kernel.dispatch_settings import DedupeSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+from safecity.kernel.dispatch_settings import INTERVALS
+
 G = TypeVar("G", bound=Hashable)
 
 
@@ -28,18 +30,6 @@ class StageTimes:
     on_scene_at: datetime | None = None
     disposed_at: datetime | None = None
     closed_at: datetime | None = None
-
-
-# name -> (from stage time, to stage time). Names are the KPI names of the API and docs/dispatch.md.
-INTERVALS: dict[str, tuple[str, str]] = {
-    "warn": ("perceived_at", "warned_at"),
-    "dispatch": ("opened_at", "dispatched_at"),
-    "turnout": ("dispatched_at", "en_route_at"),
-    "travel": ("dispatched_at", "on_scene_at"),
-    "response": ("opened_at", "on_scene_at"),
-    "on_scene": ("on_scene_at", "disposed_at"),
-    "close": ("opened_at", "closed_at"),
-}
 
 
 @dataclass(frozen=True, slots=True)

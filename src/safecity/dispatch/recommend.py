@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from safecity.kernel.dispatch_settings import RankSettings
 
 
 class ResponderKind(StrEnum):
@@ -32,19 +32,6 @@ class ResponderStatus(StrEnum):
     EN_ROUTE = "en_route"
     ON_SCENE = "on_scene"
     OUT_OF_SERVICE = "out_of_service"
-
-
-class RankSettings(BaseModel):
-    """How the recommender weighs what it knows."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stale_after_s: float = Field(120.0, gt=0, description="A position older than this is stale (flagged, penalized).")
-    stale_penalty_s: float = Field(180.0, ge=0, description="Seconds added to a stale responder's travel time.")
-    preempt_penalty_s: float = Field(
-        120.0, ge=0, description="Seconds added to a responder taken from an incident of lower priority."
-    )
-    limit: int = Field(10, ge=1, le=200, description="How many eligible responders the list holds at most.")
 
 
 @dataclass(frozen=True, slots=True)

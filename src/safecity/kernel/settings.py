@@ -14,6 +14,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from safecity.kernel.dispatch_settings import DispatchSettings
+
 Role = Literal["community", "town", "district"]
 
 # Development-only key so the embedded demo runs with no set-up; `safecity serve` warns when it is in use.
@@ -226,6 +228,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     roads: RoadSettings = Field(default_factory=RoadSettings)
     places: PlacesSettings = Field(default_factory=PlacesSettings)
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
 
     @model_validator(mode="after")
     def _database_in_data_dir(self) -> Settings:

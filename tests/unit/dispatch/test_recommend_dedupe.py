@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from safecity.dispatch.dedupe import DedupeSettings, Facts, merge_proposals
+from safecity.dispatch.dedupe import Facts, merge_proposals
 from safecity.dispatch.recommend import (
     Candidate,
     RankSettings,
@@ -17,6 +17,7 @@ from safecity.dispatch.recommend import (
     Travel,
     rank,
 )
+from safecity.kernel.dispatch_settings import DedupeSettings
 
 NOW = datetime(2026, 12, 3, 8, tzinfo=UTC)
 S = timedelta(seconds=1)

@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from safecity.dispatch.kpi import StageTimes
-from safecity.dispatch.sla import AreaType, SlaSettings, Target, timers
+from safecity.dispatch.sla import timers
+from safecity.kernel.dispatch_settings import AreaType, SlaSettings, Target
 
 T0 = datetime(2026, 12, 3, 8, tzinfo=UTC)
 S = timedelta(seconds=1)

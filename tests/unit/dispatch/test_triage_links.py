@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from safecity.dispatch.links import BadLink, _mac, issue, verify
-from safecity.dispatch.triage import Route, TriageSettings, TypeRule, triage
+from safecity.dispatch.triage import triage
+from safecity.kernel.dispatch_settings import Route, TriageSettings, TypeRule
 
 KEY = b"k" * 32
 NOW = datetime(2026, 12, 3, 8, tzinfo=UTC)
