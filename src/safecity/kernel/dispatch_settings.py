@@ -72,8 +72,12 @@ class TriageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    types: dict[str, TypeRule] = Field(default_factory=_default_types)
-    default_priority: int = Field(3, ge=1, le=9)
+    types: dict[str, TypeRule] = Field(
+        default_factory=_default_types,
+        description="Incident type -> route (police, department, community), priority, needed capabilities, "
+        "owning department and Open311 service code (docs/dispatch.md).",
+    )
+    default_priority: int = Field(3, ge=1, le=9, description="Priority of a type missing from the table.")
 
 
 class AreaType(StrEnum):
@@ -117,7 +121,11 @@ class SlaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    targets: list[Target] = Field(default_factory=_default_targets)
+    targets: list[Target] = Field(
+        default_factory=_default_targets,
+        description="Limits in seconds per interval (warn, dispatch, turnout, travel, response, on_scene, close), "
+        "optionally for one priority and/or area; the most specific target wins per interval.",
+    )
     rural_towns: frozenset[str] = Field(frozenset(), description="Town ids whose incidents use the rural targets.")
 
     def limits_for(self, priority: int, area: AreaType) -> dict[str, float]:

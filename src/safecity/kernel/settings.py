@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_core import to_json
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -271,6 +272,18 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
     return bound(**overrides)  # type: ignore[no-any-return]
 
 
+def _shown(default: object) -> str:
+    """A default as the reader would write it: structured defaults (tables of models) as compact JSON."""
+    def plain(value: object) -> object:
+        return value.model_dump(mode="json", exclude_defaults=True) if isinstance(value, BaseModel) else value
+
+    if isinstance(default, dict) and default:
+        return to_json({key: plain(value) for key, value in default.items()}).decode()
+    if isinstance(default, list) and default:
+        return to_json([plain(value) for value in default]).decode()
+    return repr(default)
+
+
 def settings_reference() -> str:
     """Render every setting (TOML key, environment variable, default, description) as Markdown."""
     lines = [
@@ -292,7 +305,7 @@ def settings_reference() -> str:
             key = f"{prefix}{name}"
             env = "SAFECITY_" + key.replace(".", "__").upper()
             default = field.get_default(call_default_factory=True)
-            shown = "(secret)" if isinstance(default, SecretStr) else f"`{default!r}`"
+            shown = "(secret)" if isinstance(default, SecretStr) else f"`{_shown(default)}`"
             lines.append(f"| `{key}` | `{env}` | {shown} | {field.description or ''} |")
 
     add(Settings, "")
