@@ -274,6 +274,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
 
 def _shown(default: object) -> str:
     """A default as the reader would write it: structured defaults (tables of models) as compact JSON."""
+
     def plain(value: object) -> object:
         return value.model_dump(mode="json", exclude_defaults=True) if isinstance(value, BaseModel) else value
 
