@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from safecity.kernel.bus import Bus, MemoryBus, OverflowHook, Subscription
 from safecity.kernel.envelope import Envelope, encode, make_envelope
 from safecity.kernel.heap import settle_heap
 from safecity.kernel.metrics import Metrics
+from safecity.kernel.readiness import Check, Readiness, readiness, tasks_check, tcp_check
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
 from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.deadletters import DeadLetterService
@@ -33,7 +35,8 @@ from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.sharing.keys import KeyService, Role
 from safecity.store.deadletters import DeadLetterRepo
-from safecity.store.engine import create_engine, ping, upgrade
+from safecity.store.engine import check as check_database
+from safecity.store.engine import create_engine, upgrade
 from safecity.store.events import EventRepo
 from safecity.store.writer import REJECTED, EventWriter, Row, row_from_envelope
 from safecity.warning.alerts import AlertService
@@ -329,13 +332,26 @@ class Runtime:
         self.metrics.devices_offline.inc()
         log.info("device_offline", device_id=device_id, late_ms=(clock.now() - deadline).total_seconds() * 1000)
 
+    async def readiness(self) -> Readiness:
+        """The node's readiness (what `/readyz` answers): the database and the bus answer, the MQTT broker (when
+        enabled) accepts connections, and every supervised loop runs."""
+        checks: dict[str, Check] = {
+            "database": partial(check_database, self.engine),
+            "bus": self._check_bus,
+            "tasks": tasks_check(self.supervisor.down),
+        }
+        if self.settings.mqtt.enabled:
+            checks["broker"] = tcp_check(self.settings.mqtt.host, self.settings.mqtt.port)
+        return await readiness(checks)
+
+    async def _check_bus(self) -> None:
+        if not await self.bus.healthy():
+            raise RuntimeError("bus is not healthy")
+
     async def ready(self) -> dict[str, bool]:
-        """Readiness of each dependency."""
-        checks = {"database": await ping(self.engine), "bus": await self.bus.healthy()}
-        if self.mqtt is not None:
-            checks["broker"] = self.mqtt.connected.is_set()
-        checks["tasks"] = not self.supervisor.down()
-        return checks
+        """Readiness of each dependency, as booleans (see `readiness`)."""
+        report = await self.readiness()
+        return {name: bool(result["ok"]) for name, result in report.checks.items()}
 
     async def stop(self) -> None:
         """Stop loops, flush buffers, disconnect."""

@@ -191,11 +191,16 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+async def check(engine: AsyncEngine) -> None:
+    """Return when the database answers `SELECT 1`; raise the driver's error when it does not (readiness check)."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
 async def ping(engine: AsyncEngine) -> bool:
-    """Return True when the database answers `SELECT 1` (readiness probe); never raises for a down database."""
+    """Return True when the database answers `SELECT 1`; never raises for a down database."""
     try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await check(engine)
     except (SQLAlchemyError, OSError) as err:
         log.warning("database_ping_failed", error=str(err))
         return False
