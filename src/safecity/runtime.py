@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import structlog
 
+from safecity.api.ports import ApiServices
 from safecity.geo.places import PlaceTree, TagIndex, load_places
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
@@ -29,10 +30,12 @@ from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.deadletters import DeadLetterService
 from safecity.sensing.device_service import DeviceService
 from safecity.sensing.health import HealthMonitor
+from safecity.sensing.intake import BatchIntake
 from safecity.sensing.model import DEVICE_OFFLINE, DeadLetterReason, DeviceKind, DeviceOffline, SensorEvent, Tags
 from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
+from safecity.sensing.queries import DeadLetterQueries, EventQueries
 from safecity.sharing.keys import KeyService, Role
 from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import check as check_database
@@ -42,7 +45,7 @@ from safecity.store.writer import REJECTED, EventWriter, Row, row_from_envelope
 from safecity.warning.alerts import AlertService
 from safecity.warning.backtest import stored_events
 from safecity.warning.notify.service import NotifyService
-from safecity.warning.rules import load_builtin, load_pack, state_horizon_s
+from safecity.warning.rules import RulePack, load_builtin, load_pack, parse_pack, state_horizon_s
 from safecity.warning.service import WarningService
 
 log = structlog.get_logger(__name__)
@@ -383,6 +386,35 @@ class Runtime:
         await self.engine.dispose()
         self.started = False
         log.info("runtime_stopped")
+
+    def api_services(self) -> ApiServices:
+        """The ports the HTTP API uses, from this node's services (`create_app(runtime.api_services())`)."""
+        return ApiServices(
+            settings=self.settings,
+            lifecycle=self,
+            readiness=self.readiness,
+            metrics=self.metrics_text,
+            keys=self.keys,
+            events=EventQueries(self.events),
+            dead_letters=DeadLetterQueries(self.dead_letter_repo),
+            intake=BatchIntake(self.pipeline, self.pressure, self.metrics.intake_refused),
+            devices=self.devices,
+            alerts=self.alerts,
+            notify=self.notify,
+            rules=self.warning,
+            parse_rules=self.parse_rules,
+            places=self.place_index,
+            roads=self.roads,
+        )
+
+    def parse_rules(self, text: str, source: str) -> RulePack:
+        """Parse a rule pack the way this node loads one (watch lists pseudonymized with its key)."""
+        return parse_pack(text, source, pseudonymize=self.pipeline.pseudonymize)
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this node's metrics, with the bus backlog read now."""
+        self.update_lag_metrics()
+        return self.metrics.render()
 
     def update_lag_metrics(self) -> None:
         """Copy the bus's per-subscription backlog into the metrics gauge."""
