@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,7 @@ from safecity.dispatch.model import (
     UnitAssigned,
 )
 from safecity.dispatch.recommend import Candidate, Ranked, ResponderKind, ResponderStatus, rank
+from safecity.dispatch.replay import Call
 from safecity.dispatch.responders import ResponderIn, ShiftSpan, on_duty
 from safecity.dispatch.sla import Timer, timers
 from safecity.dispatch.travel import TravelSource
@@ -829,6 +831,55 @@ class DispatchService:
             evidence=[EvidenceRef(kind="event", ref=e) for e in alert.trigger_event_ids[:50]],
         )
         await self.open(draft, actor=f"rule:{alert.rule_id}")
+
+    # --- replay ---------------------------------------------------------------------------------------------------
+
+    async def import_calls(self, calls: Sequence[Call], *, progress: Callable[[int], None] | None = None) -> int:
+        """Store replayed calls for service as closed incidents (origin `replay`) with their stage times."""
+        imported = 0
+        for start in range(0, len(calls), 500):
+            async with self.engine.begin() as conn:
+                repo = IncidentRepo(conn)
+                for call in calls[start : start + 500]:
+                    await repo.insert(self._replayed(call))
+                    imported += 1
+            if progress is not None:
+                progress(len(calls[start : start + 500]))
+        return imported
+
+    def _replayed(self, call: Call) -> dict[str, Any]:
+        times = call.times
+        assert times.opened_at is not None  # read_calls refuses a row without its received time
+        slug = re.sub(r"[^a-z0-9]+", "_", call.call_type.lower()).strip("_")[:60] or "unknown"
+        kind = slug if slug[0].isalpha() else f"t_{slug}"
+        priority = int(call.priority) if call.priority and call.priority.isdigit() and call.priority != "0" else None
+        verdict = triage(kind, self.settings.triage, priority=min(priority, 9) if priority else None)
+        return {
+            **dict.fromkeys(store.INCIDENT_TIMES),
+            "id": ids.new_id(),
+            "type": kind,
+            "priority": verdict.priority,
+            "stage": Stage.CLOSED.value,
+            "route": verdict.route.value,
+            "origin": "replay",
+            "summary": f"call {call.call_number}: {call.call_type}",
+            "lon": call.point[0] if call.point else None,
+            "lat": call.point[1] if call.point else None,
+            "address": None,
+            "district": None,
+            "town": call.station,
+            "community": None,
+            "building": None,
+            "caller": None,
+            "department": None,
+            "service_code": None,
+            "merged_into": None,
+            "alert_id": None,
+            "unit_id": call.units[0] if call.units else None,
+            **{name: getattr(times, name) for name in StageTimes.__dataclass_fields__},
+            "updated_at": times.closed_at or times.opened_at,
+            "version": 0,
+        }
 
     # --- SLA and KPIs --------------------------------------------------------------------------------------------
 
