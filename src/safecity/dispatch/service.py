@@ -14,7 +14,7 @@ import asyncio
 import builtins
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -141,12 +141,38 @@ class Responder:
 
 @dataclass(slots=True)
 class _Outbox:
-    """Bus messages of one transaction, published once it has committed."""
+    """What one transaction changed, applied once it has committed: bus messages, and responders' new status."""
 
     items: list[tuple[EventKey[Any], Payload]]
+    units: dict[str, tuple[ResponderStatus, str | None]] = field(default_factory=dict)
 
     def add(self, key: EventKey[Any], payload: Payload) -> None:
         self.items.append((key, payload))
+
+
+@dataclass(slots=True)
+class _Live:
+    """What the recommender reads about a responder, kept in memory and changed after each commit here."""
+
+    kind: ResponderKind
+    status: ResponderStatus
+    capabilities: frozenset[str]
+    shift: list[ShiftSpan] | None
+    incident_id: str | None
+    point: tuple[float, float] | None
+    fix_at: datetime | None
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Live:
+        return cls(
+            kind=ResponderKind(row["kind"]),
+            status=ResponderStatus(row["status"]),
+            capabilities=frozenset(row["capabilities"]),
+            shift=[ShiftSpan(**s) for s in row["shift"]] if row["shift"] else None,
+            incident_id=row["incident_id"],
+            point=(row["lon"], row["lat"]) if row["lon"] is not None and row["lat"] is not None else None,
+            fix_at=row["fix_at"],
+        )
 
 
 def _state(row: dict[str, Any]) -> IncidentState:
@@ -204,10 +230,23 @@ class DispatchService:
         self._breached: set[tuple[str, str]] = set()
         self._rerank = asyncio.Event()
         self._rankings: dict[str, tuple[str, ...]] = {}
+        # Responders as the recommender reads them; None until first used or after an import. A node is the only
+        # writer of its tier's responders, so changes made here keep it true (see docs/dispatch.md).
+        self._live: dict[str, _Live] | None = None
 
     # --- publishing ----------------------------------------------------------------------------------------------
 
+    async def _live_units(self) -> dict[str, _Live]:
+        if self._live is None:
+            async with self.engine.connect() as conn:
+                self._live = {r["id"]: _Live.of(r) for r in await IncidentRepo(conn).responders()}
+        return self._live
+
     async def _flush(self, outbox: _Outbox, at: datetime) -> None:
+        if self._live is not None:
+            for responder_id, (status, incident_id) in outbox.units.items():
+                if (live := self._live.get(responder_id)) is not None:
+                    live.status, live.incident_id = status, incident_id
         for key, payload in outbox.items:
             await self.bus.publish(make_envelope(key, payload, source=self.source, tier=self.tier, occurred_at=at))
 
@@ -543,6 +582,7 @@ class DispatchService:
         if unit is None:
             raise ResponderNotFound(responder_id)
         await repo.set_responder(responder_id, {"status": status.value, "incident_id": incident_id, "updated_at": now})
+        outbox.units[responder_id] = (status, incident_id)
         previous = ResponderStatus(unit["status"])
         if previous is not status:
             outbox.add(
@@ -641,6 +681,7 @@ class DispatchService:
                     created += 1
                 else:
                     updated += 1
+        self._live = None
         self._rerank.set()
         return ImportReport(mode=mode, applied=True, created=created, updated=updated, errors=errors)
 
@@ -695,6 +736,8 @@ class DispatchService:
             snap_m=snap_m,
             incident_id=unit["incident_id"],
         )
+        if self._live is not None and (live := self._live.get(responder_id)) is not None:
+            live.point, live.fix_at = (lon, lat), fix_at
         await self.bus.publish(
             make_envelope(RESPONDER_MOVED, moved, source=self.source, tier=self.tier, occurred_at=fix_at)
         )
@@ -725,39 +768,41 @@ class DispatchService:
 
     # --- recommending --------------------------------------------------------------------------------------------
 
-    async def recommend(self, incident_id: str, *, now: datetime | None = None) -> builtins.list[Ranked]:
-        """One ranked list across police units, department crews and community responders for an incident."""
+    async def recommend(
+        self, incident_id: str, *, now: datetime | None = None, routes: int = 3
+    ) -> builtins.list[Ranked]:
+        """One ranked list across police units, department crews and community responders for an incident (with
+        the road route of the first `routes` eligible ones)."""
         now = now or clock.now()
+        units = await self._live_units()
+        busy_ids = {u.incident_id for u in units.values() if u.incident_id and u.incident_id != incident_id}
         async with self.engine.connect() as conn:
             repo = IncidentRepo(conn)
             row = await repo.get(incident_id)
             if row is None:
                 raise IncidentNotFound(incident_id)
-            units = await repo.responders()
-            busy_ids = {u["incident_id"] for u in units if u["incident_id"]}
-            busy = {i: (await repo.get(i) or {}).get("priority") for i in busy_ids}
+            busy = await repo.priorities(busy_ids) if busy_ids else {}
         verdict = triage(row["type"], self.settings.triage, priority=row["priority"])
+        local = now.astimezone(self.zone)
         candidates = [
             Candidate(
-                id=u["id"],
-                kind=ResponderKind(u["kind"]),
-                status=ResponderStatus(u["status"]),
-                capabilities=frozenset(u["capabilities"]),
-                fix_at=u["fix_at"],
-                on_duty=on_duty(
-                    [ShiftSpan(**s) for s in u["shift"]] if u["shift"] else None, now.astimezone(self.zone)
-                ),
-                busy_priority=busy.get(u["incident_id"]),
-                busy_incident=u["incident_id"],
+                id=uid,
+                kind=u.kind,
+                status=u.status,
+                capabilities=u.capabilities,
+                fix_at=u.fix_at,
+                on_duty=on_duty(u.shift, local),
+                busy_priority=busy.get(u.incident_id) if u.incident_id else None,
+                busy_incident=u.incident_id,
             )
-            for u in units
-            if u["incident_id"] != incident_id
+            for uid, u in units.items()
+            if u.incident_id != incident_id
         ]
-        positions = {u["id"]: (u["lon"], u["lat"]) for u in units if u["lon"] is not None and u["lat"] is not None}
         travel = {}
         point = _point(row)
         if self.travel is not None and point is not None:
-            travel = await self.travel.travel(point, positions, routes=self.settings.rank.limit)
+            positions = {c.id: p for c in candidates if (p := units[c.id].point) is not None}
+            travel = await self.travel.travel(point, positions, routes=routes)
         return rank(
             candidates, travel, priority=row["priority"], needs=verdict.needs, now=now, settings=self.settings.rank
         )
