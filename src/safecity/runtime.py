@@ -17,6 +17,9 @@ import orjson
 import structlog
 
 from safecity.api.ports import ApiServices
+from safecity.dispatch.open311_service import Open311Service
+from safecity.dispatch.service import DispatchService
+from safecity.dispatch.travel import RoadTravel
 from safecity.geo.places import PlaceTree, TagIndex, load_places
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
@@ -157,6 +160,18 @@ class Runtime:
         self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
+        self.dispatch = DispatchService(
+            self.engine,
+            self.bus,
+            settings.dispatch,
+            pseudonymize=pseudonymize,
+            link_key=settings.security.pseudonym_key.get_secret_value().encode(),
+            tagger=self.place_index.tag if self.place_index is not None else None,
+            travel=RoadTravel(self.roads),
+            source=settings.node_id,
+            tier=settings.role,
+        )
+        self.open311 = Open311Service(self.dispatch)
         self._last_persisted: dict[str, datetime] = {}
         self._subs: list[Subscription] = []
         self.started = False
@@ -405,6 +420,8 @@ class Runtime:
             parse_rules=self.parse_rules,
             places=self.place_index,
             roads=self.roads,
+            dispatch=self.dispatch,
+            open311=self.open311,
         )
 
     def parse_rules(self, text: str, source: str) -> RulePack:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from safecity.api import alerts, auth, devices, events, ingest, notify, places, routing, rules
+from safecity.api import alerts, auth, devices, events, incidents, ingest, notify, open311, places, routing, rules
 from safecity.api.deps import MetricsDep, ReadinessDep
 from safecity.api.docs import install_docs
 from safecity.api.ports import ApiServices
@@ -35,6 +35,14 @@ PUBLIC_PATHS = frozenset(
         "/redoc",
         "/cap/feed.atom",
         "/cap/alerts/{public_alert_id}.xml",
+        # Open311 GeoReport v2 answers in its own error format and takes its key as the spec says (open311.py).
+        "/open311/v2/discovery.{fmt}",
+        "/open311/v2/services.{fmt}",
+        "/open311/v2/services/{service_code}.{fmt}",
+        "/open311/v2/requests.{fmt}",
+        "/open311/v2/requests/{service_request_id}.{fmt}",
+        # The signed task link is a community responder's credential.
+        "/api/v1/tasks/{action}",
     }
 )
 
@@ -104,6 +112,9 @@ def create_app(services: ApiServices, *, extra_routers: Sequence[APIRouter] = ()
     app.include_router(notify.router)
     app.include_router(rules.router)
     app.include_router(places.router)
+    app.include_router(incidents.router)
+    app.include_router(incidents.tasks_router)
+    app.include_router(open311.router)
     for router in extra_routers:
         app.include_router(router)
     return app

@@ -19,11 +19,13 @@ from safecity.api.ports import (
     ApiServices,
     DeadLetterQueries,
     Devices,
+    Dispatch,
     EventQueries,
     Intake,
     Keys,
     MetricsText,
     Notify,
+    Open311,
     Places,
     ReadinessProbe,
     Roads,
@@ -109,6 +111,16 @@ def roads(conn: HTTPConnection) -> Roads:
     return services(conn).roads
 
 
+def dispatch(conn: HTTPConnection) -> Dispatch:
+    """Incidents, responders and recommendations."""
+    return services(conn).dispatch
+
+
+def open311(conn: HTTPConnection) -> Open311:
+    """The GeoReport v2 server."""
+    return services(conn).open311
+
+
 SettingsDep = Annotated[Settings, Depends(settings)]
 ReadinessDep = Annotated[ReadinessProbe, Depends(readiness_probe)]
 MetricsDep = Annotated[MetricsText, Depends(metrics_text)]
@@ -123,3 +135,5 @@ RuleParserDep = Annotated[RuleParser, Depends(rule_parser)]
 NotifyDep = Annotated[Notify, Depends(notify)]
 PlacesDep = Annotated[Places | None, Depends(places)]
 RoadsDep = Annotated[Roads, Depends(roads)]
+DispatchDep = Annotated[Dispatch, Depends(dispatch)]
+Open311Dep = Annotated[Open311, Depends(open311)]

@@ -11,6 +11,7 @@ so `safecity.api` has no import path to `safecity.store` (checked by import-lint
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,14 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from safecity.dispatch.incident import Incident, IncidentDraft, Opened, Responder, StepIn, StepRecord
+from safecity.dispatch.kpi import Summary
+from safecity.dispatch.lifecycle import Stage
+from safecity.dispatch.model import ResponderMoved
+from safecity.dispatch.open311 import Service, ServiceDefinition, ServiceRequest
+from safecity.dispatch.recommend import Ranked, ResponderStatus
+from safecity.dispatch.responders import ResponderIn
+from safecity.dispatch.sla import Timer
 from safecity.geo.places import PlaceTags, PlaceTree
 from safecity.geo.road.network import RoadNetwork, Route, UnitEta
 from safecity.geo.road.search import Coverage, Isochrone
@@ -26,7 +35,7 @@ from safecity.geo.road.service import ConditionsSummary
 from safecity.geo.road.snap import Point, Snap
 from safecity.kernel.readiness import Readiness
 from safecity.kernel.settings import Settings
-from safecity.kernel.tabular import ImportMode, ImportReport
+from safecity.kernel.tabular import ImportIssue, ImportMode, ImportReport
 from safecity.sensing.devices import Device, DeviceIn, DevicePage, DevicePatch
 from safecity.sensing.model import DeviceKind, DeviceStatus
 from safecity.sensing.pipeline import IngestResult
@@ -340,6 +349,100 @@ class Roads(Protocol):
     async def tile_metadata(self) -> dict[str, str]: ...
 
 
+# --- dispatch --------------------------------------------------------------------------------------------------
+
+
+class Dispatch(Protocol):
+    """Incidents, their lifecycle, responders, positions, recommendations, SLA timers, KPIs and task links."""
+
+    async def open(self, draft: IncidentDraft, *, actor: str, now: datetime | None = ...) -> Opened: ...
+
+    async def get(self, incident_id: str) -> Incident: ...
+
+    async def list(
+        self,
+        *,
+        stages: Iterable[Stage] | None = ...,
+        town: str | None = ...,
+        type: str | None = ...,
+        since: datetime | None = ...,
+        until: datetime | None = ...,
+        limit: int = ...,
+        offset: int = ...,
+    ) -> tuple[builtins.list[Incident], int]: ...
+
+    async def history(self, incident_id: str) -> builtins.list[StepRecord]: ...
+
+    async def assignments(self, incident_id: str) -> builtins.list[Row]: ...
+
+    async def act(self, incident_id: str, step: StepIn, *, actor: str, now: datetime | None = ...) -> Incident: ...
+
+    async def recommend(
+        self, incident_id: str, *, now: datetime | None = ..., routes: int = ...
+    ) -> builtins.list[Ranked]: ...
+
+    async def dispatch_best(self, incident_id: str, *, actor: str, now: datetime | None = ...) -> Incident: ...
+
+    def timers(self, incident: Incident) -> builtins.list[Timer]: ...
+
+    async def kpis(
+        self, *, since: datetime, until: datetime, group: str = ...
+    ) -> dict[str | None, dict[str, Summary]]: ...
+
+    async def responders(self, ids_: Iterable[str] | None = ...) -> builtins.list[Responder]: ...
+
+    async def responder(self, responder_id: str) -> Responder: ...
+
+    async def import_responders(
+        self, rows: Sequence[ResponderIn], issues: Iterable[ImportIssue] = ..., *, mode: ImportMode = ...
+    ) -> ImportReport: ...
+
+    async def report_position(
+        self,
+        responder_id: str,
+        lon: float,
+        lat: float,
+        *,
+        fix_at: datetime | None = ...,
+        heading: float | None = ...,
+        now: datetime | None = ...,
+    ) -> ResponderMoved: ...
+
+    async def set_status(
+        self, responder_id: str, status: ResponderStatus, *, actor: str, now: datetime | None = ...
+    ) -> Responder: ...
+
+    def task_link(self, incident_id: str, responder_id: str, *, now: datetime | None = ...) -> str: ...
+
+    async def act_by_link(
+        self, token: str, action: str, *, outcome: str | None = ..., now: datetime | None = ...
+    ) -> Incident: ...
+
+
+class Open311(Protocol):
+    """The GeoReport v2 server: services, definitions, requests and the department's status updates."""
+
+    def services(self) -> list[Service]: ...
+
+    def definition(self, service_code: str) -> ServiceDefinition: ...
+
+    async def create(self, form: Mapping[str, Sequence[str]], *, actor: str) -> list[dict[str, Any]]: ...
+
+    async def request(self, request_id: str) -> ServiceRequest: ...
+
+    async def requests(
+        self,
+        *,
+        ids: Sequence[str] = ...,
+        service_codes: Sequence[str] = ...,
+        start: datetime | None = ...,
+        end: datetime | None = ...,
+        statuses: Sequence[str] = ...,
+    ) -> list[ServiceRequest]: ...
+
+    async def update(self, request_id: str, *, status: str, notes: str | None, agency: str) -> ServiceRequest: ...
+
+
 # --- the container ---------------------------------------------------------------------------------------------
 
 
@@ -363,3 +466,5 @@ class ApiServices:
     parse_rules: RuleParser
     places: Places | None
     roads: Roads
+    dispatch: Dispatch
+    open311: Open311
