@@ -121,7 +121,7 @@ class Incident(BaseModel):
     service_code: str | None
     merged_into: str | None
     alert_id: str | None
-    unit_id: str | None
+    unit_id: str | None = Field(description="The responder assigned last (none before dispatch or after a recall).")
     perceived_at: datetime | None
     warned_at: datetime | None
     opened_at: datetime

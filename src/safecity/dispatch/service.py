@@ -429,7 +429,8 @@ class DispatchService:
 
         if step.action in _RELEASES:
             await self._release(repo, row["id"], now, _RELEASES[step.action], actor, outbox)
-            unit_id = None
+            if step.action is Action.RECALL:
+                unit_id = None  # otherwise the incident keeps its last responder (exports, KPIs per unit)
         if step.action in (Action.DISPATCH, Action.REASSIGN):
             assert step.unit_id is not None  # the guard requires it
             eta_s = await self._assign(repo, row, step.unit_id, step.preempt, actor, now, outbox)
