@@ -1,7 +1,8 @@
 """The AsyncAPI 3.0.0 document of the device interface: the MQTT topics we read, with payload schemas.
 
-The payload schemas are generated from the same msgspec structs the normalizers decode with, so the document and
-the code cannot drift; `docs/asyncapi.json` is this module's output and a test fails when it is stale.
+The channels, payload schemas, summaries and examples come from the normalizer registry (the msgspec structs the
+normalizers decode with and the documentation they register), so the document and the code cannot drift;
+`docs/asyncapi.json` is this module's output and a test fails when it is stale.
 Regenerate: `uv run python -m safecity.sensing.asyncapi > docs/asyncapi.json`.
 """
 

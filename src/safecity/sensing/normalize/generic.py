@@ -26,16 +26,8 @@ from safecity.sensing.normalize.registry import NormalizerSpec, TopicKind, Topic
 
 KEY = "generic"
 
-MESSAGE_KINDS: dict[str, EventKind] = {
-    "smoke": EventKind.SMOKE,
-    "door": EventKind.DOOR,
-    "parking": EventKind.PARKING,
-    "crowd": EventKind.CROWD,
-    "heartbeat": EventKind.HEARTBEAT,
-    "generic": EventKind.GENERIC,
-    "video": EventKind.VIDEO,
-    "checkpoint": EventKind.CHECKPOINT,
-}
+# Each message kind of the SafeCity payload becomes the event kind of the same name.
+MESSAGE_KINDS: dict[str, EventKind] = {kind: EventKind(kind) for kind in PAYLOAD_TYPES}
 """Message kinds this format accepts -> the event kind they become."""
 
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
