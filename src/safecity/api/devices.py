@@ -9,10 +9,10 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from safecity.api.auth import Role, require
+from safecity.api.deps import DevicesDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportMode, ImportReport
-from safecity.sensing.device_service import DeviceService
 from safecity.sensing.devices import (
     CSV_COLUMNS,
     DEVICE_ID_PATTERN,
@@ -92,18 +92,12 @@ async def _upload(request: Request) -> tuple[str, str | None, bytes]:
         return part_type, part_charset, await upload.read()
 
 
-def device_service(request: Request) -> DeviceService:
-    """The running node's device service."""
-    service: DeviceService = request.app.state.runtime.devices
-    return service
-
-
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, description="Device id.")]
 
 
 @router.get("", response_model=DevicePage, dependencies=[READ], summary="List devices")
 async def list_devices(
-    request: Request,
+    devices: DevicesDep,
     kind: DeviceKind | None = None,
     town: str | None = Query(None, max_length=64, pattern=_FILTER),
     community: str | None = Query(None, max_length=64, pattern=_FILTER),
@@ -112,15 +106,13 @@ async def list_devices(
     offset: int = Query(0, ge=0, le=100_000_000),
 ) -> DevicePage:
     """Return one page of devices, ordered by id, with the total that match."""
-    return await device_service(request).list(
-        kind=kind, town=town, community=community, status=status, limit=limit, offset=offset
-    )
+    return await devices.list(kind=kind, town=town, community=community, status=status, limit=limit, offset=offset)
 
 
 @router.post("", response_model=Device, status_code=201, dependencies=[WRITE], summary="Register a device")
-async def create_device(body: DeviceIn, request: Request, response: Response) -> Device:
+async def create_device(body: DeviceIn, devices: DevicesDep, response: Response) -> Device:
     """Register one device; 409 when the id is taken."""
-    device = await device_service(request).create(body)
+    device = await devices.create(body)
     response.headers["Location"] = f"{router.prefix}/{device.id}"
     return device
 
@@ -156,14 +148,15 @@ _IMPORT_BODY: dict[str, Any] = {
     openapi_extra=_IMPORT_BODY,
     summary="Bulk import devices (CSV or GeoJSON)",
 )
-async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_ONLY) -> ImportReport:
+async def import_devices(
+    request: Request, devices: DevicesDep, mode: ImportMode = ImportMode.VALID_ONLY
+) -> ImportReport:
     """Create or update many devices; `all_or_nothing` writes nothing (422) when any row is bad."""
     content_type, charset, body = await _upload(request)
-    service = device_service(request)
     if content_type in CSV_TYPES:
-        report = await service.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
+        report = await devices.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
     elif content_type in GEOJSON_TYPES:
-        report = await service.import_geojson(body, mode=mode, locale=request_locale(request))
+        report = await devices.import_geojson(body, mode=mode, locale=request_locale(request))
     else:
         raise UnsupportedMediaType(
             got=content_type or "(none)", accepted=", ".join((*CSV_TYPES, *GEOJSON_TYPES, MULTIPART))
@@ -174,19 +167,19 @@ async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_O
 
 
 @router.get("/{device_id}", response_model=Device, dependencies=[READ], summary="Get a device")
-async def get_device(request: Request, device_id: DeviceId) -> Device:
+async def get_device(devices: DevicesDep, device_id: DeviceId) -> Device:
     """Return one device."""
-    return await device_service(request).get(device_id)
+    return await devices.get(device_id)
 
 
 @router.patch("/{device_id}", response_model=Device, dependencies=[WRITE], summary="Update a device")
-async def update_device(body: DevicePatch, request: Request, device_id: DeviceId) -> Device:
+async def update_device(body: DevicePatch, devices: DevicesDep, device_id: DeviceId) -> Device:
     """Change some fields of a device (null clears an optional field)."""
-    return await device_service(request).update(device_id, body)
+    return await devices.update(device_id, body)
 
 
 @router.delete("/{device_id}", status_code=204, dependencies=[WRITE], summary="Delete a device")
-async def delete_device(request: Request, device_id: DeviceId) -> Response:
+async def delete_device(devices: DevicesDep, device_id: DeviceId) -> Response:
     """Remove a device from the registry."""
-    await device_service(request).delete(device_id)
+    await devices.delete(device_id)
     return Response(status_code=204)

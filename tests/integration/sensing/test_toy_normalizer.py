@@ -139,7 +139,7 @@ async def test_a_toy_normalizer_is_served_end_to_end(
         assert conflict.value.code == "sensing.normalizer_conflict"
 
         rt = Runtime(settings, tagger=DISTRICT.tag_index())
-        app = create_app(rt)
+        app = create_app(rt.api_services())
         async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
             await rt.devices.upsert_many(DISTRICT.devices)
             assert rt.mqtt is not None
