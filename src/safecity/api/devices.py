@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from safecity.api.auth import Role, require
 from safecity.api.deps import DevicesDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
+from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, MULTIPART, import_body, upload
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportMode, ImportReport
 from safecity.sensing.devices import (
@@ -27,10 +26,6 @@ from safecity.sensing.model import DeviceKind, DeviceStatus
 READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
 WRITE = require(Role.OPERATOR)
 
-CSV_TYPES = ("text/csv", "application/csv")
-GEOJSON_TYPES = ("application/geo+json", "application/json")
-MULTIPART = "multipart/form-data"
-_BY_SUFFIX = {".csv": "text/csv", ".geojson": "application/geo+json", ".json": "application/json"}
 _FILTER = r"^[^\x00-\x1f\x7f]*$"
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=PROBLEM_RESPONSES)
@@ -60,38 +55,6 @@ class DeviceUploadMissing(InvalidInput):
     message_zh = "表单中没有文件：请以字段 `file` 上传（curl -F file=@devices.csv）。"
 
 
-def _media_type(header: str | None) -> tuple[str, str | None]:
-    """A Content-Type header's media type (lower case) and charset parameter."""
-    media, *params = (header or "").split(";")
-    charset = None
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip():
-            charset = value.strip()
-    return media.strip().lower(), charset
-
-
-async def _upload(request: Request) -> tuple[str, str | None, bytes]:
-    """The uploaded file as (media type, charset, bytes): the raw body, or the file part of a multipart form.
-
-    A form part typed `application/octet-stream` (what `curl -F file=@devices.csv` sends) is typed by its file name.
-    """
-    content_type, charset = _media_type(request.headers.get("content-type"))
-    if content_type != MULTIPART:
-        return content_type, charset, await request.body()
-    async with request.form(max_files=1, max_fields=20) as form:  # closing the form removes its temporary files
-        upload = form.get("file")
-        if not isinstance(upload, StarletteUploadFile):
-            upload = next((v for v in form.values() if isinstance(v, StarletteUploadFile)), None)
-        if upload is None:
-            raise DeviceUploadMissing
-        part_type, part_charset = _media_type(upload.content_type)
-        if part_type not in CSV_TYPES + GEOJSON_TYPES:
-            suffix = PurePosixPath(upload.filename or "").suffix.lower()
-            part_type = _BY_SUFFIX.get(suffix, part_type or "(none)")
-        return part_type, part_charset, await upload.read()
-
-
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, description="Device id.")]
 
 
@@ -117,42 +80,18 @@ async def create_device(body: DeviceIn, devices: DevicesDep, response: Response)
     return device
 
 
-_IMPORT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": (
-            "CSV with a header row (columns: " + ", ".join(CSV_COLUMNS) + "; others become attributes), "
-            "or a GeoJSON FeatureCollection of Point features whose properties hold the device fields; "
-            "either as the body or as the `file` field of a multipart/form-data upload."
-        ),
-        "content": {
-            "text/csv": {"schema": {"type": "string"}},
-            "application/geo+json": {"schema": {"type": "object"}},
-            "application/json": {"schema": {"type": "object"}},
-            MULTIPART: {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-        },
-    }
-}
-
-
 @router.post(
     "/import",
     response_model=ImportReport,
     dependencies=[WRITE],
-    openapi_extra=_IMPORT_BODY,
+    openapi_extra=import_body(CSV_COLUMNS, "device"),
     summary="Bulk import devices (CSV or GeoJSON)",
 )
 async def import_devices(
     request: Request, devices: DevicesDep, mode: ImportMode = ImportMode.VALID_ONLY
 ) -> ImportReport:
     """Create or update many devices; `all_or_nothing` writes nothing (422) when any row is bad."""
-    content_type, charset, body = await _upload(request)
+    content_type, charset, body = await upload(request, DeviceUploadMissing)
     if content_type in CSV_TYPES:
         report = await devices.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
     elif content_type in GEOJSON_TYPES:
