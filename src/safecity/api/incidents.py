@@ -149,7 +149,7 @@ class TaskAnswer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    token: str = Field(min_length=10, max_length=2048)
+    token: str = Field(min_length=10, max_length=2048, pattern=r"^[A-Za-z0-9_.=-]+$")
     outcome: str | None = Field(None, max_length=2000, pattern=_FILTER)
 
 

@@ -70,7 +70,7 @@ def issue(
 def verify(key: bytes, token: str, *, action: str, now: datetime) -> TaskClaims:
     """The claims of a valid token that allows `action` now; raises BadLink (forged, expired, wrong action) else."""
     body, _, signature = token.partition(".")
-    if not body or not signature or len(token) > 2048:
+    if not body or not signature or len(token) > 2048 or not token.isascii():
         raise BadLink("malformed")
     if not hmac.compare_digest(signature, _mac(key, body)):
         raise BadLink("forged")

@@ -49,7 +49,7 @@ def test_a_link_allows_its_actions_until_it_expires() -> None:
         verify(b"x" * 32, token, action="accept", now=NOW)
 
 
-@given(st.integers(0, 200), st.characters(codec="ascii", exclude_characters="."))
+@given(st.integers(0, 200), st.characters(exclude_characters="."))
 def test_any_edit_of_a_token_is_refused(position: int, char: str) -> None:
     token = issue(KEY, incident_id="INC-1", responder_id="g-7", actions=("accept",), now=NOW, ttl=timedelta(hours=1))
     i = position % len(token)
