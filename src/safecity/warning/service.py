@@ -104,7 +104,8 @@ class WarningService:
                 dropped=engine.stats.dropped_rules,
                 open_windows=engine.open_windows(),
             )
-            self.restored = True
+            # An older snapshot format is not loaded: the windows are rebuilt from stored events instead.
+            self.restored = engine.snapshot_loaded
             return engine
         return Engine(rules, now=self.now, lateness=self.lateness_s)
 
