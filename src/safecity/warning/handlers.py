@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from safecity.kernel.envelope import Envelope
+from safecity.kernel.errors import InvalidInput
 from safecity.sensing.model import DeviceOffline, SensorEvent, Tags
 from safecity.warning.fastcel import ERROR, Error, compile_fast
 from safecity.warning.model import Area
@@ -29,6 +30,14 @@ V = TypeVar("V")
 R = TypeVar("R")
 S = TypeVar("S", bound="RuleState")
 Ref = tuple[str, str, float]  # (event id, device id, event time) of an event behind a hit
+
+
+class UnreadableEvent(InvalidInput):
+    """A bus message the engine cannot read (neither a sensor event nor `device.offline`): refused at the boundary."""
+
+    code = "warning.unreadable_event"
+    message_en = "The rule engine does not read {key!r} messages (message {id})."
+    message_zh = "规则引擎不读取 {key!r} 消息（消息 {id}）。"
 
 
 @dataclass(slots=True)
@@ -71,7 +80,7 @@ class EventView:
                 data={"device_kind": str(p.kind)}, source=env.source, hops=hops,
                 correlation_id=env.context.correlation_id, arrived=env.received_at.timestamp(),
             )  # fmt: skip
-        raise TypeError(f"the engine does not read {env.key!r} messages")
+        raise UnreadableEvent(key=env.key, id=env.id)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> EventView:
