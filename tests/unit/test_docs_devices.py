@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from safecity.api import devices, events, ingest
-from safecity.api.devices import CSV_TYPES, GEOJSON_TYPES, MULTIPART
+from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, MULTIPART
 from safecity.kernel.settings import Settings
 from safecity.sensing.devices import CSV_ALIASES, CSV_COLUMNS
 from safecity.sensing.model import DeviceKind

@@ -13,8 +13,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
+from safecity.api.deps import IntakeDep
 from safecity.kernel.errors import Overloaded
-from safecity.sharing.keys import Role
+from safecity.sharing.principal import Role
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
@@ -59,6 +60,7 @@ class BatchReport(BaseModel):
 )
 async def ingest_batch(
     request: Request,
+    intake: IntakeDep,
     principal: Annotated[Principal, require(Role.INGEST, Role.OPERATOR)],
     fmt: Annotated[
         Literal["generic", "frigate", "checkpoint", "suricata"],
@@ -70,17 +72,15 @@ async def ingest_batch(
     Answered once the batch is durable. Under back-pressure (the store stalled or its queues filling) the batch is
     refused whole with 503 and `Retry-After` before any line is taken, so a retry sends it again as it is.
     """
-    runtime = request.app.state.runtime
-    cause = runtime.pressure()
+    cause = intake.pressure()
     if cause is not None:
-        runtime.metrics.intake_refused.labels(cause).inc()
+        intake.refused(cause)
         raise Overloaded(cause=cause, retry_after=RETRY_AFTER_S)
     body = await request.body()
     source = f"http:{principal.name}"
-    pipeline = runtime.pipeline
     numbered = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
-    results = [(n, await pipeline.ingest(line, fmt=fmt, source=source)) for n, line in numbered]
-    await pipeline.settle(result for _, result in results)
+    results = [(n, await intake.ingest(line, fmt=fmt, source=source)) for n, line in numbered]
+    await intake.settle(result for _, result in results)
     report = BatchReport(lines=len(numbered), accepted=0, dead_lettered=[], discarded=0, event_ids=[])
     for number, result in results:
         not_stored = {event_id for event_id, _ in result.not_stored}
