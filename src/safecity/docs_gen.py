@@ -1,4 +1,5 @@
-"""Generators for reference pages under docs/ (`python -m safecity.docs_gen events > docs/events.md`).
+"""Generators for reference pages under docs/ (`python -m safecity.docs_gen events > docs/events.md`) and blocks of
+pages (`python -m safecity.docs_gen --write rule-kinds` fills the rule kinds table of docs/rules.md).
 
 The kernel must not import slices, so the events reference lives here: it imports every slice's `model` module (which
 registers that slice's event keys) and renders the registry.
@@ -11,6 +12,7 @@ import importlib.util
 import json
 import pkgutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -138,15 +140,54 @@ def events_reference() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-GENERATORS = {"events": events_reference}
+def rule_kinds_reference() -> str:
+    """The table of registered rule kinds (the `rule-kinds` block of docs/rules.md)."""
+    from safecity.warning.rules import rule_kinds
+
+    def names(fields: tuple[str, ...]) -> str:
+        return ", ".join(f"`{f}`" for f in fields) or "none"
+
+    lines = [
+        "| kind | fires when | windows (event time) | conditions | defined in |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in sorted(rule_kinds(), key=lambda k: k.key):
+        lines.append(
+            f"| [`{kind.key}`](#{kind.key}) | {kind.summary} | {names(kind.windows)} | {names(kind.conditions)} "
+            f"| `{kind.model.__module__}` |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+GENERATORS = {"events": events_reference, "rule-kinds": rule_kinds_reference}
+# Generators that fill a marked block of a page (`<!-- generated:NAME -->` ... `<!-- /generated:NAME -->`) instead
+# of writing the whole page; `--write` rewrites the block in place.
+BLOCKS = {"rule-kinds": "docs/rules.md"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fill_block(text: str, name: str, content: str) -> str:
+    """`text` with the block `name` holding `content`; a page without the block's markers raises ValueError."""
+    start, end = f"<!-- generated:{name} -->\n", f"<!-- /generated:{name} -->"
+    head, found, rest = text.partition(start)
+    if not found or end not in rest:
+        raise ValueError(f"no {start.strip()} ... {end} block to fill")
+    return head + start + content + end + rest.split(end, 1)[1]
 
 
 def main(argv: list[str]) -> int:
-    """Print the named reference page to stdout."""
-    if len(argv) != 1 or argv[0] not in GENERATORS:
-        sys.stderr.write(f"usage: python -m safecity.docs_gen {{{'|'.join(GENERATORS)}}}\n")
+    """Print the named reference page (or block) to stdout; `--write NAME` fills a block in its page."""
+    write = argv[:1] == ["--write"]
+    args = argv[1:] if write else argv
+    if len(args) != 1 or args[0] not in GENERATORS or (write and args[0] not in BLOCKS):
+        sys.stderr.write(f"usage: python -m safecity.docs_gen [--write] {{{'|'.join(GENERATORS)}}}\n")
         return 2
-    sys.stdout.write(GENERATORS[argv[0]]())
+    content = GENERATORS[args[0]]()
+    if write:
+        page = ROOT / BLOCKS[args[0]]
+        page.write_text(fill_block(page.read_text(encoding="utf-8"), args[0], content), encoding="utf-8")
+    else:
+        sys.stdout.write(content)
     return 0
 
 

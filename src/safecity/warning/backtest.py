@@ -12,7 +12,8 @@ from safecity.kernel.settings import DEV_PSEUDONYM_KEY
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.store.events import EventRepo
 from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing
-from safecity.warning.rules import HotlistRule, RulePack
+from safecity.warning.kinds.hotlist import HotlistRule
+from safecity.warning.rules import RulePack
 
 # Any value does: the development key's pseudonym of it tells whether a pseudonymizer uses that key.
 _PROBE = ("plate", "key-probe")

@@ -20,128 +20,25 @@ from __future__ import annotations
 import hashlib
 import heapq
 import pickle
-import re
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import shapely
-from shapely.geometry import Polygon
-
 from safecity.kernel import clock, ids
 from safecity.kernel.envelope import Envelope
-from safecity.sensing.model import DeviceOffline, SensorEvent, Tags
-from safecity.warning.fastcel import ERROR, MISSING, Error, Guard, compile_fast, guard
+from safecity.sensing.model import Tags
+from safecity.warning.fastcel import MISSING, Guard, guard
+from safecity.warning.handlers import EngineStats, EventView, Handler, Hit, Keyed, Matcher
 from safecity.warning.model import Area, Circle
-from safecity.warning.rules import (
-    AbsenceRule,
-    Condition,
-    CorrelationRule,
-    GeofenceRule,
-    HotlistRule,
-    RulePack,
-    SequenceRule,
-    ThresholdRule,
-    TrendRule,
-    compile_condition,
-    schedule_armed,
-)
+from safecity.warning.rules import RulePack, rule_kind, schedule_armed
 
-_SNAPSHOT_VERSION = 2
-_MAX_TRIGGER_IDS = 20
+_SNAPSHOT_VERSION = 3  # 3: each rule's state through its kind's state type (2 kept handler attributes apart)
 _MAX_CONTRIBUTORS = 50  # distinct devices listed on one open alert
 DEFAULT_LATENESS_S = 10.0  # how late an event may arrive behind its source's newest and still hold a timer back
 _EMPTY_TAGS = Tags()
 
-
-@dataclass(slots=True)
-class EventView:
-    """What the engine sees of one event: a bus envelope or a stored row, flattened."""
-
-    id: str
-    name: str
-    t: float
-    device_id: str
-    tags: Tags
-    lon: float | None = None
-    lat: float | None = None
-    value: float | None = None
-    state: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    pseudonyms: dict[str, str] = field(default_factory=dict)
-    source: str = ""
-    hops: dict[str, datetime] = field(default_factory=dict)
-    correlation_id: str | None = None
-    arrived: float | None = None  # when it reached this node (unix seconds): the wall clock of its source's silence
-    _cel: dict[str, Any] | None = None
-    # Condition results of this event by expression text: rules sharing a condition evaluate it once.
-    _memo: dict[str, Any] | None = None
-
-    @classmethod
-    def from_envelope(cls, env: Envelope) -> EventView:
-        """View of a bus message (`event.<kind>` with a SensorEvent, or `device.offline`)."""
-        p = env.payload
-        name = env.key[6:] if env.key.startswith("event.") else env.key
-        hops = {"occurred": env.occurred_at, "received": env.received_at, **env.hops}
-        if isinstance(p, SensorEvent):
-            return cls(
-                env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, p.lon, p.lat, p.value, p.state,
-                p.data, p.pseudonyms, env.source, hops, env.context.correlation_id, env.received_at.timestamp(),
-            )  # fmt: skip
-        if isinstance(p, DeviceOffline):
-            return cls(
-                env.id, name, env.occurred_at.timestamp(), p.device_id, p.tags, state="offline",
-                data={"device_kind": str(p.kind)}, source=env.source, hops=hops,
-                correlation_id=env.context.correlation_id, arrived=env.received_at.timestamp(),
-            )  # fmt: skip
-        raise TypeError(f"the engine does not read {env.key!r} messages")
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> EventView:
-        """View of a row of the `events` table (for backtests and rebuilding state)."""
-        tags = Tags(
-            district=row.get("district"),
-            town=row.get("town"),
-            community=row.get("community"),
-            building=row.get("building"),
-            device_kind=row.get("device_kind"),
-        )
-        key = str(row["key"])
-        occurred: datetime = row["occurred_at"]
-        received: datetime | None = row.get("received_at")
-        return cls(
-            str(row["id"]), key[6:] if key.startswith("event.") else key, occurred.timestamp(), str(row["device_id"]),
-            tags, row.get("lon"), row.get("lat"), row.get("value"), row.get("state"), row.get("data") or {},
-            row.get("pseudonyms") or {}, str(row.get("source") or ""), {"occurred": occurred},
-            row.get("correlation_id"), received.timestamp() if received is not None else None,
-        )  # fmt: skip
-
-    def cel(self) -> dict[str, Any]:
-        """The dict CEL conditions are evaluated against (built once per event, only when a condition needs it)."""
-        if self._cel is None:
-            t = self.tags
-            self._cel = {
-                "kind": self.name,
-                "key": self.name,
-                "device_id": self.device_id,
-                "value": self.value,
-                "state": self.state,
-                "data": self.data,
-                "tags": {
-                    "district": t.district or "",
-                    "town": t.town or "",
-                    "community": t.community or "",
-                    "building": t.building or "",
-                    "device_kind": t.device_kind or "",
-                },
-                "pseudonyms": self.pseudonyms,
-                "lon": self.lon,
-                "lat": self.lat,
-                "source": self.source,
-            }
-        return self._cel
+__all__ = ["DEFAULT_LATENESS_S", "Engine", "EngineStats", "EventView", "Firing", "fingerprint", "replay"]
 
 
 @dataclass(slots=True)
@@ -163,45 +60,6 @@ class Firing:
     event: EventView | None  # the completing event; None when a timer fired (absence, dwell, hold)
 
 
-@dataclass
-class EngineStats:
-    """Counters of one engine (exported by the service)."""
-
-    events: int = 0
-    behind_watermark: int = 0
-    late_timers: int = 0
-    matched: int = 0
-    fired: int = 0
-    updated: int = 0
-    suppressed: int = 0
-    unscheduled: int = 0
-    late: int = 0
-    evicted_keys: int = 0
-    window_overflow: int = 0
-    condition_errors: int = 0
-    restored_rules: int = 0
-    dropped_rules: int = 0
-    # rule id -> reason ("cooldown" | "suppressed_by") -> matches that raised no alert (summed in `suppressed`).
-    suppressed_by_rule: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def suppress(self, rule_id: str, reason: str) -> None:
-        """Count one suppressed match of a rule."""
-        self.suppressed += 1
-        per_rule = self.suppressed_by_rule.setdefault(rule_id, {})
-        per_rule[reason] = per_rule.get(reason, 0) + 1
-
-
-@dataclass(slots=True)
-class _Hit:
-    part: str  # partition value (building, device ...)
-    refs: list[tuple[str, str, float]]  # (event id, device id, event time) of the events behind the hit
-    t: float
-    tags: Tags
-    lon: float | None
-    lat: float | None
-    event: EventView | None
-
-
 @dataclass(slots=True)
 class _Group:
     alert_id: str
@@ -214,122 +72,17 @@ class _Group:
     members: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
-class _Keyed(OrderedDict[str, Any]):
-    """Per-key state with LRU eviction at `max_keys` (evictions counted)."""
-
-    def __init__(self, max_keys: int, stats: EngineStats) -> None:
-        super().__init__()
-        self.max_keys = max_keys
-        self.stats = stats
-
-    def touch(self, key: str, make: Callable[[], Any]) -> Any:
-        """Return the state of `key`, creating it, and mark it most recently used."""
-        state = self.get(key)
-        if state is None:
-            state = self[key] = make()
-            if len(self) > self.max_keys:
-                self.popitem(last=False)
-                self.stats.evicted_keys += 1
-        else:
-            self.move_to_end(key)
-        return state
-
-    def put(self, key: str, value: Any) -> None:
-        """Set the state of `key` as most recently used."""
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.max_keys:
-            self.popitem(last=False)
-            self.stats.evicted_keys += 1
-
-    def __reduce__(self) -> Any:
-        # Pickle as a plain ordered list of items; stats are re-attached on restore.
-        return (_rebuild_keyed, (self.max_keys, list(self.items())))
-
-
-def _rebuild_keyed(max_keys: int, items: list[tuple[str, Any]]) -> _Keyed:
-    keyed = _Keyed(max_keys, EngineStats())
-    keyed.update(items)
-    return keyed
-
-
-class _Matcher:
-    """Event names plus a compiled condition; evaluation errors (null fields, wrong types) count as no match.
-
-    The common subset of CEL runs as Python closures (`fastcel`); anything else goes to the CEL library. CEL converts
-    the whole context on every call, so it gets only the variables a condition names, and of a map (`data`, `tags`,
-    `pseudonyms`) only the fields it reads when it only reads fields (8x faster than the full view). Results are
-    memoized on the event by expression text, so a condition shared by several rules is evaluated once an event.
-    """
-
-    __slots__ = ("events", "fast", "program", "stats", "vars", "when")
-
-    def __init__(self, events: Iterable[str], when: str | None, stats: EngineStats) -> None:
-        self.events = frozenset(events)
-        self.when = when or ""
-        self.program: Any = compile_condition(when) if when else None
-        self.fast = compile_fast(when) if when else None
-        self.stats = stats
-        self.vars: list[tuple[str, tuple[str, ...] | None]] = []
-        if when and self.program is not None:
-            for var in self.program.variables():
-                fields = re.findall(rf"\b{var}\.([A-Za-z_][A-Za-z0-9_]*)", when)
-                bare = len(re.findall(rf"\b{var}\b", when)) != len(fields)
-                self.vars.append((var, None if bare or not fields else tuple(dict.fromkeys(fields))))
-
-    def __call__(self, ev: EventView) -> bool:
-        if ev.name not in self.events:
-            return False
-        if self.program is None:
-            return True
-        memo = ev._memo
-        if memo is None:
-            memo = ev._memo = {}
-        result = memo.get(self.when)
-        if result is None:
-            fast = self.fast
-            if fast is not None:
-                result = fast(ev._cel if ev._cel is not None else ev.cel())
-            if result is None:
-                result = self.evaluate(ev)
-            memo[self.when] = result
-        if result is True:
-            return True
-        if result is ERROR:
-            self.stats.condition_errors += 1
-        return False
-
-    def evaluate(self, ev: EventView) -> bool | Error:
-        """The condition's value for `ev` (no memo): True, False, or `ERROR` where CEL cannot evaluate it."""
-        if self.fast is not None:
-            result = self.fast(ev.cel())
-            if result is not None:
-                return result
-        view = ev.cel()
-        ctx: dict[str, Any] = {}
-        for var, fields in self.vars:
-            value = view[var]
-            if fields is not None and isinstance(value, dict):
-                value = {f: value[f] for f in fields if f in value}
-            ctx[var] = value
-        try:
-            return self.program.execute(ctx) is True
-        except (TypeError, RuntimeError, ValueError, LookupError, ArithmeticError):
-            # A missing map key raises KeyError and int() of a huge double OverflowError: both are CEL errors.
-            return ERROR
-
-
 class _Plan:
     """The rules one event name reaches, with the guards that let an event skip most of them unevaluated.
 
-    A rule whose state only an event matching one of its conditions can change (`_Handler.gates`) is visited only
+    A rule whose state only an event matching one of its conditions can change (`Handler.gates`) is visited only
     when one of those conditions' guards admits the event; guards shared by several rules are tested once, and each
     field once. A rule with a condition without a guard, or with no condition, is always visited.
     """
 
     __slots__ = ("_chosen", "_keys", "always", "guards", "handlers", "paths", "reach")
 
-    def __init__(self, name: str, handlers: list[_Handler]) -> None:
+    def __init__(self, name: str, handlers: list[Handler[Any, Any]], *, guards: bool = True) -> None:
         self.handlers = handlers
         self.paths: list[tuple[str, ...]] = []
         self.guards: list[tuple[Guard, int]] = []  # (guard, index of its path)
@@ -337,16 +90,16 @@ class _Plan:
         self.always: list[int] = []  # handlers visited whatever the guards say
         self._keys: dict[Any, int] = {}
         for at, handler in enumerate(handlers):
-            gated = self._gate(name, handler.gates())
+            gated = self._gate(name, handler.gates()) if guards else None
             if gated is None:
                 self.always.append(at)
             else:
                 for i in gated:
                     self.reach[i].append(at)
         # Which guards admitted an event -> the handlers it reaches; few combinations occur, so they are kept.
-        self._chosen: dict[tuple[int, ...], list[_Handler]] = {}
+        self._chosen: dict[tuple[int, ...], list[Handler[Any, Any]]] = {}
 
-    def _gate(self, name: str, matchers: list[_Matcher] | None) -> list[int] | None:
+    def _gate(self, name: str, matchers: list[Matcher] | None) -> list[int] | None:
         """The guards of a handler's gating matchers for events called `name`; None when one has no guard."""
         if not matchers:
             return None
@@ -366,7 +119,7 @@ class _Plan:
             gated.append(self._keys[g.key])
         return gated
 
-    def select(self, ev: EventView) -> list[_Handler]:
+    def select(self, ev: EventView) -> list[Handler[Any, Any]]:
         """The rules `ev` has to be shown to, in pack order."""
         admitted: tuple[int, ...] = ()
         if self.guards:
@@ -398,371 +151,6 @@ def _walk(view: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _part(rule: Any, ev: EventView) -> str:
-    by = rule.group_by
-    if by == "device":
-        return ev.device_id
-    if by == "global":
-        return "*"
-    value = getattr(ev.tags, by)
-    return value if value is not None else f"device:{ev.device_id}"
-
-
-def _ref(ev: EventView) -> tuple[str, str, float]:
-    return (ev.id, ev.device_id, ev.t)
-
-
-def _hit(part: str, refs: list[tuple[str, str, float]], ev: EventView) -> _Hit:
-    return _Hit(part, refs[-_MAX_TRIGGER_IDS:], ev.t, ev.tags, ev.lon, ev.lat, ev)
-
-
-class _Handler:
-    """Window logic of one rule kind; `state` holds per-key state, `timers` asks the engine for wake-ups."""
-
-    def __init__(self, rule: Any, engine: Engine) -> None:
-        self.rule = rule
-        self.engine = engine
-        self.stats = engine.stats
-        self.state = _Keyed(engine.max_keys, engine.stats)
-
-    def names(self) -> set[str]:
-        """Event names this rule reads."""
-        raise NotImplementedError
-
-    def gates(self) -> list[_Matcher] | None:
-        """Matchers of which one must match an event for it to change this rule's state; None: every event may."""
-        return None
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        """Feed one event; return the hits it completes."""
-        raise NotImplementedError
-
-    def on_due(self, part: str, deadline: float) -> list[_Hit]:
-        """A timer set by this handler came due."""
-        return []
-
-    def bounded(self, maxlen: int | None = None) -> deque[Any]:
-        """A window deque bounded by the engine's per-window cap."""
-        return deque(maxlen=maxlen or self.engine.max_events)
-
-
-class _Threshold(_Handler):
-    rule: ThresholdRule
-
-    def __init__(self, rule: ThresholdRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.match = _Matcher(rule.events, rule.when, engine.stats)
-
-    def names(self) -> set[str]:
-        return set(self.rule.events)
-
-    def gates(self) -> list[_Matcher] | None:
-        # A held condition is reset by every event that does not match it.
-        return [self.match] if self.rule.hold is None else None
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        rule = self.rule
-        ok = self.match(ev)
-        part = _part(rule, ev)
-        if rule.hold is not None:
-            st = self.state.get(part) if not ok else self.state.touch(part, lambda: {"since": None})
-            if st is None:
-                return []
-            if not ok:
-                st["since"] = None
-                return []
-            if st["since"] is None:
-                st.update(since=ev.t, ids=[_ref(ev)], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
-                self.engine.arm(self, part, ev.t + rule.hold)
-                return []
-            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], _ref(ev)]
-            if not st["fired"] and ev.t - st["since"] >= rule.hold:
-                st["fired"] = True
-                return [_hit(part, st["ids"], ev)]
-            return []
-        if not ok:
-            return []
-        if rule.count == 1:
-            return [_hit(part, [_ref(ev)], ev)]
-        window: deque[tuple[float, tuple[str, str, float]]] = self.state.touch(part, lambda: deque(maxlen=rule.count))
-        window.append((ev.t, _ref(ev)))
-        assert rule.within is not None
-        if len(window) == rule.count and window[-1][0] - window[0][0] <= rule.within:
-            ids_ = [r for _, r in window]
-            window.clear()
-            return [_hit(part, ids_, ev)]
-        return []
-
-    def on_due(self, part: str, deadline: float) -> list[_Hit]:
-        st = self.state.get(part)
-        if st is None or st.get("since") is None or st["fired"]:
-            return []
-        assert self.rule.hold is not None
-        if st["since"] + self.rule.hold != deadline:
-            return []
-        st["fired"] = True
-        return [_Hit(part, st["ids"], deadline, st["tags"], st["lon"], st["lat"], None)]
-
-
-class _Correlation(_Handler):
-    rule: CorrelationRule
-
-    def __init__(self, rule: CorrelationRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.clauses = [(_Matcher(c.events, c.when, engine.stats), c) for c in rule.require]
-        self.hw = float("-inf")
-
-    def names(self) -> set[str]:
-        return {n for c in self.rule.require for n in c.events}
-
-    def gates(self) -> list[_Matcher] | None:
-        return [m for m, _ in self.clauses]
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        within = self.rule.within
-        matched = [i for i, (m, _) in enumerate(self.clauses) if m(ev)]
-        if not matched:
-            return []
-        self.hw = max(self.hw, ev.t)
-        if self.hw - ev.t > within:
-            # Older than the window behind the newest event seen: it can pair with nothing still held.
-            self.stats.late += 1
-            return []
-        part = _part(self.rule, ev)
-        if part.startswith("device:") and self.rule.group_by != "device":
-            return []
-        st: list[Any] = self.state.touch(part, lambda: [{} if c.distinct else self.bounded() for _, c in self.clauses])
-        hw = self.hw
-        for i in matched:
-            slot = st[i]
-            if isinstance(slot, dict):
-                for dev in [d for d, (t, _) in slot.items() if hw - t > within]:
-                    del slot[dev]
-                seen = slot.get(ev.device_id)
-                if seen is None or ev.t > seen[0]:
-                    if seen is None and len(slot) >= self.engine.max_events:
-                        self.stats.window_overflow += 1
-                    else:
-                        slot[ev.device_id] = (ev.t, _ref(ev))
-            else:
-                while slot and hw - slot[0][0] > within:
-                    slot.popleft()
-                if len(slot) == slot.maxlen:
-                    self.stats.window_overflow += 1
-                slot.append((ev.t, _ref(ev)))
-        ids_: list[tuple[str, str, float]] = []
-        for i, (_, clause) in enumerate(self.clauses):
-            slot = st[i]
-            if isinstance(slot, dict):
-                near = [ref for dev, (t, ref) in slot.items() if dev != ev.device_id and abs(ev.t - t) <= within]
-                n = len(near) + (1 if i in matched else 0)
-            else:
-                near = [ref for t, ref in slot if abs(ev.t - t) <= within and ref[0] != ev.id]
-                n = len(near) + (1 if i in matched else 0)
-            if n < clause.count:
-                return []
-            ids_.extend(near)
-        ids_.append(_ref(ev))
-        return [_hit(part, ids_, ev)]
-
-
-class _Absence(_Handler):
-    rule: AbsenceRule
-
-    def __init__(self, rule: AbsenceRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.expect = _Matcher(rule.expect.events, rule.expect.when, engine.stats)
-        self.after = _Matcher(rule.after.events, rule.after.when, engine.stats) if rule.after else None
-
-    def names(self) -> set[str]:
-        return set(self.rule.expect.events) | (set(self.rule.after.events) if self.rule.after else set())
-
-    def gates(self) -> list[_Matcher] | None:
-        return [self.expect] if self.after is None else [self.expect, self.after]
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        part = _part(self.rule, ev)
-        if self.expect(ev):
-            if self.after is not None:
-                st = self.state.get(part)
-                if st is not None:
-                    st["deadline"] = None
-                return []
-            self._arm(part, ev)
-        elif self.after is not None and self.after(ev):
-            st = self.state.get(part)
-            if st is None or st.get("deadline") is None:
-                self._arm(part, ev)
-        return []
-
-    def _arm(self, part: str, ev: EventView) -> None:
-        deadline = ev.t + self.rule.within
-        st = self.state.touch(part, dict)
-        st.update(deadline=deadline, ids=[_ref(ev)], tags=ev.tags, lon=ev.lon, lat=ev.lat)
-        self.engine.arm(self, part, deadline)
-
-    def on_due(self, part: str, deadline: float) -> list[_Hit]:
-        st = self.state.get(part)
-        if st is None or st.get("deadline") != deadline:
-            return []
-        st["deadline"] = None
-        return [_Hit(part, st["ids"], deadline, st["tags"], st["lon"], st["lat"], None)]
-
-
-class _Sequence(_Handler):
-    # No gates (`_Handler.gates`): every event of its kinds may reset an expired sequence (events arrive out of order).
-    rule: SequenceRule
-
-    def __init__(self, rule: SequenceRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.steps = [_Matcher(s.events, s.when, engine.stats) for s in rule.steps]
-
-    def names(self) -> set[str]:
-        return {n for s in self.rule.steps for n in s.events}
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        part = _part(self.rule, ev)
-        st = self.state.get(part)
-        if st is not None and st["stage"] > 0 and ev.t - st["start"] > self.rule.within:
-            st["stage"] = 0
-        stage = st["stage"] if st is not None else 0
-        if stage > 0 and self.steps[stage](ev):
-            st["stage"] += 1  # type: ignore[index]
-            st["ids"].append(_ref(ev))  # type: ignore[index]
-            if st["stage"] == len(self.steps):  # type: ignore[index]
-                ids_ = st["ids"]  # type: ignore[index]
-                st["stage"] = 0  # type: ignore[index]
-                return [_hit(part, ids_, ev)]
-            return []
-        if stage == 0 and self.steps[0](ev):
-            st = self.state.touch(part, dict)
-            st.update(stage=1, start=ev.t, ids=[_ref(ev)])
-        return []
-
-
-class _Geofence(_Handler):
-    rule: GeofenceRule
-
-    def __init__(self, rule: GeofenceRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.match = _Matcher(rule.events, rule.when, engine.stats)
-        ring = list(rule.zone.polygon)
-        if ring[0] != ring[-1]:
-            ring.append(ring[0])
-        self.ring = ring
-        self.polygon = Polygon(ring)
-        shapely.prepare(self.polygon)
-        self.area = Area(description=rule.zone.name, polygon=[(float(x), float(y)) for x, y in ring])
-
-    def names(self) -> set[str]:
-        return set(self.rule.events)
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        if ev.name not in self.match.events or ev.lon is None or ev.lat is None:
-            return []
-        inside = bool(shapely.contains_xy(self.polygon, ev.lon, ev.lat)) and self.match(ev)
-        part = _part(self.rule, ev)
-        st = self.state.get(part)
-        if st is None:
-            if not inside:
-                return []
-            st = self.state.touch(part, lambda: {"inside": False})
-        was = st["inside"]
-        st["inside"] = inside
-        trigger = self.rule.trigger
-        if inside and not was:
-            st.update(since=ev.t, ids=[_ref(ev)], fired=False, tags=ev.tags, lon=ev.lon, lat=ev.lat)
-            if trigger == "enter":
-                return [_hit(part, [_ref(ev)], ev)]
-            if trigger == "dwell":
-                assert self.rule.dwell is not None
-                self.engine.arm(self, part, ev.t + self.rule.dwell)
-            return []
-        if was and not inside:
-            return [_hit(part, [_ref(ev)], ev)] if trigger == "exit" else []
-        if inside and trigger == "dwell" and not st["fired"]:
-            assert self.rule.dwell is not None
-            st["ids"] = [*st["ids"][-(_MAX_TRIGGER_IDS - 1) :], _ref(ev)]
-            if ev.t - st["since"] >= self.rule.dwell:
-                st["fired"] = True
-                return [_hit(part, st["ids"], ev)]
-        return []
-
-    def on_due(self, part: str, deadline: float) -> list[_Hit]:
-        st = self.state.get(part)
-        if st is None or not st["inside"] or st["fired"]:
-            return []
-        assert self.rule.dwell is not None
-        if st["since"] + self.rule.dwell != deadline:
-            return []
-        st["fired"] = True
-        return [_Hit(part, st["ids"], deadline, st["tags"], st["lon"], st["lat"], None)]
-
-
-class _Hotlist(_Handler):
-    rule: HotlistRule
-
-    def __init__(self, rule: HotlistRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.match = _Matcher(rule.events, rule.when, engine.stats)
-        self.hashes = engine.pack.watchlists.get(rule.watchlist, frozenset())
-
-    def names(self) -> set[str]:
-        return set(self.rule.events)
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        value = ev.pseudonyms.get(self.rule.field)
-        if value is None or value not in self.hashes or not self.match(ev):
-            return []
-        # One alert per listed vehicle: repeats of the same plate update it.
-        return [_hit(f"{self.rule.field}:{value[:16]}", [_ref(ev)], ev)]
-
-
-class _Trend(_Handler):
-    rule: TrendRule
-
-    def __init__(self, rule: TrendRule, engine: Engine) -> None:
-        super().__init__(rule, engine)
-        self.match = _Matcher(rule.events, rule.when, engine.stats)
-        self.factor = 1.0 + rule.rise_pct / 100.0
-
-    def names(self) -> set[str]:
-        return set(self.rule.events)
-
-    def gates(self) -> list[_Matcher] | None:
-        return [self.match]
-
-    def on_event(self, ev: EventView) -> list[_Hit]:
-        if ev.value is None or not self.match(ev):
-            return []
-        part = _part(self.rule, ev)
-        window: deque[tuple[float, float, tuple[str, str, float]]] = self.state.touch(part, self.bounded)
-        over = self.rule.over
-        while window and ev.t - window[0][0] > over:
-            window.popleft()
-        low = min(window, key=lambda item: item[1]) if window else None
-        if len(window) == window.maxlen:
-            self.stats.window_overflow += 1
-        window.append((ev.t, ev.value, _ref(ev)))
-        if low is None or low[1] <= 0 or ev.value < self.rule.min_value or ev.value < low[1] * self.factor:
-            return []
-        # A new rise is measured from here on.
-        window.clear()
-        window.append((ev.t, ev.value, _ref(ev)))
-        return [_hit(part, [low[2], _ref(ev)], ev)]
-
-
-_HANDLERS: dict[str, type[_Handler]] = {
-    "threshold": _Threshold,
-    "correlation": _Correlation,
-    "absence": _Absence,
-    "sequence": _Sequence,
-    "geofence": _Geofence,
-    "hotlist": _Hotlist,
-    "trend": _Trend,
-}
-
-
 def fingerprint(rule: Any) -> str:
     """A digest of a rule's definition: restored state is kept only for unchanged rules."""
     return hashlib.sha256(rule.model_dump_json().encode()).hexdigest()[:16]
@@ -780,29 +168,36 @@ class Engine:
         max_keys: int = 100_000,
         max_events: int = 1_000,
         lateness: float = 0.0,
+        fast_cel: bool = True,
     ) -> None:
         self.pack = pack
+        # False: every condition through the CEL library, no closures and no guards (the reference path).
+        self.fast_cel = fast_cel
         self.lateness = lateness
         self.now = now
         self.new_id = new_id
         self.max_keys = max_keys
         self.max_events = max_events
         self.stats = EngineStats()
-        self.handlers: dict[str, _Handler] = {}
-        self.groups: dict[str, _Keyed] = {}
-        self._index: dict[str, list[_Handler]] = {}
+        self.handlers: dict[str, Handler[Any, Any]] = {}
+        self.groups: dict[str, Keyed[_Group]] = {}
+        self._index: dict[str, list[Handler[Any, Any]]] = {}
         # source -> heap of (deadline, seq, rule id, part); source -> [newest event time, last arrival, watermark].
         self._timers: dict[str, list[tuple[float, int, str, str]]] = {}
         self._clocks: dict[str, list[float]] = {}
         self._source = ""  # the source of the event being processed (its timers are armed there)
         self._seq = 0
+        # Set by `restore`: whether the snapshot was of this format and loaded (False: the engine started clean).
+        self.snapshot_loaded = False
         for rule in pack.rules:
-            handler = _HANDLERS[rule.kind](rule, self)
+            kind = rule_kind(rule.kind)
+            handler = kind.handler(rule, self, kind.state(Keyed(max_keys, self.stats)))
+            handler.seal()
             self.handlers[rule.id] = handler
-            self.groups[rule.id] = _Keyed(max_keys, self.stats)
+            self.groups[rule.id] = Keyed(max_keys, self.stats)
             for name in handler.names():
                 self._index.setdefault(name, []).append(handler)
-        self._plans = {name: _Plan(name, handlers) for name, handlers in self._index.items()}
+        self._plans = {name: _Plan(name, handlers, guards=fast_cel) for name, handlers in self._index.items()}
 
     @property
     def rules(self) -> list[Any]:
@@ -813,7 +208,7 @@ class Engine:
         """Every event name some rule reads."""
         return set(self._index)
 
-    def arm(self, handler: _Handler, part: str, deadline: float) -> None:
+    def arm(self, handler: Handler[Any, Any], part: str, deadline: float) -> None:
         """Ask for `handler.on_due(part, deadline)` once the current event's source's watermark passes `deadline`.
 
         A deadline the watermark has passed already (a late event) is not armed: it would fire at once, the old
@@ -934,7 +329,7 @@ class Engine:
         holidays = self.pack.calendars.get(schedule.calendar, frozenset()) if schedule.calendar else frozenset()
         return schedule_armed(schedule, clock.from_epoch(t), holidays)
 
-    def _group(self, handler: _Handler, hit: _Hit) -> Firing | None:
+    def _group(self, handler: Handler[Any, Any], hit: Hit) -> Firing | None:
         """Raise a new alert for a hit, or update the group's open one; None when the hit is suppressed.
 
         An open alert (a firing of the same group within `group_window`) is always updated, and the devices that
@@ -972,7 +367,7 @@ class Engine:
         for event_id, device_id, t in hit.refs:
             if device_id not in members and len(members) < _MAX_CONTRIBUTORS:
                 members[device_id] = (event_id, t)
-        area = getattr(handler, "area", None) or _circle(rule, hit)
+        area = handler.area or _circle(rule, hit)
         return Firing(
             rule=rule,
             alert_id=g.alert_id,
@@ -997,9 +392,9 @@ class Engine:
             "rules": {
                 rid: {
                     "fp": fingerprint(h.rule),
-                    "state": h.state,
-                    "groups": self.groups[rid],
-                    "hw": getattr(h, "hw", None),
+                    "kind": h.rule.kind,
+                    "state": h.state.dump(),
+                    "groups": list(self.groups[rid].items()),
                 }
                 for rid, h in self.handlers.items()
             },
@@ -1011,22 +406,30 @@ class Engine:
 
     @classmethod
     def restore(cls, pack: RulePack, data: bytes, **kwargs: Any) -> Engine:
-        """Build an engine for `pack` and load a snapshot's state for every rule whose definition is unchanged."""
+        """Build an engine for `pack` and load a snapshot's state for every rule whose definition is unchanged.
+
+        A snapshot of another format (an older version) is not loaded: the engine starts clean, and the service
+        rebuilds the open windows from stored events as it does without a snapshot.
+        """
         engine = cls(pack, **kwargs)
+        engine.snapshot_loaded = False
         # The engine's own snapshot file, never input from outside.
         doc = pickle.loads(data)
         if doc.get("version") != _SNAPSHOT_VERSION:
             return engine
+        engine.snapshot_loaded = True
         kept: set[str] = set()
         for rid, saved in doc["rules"].items():
             handler = engine.handlers.get(rid)
-            if handler is None or saved["fp"] != fingerprint(handler.rule):
+            if (
+                handler is None
+                or saved["fp"] != fingerprint(handler.rule)
+                or saved["kind"] != handler.rule.kind
+                or not handler.state.load(saved["state"])
+            ):
                 engine.stats.dropped_rules += 1
                 continue
-            for target, src in ((handler.state, saved["state"]), (engine.groups[rid], saved["groups"])):
-                target.update(src.items())
-            if saved.get("hw") is not None:
-                handler.hw = saved["hw"]  # type: ignore[attr-defined]
+            engine.groups[rid].update(saved["groups"])
             kept.add(rid)
             engine.stats.restored_rules += 1
         for source, heap in doc["timers"].items():
@@ -1038,7 +441,7 @@ class Engine:
 
     def open_windows(self) -> int:
         """How many keys hold window state, over all rules."""
-        return sum(len(h.state) for h in self.handlers.values())
+        return sum(len(h.state.parts) for h in self.handlers.values())
 
 
 def _in_scope(scope: Any, tags: Tags) -> bool:
@@ -1049,7 +452,7 @@ def _in_scope(scope: Any, tags: Tags) -> bool:
     return scope.buildings is None or tags.building in scope.buildings
 
 
-def _circle(rule: Any, hit: _Hit) -> Area | None:
+def _circle(rule: Any, hit: Hit) -> Area | None:
     if hit.lon is None or hit.lat is None:
         return None
     t = hit.tags
@@ -1063,14 +466,3 @@ def replay(engine: Engine, events: Iterable[EventView]) -> list[Firing]:
     for ev in events:
         out.extend(engine.feed(ev))
     return out
-
-
-def conditions_of(rule: Any) -> Sequence[Condition]:
-    """The conditions a rule holds (for tooling)."""
-    if isinstance(rule, CorrelationRule):
-        return rule.require
-    if isinstance(rule, SequenceRule):
-        return rule.steps
-    if isinstance(rule, AbsenceRule):
-        return [rule.expect, *([rule.after] if rule.after else [])]
-    return []

@@ -1,8 +1,9 @@
 """Rule packs: YAML rules with CEL conditions, validated with line numbers, compiled once at load.
 
 A pack is a YAML mapping with `rules:` (a list), optional `watchlists:` (named sets of plate pseudonyms) and optional
-`calendars:` (named holiday date lists). Every rule has a `kind` (see `RULE_KINDS`), CAP fields, grouping and an
-optional schedule. Windows are always bounded (at most `MAX_WINDOW`), so engine state stays bounded too.
+`calendars:` (named holiday date lists). Every rule has a `kind` (one of the registered kinds, `kind_keys()`, each a
+module under `warning/kinds/`), CAP fields, grouping and an optional schedule. Windows are always bounded (at most
+`MAX_WINDOW`), so engine state stays bounded too.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cel
-import shapely
 import yaml
 from pydantic import (
     AfterValidator,
@@ -26,13 +27,17 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from safecity.kernel.errors import InvalidInput
+from safecity.kernel.errors import Conflict, InvalidInput, NotFound, SafeCityError
 from safecity.sensing.model import DEVICE_OFFLINE, EventKind
 from safecity.warning.model import Audience, Category, Certainty, Severity, Urgency
+
+if TYPE_CHECKING:
+    from safecity.warning.handlers import Handler, RuleState
 
 MAX_WINDOW_S = 24 * 3600.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -107,9 +112,26 @@ def _not_empty(value: list[Any] | None, info: ValidationInfo) -> list[Any] | Non
     return value
 
 
+class _Marker:
+    """A tag in a field's type that the registry reads (`EVENT_WINDOW`, `CEL`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+# A window of event time: what a rule keeps open, and how far back a rebuild replays (`state_horizon_s`).
+EVENT_WINDOW = _Marker("EVENT_WINDOW")
+# A CEL condition, compiled and checked by the one validator `_condition`.
+CEL = _Marker("CEL")
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Window = Annotated[float, BeforeValidator(lambda v: _bounded(parse_duration(v)))]
-When = Annotated[str, AfterValidator(_condition)]
+Window = Annotated[float, BeforeValidator(lambda v: _bounded(parse_duration(v))), EVENT_WINDOW]
+# Bounded like a window, but about alerts (repeats update the open one), not a window of events kept open.
+GroupWindow = Annotated[float, BeforeValidator(lambda v: _bounded(parse_duration(v)))]
+When = Annotated[str, AfterValidator(_condition), CEL]
 EventNames = Annotated[list[str], Field(min_length=1), AfterValidator(_event_names)]
 Clock = Annotated[str | None, BeforeValidator(_clock)]
 
@@ -210,18 +232,20 @@ NEVER_PUBLIC_EVENTS = frozenset(
 )
 
 
+def rule_conditions(rule: BaseModel) -> list[Condition]:
+    """The conditions a rule holds in its fields (clauses, steps, `expect`, `after` ...), found by type, in order."""
+    out: list[Condition] = []
+    for name in type(rule).model_fields:
+        value = getattr(rule, name)
+        out.extend(v for v in (value if isinstance(value, list | tuple) else [value]) if isinstance(v, Condition))
+    return out
+
+
 def _rule_events(rule: BaseModel) -> set[str]:
-    """Every event name a rule looks at (its own `events` and those of its clauses, steps and conditions)."""
+    """Every event name a rule looks at (its own `events` and those of the conditions it holds)."""
     names: set[str] = set(getattr(rule, "events", None) or [])
-    conditions: list[Any] = [
-        *(getattr(rule, "require", None) or []),
-        *(getattr(rule, "steps", None) or []),
-        getattr(rule, "expect", None),
-        getattr(rule, "after", None),
-    ]
-    for condition in conditions:
-        if isinstance(condition, Condition):
-            names.update(condition.events)
+    for condition in rule_conditions(rule):
+        names.update(condition.events)
     return names
 
 
@@ -251,7 +275,7 @@ class RuleBase(_Model):
     certainty: Certainty = Certainty.LIKELY
     opens_incident: bool = False
     group_by: GroupBy = "device"
-    group_window: Window = Field(600.0, description="Repeats within this time update the same alert.")
+    group_window: GroupWindow = Field(600.0, description="Repeats within this time update the same alert.")
     cooldown: Duration = Field(0.0, description="After a firing, matches within this time are suppressed.")
     suppressed_by: list[str] = Field(default_factory=list, description="Rule ids whose open alert mutes this one.")
     scope: Scope | None = None
@@ -269,110 +293,182 @@ class RuleBase(_Model):
         return self
 
 
-class ThresholdRule(RuleBase):
-    """Fires when matching events repeat `count` times within `within`, or keep matching for `hold`."""
+# --- rule kinds -------------------------------------------------------------------------------------------------
 
-    kind: Literal["threshold"]
-    events: EventNames
-    when: When | None = None
-    count: int = Field(1, ge=1, le=10_000)
-    within: Window | None = None
-    hold: Window | None = None
-
-    @model_validator(mode="after")
-    def _window(self) -> ThresholdRule:
-        if self.count > 1 and self.within is None:
-            raise ValueError("windows must be bounded: a repeat count needs `within`")
-        return self
+Issue = tuple[tuple[Any, ...], str]  # (location in the pack, e.g. ("rules", 3, "watchlist"), message)
 
 
-class CorrelationRule(RuleBase):
-    """Fires when every clause is satisfied by events of one group (building, community...) within `within`."""
+class RuleKindConflict(Conflict):
+    """A rule kind was registered twice under one key."""
 
-    kind: Literal["correlation"]
-    require: list[Clause] = Field(min_length=1)
-    within: Window
-
-
-class AbsenceRule(RuleBase):
-    """Fires when an expected event does not arrive within `within` (after `after`, or after the last one)."""
-
-    kind: Literal["absence"]
-    expect: Condition
-    after: Condition | None = None
-    within: Window
+    code = "rules.kind_conflict"
+    message_en = "Rule kind {key!r} is registered already (by {module})."
+    message_zh = "规则类型 {key!r} 已注册（{module}）。"
 
 
-class SequenceRule(RuleBase):
-    """Fires when the steps happen in order within `within` of the first."""
+class RuleKindInvalid(SafeCityError):
+    """A rule kind's spec does not hold together (its model's `kind`, its CEL fields)."""
 
-    kind: Literal["sequence"]
-    steps: list[Condition] = Field(min_length=2, max_length=10)
-    within: Window
-
-
-class Zone(_Model):
-    """A named polygon, ring of (lon, lat) pairs."""
-
-    name: str
-    polygon: list[tuple[float, float]] = Field(min_length=3)
-
-    @field_validator("polygon")
-    @classmethod
-    def _coords(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        for lon, lat in value:
-            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-                raise ValueError(f"coordinate ({lon}, {lat}) is not (lon, lat) in WGS84")
-        polygon = shapely.Polygon([*value, value[0]])
-        if not shapely.is_valid(polygon) or polygon.area <= 0:
-            reason = shapely.is_valid_reason(polygon) if not shapely.is_valid(polygon) else "it has no area"
-            raise ValueError(f"the zone is not a simple polygon ({reason}): list its corners in order, as (lon, lat)")
-        return value
+    code = "rules.kind_invalid"
+    message_en = "Rule kind {key!r} is not valid: {reason}"
+    message_zh = "规则类型 {key!r} 无效：{reason}"
 
 
-class GeofenceRule(RuleBase):
-    """Fires when an object enters, exits or dwells in a zone (inside = in the polygon and `when` holds)."""
+class RuleKindUnknown(NotFound):
+    """No rule kind is registered under a key."""
 
-    kind: Literal["geofence"]
-    events: EventNames
-    when: When | None = None
-    zone: Zone
-    trigger: Literal["enter", "exit", "dwell"]
-    dwell: Window | None = None
-
-    @model_validator(mode="after")
-    def _dwell(self) -> GeofenceRule:
-        if self.trigger == "dwell" and self.dwell is None:
-            raise ValueError("windows must be bounded: trigger 'dwell' needs `dwell`")
-        return self
+    code = "rules.kind_unknown"
+    message_en = "Unknown rule kind {key!r}."
+    message_zh = "未知的规则类型 {key!r}。"
 
 
-class HotlistRule(RuleBase):
-    """Fires when a read's pseudonymized field (plate) is on a named watch list."""
-
-    kind: Literal["hotlist"]
-    events: EventNames = Field(default_factory=lambda: ["checkpoint"])
-    when: When | None = None
-    watchlist: str
-    field: str = "plate"
+def _marked(annotation: Any, marker: _Marker) -> bool:
+    """Whether a type carries `marker` in an `Annotated`, at any depth (`Window | None`, `list[When]`)."""
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+        return any(m is marker for m in meta) or _marked(base, marker)
+    return any(_marked(arg, marker) for arg in get_args(annotation))
 
 
-class TrendRule(RuleBase):
-    """Fires when an event's value has risen `rise_pct` % over the lowest value of the last `over`."""
-
-    kind: Literal["trend"]
-    events: EventNames
-    when: When | None = None
-    rise_pct: float = Field(gt=0, le=100_000)
-    over: Window
-    min_value: float = 0.0
+def _fields_marked(model: type[BaseModel], marker: _Marker) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if any(m is marker for m in info.metadata) or _marked(info.annotation, marker)
+    )
 
 
-Rule = Annotated[
-    ThresholdRule | CorrelationRule | AbsenceRule | SequenceRule | GeofenceRule | HotlistRule | TrendRule,
-    Field(discriminator="kind"),
-]
-RULE_KINDS: tuple[str, ...] = ("threshold", "correlation", "absence", "sequence", "geofence", "hotlist", "trend")
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field type holds (`Condition | None`, `list[Clause]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _unchecked_conditions(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> list[str]:
+    """Fields named `when` (in the model or a model it holds) that are not of the one CEL type `When`."""
+    seen = seen if seen is not None else set()
+    seen.add(model)
+    found: list[str] = []
+    for name, info in model.model_fields.items():
+        if name == "when" and not _marked(info.annotation, CEL) and not any(m is CEL for m in info.metadata):
+            found.append(f"{model.__name__}.{name}")
+        for inner in _models_in(info.annotation):
+            if inner not in seen:
+                found.extend(_unchecked_conditions(inner, seen))
+    return found
+
+
+@dataclass(frozen=True)
+class RuleKind:
+    """A rule kind: its key, pack model, engine handler and state type; one module under `warning/kinds/`.
+
+    Everything that lists rule kinds is derived from the registered kinds: the pack's discriminated union, the kind
+    list in messages and docs (`kind_keys`), the window fields a rebuild replays (fields typed `Window`), the
+    engine's handler map and what a snapshot holds of a rule (its `state`).
+    """
+
+    key: str
+    model: type[RuleBase]
+    handler: type[Handler[Any, Any]]
+    state: type[RuleState]
+    # Checks against the rest of the pack (a hotlist's watch list): called with the rule, its location in the pack
+    # (("rules", i)) and the pack; returns (location, message) for each problem.
+    check: Callable[[Any, tuple[Any, ...], RulePackSpec], list[Issue]] | None = None
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        """The fields of the model that hold a window of event time (typed `Window`)."""
+        return _fields_marked(self.model, EVENT_WINDOW)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The fields of the model that hold CEL conditions (`when`, or conditions: clauses, steps, `expect` ...)."""
+        return tuple(
+            name
+            for name, info in self.model.model_fields.items()
+            if name in _fields_marked(self.model, CEL)
+            or any(issubclass(m, Condition) for m in _models_in(info.annotation))
+        )
+
+    @property
+    def summary(self) -> str:
+        """The first line of the model's docstring (what the kind fires on)."""
+        doc = (self.model.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_KINDS: dict[str, RuleKind] = {}
+_BUILTINS_LOADED = False
+_PACK_MODELS: dict[tuple[type[BaseModel], ...], type[RulePackSpec]] = {}
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED  # noqa: PLW0603 - loaded once, on first use: the kind modules import this one
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        from safecity.warning import kinds
+
+        for kind in kinds.builtin_kinds():
+            register_kind(kind)
+
+
+def register_kind(kind: RuleKind) -> RuleKind:
+    """Add a rule kind; a second kind under the same key raises `RuleKindConflict` (code `rules.kind_conflict`)."""
+    _load_builtins()
+    held = _KINDS.get(kind.key)
+    if held is not None:
+        raise RuleKindConflict(key=kind.key, module=held.model.__module__)
+    tag = kind.model.model_fields.get("kind")
+    if tag is None or get_args(tag.annotation) != (kind.key,):
+        raise RuleKindInvalid(key=kind.key, reason=f"{kind.model.__name__}.kind must be Literal[{kind.key!r}]")
+    if unchecked := _unchecked_conditions(kind.model):
+        raise RuleKindInvalid(key=kind.key, reason=f"conditions must be typed `When`: {', '.join(unchecked)}")
+    _KINDS[kind.key] = kind
+    return kind
+
+
+def unregister_kind(key: str) -> None:
+    """Remove a rule kind (tests that add one take it out again)."""
+    _load_builtins()
+    if _KINDS.pop(key, None) is None:
+        raise RuleKindUnknown(key=key)
+
+
+def rule_kinds() -> tuple[RuleKind, ...]:
+    """Every registered rule kind, in registration order (the built-ins first)."""
+    _load_builtins()
+    return tuple(_KINDS.values())
+
+
+def rule_kind(key: str) -> RuleKind:
+    """The rule kind registered under `key`."""
+    _load_builtins()
+    kind = _KINDS.get(key)
+    if kind is None:
+        raise RuleKindUnknown(key=key)
+    return kind
+
+
+def kind_keys() -> tuple[str, ...]:
+    """The keys of every registered rule kind (what `kind:` may say)."""
+    return tuple(k.key for k in rule_kinds())
+
+
+def pack_model() -> type[RulePackSpec]:
+    """The pack document model whose `rules` is the discriminated union of the registered kinds' models."""
+    models = tuple(k.model for k in rule_kinds())
+    model = _PACK_MODELS.get(models)
+    if model is None:
+        union: Any = Union[models] if len(models) > 1 else models[0]  # noqa: UP007 - built from a tuple of models
+        rule = Annotated[union, Field(discriminator="kind")]
+        model = _PACK_MODELS[models] = create_model(
+            "RulePackSpec",
+            __base__=RulePackSpec,
+            __doc__=RulePackSpec.__doc__,
+            rules=(list[rule], Field(default_factory=list)),
+        )
+    return model
 
 
 class Watchlist(_Model):
@@ -396,7 +492,8 @@ class RulePackSpec(_Model):
     """The document of a rule pack (what YAML files and the API carry)."""
 
     version: Literal[1] = 1
-    rules: list[Rule] = Field(default_factory=list)
+    # Validated as the union of the registered kinds (`pack_model()`); here any rule, for packs already validated.
+    rules: list[Any] = Field(default_factory=list)
     watchlists: dict[str, Watchlist] = Field(default_factory=dict)
     calendars: dict[str, list[date]] = Field(default_factory=dict)
 
@@ -416,7 +513,7 @@ class RulePack:
 
     def merged(self, other: RulePack) -> RulePack:
         """Return a pack holding this pack's rules and another's (ids must stay unique)."""
-        spec = RulePackSpec(
+        spec = pack_model()(
             rules=[*self.spec.rules, *other.spec.rules],
             watchlists={**self.spec.watchlists, **other.spec.watchlists},
             calendars={**self.spec.calendars, **other.spec.calendars},
@@ -490,14 +587,14 @@ class _Lines:
 
 
 def _message(err: dict[str, Any]) -> str:
-    parts = [p for p in err["loc"] if isinstance(p, str) and p not in RULE_KINDS]
+    parts = [p for p in err["loc"] if isinstance(p, str) and p not in kind_keys()]
     loc = [("from" if p == "from_" else p) for p in (parts[1:] if parts[:1] == ["rules"] else parts)]
     where = ".".join(loc)
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = f"unknown field {loc[-1]!r}" if loc else "unknown field"
     elif err["type"] == "union_tag_invalid":
-        msg = f"unknown rule kind; expected one of {', '.join(RULE_KINDS)}"
+        msg = f"unknown rule kind; expected one of {', '.join(kind_keys())}"
     elif err["type"] == "union_tag_not_found":
         msg = "a rule needs `kind`"
     return f"{where}: {msg}" if where else msg
@@ -515,26 +612,9 @@ def _check_references(spec: RulePackSpec, line_of: Callable[[tuple[Any, ...]], i
                 issues.append((line_of(("rules", i, "suppressed_by")), f"suppressed_by names unknown rule {other!r}"))
             elif other == rule.id:
                 issues.append((line_of(("rules", i, "suppressed_by")), "suppressed_by names the rule itself"))
-        if isinstance(rule, HotlistRule):
-            listed = spec.watchlists.get(rule.watchlist)
-            if listed is None:
-                known = ", ".join(sorted(spec.watchlists)) or "none in this pack"
-                issues.append((line_of(("rules", i, "watchlist")), f"unknown watch list {rule.watchlist!r} ({known})"))
-            elif listed.field != rule.field:
-                issues.append(
-                    (
-                        line_of(("rules", i, "field")),
-                        f"the rule reads field {rule.field!r} but watch list {rule.watchlist!r} holds "
-                        f"{listed.field!r} pseudonyms: it could never match",
-                    )
-                )
-            elif not listed.hashes and not listed.values:
-                issues.append(
-                    (
-                        line_of(("watchlists", rule.watchlist)),
-                        f"watch list {rule.watchlist!r} is empty: rule {rule.id!r} could never fire",
-                    )
-                )
+        check = rule_kind(rule.kind).check
+        if check is not None:
+            issues.extend((line_of(loc), message) for loc, message in check(rule, ("rules", i), spec))
         calendar = rule.schedule.calendar if rule.schedule is not None else None
         if calendar is not None and calendar not in spec.calendars:
             issues.append((line_of(("rules", i, "schedule", "calendar")), f"unknown calendar {calendar!r}"))
@@ -558,7 +638,7 @@ def parse_pack(
         raise RuleError(source, [(1, "a rule pack is a mapping with a `rules:` list")])
     lines = _Lines(root)
     try:
-        spec = RulePackSpec.model_validate(data)
+        spec = pack_model().model_validate(data)
     except ValidationError as err:
         found = [
             (lines.line((*e["loc"], "kind") if e["type"].startswith("union_tag") else e["loc"]), _message(dict(e)))
@@ -640,15 +720,11 @@ def schedule_armed(schedule: Schedule, at: datetime, holidays: frozenset[date] =
     return schedule.days is None or _DAYS[day.weekday()] in schedule.days
 
 
-# Fields that hold a window of event time (group_window is about alerts, not about open windows).
-_WINDOW_FIELDS = ("within", "hold", "dwell", "over")
-
-
 def state_horizon_s(pack: RulePack) -> float:
     """The longest window any rule keeps open: how far back stored events must be replayed to rebuild state."""
     longest = 0.0
     for rule in pack.rules:
-        for name in _WINDOW_FIELDS:
+        for name in rule_kind(rule.kind).windows:
             value = getattr(rule, name, None)
             if isinstance(value, int | float):
                 longest = max(longest, float(value))

@@ -29,6 +29,7 @@ from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing, replay
+from safecity.warning.handlers import UnreadableEvent
 from safecity.warning.model import ALERT_RAISED, ALERT_UPDATED, AlertRaised, Area, Contributor, Text
 from safecity.warning.rules import RulePack
 
@@ -104,7 +105,8 @@ class WarningService:
                 dropped=engine.stats.dropped_rules,
                 open_windows=engine.open_windows(),
             )
-            self.restored = True
+            # An older snapshot format is not loaded: the windows are rebuilt from stored events instead.
+            self.restored = engine.snapshot_loaded
             return engine
         return Engine(rules, now=self.now, lateness=self.lateness_s)
 
@@ -190,11 +192,13 @@ class WarningService:
         if self._gauges is not None:
             self._gauges.backlog.set(backlog)
         try:
-            firings = self.engine.process(envelope, self.now().timestamp())
-        except TypeError:
+            event = EventView.from_envelope(envelope)
+        except UnreadableEvent as err:
+            # Only the decoding of the message is guarded: an error inside the engine is a bug and surfaces.
             self.stats.errors += 1
-            log.warning("warning_event_unreadable", key=envelope.key, id=envelope.id)
+            log.warning("warning_event_unreadable", key=envelope.key, id=envelope.id, code=err.code)
             return
+        firings = self.engine.process(event, self.now().timestamp())
         self.stats.handled += 1
         if firings:
             await self.publish(firings, envelope)

@@ -496,3 +496,24 @@ def test_an_engine_with_guards_fires_exactly_as_one_without(seed: int, monkeypat
     assert ga.pop("unscheduled") <= pa.pop("unscheduled")  # guards run first: fewer events reach a disarmed rule
     assert ga == pa
     assert guarded.stats.fired > 0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_cel_library_path_fires_exactly_as_the_fast_path(seed: int) -> None:
+    # What bench/conditions.py --path compares: the same engine with every condition through the CEL library.
+    text = PACKS[2].read_text(encoding="utf-8")
+
+    def fresh(fast: bool) -> Engine:
+        counter = itertools.count(1)
+        pack = parse_pack(text, "rules_50.yaml", pseudonymize=PSEUDONYM)
+        return Engine(pack, new_id=lambda: f"A{next(counter)}", fast_cel=fast)
+
+    fast, library = fresh(True), fresh(False)
+    assert any(p.guards for p in fast._plans.values()) and not any(p.guards for p in library._plans.values())
+    assert all(m.fast is None for h in library.handlers.values() for m in vars(h).values() if hasattr(m, "fast"))
+    # Separate copies of the events: results are memoized on the event, and each path must compute its own.
+    for a_ev, b_ev in zip(random_events(seed, 2000), random_events(seed, 2000), strict=True):
+        a = [(f.rule.id, f.alert_id, f.count, f.trigger_event_ids) for f in fast.process(a_ev)]
+        b = [(f.rule.id, f.alert_id, f.count, f.trigger_event_ids) for f in library.process(b_ev)]
+        assert a == b, a_ev
+    assert fast.stats.fired > 0 and fast.stats.condition_errors == library.stats.condition_errors
