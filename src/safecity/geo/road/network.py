@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from safecity.geo.road.ch import CchEngine
+from safecity.geo.road.ch import CchEngine, graph_order
 from safecity.geo.road.conditions import INF_MS, RoadConditions
 from safecity.geo.road.errors import Unreachable
 from safecity.geo.road.graph import RoadGraph
@@ -25,6 +25,7 @@ from safecity.geo.road.search import (
     reassign_region,
 )
 from safecity.geo.road.snap import Point, Snap, Snapper
+from safecity.geo.road.turns import Seeds, TurnGraph, turn_graph
 from safecity.kernel.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
@@ -65,7 +66,11 @@ class RoadNetwork:
         self.conditions = RoadConditions(graph.time_ms)
         self.snapper = Snapper(graph, max_snap_m=max_snap_m)
         self._weights = self.conditions.weights_ms()
-        self._forward = SeededGraph(graph, self._weights)
+        # Every search runs on the turn-expanded graph (the road graph itself when no turn is banned).
+        self.turns: TurnGraph = turn_graph(graph)
+        self._xgraph = self.turns.graph
+        self._xweights = self.turns.expand_weights(self._weights)
+        self._forward = SeededGraph(self._xgraph, self._xweights)
         self._reverse: SeededGraph | None = None
         self._cch: CchEngine | None = None
         self._coverage: Coverage | None = None
@@ -83,19 +88,27 @@ class RoadNetwork:
     def cch(self) -> CchEngine:
         """The CCH engine, built on first use (about a second for 100k nodes when the order is stored)."""
         if self._cch is None:
-            self._cch = CchEngine(self.graph, self._weights)
+            if self.turns.restricted and "_cch_order" not in self._xgraph.__dict__:
+                self._xgraph.__dict__["_cch_order"] = self.turns.cch_order(graph_order(self.graph))
+            self._cch = CchEngine(self._xgraph, self._xweights)
         return self._cch
 
     @property
     def reverse(self) -> SeededGraph:
         """The transposed graph for reverse searches."""
         if self._reverse is None:
-            self._reverse = SeededGraph(self.graph, self._weights, reverse=True)
+            self._reverse = SeededGraph(self._xgraph, self._xweights, reverse=True)
         return self._reverse
 
     def warm_up(self) -> None:
         """Build the lazy engines now (at start-up, not on the first dispatch)."""
         _ = self.cch, self.reverse
+
+    def _origin(self, s: Snap) -> Seeds:
+        return self.turns.origin_seeds(s.edge, s.twin, s.fraction, self._weights)
+
+    def _target(self, s: Snap) -> Seeds:
+        return self.turns.target_seeds(s.edge, s.twin, s.fraction, self._weights)
 
     # --- snapping ----------------------------------------------------------------------------------------------
 
@@ -122,7 +135,8 @@ class RoadNetwork:
     def _route(self, sa: Snap, sb: Snap, with_path: bool = True) -> Route:
         w = self._weights
         direct = sa.same_road_ms(sb, w)
-        dist, nodes = self.cch.route(sa.origin_seeds(self.graph, w), sb.target_seeds(self.graph, w))
+        dist, xnodes = self.cch.route(self._origin(sa), self._target(sb))
+        nodes = self.turns.base_path(xnodes)
         best = math.inf if dist is None else float(dist)
         if math.isfinite(direct) and direct <= best:
             seconds = direct / 1000.0
@@ -179,13 +193,13 @@ class RoadNetwork:
         offsets: list[int] = []
         owner: list[int] = []
         for i, s in enumerate(snaps):
-            for node, ms in s.origin_seeds(self.graph, w):
+            for node, ms in self._origin(s):
                 pinned.append(node)
                 offsets.append(ms)
                 owner.append(i)
         secs = np.full(len(ids), np.inf)
         if pinned:
-            dist = self.cch.many_to_one(pinned, target.target_seeds(self.graph, w))
+            dist = self.cch.many_to_one(pinned, self._target(target))
             total = dist + np.asarray(offsets, dtype=np.float64)
             np.minimum.at(secs, np.asarray(owner), total)
         for i, s in enumerate(snaps):
@@ -212,7 +226,7 @@ class RoadNetwork:
         t_off: list[int] = []
         t_owner: list[int] = []
         for j, s in enumerate(st):
-            for node, ms in s.target_seeds(self.graph, w):
+            for node, ms in self._target(s):
                 pinned.append(node)
                 t_off.append(ms)
                 t_owner.append(j)
@@ -224,7 +238,7 @@ class RoadNetwork:
             starts = np.r_[0, np.nonzero(np.diff(group))[0] + 1]
             present = group[starts]
             for i, s in enumerate(so):
-                seeds = s.origin_seeds(self.graph, w)
+                seeds = self._origin(s)
                 if not seeds:
                     continue
                 row = self.cch.one_to_many(seeds, otm) + offs
@@ -242,7 +256,24 @@ class RoadNetwork:
 
     def matrix_nodes(self, origins: Sequence[int], targets: Sequence[int]) -> npt.NDArray[np.float64]:
         """Node-to-node travel seconds (inf where unreachable)."""
-        return self.cch.matrix_nodes(origins, targets)
+        if not self.turns.restricted:
+            return self.cch.matrix_nodes(origins, targets)
+        # A split node is several nodes of the expanded graph: start by any out-edge, arrive by any in-edge.
+        pinned: list[int] = []
+        group: list[int] = []
+        for j, t in enumerate(targets):
+            copies = self.turns.arriving(int(t))
+            pinned += copies
+            group += [j] * len(copies)
+        otm = self.cch.pin_targets(pinned)
+        starts = np.r_[0, np.nonzero(np.diff(np.asarray(group)))[0] + 1]
+        out = np.full((len(origins), len(targets)), np.inf)
+        for i, o in enumerate(origins):
+            row = self.cch.one_to_many(self.turns.leaving(int(o), self._weights), otm)
+            out[i] = np.minimum.reduceat(row, starts)
+        out[np.asarray(origins, dtype=np.int64)[:, None] == np.asarray(targets, dtype=np.int64)[None, :]] = 0.0
+        del otm
+        return out / 1000.0
 
     # --- isochrones --------------------------------------------------------------------------------------------
 
@@ -258,7 +289,7 @@ class RoadNetwork:
         if not bands or bands[0] <= 0:
             raise InvalidInput("minutes must be positive")
         s = self.snap(point)
-        dist = self._forward.search(s.origin_seeds(self.graph, self._weights), limit=bands[-1] * 60.0)
+        dist = self.turns.arrival_seconds(self._forward.search(self._origin(s), limit=bands[-1] * 60.0))
         out = []
         for m in bands:
             nodes = np.nonzero(dist <= m * 60.0)[0].astype(np.int64)
@@ -268,11 +299,12 @@ class RoadNetwork:
 
     def seconds_from(self, point: Point, limit_s: float = np.inf) -> npt.NDArray[np.float64]:
         """Seconds from `point` to every node (scipy Dijkstra; inf beyond the limit)."""
-        return self._forward.search(self.snap(point).origin_seeds(self.graph, self._weights), limit=limit_s)
+        return self.turns.arrival_seconds(self._forward.search(self._origin(self.snap(point)), limit=limit_s))
 
     def seconds_to(self, point: Point, limit_s: float = np.inf) -> npt.NDArray[np.float64]:
         """Seconds from every node to `point` (reverse scipy Dijkstra)."""
-        return self.reverse.search(self.snap(point).target_seeds(self.graph, self._weights), limit=limit_s)
+        dist = self.reverse.search(self._target(self.snap(point)), limit=limit_s)
+        return self.turns.departure_seconds(dist, self._weights)
 
     # --- coverage ----------------------------------------------------------------------------------------------
 
@@ -281,19 +313,28 @@ class RoadNetwork:
         ids = list(units)
         self._coverage_units = dict(units)
         snaps = self._snap_units([units[u] for u in ids])
-        seeds = [s.origin_seeds(self.graph, self._weights) for s in snaps]
-        dist, owner = multi_source(
-            self._forward.matrix[: self.graph.n_nodes, : self.graph.n_nodes], self.graph.n_nodes, seeds
-        )
+        seeds = [self._origin(s) for s in snaps]
+        nx = self._xgraph.n_nodes
+        dist, owner = multi_source(self._forward.matrix[:nx, :nx], nx, seeds)
         self._coverage = Coverage(unit_ids=ids, owner=owner, seconds=dist, seeds=dict(zip(ids, seeds, strict=True)))
-        return self._coverage
+        return self._coverage_view(self._coverage)
+
+    def _coverage_view(self, cov: Coverage) -> Coverage:
+        """The coverage over road nodes: a split node takes its earliest copy (the same object without bans)."""
+        if not self.turns.restricted:
+            return cov
+        order = np.lexsort((cov.seconds, self.turns.node_orig))
+        _, first = np.unique(self.turns.node_orig[order], return_index=True)
+        pick = order[first]
+        return Coverage(unit_ids=cov.unit_ids, owner=cov.owner[pick], seconds=cov.seconds[pick], seeds=cov.seeds)
 
     def update_unit(self, unit_id: str, position: Point | None) -> Coverage:
         """Update the coverage map for one unit: None removes it (unavailable), a point adds or moves it."""
         cov = self._coverage
         if cov is None:
             raise InvalidInput("build the coverage first with coverage(units)")
-        csr = self._forward.matrix[: self.graph.n_nodes, : self.graph.n_nodes]
+        nx = self._xgraph.n_nodes
+        csr = self._forward.matrix[:nx, :nx]
         if unit_id in cov.seeds:
             idx = cov.unit_ids.index(unit_id)
             del cov.seeds[unit_id]
@@ -303,9 +344,9 @@ class RoadNetwork:
             reassign_region(csr, cov, region)
         if position is None:
             self._coverage_units.pop(unit_id, None)
-            return cov
+            return self._coverage_view(cov)
         self._coverage_units[unit_id] = position
-        seeds = self._snap_units([position])[0].origin_seeds(self.graph, self._weights)
+        seeds = self._origin(self._snap_units([position])[0])
         if unit_id in cov.unit_ids:
             idx = cov.unit_ids.index(unit_id)
         else:
@@ -318,7 +359,7 @@ class RoadNetwork:
         better = d_new < cov.seconds
         cov.seconds[better] = d_new[better]
         cov.owner[better] = idx
-        return cov
+        return self._coverage_view(cov)
 
     # --- conditions --------------------------------------------------------------------------------------------
 
@@ -348,11 +389,15 @@ class RoadNetwork:
             return
         new = self.conditions.weights_ms(ids)
         self._weights[ids] = new
-        self._forward.update(ids, new)
+        xids = self.turns.expand_edges(ids)
+        if self.turns.restricted:
+            self._xweights[xids] = self._weights[self.turns.edge_orig[xids]]
+        xnew = self._xweights[xids]
+        self._forward.update(xids, xnew)
         if self._reverse is not None:
-            self._reverse.update(ids, new)
+            self._reverse.update(xids, xnew)
         if self._cch is not None:
-            self._cch.update(ids, new)
+            self._cch.update(xids, xnew)
         if self._coverage is not None:
             # Times changed under the coverage map: rebuild it from the same unit positions.
             self.coverage(dict(self._coverage_units))
