@@ -24,7 +24,7 @@ from safecity.geo.road.search import (
     multi_source,
     reassign_region,
 )
-from safecity.geo.road.snap import Point, Snap, Snapper
+from safecity.geo.road.snap import Point, Snap, SnapFailure, Snapper
 from safecity.geo.road.turns import Seeds, TurnGraph, turn_graph
 from safecity.kernel.errors import InvalidInput
 
@@ -39,13 +39,20 @@ class Route:
     meters: float
     nodes: list[int]
     coordinates: list[tuple[float, float]]
+    from_snap_m: float = 0.0  # how far the origin lay from the road it was snapped to
+    to_snap_m: float = 0.0  # the same for the destination
 
     def geojson(self) -> dict[str, object]:
         """The route as a GeoJSON Feature."""
         return {
             "type": "Feature",
             "geometry": {"type": "LineString", "coordinates": [list(c) for c in self.coordinates]},
-            "properties": {"seconds": round(self.seconds, 3), "meters": round(self.meters, 1)},
+            "properties": {
+                "seconds": round(self.seconds, 3),
+                "meters": round(self.meters, 1),
+                "from_snap_m": round(self.from_snap_m, 1),
+                "to_snap_m": round(self.to_snap_m, 1),
+            },
         }
 
 
@@ -56,6 +63,26 @@ class UnitEta:
     unit_id: str
     seconds: float
     route: Route | None = None
+    snap_m: float = 0.0  # how far the unit's position lay from the road it was snapped to
+
+
+@dataclass(frozen=True)
+class Unroutable:
+    """A unit that cannot be ranked by road time, with a coded reason; it never blocks ranking the others."""
+
+    unit_id: str
+    code: str  # road.invalid_point | road.off_map | road.no_routable_edge | road.unreachable
+    reason: str
+    snap_m: float | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Units ranked by road time to a target (fastest first), and the units that could not be ranked."""
+
+    target_snap_m: float
+    ranked: list[UnitEta]
+    unroutable: list[Unroutable]
 
 
 class RoadNetwork:
@@ -74,7 +101,7 @@ class RoadNetwork:
         self._reverse: SeededGraph | None = None
         self._cch: CchEngine | None = None
         self._coverage: Coverage | None = None
-        self._unit_snaps: dict[tuple[float, float], Snap] = {}
+        self._unit_snaps: dict[tuple[float, float], Snap | SnapFailure] = {}
         self._coverage_units: dict[str, Point] = {}
 
     @classmethod
@@ -116,14 +143,33 @@ class RoadNetwork:
         """Snap a (lon, lat) point to the nearest road edge; SnapTooFar beyond the limit."""
         return self.snapper.snap(point)
 
-    def _snap_units(self, points: Sequence[Point]) -> list[Snap]:
-        missing = [p for p in points if (float(p[0]), float(p[1])) not in self._unit_snaps]
+    def _snap_units(self, points: Sequence[Point]) -> list[Snap | SnapFailure]:
+        """Snap unit positions (cached per position); a position that cannot be snapped gets its SnapFailure."""
+        out: list[Snap | SnapFailure | None] = []
+        missing: list[int] = []
+        for i, p in enumerate(points):
+            key = _key(p)
+            hit = self._unit_snaps.get(key) if key is not None else None
+            out.append(hit)
+            if hit is None:
+                missing.append(i)
         if missing:
-            for p, s in zip(missing, self.snapper.snap_many(missing), strict=True):
-                self._unit_snaps[(float(p[0]), float(p[1]))] = s
             if len(self._unit_snaps) > 100_000:
                 self._unit_snaps.clear()
-        return [self._unit_snaps[(float(p[0]), float(p[1]))] for p in points]
+            for i, found in zip(missing, self.snapper.try_snap_many([points[i] for i in missing]), strict=True):
+                out[i] = found
+                key = _key(points[i])
+                if key is not None and isinstance(found, Snap):
+                    self._unit_snaps[key] = found
+        return [o for o in out if o is not None]
+
+    def _snap_units_strict(self, points: Sequence[Point]) -> list[Snap]:
+        """Snap unit positions; the first one that cannot be snapped raises its error (coverage needs them all)."""
+        snaps = self._snap_units(points)
+        for p, s in zip(points, snaps, strict=True):
+            if isinstance(s, SnapFailure):
+                self.snapper.snap_many([p])  # raises SnapTooFar / InvalidInput with the details
+        return [s for s in snaps if isinstance(s, Snap)]
 
     # --- point to point ----------------------------------------------------------------------------------------
 
@@ -142,7 +188,7 @@ class RoadNetwork:
             seconds = direct / 1000.0
             coords = [(sa.lon, sa.lat), (sb.lon, sb.lat)]
             meters = float(abs(self._edge_pos_m(sa) - self._edge_pos_m(sb, sa)))
-            return Route(seconds=seconds, meters=meters, nodes=[], coordinates=coords)
+            return Route(seconds, meters, [], coords, sa.distance_m, sb.distance_m)
         if dist is None:
             raise Unreachable(origin=_fmt(sa.point), target=_fmt(sb.point))
         coords = [(sa.lon, sa.lat)]
@@ -154,7 +200,7 @@ class RoadNetwork:
             if with_path:
                 coords += [(float(self.graph.lon[n]), float(self.graph.lat[n])) for n in nodes]
         coords.append((sb.lon, sb.lat))
-        return Route(seconds=best / 1000.0, meters=meters, nodes=nodes, coordinates=coords)
+        return Route(best / 1000.0, meters, nodes, coords, sa.distance_m, sb.distance_m)
 
     def _edge_pos_m(self, s: Snap, ref: Snap | None = None) -> float:
         frac = s.fraction
@@ -180,40 +226,69 @@ class RoadNetwork:
     def nearest_units(
         self, point: Point, units: Mapping[str, Point], k: int = 3, *, with_path: bool = False
     ) -> list[UnitEta]:
-        """The k units with the shortest road time to `point` (exact: one reverse search from the incident)."""
+        """The k units with the shortest road time to `point` (exact: one reverse search from the incident).
+
+        Units that cannot be routed (bad or off-network positions, unreachable) are left out; `rank_units` lists them.
+        """
         if k < 1:
             raise InvalidInput("k must be at least 1")
-        ids = list(units)
-        if not ids:
+        if not units:
             return []
-        target = self.snap(point)
+        return self.rank_units(units, point, k=k, with_path=with_path).ranked
+
+    def rank_units(
+        self, units: Mapping[str, Point], target: Point, *, k: int | None = None, with_path: bool = False
+    ) -> Ranking:
+        """Every unit by road time to `target`, fastest first (the first k only, if given), plus the unroutable ones.
+
+        A unit whose position is invalid (`road.invalid_point`), outside the network's area (`road.off_map`), too far
+        from any open road (`road.no_routable_edge`) or cut off from the target (`road.unreachable`) is listed in
+        `unroutable` with its reason and never stops the others being ranked. A target that cannot be snapped is an
+        error (SnapTooFar / InvalidInput): there is nothing to rank against.
+        """
+        goal = self.snap(target)
+        ids = list(units)
         snaps = self._snap_units([units[u] for u in ids])
-        w = self._weights
+        unroutable: list[Unroutable] = []
         pinned: list[int] = []
         offsets: list[int] = []
         owner: list[int] = []
+        w = self._weights
         for i, s in enumerate(snaps):
+            if isinstance(s, SnapFailure):
+                unroutable.append(Unroutable(ids[i], s.code, s.reason, s.distance_m))
+                continue
             for node, ms in self._origin(s):
                 pinned.append(node)
                 offsets.append(ms)
                 owner.append(i)
         secs = np.full(len(ids), np.inf)
         if pinned:
-            dist = self.cch.many_to_one(pinned, self._target(target))
+            dist = self.cch.many_to_one(pinned, self._target(goal))
             total = dist + np.asarray(offsets, dtype=np.float64)
             np.minimum.at(secs, np.asarray(owner), total)
         for i, s in enumerate(snaps):
-            direct = s.same_road_ms(target, w)
-            secs[i] = min(secs[i], direct)
+            if isinstance(s, Snap):
+                secs[i] = min(secs[i], s.same_road_ms(goal, w))
         secs /= 1000.0
-        order = np.argsort(secs, kind="stable")[:k]
-        out = []
-        for i in order:
+        ranked: list[UnitEta] = []
+        for i in np.argsort(secs, kind="stable").tolist():
+            s = snaps[i]
+            if not isinstance(s, Snap):
+                continue
             if not np.isfinite(secs[i]):
-                break
-            route = self._route(snaps[i], target) if with_path else None
-            out.append(UnitEta(unit_id=ids[i], seconds=float(secs[i]), route=route))
-        return out
+                if self._origin(s):
+                    reason = "no drivable route to the target (one-ways, closures, turn restrictions)"
+                    unroutable.append(Unroutable(ids[i], "road.unreachable", reason, s.distance_m))
+                else:
+                    reason = "the road it is on is closed"
+                    unroutable.append(Unroutable(ids[i], "road.no_routable_edge", reason, s.distance_m))
+                continue
+            if k is not None and len(ranked) >= k:
+                continue
+            route = self._route(s, goal) if with_path else None
+            ranked.append(UnitEta(unit_id=ids[i], seconds=float(secs[i]), route=route, snap_m=s.distance_m))
+        return Ranking(target_snap_m=goal.distance_m, ranked=ranked, unroutable=unroutable)
 
     # --- matrices ----------------------------------------------------------------------------------------------
 
@@ -312,7 +387,7 @@ class RoadNetwork:
         """Rebuild the coverage map: which unit reaches each road node first (multi-source Dijkstra)."""
         ids = list(units)
         self._coverage_units = dict(units)
-        snaps = self._snap_units([units[u] for u in ids])
+        snaps = self._snap_units_strict([units[u] for u in ids])
         seeds = [self._origin(s) for s in snaps]
         nx = self._xgraph.n_nodes
         dist, owner = multi_source(self._forward.matrix[:nx, :nx], nx, seeds)
@@ -346,7 +421,7 @@ class RoadNetwork:
             self._coverage_units.pop(unit_id, None)
             return self._coverage_view(cov)
         self._coverage_units[unit_id] = position
-        seeds = self._origin(self._snap_units([position])[0])
+        seeds = self._origin(self._snap_units_strict([position])[0])
         if unit_id in cov.unit_ids:
             idx = cov.unit_ids.index(unit_id)
         else:
@@ -407,6 +482,13 @@ class RoadNetwork:
             version=self.conditions.version,
             closed=int((new >= INF_MS).sum()),
         )
+
+
+def _key(p: Point) -> tuple[float, float] | None:
+    try:
+        return (float(p[0]), float(p[1]))
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _fmt(p: Point) -> str:

@@ -27,7 +27,7 @@ import structlog
 
 from safecity.geo.road.conditions import INF_MS
 from safecity.geo.road.graph import HIGHWAY_CLASSES, RoadGraph
-from safecity.geo.road.network import RoadNetwork, Route, UnitEta
+from safecity.geo.road.network import Ranking, RoadNetwork, Route, UnitEta
 from safecity.geo.road.search import Coverage, Isochrone
 from safecity.geo.road.snap import Point, Snap
 from safecity.geo.road.synthetic import synthetic_network
@@ -207,6 +207,12 @@ class RoadService:
     ) -> list[UnitEta]:
         """The k units with the shortest road time to `point`."""
         return await self.call(RoadNetwork.nearest_units, point, units, k, with_path=with_path)
+
+    async def rank_units(
+        self, units: Mapping[str, Point], target: Point, *, k: int | None = None, with_path: bool = False
+    ) -> Ranking:
+        """Units by road time to `target`, plus the ones that cannot be routed with their coded reason."""
+        return await self.call(RoadNetwork.rank_units, units, target, k=k, with_path=with_path)
 
     async def matrix(self, origins: Sequence[Point], targets: Sequence[Point]) -> npt.NDArray[np.float64]:
         """Travel seconds origin x target (inf where unreachable); MatrixTooLarge beyond the configured cap."""
