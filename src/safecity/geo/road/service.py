@@ -280,6 +280,7 @@ class RoadService:
             "kind": str(g.meta.get("kind", "synthetic")),
             "nodes": g.n_nodes,
             "edges": g.n_edges,
+            "turn_bans": len(g.turn_bans),
             "bbox": list(g.bbox()),
             "max_snap_m": self._network.snapper.max_snap_m,
             "conditions_version": summary.version,

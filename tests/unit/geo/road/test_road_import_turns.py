@@ -151,3 +151,17 @@ def test_car_access_tags(tmp_path: Path) -> None:
     # oneway:motorcar=yes beats oneway=-1, and motorcar:forward=no then closes the only direction.
     assert (13, 14) not in speeds and (14, 13) not in speeds
     assert np.all(g.speed_kmh > 0)
+
+
+def test_import_command_reports_restrictions(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from safecity.geo.road.commands import road_app
+
+    path = tmp_path / "cross.osm"
+    path.write_text(CROSS_OSM)
+    res = CliRunner().invoke(road_app, ["import-osm", str(path), "-o", str(tmp_path / "g.npz"), "--no-order"])
+    assert res.exit_code == 0, res.output
+    assert "2 of 8 relations used (4 banned turns)" in res.output
+    assert "road.bad_turn_restriction: relation 306" in res.output
+    assert len(RoadGraph.load(tmp_path / "g.npz").turn_bans) == 4
