@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from turn_reference import from_node, point_to_point
+from turn_reference import edge_search, from_node, point_to_point
 
 from safecity.geo.road.graph import RoadGraph
 from safecity.geo.road.network import RoadNetwork
@@ -107,12 +107,15 @@ def test_route_nearest_matrix_isochrone_honour_bans(restricted: RoadNetwork) -> 
     secs = restricted.seconds_from(incident)
     iso = restricted.isochrone(incident, 3.0, polygon=False)
     np.testing.assert_array_equal(np.sort(iso.node_ids), np.nonzero(secs <= 180.0)[0])
-    for node in rng.choice(g.n_nodes, 40, replace=False).tolist():
-        snap_b = dataclasses.replace(s, edge=int(g.indptr[node]), twin=-1, fraction=0.5)
-        # Reaching `node` then driving half of its first out-edge, minus that half: the arrival time at `node`.
-        want = point_to_point(g, s, snap_b, banned) - g.time_ms[int(g.indptr[node])] * 0.5 / 1000.0
-        if np.isfinite(want) and (int(s.edge), int(g.indptr[node])) not in banned:
-            assert secs[node] <= want + 1e-3
+    # Arrival time at every node = the earliest arrival over its in-edges in the edge-based reference search.
+    ms = g.time_ms.astype(np.float64)
+    starts = [(s.edge, float(round((1.0 - s.fraction) * ms[s.edge])))]
+    if s.twin >= 0:
+        starts.append((s.twin, float(round(s.fraction * ms[s.twin]))))
+    best = edge_search(g, starts, banned)
+    want = np.full(g.n_nodes, np.inf)
+    np.minimum.at(want, g.head.astype(np.int64), best)
+    np.testing.assert_allclose(secs, want / 1000.0, rtol=0, atol=1e-9)
 
 
 _FREE: dict[int, RoadNetwork] = {}
@@ -130,12 +133,29 @@ def test_seconds_to_and_coverage_with_bans(restricted: RoadNetwork) -> None:
     banned = {(int(a), int(b)) for a, b in g.turn_bans}
     rng = np.random.default_rng(8)
     nodes = rng.choice(g.n_nodes, 6, replace=False).tolist()
-    target = (float(g.lon[nodes[0]]), float(g.lat[nodes[0]]))
+    e0 = int(g.indptr[nodes[0]])
+    target = (
+        float(0.6 * g.lon[g.tail[e0]] + 0.4 * g.lon[g.head[e0]]),
+        float(0.6 * g.lat[g.tail[e0]] + 0.4 * g.lat[g.head[e0]]),
+    )
+    snap = restricted.snap(target)
     to = restricted.seconds_to(target)
-    for v in nodes[1:]:
-        # From v (any way out) to the target: the forward edge-based search from v, over the target's seeds.
-        fwd = from_node(g, v, banned)
-        assert to[v] <= fwd[nodes[0]] + 1e-9 or not np.isfinite(fwd[nodes[0]])
+    ms = g.time_ms.astype(np.float64)
+    # From v, leaving by any edge, to the target point: the edge-based reference, split nodes included.
+    split = list(restricted.turns.in_edges)[:10]
+    for v in nodes[1:] + split:
+        lo, hi = int(g.indptr[v]), int(g.indptr[v + 1])
+        best = edge_search(g, [(f, ms[f]) for f in range(lo, hi)], banned)
+        want = np.inf
+        for e, frac in [(snap.edge, snap.fraction)] + ([(snap.twin, 1.0 - snap.fraction)] if snap.twin >= 0 else []):
+            leg = round(frac * ms[e])
+            u = int(g.tail[e])
+            if u == v:
+                want = min(want, leg)
+            for arriving in np.nonzero(g.head == u)[0].tolist():
+                if (arriving, e) not in banned:
+                    want = min(want, best[arriving] + leg)
+        assert to[v] == pytest.approx(want / 1000.0, abs=1e-9), v
     units = {f"c{i}": (float(g.lon[v]), float(g.lat[v])) for i, v in enumerate(nodes)}
     cov = restricted.coverage(units)
     assert len(cov.owner) == g.n_nodes and len(cov.seconds) == g.n_nodes
