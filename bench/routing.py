@@ -1,6 +1,8 @@
 """Routing benchmark: SafeCity's in-process engine against pgRouting on the same graphs, side by side in one run.
 
-Graphs: the real central-Shanghai OSM extract and a synthetic 100k-node network. Peer: pgRouting (pgr_dijkstraCost,
+Graphs: the real central-Shanghai OSM extract and a synthetic 100k-node network. Turn restrictions: the same graphs
+with random banned turns at 5 % of their junctions (the Shanghai extract carries no restriction relations), nearest-3
+latency with and without them, and how many sampled trips they change. Peer: pgRouting (pgr_dijkstraCost,
 pgr_dijkstraCostMatrix-style many-to-many via pgr_dijkstraCost, pgr_drivingDistance) on PostgreSQL at
 SAFECITY_TEST_PG_DSN (default postgresql://postgres@127.0.0.1:5432/postgres). The last output line is one JSON object.
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -48,6 +51,61 @@ def synthetic_cached(n: int) -> RoadGraph:
     graph = synthetic_network(n)
     graph.save(path, order=graph_order(graph))
     return graph
+
+
+def random_junction_bans(graph: RoadGraph, rng: np.random.Generator, share: float) -> list[tuple[int, int]]:
+    """One random banned turn (never a U-turn) at `share` of the junctions (nodes with three or more neighbours)."""
+    pairs = np.unique(np.sort(np.stack([graph.tail, graph.head], axis=1), axis=1), axis=0)
+    junctions = np.nonzero(np.bincount(pairs.ravel(), minlength=graph.n_nodes) >= 3)[0]
+    bans = []
+    for v in rng.choice(junctions, int(len(junctions) * share), replace=False).tolist():
+        ins = np.nonzero(graph.head == v)[0]
+        outs = np.arange(graph.indptr[v], graph.indptr[v + 1])
+        e = int(rng.choice(ins))
+        choices = [int(f) for f in outs if int(graph.head[f]) != int(graph.tail[e])]
+        if choices:
+            bans.append((e, int(rng.choice(choices))))
+    return bans
+
+
+def bench_turns(graph: RoadGraph, ours: dict[str, Any], quick: bool, rng: np.random.Generator) -> dict[str, Any]:
+    """The same nearest-3 queries with banned turns, and the share of sampled trips the bans change."""
+    banned = dataclasses.replace(graph)
+    if "_cch_order" in graph.__dict__:
+        banned.__dict__["_cch_order"] = graph.__dict__["_cch_order"]
+    banned.set_turn_bans(random_junction_bans(graph, rng, 0.05))
+    t0 = time.perf_counter()
+    net = RoadNetwork(banned)
+    net.warm_up()
+    setup_s = time.perf_counter() - t0
+    pts = [(float(graph.lon[i]), float(graph.lat[i])) for i in ours["_units"]]
+    units = {f"u{i}": p for i, p in enumerate(pts)}
+    incidents = [(float(graph.lon[i]), float(graph.lat[i])) for i in ours["_incident_nodes"]]
+    net.nearest_units(incidents[0], units, 3)
+    lat = []
+    for p in incidents:
+        t = time.perf_counter()
+        net.nearest_units(p, units, 3)
+        lat.append(time.perf_counter() - t)
+    k = 20 if quick else 50
+    o, d = ours["_o"][:k], ours["_d"][:k]
+    after = net.matrix_nodes(o, d)
+    before = ours["_matrix"][:k, :k]
+    ok = np.isfinite(before) & np.isfinite(after) & (np.asarray(o)[:, None] != np.asarray(d)[None, :])
+    delta = (after - before)[ok]
+    changed = delta > 1e-9
+    return {
+        "turn_bans": len(banned.turn_bans),
+        "split_nodes": net.turns.split_nodes,
+        "turns_setup_s": round(setup_s, 3),
+        "turns_nearest3_p50_ms": round(pct(lat, 50), 3),
+        "turns_nearest3_p99_ms": round(pct(lat, 99), 3),
+        "turns_trips_sampled": int(ok.sum()),
+        "turns_trips_changed_share": round(float(changed.mean()), 3),
+        "turns_change_median_s": round(float(np.median(delta[changed])), 1) if changed.any() else 0.0,
+        "turns_change_max_s": round(float(delta.max()), 1) if delta.size else 0.0,
+        "turns_unreachable": int((np.isfinite(before) & ~np.isfinite(after)).sum()),
+    }
 
 
 def bench_ours(name: str, graph: RoadGraph, quick: bool, rng: np.random.Generator) -> dict[str, Any]:
@@ -115,6 +173,7 @@ def bench_ours(name: str, graph: RoadGraph, quick: bool, rng: np.random.Generato
         "_d": d,
         "_units": [int(nodes[i]) for i in range(200)],
         "_incidents": [int(i) for i in nodes[200 : 200 + 20]],
+        "_incident_nodes": [int(i) for i in nodes[200 : 200 + len(incidents)]],
     }
 
 
@@ -197,6 +256,7 @@ def main() -> None:
     results = []
     for name, graph in graphs:
         ours = bench_ours(name, graph, args.quick, rng)
+        ours.update(bench_turns(graph, ours, args.quick, rng))
         if not args.no_pg:
             ours.update(asyncio.run(bench_pgrouting(graph, ours, args.quick)))
             ours["ratio_nearest"] = round(ours["pg_nearest3_p50_ms"] / ours["nearest3_p50_ms"], 1)
@@ -225,8 +285,14 @@ def main() -> None:
         "ratio_to_pgrouting_isochrone": big.get("ratio_isochrone"),
         "max_abs_diff_s": max((r.get("max_abs_diff_s", 0.0) for r in results), default=0.0),
         "shanghai_nearest3_p99_ms": results[0]["nearest3_p99_ms"],
+        "turns_nearest3_p50_ms": big["turns_nearest3_p50_ms"],
+        "turns_nearest3_p99_ms": big["turns_nearest3_p99_ms"],
+        "turns_trips_changed_share": big["turns_trips_changed_share"],
+        "shanghai_turns_nearest3_p99_ms": results[0]["turns_nearest3_p99_ms"],
+        "shanghai_turns_trips_changed_share": results[0]["turns_trips_changed_share"],
         "budgets_met": {
             "nearest3_p99_le_3ms": big["nearest3_p99_ms"] <= 3.0,
+            "turns_nearest3_p99_le_3ms": big["turns_nearest3_p99_ms"] <= 3.0,
             "isochrone_le_5ms": big["isochrone_ms"] <= 5.0,
             "matrix_ge_400k": big["matrix_cells_per_s"] >= 400_000,
         },

@@ -29,7 +29,7 @@ from safecity.dispatch.recommend import Ranked, ResponderStatus
 from safecity.dispatch.responders import ResponderIn
 from safecity.dispatch.sla import Timer
 from safecity.geo.places import PlaceTags, PlaceTree
-from safecity.geo.road.network import RoadNetwork, Route, UnitEta
+from safecity.geo.road.network import Ranking, RoadNetwork, Route, UnitEta
 from safecity.geo.road.search import Coverage, Isochrone
 from safecity.geo.road.service import ConditionsSummary
 from safecity.geo.road.snap import Point, Snap
@@ -321,6 +321,10 @@ class Roads(Protocol):
     async def nearest_units(
         self, point: Point, units: Mapping[str, Point], k: int = ..., *, with_path: bool = ...
     ) -> list[UnitEta]: ...
+
+    async def rank_units(
+        self, units: Mapping[str, Point], target: Point, *, k: int | None = ..., with_path: bool = ...
+    ) -> Ranking: ...
 
     async def matrix(self, origins: Sequence[Point], targets: Sequence[Point]) -> npt.NDArray[np.float64]: ...
 

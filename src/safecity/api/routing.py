@@ -112,6 +112,8 @@ class RouteAnswer(BaseModel):
 
     seconds: float = Field(description="Travel time in seconds (free flow with live conditions).")
     meters: float = Field(description="Length of the route in metres (with or without the line).")
+    from_snap_m: float = Field(0.0, description="How far the origin lay from the road it was snapped to (metres).")
+    to_snap_m: float = Field(0.0, description="How far the target lay from the road it was snapped to (metres).")
     geometry: LineString | None = None
 
 
@@ -152,14 +154,27 @@ class RankedUnit(BaseModel):
     rank: int
     unit_id: str
     seconds: float
+    snap_m: float = Field(0.0, description="How far the unit's position lay from the road it was snapped to (metres).")
     meters: float | None = None
     geometry: LineString | None = None
+
+
+class UnroutableUnit(BaseModel):
+    """A unit that cannot be ranked by road time, and why."""
+
+    unit_id: str
+    code: str = Field(description="road.off_map, road.no_routable_edge or road.unreachable (road.invalid_point).")
+    reason: str
+    snap_m: float | None = Field(None, description="Distance to the nearest road, when known (metres).")
 
 
 class NearestAnswer(BaseModel):
     """Units ranked by road time (units that cannot reach the incident are left out)."""
 
     units: list[RankedUnit]
+    unroutable: list[UnroutableUnit] = Field(
+        default_factory=list, description="Units that cannot be ranked by road time, each with its reason."
+    )
 
 
 class MatrixRequest(_In):
@@ -263,6 +278,8 @@ async def route(body: RouteRequest, service: RoadsDep) -> RouteAnswer:
     return RouteAnswer(
         seconds=round(found.seconds, 3),
         meters=round(found.meters, 1),
+        from_snap_m=round(found.from_snap_m, 1),
+        to_snap_m=round(found.to_snap_m, 1),
         geometry=_line(found, body.crs) if body.geometry else None,
     )
 
@@ -273,18 +290,29 @@ async def route(body: RouteRequest, service: RoadsDep) -> RouteAnswer:
 async def nearest(body: NearestRequest, service: RoadsDep) -> NearestAnswer:
     """The k units with the shortest road time to the point (exact)."""
     units = {u.id: to_wgs((u.lon, u.lat), body.crs) for u in body.units}
-    etas = await service.nearest_units(to_wgs(body.point, body.crs), units, body.k, with_path=body.paths)
+    ranking = await service.rank_units(units, to_wgs(body.point, body.crs), k=body.k, with_path=body.paths)
+    etas = ranking.ranked
     return NearestAnswer(
+        unroutable=[
+            UnroutableUnit(
+                unit_id=x.unit_id,
+                code=x.code,
+                reason=x.reason,
+                snap_m=round(x.snap_m, 1) if x.snap_m is not None else None,
+            )
+            for x in ranking.unroutable
+        ],
         units=[
             RankedUnit(
                 rank=i + 1,
                 unit_id=e.unit_id,
                 seconds=round(e.seconds, 3),
+                snap_m=round(e.snap_m, 1),
                 meters=round(e.route.meters, 1) if e.route is not None else None,
                 geometry=_line(e.route, body.crs) if e.route is not None else None,
             )
             for i, e in enumerate(etas)
-        ]
+        ],
     )
 
 

@@ -151,6 +151,12 @@ async def test_bad_input_and_off_network_are_problems(routed, direct: RoadNetwor
     _problem(await client.post("/api/v1/routing/route", json={"from": p[0]}, headers=h), 422, "invalid_input")
     big = {"origins": [p[0]] * 30, "targets": [p[1]] * 30}
     _problem(await client.post("/api/v1/routing/matrix", json=big, headers=h), 422, "road.matrix_too_large")
+    # A unit off the map does not fail the ranking: it is listed as unroutable with its reason.
+    mixed = {"point": p[0], "units": [{"id": "a", "lon": p[1][0], "lat": p[1][1]}, {"id": "b", "lon": 100, "lat": 10}]}
+    r = await client.post("/api/v1/routing/nearest", json=mixed, headers=h)
+    assert r.status_code == 200, r.text
+    assert [u["unit_id"] for u in r.json()["units"]] == ["a"] and r.json()["units"][0]["snap_m"] >= 0
+    assert [(u["unit_id"], u["code"]) for u in r.json()["unroutable"]] == [("b", "road.off_map")]
     dup = {"point": p[0], "units": [{"id": "a", "lon": p[1][0], "lat": p[1][1]}] * 2}
     _problem(await client.post("/api/v1/routing/nearest", json=dup, headers=h), 422, "invalid_input")
     _problem(

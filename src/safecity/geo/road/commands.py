@@ -79,6 +79,15 @@ def import_osm_command(
     except SafeCityError as err:
         raise _fail(err) from err
     _save(graph, out, not no_order)
+    turns = graph.meta.get("turn_restrictions") or {}
+    if turns.get("relations"):
+        skipped = ", ".join(f"{why} {n}" for why, n in turns["skipped"].items()) or "none"
+        console.print(
+            f"turn restrictions: {turns['used']:,} of {turns['relations']:,} relations used"
+            f" ({turns['bans']:,} banned turns); skipped: {skipped}"
+        )
+        for bad in turns.get("errors", [])[:5]:
+            console.print(f"[yellow]skipped[/yellow] {bad['code']}: relation {bad['relation']}: {bad['reason']}")
     if geojson is not None:
         graph.write_geojson(geojson)
         console.print(f"[green]wrote[/green] {geojson}")

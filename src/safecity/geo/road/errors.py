@@ -65,3 +65,13 @@ class GraphArtifactError(RoadError):
     title_zh = "路网文件无效"
     message_en = "The road graph file {path} cannot be loaded: {reason}"
     message_zh = "无法加载路网文件 {path}：{reason}"
+
+
+class BadTurnRestriction(InvalidInput):
+    """An OSM restriction relation that cannot be read; the import counts and skips it."""
+
+    code = "road.bad_turn_restriction"
+    title_en = "Bad turn restriction"
+    title_zh = "转向限制无效"
+    message_en = "OSM restriction relation {relation} is skipped: {reason}"
+    message_zh = "已跳过 OSM 转向限制关系 {relation}：{reason}"

@@ -16,7 +16,8 @@ from scipy.sparse.csgraph import connected_components
 from safecity.geo.road.errors import GraphArtifactError, NoDrivableRoads
 
 FORMAT = "safecity-road-graph"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: turn bans (`turn_bans`); version 1 files load with none
+READABLE_VERSIONS = (1, 2)
 
 # Road classes by code; the code is stored per edge (int8). Order is part of the artifact format: append only.
 HIGHWAY_CLASSES: tuple[str, ...] = (
@@ -35,6 +36,7 @@ HIGHWAY_CLASSES: tuple[str, ...] = (
     "secondary_link",
     "tertiary_link",
     "road",
+    "pedestrian",  # only when open to motor vehicles (`motor_vehicle=yes|destination`)
 )
 HIGHWAY_CODE: dict[str, int] = {name: i for i, name in enumerate(HIGHWAY_CLASSES)}
 
@@ -72,6 +74,8 @@ class RoadGraph:
     highway: npt.NDArray[np.int8]
     way_ref: I64  # OSM way id of each edge (0 for synthetic)
     meta: dict[str, Any] = field(default_factory=dict)
+    # Banned turns as (from edge, to edge) pairs with head[from] == tail[to] (OSM restriction relations).
+    turn_bans: I64 = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
     # --- shape -------------------------------------------------------------------------------------------------
 
@@ -123,6 +127,18 @@ class RoadGraph:
         lo, hi = int(self.indptr[u]), int(self.indptr[u + 1])
         hits = np.nonzero(self.head[lo:hi] == v)[0]
         return lo + int(hits[0]) if hits.size else -1
+
+    def set_turn_bans(self, pairs: npt.ArrayLike) -> None:
+        """Replace the banned turns: (from edge, to edge) pairs that meet at a node; duplicates are dropped."""
+        bans = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        if bans.size:
+            if bans.min() < 0 or bans.max() >= self.n_edges:
+                raise ValueError("turn ban edge id out of range")
+            if (self.head[bans[:, 0]] != self.tail[bans[:, 1]]).any():
+                raise ValueError("a banned turn must join an edge to one leaving its head node")
+            bans = np.unique(bans, axis=0)
+        self.turn_bans = bans
+        self.__dict__.pop("_turns", None)
 
     def csr(self, weights: F64 | None = None) -> sp.csr_matrix:
         """The graph as a scipy CSR matrix of travel seconds (or the given per-edge weights)."""
@@ -226,6 +242,7 @@ class RoadGraph:
             "speed_kmh": self.speed_kmh,
             "highway": self.highway,
             "way_ref": self.way_ref,
+            "turn_bans": self.turn_bans,
             "meta": np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), dtype=np.uint8),
         }
         if order is not None:
@@ -251,9 +268,10 @@ class RoadGraph:
                 fields["highway"] = npz["highway"]
                 fields["way_ref"] = npz["way_ref"]
                 order = npz["cch_order"] if "cch_order" in npz.files else None
+                bans = npz["turn_bans"] if "turn_bans" in npz.files else np.zeros((0, 2), dtype=np.int64)
             except (KeyError, ValueError, zipfile.BadZipFile) as err:
                 raise GraphArtifactError(path=str(path), reason=f"missing or bad field: {err}") from err
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format") != FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
             raise GraphArtifactError(
                 path=str(path),
                 reason=f"format {meta.get('format')} v{meta.get('format_version')},"
@@ -262,6 +280,10 @@ class RoadGraph:
         graph = cls(**fields, meta=meta)
         if int(graph.indptr[-1]) != graph.n_edges or len(graph.indptr) != graph.n_nodes + 1:
             raise GraphArtifactError(path=str(path), reason="inconsistent CSR arrays")
+        try:
+            graph.set_turn_bans(bans)
+        except ValueError as err:
+            raise GraphArtifactError(path=str(path), reason=str(err)) from err
         if order is not None:
             graph.__dict__["_cch_order"] = order
         return graph

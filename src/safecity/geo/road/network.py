@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from safecity.geo.road.ch import CchEngine
+from safecity.geo.road.ch import CchEngine, graph_order
 from safecity.geo.road.conditions import INF_MS, RoadConditions
 from safecity.geo.road.errors import Unreachable
 from safecity.geo.road.graph import RoadGraph
@@ -24,7 +24,8 @@ from safecity.geo.road.search import (
     multi_source,
     reassign_region,
 )
-from safecity.geo.road.snap import Point, Snap, Snapper
+from safecity.geo.road.snap import Point, Snap, SnapFailure, Snapper
+from safecity.geo.road.turns import Seeds, TurnGraph, turn_graph
 from safecity.kernel.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
@@ -38,13 +39,20 @@ class Route:
     meters: float
     nodes: list[int]
     coordinates: list[tuple[float, float]]
+    from_snap_m: float = 0.0  # how far the origin lay from the road it was snapped to
+    to_snap_m: float = 0.0  # the same for the destination
 
     def geojson(self) -> dict[str, object]:
         """The route as a GeoJSON Feature."""
         return {
             "type": "Feature",
             "geometry": {"type": "LineString", "coordinates": [list(c) for c in self.coordinates]},
-            "properties": {"seconds": round(self.seconds, 3), "meters": round(self.meters, 1)},
+            "properties": {
+                "seconds": round(self.seconds, 3),
+                "meters": round(self.meters, 1),
+                "from_snap_m": round(self.from_snap_m, 1),
+                "to_snap_m": round(self.to_snap_m, 1),
+            },
         }
 
 
@@ -55,6 +63,26 @@ class UnitEta:
     unit_id: str
     seconds: float
     route: Route | None = None
+    snap_m: float = 0.0  # how far the unit's position lay from the road it was snapped to
+
+
+@dataclass(frozen=True)
+class Unroutable:
+    """A unit that cannot be ranked by road time, with a coded reason; it never blocks ranking the others."""
+
+    unit_id: str
+    code: str  # road.invalid_point | road.off_map | road.no_routable_edge | road.unreachable
+    reason: str
+    snap_m: float | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Units ranked by road time to a target (fastest first), and the units that could not be ranked."""
+
+    target_snap_m: float
+    ranked: list[UnitEta]
+    unroutable: list[Unroutable]
 
 
 class RoadNetwork:
@@ -65,11 +93,15 @@ class RoadNetwork:
         self.conditions = RoadConditions(graph.time_ms)
         self.snapper = Snapper(graph, max_snap_m=max_snap_m)
         self._weights = self.conditions.weights_ms()
-        self._forward = SeededGraph(graph, self._weights)
+        # Every search runs on the turn-expanded graph (the road graph itself when no turn is banned).
+        self.turns: TurnGraph = turn_graph(graph)
+        self._xgraph = self.turns.graph
+        self._xweights = self.turns.expand_weights(self._weights)
+        self._forward = SeededGraph(self._xgraph, self._xweights)
         self._reverse: SeededGraph | None = None
         self._cch: CchEngine | None = None
         self._coverage: Coverage | None = None
-        self._unit_snaps: dict[tuple[float, float], Snap] = {}
+        self._unit_snaps: dict[tuple[float, float], Snap | SnapFailure] = {}
         self._coverage_units: dict[str, Point] = {}
 
     @classmethod
@@ -83,19 +115,27 @@ class RoadNetwork:
     def cch(self) -> CchEngine:
         """The CCH engine, built on first use (about a second for 100k nodes when the order is stored)."""
         if self._cch is None:
-            self._cch = CchEngine(self.graph, self._weights)
+            if self.turns.restricted and "_cch_order" not in self._xgraph.__dict__:
+                self._xgraph.__dict__["_cch_order"] = self.turns.cch_order(graph_order(self.graph))
+            self._cch = CchEngine(self._xgraph, self._xweights)
         return self._cch
 
     @property
     def reverse(self) -> SeededGraph:
         """The transposed graph for reverse searches."""
         if self._reverse is None:
-            self._reverse = SeededGraph(self.graph, self._weights, reverse=True)
+            self._reverse = SeededGraph(self._xgraph, self._xweights, reverse=True)
         return self._reverse
 
     def warm_up(self) -> None:
         """Build the lazy engines now (at start-up, not on the first dispatch)."""
         _ = self.cch, self.reverse
+
+    def _origin(self, s: Snap) -> Seeds:
+        return self.turns.origin_seeds(s.edge, s.twin, s.fraction, self._weights)
+
+    def _target(self, s: Snap) -> Seeds:
+        return self.turns.target_seeds(s.edge, s.twin, s.fraction, self._weights)
 
     # --- snapping ----------------------------------------------------------------------------------------------
 
@@ -103,14 +143,33 @@ class RoadNetwork:
         """Snap a (lon, lat) point to the nearest road edge; SnapTooFar beyond the limit."""
         return self.snapper.snap(point)
 
-    def _snap_units(self, points: Sequence[Point]) -> list[Snap]:
-        missing = [p for p in points if (float(p[0]), float(p[1])) not in self._unit_snaps]
+    def _snap_units(self, points: Sequence[Point]) -> list[Snap | SnapFailure]:
+        """Snap unit positions (cached per position); a position that cannot be snapped gets its SnapFailure."""
+        out: list[Snap | SnapFailure | None] = []
+        missing: list[int] = []
+        for i, p in enumerate(points):
+            key = _key(p)
+            hit = self._unit_snaps.get(key) if key is not None else None
+            out.append(hit)
+            if hit is None:
+                missing.append(i)
         if missing:
-            for p, s in zip(missing, self.snapper.snap_many(missing), strict=True):
-                self._unit_snaps[(float(p[0]), float(p[1]))] = s
             if len(self._unit_snaps) > 100_000:
                 self._unit_snaps.clear()
-        return [self._unit_snaps[(float(p[0]), float(p[1]))] for p in points]
+            for i, found in zip(missing, self.snapper.try_snap_many([points[i] for i in missing]), strict=True):
+                out[i] = found
+                key = _key(points[i])
+                if key is not None and isinstance(found, Snap):
+                    self._unit_snaps[key] = found
+        return [o for o in out if o is not None]
+
+    def _snap_units_strict(self, points: Sequence[Point]) -> list[Snap]:
+        """Snap unit positions; the first one that cannot be snapped raises its error (coverage needs them all)."""
+        snaps = self._snap_units(points)
+        for p, s in zip(points, snaps, strict=True):
+            if isinstance(s, SnapFailure):
+                self.snapper.snap_many([p])  # raises SnapTooFar / InvalidInput with the details
+        return [s for s in snaps if isinstance(s, Snap)]
 
     # --- point to point ----------------------------------------------------------------------------------------
 
@@ -122,13 +181,14 @@ class RoadNetwork:
     def _route(self, sa: Snap, sb: Snap, with_path: bool = True) -> Route:
         w = self._weights
         direct = sa.same_road_ms(sb, w)
-        dist, nodes = self.cch.route(sa.origin_seeds(self.graph, w), sb.target_seeds(self.graph, w))
+        dist, xnodes = self.cch.route(self._origin(sa), self._target(sb))
+        nodes = self.turns.base_path(xnodes)
         best = math.inf if dist is None else float(dist)
         if math.isfinite(direct) and direct <= best:
             seconds = direct / 1000.0
             coords = [(sa.lon, sa.lat), (sb.lon, sb.lat)]
             meters = float(abs(self._edge_pos_m(sa) - self._edge_pos_m(sb, sa)))
-            return Route(seconds=seconds, meters=meters, nodes=[], coordinates=coords)
+            return Route(seconds, meters, [], coords, sa.distance_m, sb.distance_m)
         if dist is None:
             raise Unreachable(origin=_fmt(sa.point), target=_fmt(sb.point))
         coords = [(sa.lon, sa.lat)]
@@ -140,7 +200,7 @@ class RoadNetwork:
             if with_path:
                 coords += [(float(self.graph.lon[n]), float(self.graph.lat[n])) for n in nodes]
         coords.append((sb.lon, sb.lat))
-        return Route(seconds=best / 1000.0, meters=meters, nodes=nodes, coordinates=coords)
+        return Route(best / 1000.0, meters, nodes, coords, sa.distance_m, sb.distance_m)
 
     def _edge_pos_m(self, s: Snap, ref: Snap | None = None) -> float:
         frac = s.fraction
@@ -166,40 +226,69 @@ class RoadNetwork:
     def nearest_units(
         self, point: Point, units: Mapping[str, Point], k: int = 3, *, with_path: bool = False
     ) -> list[UnitEta]:
-        """The k units with the shortest road time to `point` (exact: one reverse search from the incident)."""
+        """The k units with the shortest road time to `point` (exact: one reverse search from the incident).
+
+        Units that cannot be routed (bad or off-network positions, unreachable) are left out; `rank_units` lists them.
+        """
         if k < 1:
             raise InvalidInput("k must be at least 1")
-        ids = list(units)
-        if not ids:
+        if not units:
             return []
-        target = self.snap(point)
+        return self.rank_units(units, point, k=k, with_path=with_path).ranked
+
+    def rank_units(
+        self, units: Mapping[str, Point], target: Point, *, k: int | None = None, with_path: bool = False
+    ) -> Ranking:
+        """Every unit by road time to `target`, fastest first (the first k only, if given), plus the unroutable ones.
+
+        A unit whose position is invalid (`road.invalid_point`), outside the network's area (`road.off_map`), too far
+        from any open road (`road.no_routable_edge`) or cut off from the target (`road.unreachable`) is listed in
+        `unroutable` with its reason and never stops the others being ranked. A target that cannot be snapped is an
+        error (SnapTooFar / InvalidInput): there is nothing to rank against.
+        """
+        goal = self.snap(target)
+        ids = list(units)
         snaps = self._snap_units([units[u] for u in ids])
-        w = self._weights
+        unroutable: list[Unroutable] = []
         pinned: list[int] = []
         offsets: list[int] = []
         owner: list[int] = []
+        w = self._weights
         for i, s in enumerate(snaps):
-            for node, ms in s.origin_seeds(self.graph, w):
+            if isinstance(s, SnapFailure):
+                unroutable.append(Unroutable(ids[i], s.code, s.reason, s.distance_m))
+                continue
+            for node, ms in self._origin(s):
                 pinned.append(node)
                 offsets.append(ms)
                 owner.append(i)
         secs = np.full(len(ids), np.inf)
         if pinned:
-            dist = self.cch.many_to_one(pinned, target.target_seeds(self.graph, w))
+            dist = self.cch.many_to_one(pinned, self._target(goal))
             total = dist + np.asarray(offsets, dtype=np.float64)
             np.minimum.at(secs, np.asarray(owner), total)
         for i, s in enumerate(snaps):
-            direct = s.same_road_ms(target, w)
-            secs[i] = min(secs[i], direct)
+            if isinstance(s, Snap):
+                secs[i] = min(secs[i], s.same_road_ms(goal, w))
         secs /= 1000.0
-        order = np.argsort(secs, kind="stable")[:k]
-        out = []
-        for i in order:
+        ranked: list[UnitEta] = []
+        for i in np.argsort(secs, kind="stable").tolist():
+            s = snaps[i]
+            if not isinstance(s, Snap):
+                continue
             if not np.isfinite(secs[i]):
-                break
-            route = self._route(snaps[i], target) if with_path else None
-            out.append(UnitEta(unit_id=ids[i], seconds=float(secs[i]), route=route))
-        return out
+                if self._origin(s):
+                    reason = "no drivable route to the target (one-ways, closures, turn restrictions)"
+                    unroutable.append(Unroutable(ids[i], "road.unreachable", reason, s.distance_m))
+                else:
+                    reason = "the road it is on is closed"
+                    unroutable.append(Unroutable(ids[i], "road.no_routable_edge", reason, s.distance_m))
+                continue
+            if k is not None and len(ranked) >= k:
+                continue
+            route = self._route(s, goal) if with_path else None
+            ranked.append(UnitEta(unit_id=ids[i], seconds=float(secs[i]), route=route, snap_m=s.distance_m))
+        return Ranking(target_snap_m=goal.distance_m, ranked=ranked, unroutable=unroutable)
 
     # --- matrices ----------------------------------------------------------------------------------------------
 
@@ -212,7 +301,7 @@ class RoadNetwork:
         t_off: list[int] = []
         t_owner: list[int] = []
         for j, s in enumerate(st):
-            for node, ms in s.target_seeds(self.graph, w):
+            for node, ms in self._target(s):
                 pinned.append(node)
                 t_off.append(ms)
                 t_owner.append(j)
@@ -224,7 +313,7 @@ class RoadNetwork:
             starts = np.r_[0, np.nonzero(np.diff(group))[0] + 1]
             present = group[starts]
             for i, s in enumerate(so):
-                seeds = s.origin_seeds(self.graph, w)
+                seeds = self._origin(s)
                 if not seeds:
                     continue
                 row = self.cch.one_to_many(seeds, otm) + offs
@@ -242,7 +331,24 @@ class RoadNetwork:
 
     def matrix_nodes(self, origins: Sequence[int], targets: Sequence[int]) -> npt.NDArray[np.float64]:
         """Node-to-node travel seconds (inf where unreachable)."""
-        return self.cch.matrix_nodes(origins, targets)
+        if not self.turns.restricted:
+            return self.cch.matrix_nodes(origins, targets)
+        # A split node is several nodes of the expanded graph: start by any out-edge, arrive by any in-edge.
+        pinned: list[int] = []
+        group: list[int] = []
+        for j, t in enumerate(targets):
+            copies = self.turns.arriving(int(t))
+            pinned += copies
+            group += [j] * len(copies)
+        otm = self.cch.pin_targets(pinned)
+        starts = np.r_[0, np.nonzero(np.diff(np.asarray(group)))[0] + 1]
+        out = np.full((len(origins), len(targets)), np.inf)
+        for i, o in enumerate(origins):
+            row = self.cch.one_to_many(self.turns.leaving(int(o), self._weights), otm)
+            out[i] = np.minimum.reduceat(row, starts)
+        out[np.asarray(origins, dtype=np.int64)[:, None] == np.asarray(targets, dtype=np.int64)[None, :]] = 0.0
+        del otm
+        return out / 1000.0
 
     # --- isochrones --------------------------------------------------------------------------------------------
 
@@ -258,7 +364,7 @@ class RoadNetwork:
         if not bands or bands[0] <= 0:
             raise InvalidInput("minutes must be positive")
         s = self.snap(point)
-        dist = self._forward.search(s.origin_seeds(self.graph, self._weights), limit=bands[-1] * 60.0)
+        dist = self.turns.arrival_seconds(self._forward.search(self._origin(s), limit=bands[-1] * 60.0))
         out = []
         for m in bands:
             nodes = np.nonzero(dist <= m * 60.0)[0].astype(np.int64)
@@ -268,11 +374,12 @@ class RoadNetwork:
 
     def seconds_from(self, point: Point, limit_s: float = np.inf) -> npt.NDArray[np.float64]:
         """Seconds from `point` to every node (scipy Dijkstra; inf beyond the limit)."""
-        return self._forward.search(self.snap(point).origin_seeds(self.graph, self._weights), limit=limit_s)
+        return self.turns.arrival_seconds(self._forward.search(self._origin(self.snap(point)), limit=limit_s))
 
     def seconds_to(self, point: Point, limit_s: float = np.inf) -> npt.NDArray[np.float64]:
         """Seconds from every node to `point` (reverse scipy Dijkstra)."""
-        return self.reverse.search(self.snap(point).target_seeds(self.graph, self._weights), limit=limit_s)
+        dist = self.reverse.search(self._target(self.snap(point)), limit=limit_s)
+        return self.turns.departure_seconds(dist, self._weights)
 
     # --- coverage ----------------------------------------------------------------------------------------------
 
@@ -280,20 +387,29 @@ class RoadNetwork:
         """Rebuild the coverage map: which unit reaches each road node first (multi-source Dijkstra)."""
         ids = list(units)
         self._coverage_units = dict(units)
-        snaps = self._snap_units([units[u] for u in ids])
-        seeds = [s.origin_seeds(self.graph, self._weights) for s in snaps]
-        dist, owner = multi_source(
-            self._forward.matrix[: self.graph.n_nodes, : self.graph.n_nodes], self.graph.n_nodes, seeds
-        )
+        snaps = self._snap_units_strict([units[u] for u in ids])
+        seeds = [self._origin(s) for s in snaps]
+        nx = self._xgraph.n_nodes
+        dist, owner = multi_source(self._forward.matrix[:nx, :nx], nx, seeds)
         self._coverage = Coverage(unit_ids=ids, owner=owner, seconds=dist, seeds=dict(zip(ids, seeds, strict=True)))
-        return self._coverage
+        return self._coverage_view(self._coverage)
+
+    def _coverage_view(self, cov: Coverage) -> Coverage:
+        """The coverage over road nodes: a split node takes its earliest copy (the same object without bans)."""
+        if not self.turns.restricted:
+            return cov
+        order = np.lexsort((cov.seconds, self.turns.node_orig))
+        _, first = np.unique(self.turns.node_orig[order], return_index=True)
+        pick = order[first]
+        return Coverage(unit_ids=cov.unit_ids, owner=cov.owner[pick], seconds=cov.seconds[pick], seeds=cov.seeds)
 
     def update_unit(self, unit_id: str, position: Point | None) -> Coverage:
         """Update the coverage map for one unit: None removes it (unavailable), a point adds or moves it."""
         cov = self._coverage
         if cov is None:
             raise InvalidInput("build the coverage first with coverage(units)")
-        csr = self._forward.matrix[: self.graph.n_nodes, : self.graph.n_nodes]
+        nx = self._xgraph.n_nodes
+        csr = self._forward.matrix[:nx, :nx]
         if unit_id in cov.seeds:
             idx = cov.unit_ids.index(unit_id)
             del cov.seeds[unit_id]
@@ -303,9 +419,9 @@ class RoadNetwork:
             reassign_region(csr, cov, region)
         if position is None:
             self._coverage_units.pop(unit_id, None)
-            return cov
+            return self._coverage_view(cov)
         self._coverage_units[unit_id] = position
-        seeds = self._snap_units([position])[0].origin_seeds(self.graph, self._weights)
+        seeds = self._origin(self._snap_units_strict([position])[0])
         if unit_id in cov.unit_ids:
             idx = cov.unit_ids.index(unit_id)
         else:
@@ -318,7 +434,7 @@ class RoadNetwork:
         better = d_new < cov.seconds
         cov.seconds[better] = d_new[better]
         cov.owner[better] = idx
-        return cov
+        return self._coverage_view(cov)
 
     # --- conditions --------------------------------------------------------------------------------------------
 
@@ -348,11 +464,15 @@ class RoadNetwork:
             return
         new = self.conditions.weights_ms(ids)
         self._weights[ids] = new
-        self._forward.update(ids, new)
+        xids = self.turns.expand_edges(ids)
+        if self.turns.restricted:
+            self._xweights[xids] = self._weights[self.turns.edge_orig[xids]]
+        xnew = self._xweights[xids]
+        self._forward.update(xids, xnew)
         if self._reverse is not None:
-            self._reverse.update(ids, new)
+            self._reverse.update(xids, xnew)
         if self._cch is not None:
-            self._cch.update(ids, new)
+            self._cch.update(xids, xnew)
         if self._coverage is not None:
             # Times changed under the coverage map: rebuild it from the same unit positions.
             self.coverage(dict(self._coverage_units))
@@ -362,6 +482,13 @@ class RoadNetwork:
             version=self.conditions.version,
             closed=int((new >= INF_MS).sum()),
         )
+
+
+def _key(p: Point) -> tuple[float, float] | None:
+    try:
+        return (float(p[0]), float(p[1]))
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _fmt(p: Point) -> str:

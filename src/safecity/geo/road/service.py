@@ -27,7 +27,7 @@ import structlog
 
 from safecity.geo.road.conditions import INF_MS
 from safecity.geo.road.graph import HIGHWAY_CLASSES, RoadGraph
-from safecity.geo.road.network import RoadNetwork, Route, UnitEta
+from safecity.geo.road.network import Ranking, RoadNetwork, Route, UnitEta
 from safecity.geo.road.search import Coverage, Isochrone
 from safecity.geo.road.snap import Point, Snap
 from safecity.geo.road.synthetic import synthetic_network
@@ -208,6 +208,12 @@ class RoadService:
         """The k units with the shortest road time to `point`."""
         return await self.call(RoadNetwork.nearest_units, point, units, k, with_path=with_path)
 
+    async def rank_units(
+        self, units: Mapping[str, Point], target: Point, *, k: int | None = None, with_path: bool = False
+    ) -> Ranking:
+        """Units by road time to `target`, plus the ones that cannot be routed with their coded reason."""
+        return await self.call(RoadNetwork.rank_units, units, target, k=k, with_path=with_path)
+
     async def matrix(self, origins: Sequence[Point], targets: Sequence[Point]) -> npt.NDArray[np.float64]:
         """Travel seconds origin x target (inf where unreachable); MatrixTooLarge beyond the configured cap."""
         cells = len(origins) * len(targets)
@@ -274,6 +280,7 @@ class RoadService:
             "kind": str(g.meta.get("kind", "synthetic")),
             "nodes": g.n_nodes,
             "edges": g.n_edges,
+            "turn_bans": len(g.turn_bans),
             "bbox": list(g.bbox()),
             "max_snap_m": self._network.snapper.max_snap_m,
             "conditions_version": summary.version,

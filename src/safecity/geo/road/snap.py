@@ -79,6 +79,16 @@ class Snap:
         return best
 
 
+@dataclass(frozen=True)
+class SnapFailure:
+    """Why a point could not be put on the road: a coded reason, and the distance to the nearest road if known."""
+
+    point: tuple[float, float]
+    code: str  # road.invalid_point | road.off_map | road.no_routable_edge
+    reason: str
+    distance_m: float | None = None
+
+
 class Snapper:
     """An STRtree over the road segments in local metres; one segment per two-way road."""
 
@@ -97,6 +107,7 @@ class Snapper:
         t, h = graph.tail[self.edge_ids], graph.head[self.edge_ids]
         coords = np.stack([np.stack([x[t], y[t]], axis=1), np.stack([x[h], y[h]], axis=1)], axis=1)
         self._seg = coords  # (k, 2, 2) metres
+        self._lo, self._hi = coords.reshape(-1, 2).min(axis=0), coords.reshape(-1, 2).max(axis=0)
         self.tree = shapely.STRtree(shapely.linestrings(coords))
 
     def _xy(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
@@ -155,6 +166,42 @@ class Snapper:
                 )
             )
         return out
+
+    def try_snap_many(self, points: Sequence[Point], max_snap_m: float | None = None) -> list[Snap | SnapFailure]:
+        """Snap many points; a point that cannot be snapped gets a SnapFailure instead of failing the others."""
+        limit = self.max_snap_m if max_snap_m is None else max_snap_m
+        out: list[Snap | SnapFailure | None] = [None] * len(points)
+        good: list[int] = []
+        for i, p in enumerate(points):
+            try:
+                lon, lat = float(p[0]), float(p[1])
+            except (TypeError, ValueError, IndexError):
+                out[i] = SnapFailure((math.nan, math.nan), "road.invalid_point", "not a (lon, lat) pair")
+                continue
+            if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
+                out[i] = SnapFailure((lon, lat), "road.invalid_point", "longitude or latitude out of range")
+                continue
+            x, y = self._xy(lon, lat)
+            lo, hi = self._lo, self._hi
+            if not (lo[0] - limit <= x <= hi[0] + limit and lo[1] - limit <= y <= hi[1] + limit):
+                out[i] = SnapFailure((lon, lat), "road.off_map", "outside the road network's area")
+                continue
+            good.append(i)
+        if good:
+            arr = np.asarray([[float(points[i][0]), float(points[i][1])] for i in good])
+            px, py = self._xy(arr[:, 0], arr[:, 1])
+            (qi, _), dist = self.tree.query_nearest(shapely.points(px, py), return_distance=True, all_matches=False)
+            best_d = np.full(len(good), np.inf)
+            best_d[qi] = dist
+            near = [j for j in range(len(good)) if best_d[j] <= limit]
+            for j in range(len(good)):
+                if best_d[j] > limit:
+                    lon, lat = (float(v) for v in arr[j])
+                    reason = f"nearest road {best_d[j]:.0f} m away, limit {limit:g} m"
+                    out[good[j]] = SnapFailure((lon, lat), "road.no_routable_edge", reason, float(best_d[j]))
+            for j, snap in zip(near, self.snap_many([points[good[j]] for j in near], limit), strict=True):
+                out[good[j]] = snap
+        return [o for o in out if o is not None]
 
     def nearest_node(self, point: Point, max_snap_m: float | None = None) -> int:
         """The graph node at the nearer end of the snapped edge."""

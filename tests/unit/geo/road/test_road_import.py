@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,18 @@ def test_artifact_round_trip_and_version_check(small_graph: RoadGraph, tmp_path:
     g = RoadGraph.load(path)
     for name in ("lon", "lat", "indptr", "head", "length_m", "speed_kmh", "highway"):
         np.testing.assert_array_equal(getattr(g, name), getattr(small_graph, name))
-    assert g.meta["format_version"] == 1
+    assert g.meta["format_version"] == 2
+    assert g.turn_bans.shape == (0, 2)
+    # Turn bans travel with the artifact; a version 1 file (before turn bans) still loads, with none.
+    e = int(small_graph.indptr[1])
+    banned = dataclasses.replace(small_graph)
+    banned.set_turn_bans([(int(np.nonzero(small_graph.head == small_graph.tail[e])[0][0]), e)])
+    np.testing.assert_array_equal(RoadGraph.load(banned.save(tmp_path / "b.npz")).turn_bans, banned.turn_bans)
+    v1 = dict(np.load(path))
+    del v1["turn_bans"]
+    v1["meta"] = np.frombuffer(b'{"format": "safecity-road-graph", "format_version": 1}', dtype=np.uint8)
+    np.savez(tmp_path / "v1.npz", **v1)
+    assert RoadGraph.load(tmp_path / "v1.npz").turn_bans.shape == (0, 2)
     # Another format version is refused with a clear error.
     data = dict(np.load(path))
     data["meta"] = np.frombuffer(b'{"format": "safecity-road-graph", "format_version": 99}', dtype=np.uint8)
