@@ -4,7 +4,6 @@ never blocks the others."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -15,7 +14,6 @@ from safecity.geo.road.service import RoadService
 from safecity.kernel.errors import InvalidInput
 
 Point = tuple[float, float]
-SNAP_CACHE = 100_000  # positions whose snap distance is remembered
 
 
 class TravelSource(Protocol):
@@ -26,36 +24,20 @@ class TravelSource(Protocol):
         ...
 
 
-def _travel(
-    net: RoadNetwork, point: Point, units: Mapping[str, Point], routes: int, snap_m: dict[Point, float]
-) -> dict[str, Travel]:
+def _travel(net: RoadNetwork, point: Point, units: Mapping[str, Point], routes: int) -> dict[str, Travel]:
     try:
-        net.snap(point)
+        ranking = net.rank_units(units, point)
     except (SnapTooFar, InvalidInput):
         return {u: Travel(eta_s=None, unroutable="incident_off_network") for u in units}
-    # One vectorised snap with no limit gives each new position's distance to the road (positions seen before are
-    # remembered); the far ones are set aside here so that they never make the search refuse the others.
-    new = list({p for p in units.values() if p not in snap_m})
-    if new:
-        if len(snap_m) > SNAP_CACHE:
-            snap_m.clear()
-        for p, snap in zip(new, net.snapper.snap_many(new, max_snap_m=math.inf), strict=True):
-            snap_m[p] = float(snap.distance_m)
-    out: dict[str, Travel] = {}
-    near: dict[str, Point] = {}
-    for unit, p in units.items():
-        if snap_m[p] > net.snapper.max_snap_m:
-            out[unit] = Travel(eta_s=None, snap_m=snap_m[p], unroutable="off_network")
-        else:
-            near[unit] = p
-    if near:
-        for rank, eta in enumerate(net.nearest_units(point, near, k=len(near))):
-            route: tuple[Point, ...] = ()
-            if rank < routes:
-                route = tuple(net.travel_time(near[eta.unit_id], point).coordinates)
-            out[eta.unit_id] = Travel(eta_s=eta.seconds, route=route, snap_m=snap_m[near[eta.unit_id]])
-    for unit, p in near.items():
-        out.setdefault(unit, Travel(eta_s=None, snap_m=snap_m[p], unroutable="unreachable"))
+    out = {
+        u.unit_id: Travel(eta_s=None, snap_m=u.snap_m, unroutable=u.code.removeprefix("road."))
+        for u in ranking.unroutable
+    }
+    for rank, eta in enumerate(ranking.ranked):
+        route: tuple[Point, ...] = ()
+        if rank < routes:
+            route = tuple(net.travel_time(units[eta.unit_id], point).coordinates)
+        out[eta.unit_id] = Travel(eta_s=eta.seconds, route=route, snap_m=eta.snap_m)
     return out
 
 
@@ -64,7 +46,6 @@ class RoadTravel:
 
     def __init__(self, roads: RoadService) -> None:
         self.roads = roads
-        self._snap_m: dict[Point, float] = {}  # used on the road service's one worker thread only
 
     async def travel(self, point: Point, units: Mapping[str, Point], *, routes: int = 3) -> dict[str, Travel]:
         """One `Travel` per unit; every unit unroutable ("roads_not_loaded") when no road network is loaded."""
@@ -72,4 +53,4 @@ class RoadTravel:
             return {}
         if not self.roads.loaded:
             return {u: Travel(eta_s=None, unroutable="roads_not_loaded") for u in units}
-        return await self.roads.call(_travel, point, dict(units), routes, self._snap_m)
+        return await self.roads.call(_travel, point, dict(units), routes)
