@@ -106,35 +106,34 @@ def rank(
 
     Eligible: on duty, available (or busy on an incident of lower priority: it may be taken from there, with a
     penalty), holding every needed capability, and routable. Score = travel seconds + stale and pre-emption penalties.
+    The list holds at most `settings.limit` eligible responders by score, then at most `settings.limit` others (the
+    nearest by road first, unroutable last), each with its reasons, so a dispatcher overriding sees the nearest.
     """
-    eligible: list[Ranked] = []
-    others: list[Ranked] = []
+    no_position = Travel(eta_s=None, unroutable="no_position")
+    eligible: list[tuple[float, str, Candidate, Travel, bool, str | None]] = []
+    others: list[tuple[bool, float, str, Candidate, Travel, bool, list[str]]] = []
+    stale_after = settings.stale_after_s
     for c in candidates:
-        t = travel.get(c.id, Travel(eta_s=None, unroutable="no_position"))
-        stale = c.fix_at is None or (now - c.fix_at).total_seconds() > settings.stale_after_s
+        t = travel.get(c.id, no_position)
+        stale = c.fix_at is None or (now - c.fix_at).total_seconds() > stale_after
         reasons = _refusals(c, needs, priority)
         if t.eta_s is None:
             reasons.append(f"unroutable_{t.unroutable or 'unknown'}")
-        preempts = c.busy_incident if c.status is not ResponderStatus.AVAILABLE and not reasons else None
-        score = None
-        if not reasons and t.eta_s is not None:
-            score = t.eta_s + (settings.stale_penalty_s if stale else 0.0)
-            score += settings.preempt_penalty_s if preempts is not None else 0.0
-        line = Ranked(
-            id=c.id,
-            kind=c.kind,
-            status=c.status,
-            eta_s=t.eta_s,
-            score_s=score,
-            route=t.route,
-            snap_m=t.snap_m,
-            stale=stale,
-            preempts=preempts,
-            eligible=not reasons,
-            reasons=tuple(reasons),
-        )
-        (eligible if not reasons else others).append(line)
-    eligible.sort(key=lambda r: (r.score_s, r.id))
-    # Ineligible ones: routable first by travel time, then unroutable, so a dispatcher overriding sees the nearest.
-    others.sort(key=lambda r: (r.eta_s is None, r.eta_s or 0.0, r.id))
-    return eligible[: settings.limit] + others
+        if reasons:
+            others.append((t.eta_s is None, t.eta_s or 0.0, c.id, c, t, stale, reasons))
+            continue
+        preempts = c.busy_incident if c.status is not ResponderStatus.AVAILABLE else None
+        score = t.eta_s + (settings.stale_penalty_s if stale else 0.0)  # type: ignore[operator]
+        score += settings.preempt_penalty_s if preempts is not None else 0.0
+        eligible.append((score, c.id, c, t, stale, preempts))
+    eligible.sort(key=lambda e: (e[0], e[1]))
+    others.sort(key=lambda o: (o[0], o[1], o[2]))
+    lines = [
+        Ranked(c.id, c.kind, c.status, t.eta_s, score, t.route, t.snap_m, stale, preempts, True)
+        for score, _, c, t, stale, preempts in eligible[: settings.limit]
+    ]
+    lines += [
+        Ranked(c.id, c.kind, c.status, t.eta_s, None, t.route, t.snap_m, stale, None, False, tuple(reasons))
+        for _, _, _, c, t, stale, reasons in others[: settings.limit]
+    ]
+    return lines

@@ -128,6 +128,20 @@ class RoadGraph:
         hits = np.nonzero(self.head[lo:hi] == v)[0]
         return lo + int(hits[0]) if hits.size else -1
 
+    def edge_ids(self, us: npt.ArrayLike, vs: npt.ArrayLike) -> I64:
+        """The id of each edge us[i]→vs[i] (the first one, as `edge_id`), or -1: one vectorised lookup."""
+        cached = self.__dict__.get("_edge_keys")
+        if cached is None:
+            key = self.tail.astype(np.int64) * self.n_nodes + self.head
+            order = np.argsort(key, kind="stable")
+            cached = self.__dict__["_edge_keys"] = (key[order], order)
+        keys, order = cached
+        want = np.asarray(us, dtype=np.int64) * self.n_nodes + np.asarray(vs, dtype=np.int64)
+        if not len(keys):
+            return np.full(len(want), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        return np.where(keys[pos] == want, order[pos], -1).astype(np.int64)
+
     def set_turn_bans(self, pairs: npt.ArrayLike) -> None:
         """Replace the banned turns: (from edge, to edge) pairs that meet at a node; duplicates are dropped."""
         bans = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)

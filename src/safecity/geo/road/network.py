@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -215,11 +214,11 @@ class RoadNetwork:
         return (1.0 - s.fraction) * length if at_head else s.fraction * length
 
     def _path_meters(self, nodes: list[int]) -> float:
-        total = 0.0
-        for u, v in itertools.pairwise(nodes):
-            e = self.graph.edge_id(u, v)
-            total += float(self.graph.length_m[e]) if e >= 0 else 0.0
-        return total
+        if len(nodes) < 2:
+            return 0.0
+        path = np.asarray(nodes, dtype=np.int64)
+        edges = self.graph.edge_ids(path[:-1], path[1:])
+        return float(self.graph.length_m[edges[edges >= 0]].sum())
 
     # --- nearest units -----------------------------------------------------------------------------------------
 

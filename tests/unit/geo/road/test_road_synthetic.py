@@ -32,3 +32,14 @@ def test_hierarchy_and_one_ways() -> None:
 def test_size_limits() -> None:
     with pytest.raises(ValueError):
         synthetic_network(10)
+
+
+def test_vectorised_edge_lookup_agrees_with_the_single_lookup() -> None:
+    graph = synthetic_network(900, seed=3)
+    rng = np.random.default_rng(5)
+    edges = rng.integers(0, graph.n_edges, 300)
+    us = np.concatenate([graph.tail[edges], rng.integers(0, graph.n_nodes, 100)])
+    vs = np.concatenate([graph.head[edges], rng.integers(0, graph.n_nodes, 100)])
+    found = graph.edge_ids(us, vs)
+    assert found.tolist() == [graph.edge_id(int(u), int(v)) for u, v in zip(us, vs, strict=True)]
+    assert (found[:300] >= 0).all() and (found[300:] == -1).any()
