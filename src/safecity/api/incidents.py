@@ -18,7 +18,7 @@ from safecity.api.deps import DispatchDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, import_body, upload
 from safecity.dispatch.dedupe import MergeProposal
-from safecity.dispatch.incident import Incident, IncidentDraft, Responder, StepIn, StepRecord
+from safecity.dispatch.incident import Incident, IncidentDraft, Position, Responder, StepIn, StepRecord
 from safecity.dispatch.lifecycle import OPEN_STAGES, Stage
 from safecity.dispatch.recommend import Ranked, ResponderStatus
 from safecity.dispatch.responders import RESPONDER_FORMAT, RESPONDER_ID_PATTERN
@@ -116,17 +116,6 @@ class Kpis(BaseModel):
     until: datetime
     group_by: str
     groups: list[KpiGroup]
-
-
-class Position(BaseModel):
-    """A responder's position fix."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lon: float = Field(ge=-180, le=180)
-    lat: float = Field(ge=-90, le=90)
-    heading: float | None = Field(None, ge=0, lt=360)
-    fix_at: datetime | None = Field(None, description="When the fix was taken (default: now).")
 
 
 class StatusIn(BaseModel):

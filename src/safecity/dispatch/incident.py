@@ -66,6 +66,17 @@ class IncidentDraft(BaseModel):
         return self
 
 
+class Position(BaseModel):
+    """A responder's position fix."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+    heading: float | None = Field(None, ge=0, lt=360)
+    fix_at: datetime | None = Field(None, description="When the fix was taken (default: now).")
+
+
 class StepIn(BaseModel):
     """One action on an incident, as an operator, a unit or a department sends it."""
 
