@@ -66,7 +66,7 @@ from safecity.kernel.dispatch_settings import DispatchSettings, Route, incident_
 from safecity.kernel.envelope import Envelope, EventKey, Payload, make_envelope
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportIssue, ImportMode, ImportReport
-from safecity.sensing.model import Tags
+from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.store import incidents as store
 from safecity.store.incidents import IncidentRepo
 from safecity.warning.model import AlertRaised
@@ -910,6 +910,48 @@ class DispatchService:
                     self._breached.add(key)
                     breaches.append((incident, timer))
         return breaches
+
+    async def publish_sla_breaches(self, *, now: datetime | None = None) -> int:
+        """Check the timers and publish each new breach as an `event.sla` event, which the warning engine turns
+        into an alert (rule `dispatch.sla_breach` of the default pack); returns how many were published."""
+        now = now or clock.now()
+        breaches = await self.check_sla(now=now)
+        for incident, timer in breaches:
+            elapsed = round(timer.elapsed_s(now), 3)
+            event = SensorEvent(
+                device_id=f"incident:{incident.id}",
+                kind=EventKind.SLA,
+                tags=Tags(
+                    town=incident.town,
+                    community=incident.community,
+                    building=incident.building,
+                    district=incident.district,
+                    device_kind="incident",
+                ),
+                message_id=f"{incident.id}:{timer.interval}",
+                lon=incident.lon,
+                lat=incident.lat,
+                value=elapsed,
+                state=timer.interval,
+                data={
+                    "incident_id": incident.id,
+                    "type": incident.type,
+                    "priority": incident.priority,
+                    "interval": timer.interval,
+                    "limit_s": timer.limit_s,
+                    "elapsed_s": elapsed,
+                },
+            )
+            await self.bus.publish(
+                make_envelope(event_key(EventKind.SLA), event, source=self.source, tier=self.tier, occurred_at=now)
+            )
+        return len(breaches)
+
+    async def sla_loop(self) -> None:
+        """Publish SLA breaches every `dispatch.sla_check_s` seconds; runs until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.sla_check_s)
+            await self.publish_sla_breaches()
 
     async def kpis(
         self, *, since: datetime, until: datetime, group: str = "town"

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     HEARTBEAT = "heartbeat"
     NETSEC = "netsec"
     GENERIC = "generic"
+    SLA = "sla"  # a dispatch service-level target missed (published by the dispatch slice, not by devices)
 
 
 class DeviceStatus(StrEnum):

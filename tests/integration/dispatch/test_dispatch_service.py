@@ -46,6 +46,8 @@ from safecity.warning.model import (
     Text,
     Urgency,
 )
+from safecity.warning.rules import load_builtin
+from safecity.warning.service import WarningService
 
 T0 = datetime(2026, 12, 3, 8, tzinfo=UTC)
 CENTER = (121.25, 31.37)
@@ -336,3 +338,20 @@ async def test_sla_breaches_are_reported_once_and_kpis_summarize_stages(engine: 
     response = kpis["fire"]["response"]
     assert response.count == 2 and response.median_s == pytest.approx((120 + 240) / 2)
     assert kpis["fire"]["dispatch"].count == 2
+
+
+async def test_an_sla_breach_raises_an_alert_through_the_warning_engine(engine: AsyncEngine, bus: MemoryBus) -> None:
+    warning = WarningService(
+        bus, load_builtin("default", pseudonymize=Pseudonymizer(b"k" * 32)), pseudonymizer=Pseudonymizer(b"k" * 32)
+    )
+    await warning.start()
+    alerts = await collect(bus, "alert.raised")
+    service = make_service(engine, bus)
+    now = datetime.now(UTC)
+    incident = (await service.open(call(), actor="op:1", now=now - timedelta(seconds=90))).incident
+    assert await service.publish_sla_breaches(now=now) == 1
+    assert await service.publish_sla_breaches(now=now) == 0  # once per incident and interval
+    await bus.drain()
+    await warning.stop()
+    [alert] = [a.payload for a in alerts if a.payload.rule_id == "dispatch.sla_breach"]  # type: ignore[attr-defined]
+    assert alert.group_key.endswith(f"incident:{incident.id}")  # type: ignore[attr-defined]
