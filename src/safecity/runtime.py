@@ -170,6 +170,7 @@ class Runtime:
             travel=RoadTravel(self.roads),
             source=settings.node_id,
             tier=settings.role,
+            resolve_alert=self.alerts.resolve_handled,
         )
         self.open311 = Open311Service(self.dispatch)
         self._last_persisted: dict[str, datetime] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,7 +64,7 @@ from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus
 from safecity.kernel.dispatch_settings import DispatchSettings, Route, incident_type_of
 from safecity.kernel.envelope import Envelope, EventKey, Payload, make_envelope
-from safecity.kernel.errors import InvalidInput
+from safecity.kernel.errors import InvalidInput, SafeCityError
 from safecity.kernel.tabular import ImportIssue, ImportMode, ImportReport
 from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.store import incidents as store
@@ -180,8 +180,12 @@ class DispatchService:
         zone: ZoneInfo | None = None,
         source: str = "dispatch",
         tier: str = "district",
+        resolve_alert: Callable[[str, str, str], Awaitable[object]] | None = None,
     ) -> None:
         self.engine = engine
+        # Called as (alert id, actor, feedback) when an incident an alert opened is closed: the warning slice resolves
+        # the alert, which issues its CAP Update (AllClear referencing the original).
+        self.resolve_alert = resolve_alert
         self.bus = bus
         self.settings = settings
         self.pseudonymize = pseudonymize
@@ -412,6 +416,11 @@ class DispatchService:
             row = await self._apply(repo, row, step, actor, now, outbox)
         await self._flush(outbox, now)
         self._rerank.set()
+        if step.action is Action.CLOSE and row.get("alert_id") and self.resolve_alert is not None:
+            try:
+                await self.resolve_alert(row["alert_id"], actor, step.feedback or "incident closed")
+            except SafeCityError as err:  # already resolved or cancelled by an operator: nothing to update
+                log.info("incident_alert_not_resolved", alert_id=row["alert_id"], code=err.code)
         return Incident.of(row)
 
     async def _apply(

@@ -393,6 +393,12 @@ class AlertService:
         """acknowledged | assigned -> resolved, with the responder's feedback."""
         return await self.transition(alert_id, Action.RESOLVE, actor, feedback=feedback)
 
+    async def resolve_handled(self, alert_id: str, actor: str, feedback: str) -> Alert:
+        """Resolve an alert whose incident was handled and closed, acknowledging it first when nobody had."""
+        if (await self.get(alert_id)).state is AlertState.NEW:
+            await self.acknowledge(alert_id, actor, "its incident was handled")
+        return await self.resolve(alert_id, actor, feedback)
+
     async def cancel(self, alert_id: str, actor: str, reason: str) -> Alert:
         """Any open state -> cancelled (a false alarm, a duplicate ...), with the reason."""
         return await self.transition(alert_id, Action.CANCEL, actor, feedback=reason)

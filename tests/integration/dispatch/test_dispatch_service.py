@@ -32,9 +32,10 @@ from safecity.kernel.bus import MemoryBus
 from safecity.kernel.dispatch_settings import DedupeSettings, DispatchSettings
 from safecity.kernel.envelope import Envelope, make_envelope
 from safecity.kernel.settings import RoadSettings
-from safecity.sensing.model import Tags
+from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.store.engine import create_engine, upgrade
+from safecity.warning.alerts import AlertService
 from safecity.warning.model import (
     ALERT_RAISED,
     AlertRaised,
@@ -355,3 +356,54 @@ async def test_an_sla_breach_raises_an_alert_through_the_warning_engine(engine: 
     await warning.stop()
     [alert] = [a.payload for a in alerts if a.payload.rule_id == "dispatch.sla_breach"]  # type: ignore[attr-defined]
     assert alert.group_key.endswith(f"incident:{incident.id}")  # type: ignore[attr-defined]
+
+
+async def test_closing_an_alerts_incident_resolves_the_alert_with_a_cap_update(
+    engine: AsyncEngine, bus: MemoryBus
+) -> None:
+    alerts = AlertService(engine, bus, node_id="node-1")
+    await alerts.start()
+    service = make_service(engine, bus)
+    service.resolve_alert = alerts.resolve_handled
+    await bus.subscribe("alert.raised", service.on_alert)
+    warning = WarningService(
+        bus, load_builtin("default", pseudonymize=Pseudonymizer(b"k" * 32)), pseudonymizer=Pseudonymizer(b"k" * 32)
+    )
+    await warning.start()
+    now = datetime.now(UTC)
+    for n, device in enumerate(("sd-1", "sd-2")):
+        event = SensorEvent(
+            device_id=device,
+            kind=EventKind.SMOKE,
+            tags=Tags(town="anting", community="c1", building="b1", device_kind="smoke"),
+            lon=121.25,
+            lat=31.37,
+            data={"alarm": True},
+        )
+        at = now + timedelta(seconds=n)
+        await bus.publish(
+            make_envelope(event_key(EventKind.SMOKE), event, source="test", occurred_at=at, received_at=at)
+        )
+    for _ in range(100):
+        await bus.drain()
+        found, total = await service.list()
+        if total:
+            break
+        await asyncio.sleep(0.02)
+    [incident] = found
+    assert incident.origin == "alert" and incident.alert_id is not None
+    await service.import_responders([unit("car-1")])
+    for step in (
+        StepIn(action=Action.DISPATCH, unit_id="car-1"),
+        StepIn(action=Action.ARRIVE),
+        StepIn(action=Action.DISPOSE, disposition="burnt toast"),
+    ):
+        await service.act(incident.id, step, actor="op:1")
+    assert (await alerts.get(incident.alert_id)).state.value == "new"  # open until the incident closes
+    await service.act(incident.id, StepIn(action=Action.CLOSE, feedback="no fire; resident informed"), actor="op:1")
+    resolved = await alerts.get(incident.alert_id)
+    assert resolved.state.value == "resolved"
+    message = await alerts.cap_of(incident.alert_id)
+    assert message.msg_type.value == "Update"
+    await warning.stop()
+    await alerts.stop()
