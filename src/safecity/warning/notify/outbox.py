@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from safecity.kernel import clock
 from safecity.kernel.errors import SafeCityError
 from safecity.warning.notify.repo import OutboxRepo
-from safecity.warning.notify.subscriptions import Channel, Subscription
+from safecity.warning.notify.subscriptions import Subscription
 
 log = structlog.get_logger(__name__)
 
@@ -140,7 +140,7 @@ class OutboxDispatcher:
     def __init__(
         self,
         engine: AsyncEngine,
-        senders: Mapping[Channel, Sender],
+        senders: Mapping[str, Sender],
         lookup: Callable[[str], Awaitable[Subscription | None]],
         *,
         policy: RetryPolicy | None = None,
