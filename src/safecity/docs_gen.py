@@ -11,6 +11,7 @@ import importlib.util
 import json
 import pkgutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -138,15 +139,47 @@ def events_reference() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-GENERATORS = {"events": events_reference}
+def notify_channels() -> str:
+    """Render the registered delivery channels as the Markdown list of docs/notify.md's "Channels" section."""
+    from safecity.warning.notify.channels import CHANNELS
+
+    return "".join(f"- **`{key}`**: {channel.doc}\n" for key, channel in CHANNELS.items())
+
+
+def block_markers(name: str) -> tuple[str, str]:
+    """The comments around a generated block inside a hand-written page."""
+    return (
+        f"<!-- BEGIN {name}: generated, `uv run python -m safecity.docs_gen {name} --write` -->\n",
+        f"<!-- END {name} -->\n",
+    )
+
+
+def splice(page: str, name: str, block: str) -> str:
+    """Return `page` with the text between `name`'s markers replaced by `block`."""
+    begin, end = block_markers(name)
+    head, found, rest = page.partition(begin)
+    if not found or end not in rest:
+        raise ValueError(f"the page has no {name!r} block ({begin.strip()} ... {end.strip()})")
+    return head + begin + block + end + rest.split(end, 1)[1]
+
+
+GENERATORS = {"events": events_reference, "notify-channels": notify_channels}
+# Generators whose output is a block inside a hand-written page (`--write` puts it there) rather than a whole page.
+BLOCKS = {"notify-channels": "docs/notify.md"}
 
 
 def main(argv: list[str]) -> int:
-    """Print the named reference page to stdout."""
-    if len(argv) != 1 or argv[0] not in GENERATORS:
-        sys.stderr.write(f"usage: python -m safecity.docs_gen {{{'|'.join(GENERATORS)}}}\n")
+    """Print the named reference page to stdout; `BLOCK --write` puts a block into its page (from the repo root)."""
+    write = argv[1:] == ["--write"] and argv[0] in BLOCKS
+    if not (len(argv) == 1 or write) or argv[0] not in GENERATORS:
+        sys.stderr.write(f"usage: python -m safecity.docs_gen {{{'|'.join(GENERATORS)}}} [--write for a block]\n")
         return 2
-    sys.stdout.write(GENERATORS[argv[0]]())
+    text = GENERATORS[argv[0]]()
+    if write:
+        page = Path(BLOCKS[argv[0]])
+        page.write_text(splice(page.read_text(encoding="utf-8"), argv[0], text), encoding="utf-8")
+        return 0
+    sys.stdout.write(text)
     return 0
 
 
