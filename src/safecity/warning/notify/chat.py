@@ -11,7 +11,7 @@ import apprise
 from apprise.manager_plugins import NotificationManager
 
 from safecity.kernel.errors import InvalidInput
-from safecity.warning.notify.outbox import Delivery, DeliveryError
+from safecity.warning.notify.delivery import Delivery, DeliveryError
 from safecity.warning.notify.subscriptions import Locale, Subscription
 from safecity.warning.notify.webhook import HostPolicy
 

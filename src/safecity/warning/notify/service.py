@@ -33,8 +33,9 @@ from safecity.warning.model import AlertRaised, AlertStateChanged
 from safecity.warning.notify import channels, escalation
 from safecity.warning.notify.cache import SubscriptionCache
 from safecity.warning.notify.channels import ChannelContext, InvalidSubscription
+from safecity.warning.notify.delivery import Delivery, Sender
 from safecity.warning.notify.mqtt import MqttSender
-from safecity.warning.notify.outbox import Delivery, OutboxDispatcher, RetryPolicy, Sender
+from safecity.warning.notify.outbox import OutboxDispatcher, RetryPolicy
 from safecity.warning.notify.repo import PENDING, OutboxRepo, SubscriptionRepo
 from safecity.warning.notify.subscriptions import (
     Subscription,

@@ -14,7 +14,7 @@ from safecity.kernel.errors import InvalidInput
 from safecity.kernel.settings import NotifySettings
 
 if TYPE_CHECKING:
-    from safecity.warning.notify.outbox import Sender
+    from safecity.warning.notify.delivery import Sender
     from safecity.warning.notify.webhook import HostPolicy
     from safecity.warning.notify.websocket import AlertHub
 

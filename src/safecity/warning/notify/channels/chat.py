@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from safecity.warning.notify.channels.base import ChannelComponent, ChannelContext
 
 if TYPE_CHECKING:
-    from safecity.warning.notify.outbox import Sender
+    from safecity.warning.notify.delivery import Sender
 
 
 def _sender(ctx: ChannelContext) -> Sender:

@@ -8,7 +8,7 @@ from safecity.warning.notify.channels.base import ChannelComponent, ChannelConte
 from safecity.warning.notify.channels.chat import mask_apprise_target
 
 if TYPE_CHECKING:
-    from safecity.warning.notify.outbox import Sender
+    from safecity.warning.notify.delivery import Sender
 
 
 def _sender(ctx: ChannelContext) -> Sender:

@@ -8,7 +8,7 @@ from safecity.kernel.settings import NotifySettings
 from safecity.warning.notify.channels.base import ChannelComponent, ChannelContext, InvalidSubscription
 
 if TYPE_CHECKING:
-    from safecity.warning.notify.outbox import Sender
+    from safecity.warning.notify.delivery import Sender
 
 
 def _sender(ctx: ChannelContext) -> Sender:

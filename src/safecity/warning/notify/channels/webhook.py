@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 from safecity.warning.notify.channels.base import ChannelComponent, ChannelContext
 
 if TYPE_CHECKING:
-    from safecity.warning.notify.outbox import Sender
+    from safecity.warning.notify.delivery import Sender
 
 
 def _sender(ctx: ChannelContext) -> Sender:
