@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -12,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
 
 from safecity.geo.road.commands import import_osm_command, road_app
@@ -264,38 +261,6 @@ def replay(
         settings, file, zone=zone, store=store, simulated=simulate, units=units, seed=seed, console=console
     )
     print_outcome(outcome, Console(), as_json=as_json)
-
-
-def summary_table(counts: dict[str, int], title: str) -> Table:
-    """A two-column table of counts."""
-    table = Table(title=title)
-    table.add_column("kind")
-    table.add_column("count", justify="right")
-    for kind, n in sorted(counts.items()):
-        table.add_row(kind, str(n))
-    return table
-
-
-def new_demo_key() -> str:
-    """A fresh admin key for one demo run."""
-    return "sc_demo_" + secrets.token_urlsafe(24)
-
-
-def banner(url: str, key: str) -> Panel:
-    """Where to look, printed when the demo starts."""
-    lines = [
-        f"[bold]SafeCity demo[/bold] — synthetic district (合成数据 / synthetic), {time.strftime('%H:%M:%S')}",
-        f"API docs (OpenAPI):  {url}/docs",
-        f"Event counts:        {url}/api/v1/events/counts",
-        f"Latest events:       {url}/api/v1/events?limit=20",
-        f"Dead letters:        {url}/api/v1/dead-letters",
-        f"Devices:             {url}/api/v1/devices",
-        f"Metrics:             {url}/metrics      Health: {url}/readyz",
-        f"Routing:             {url}/api/v1/routing/info   Road tiles: {url}/tiles/roads.json",
-        f"Admin API key:       [bold yellow]{key}[/bold yellow]",
-        f'Try: curl -H "X-API-Key: {key}" {url}/api/v1/events/counts',
-    ]
-    return Panel("\n".join(lines), title="安全城市 SafeCity", expand=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -159,10 +159,17 @@ def rule_kinds_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATORS = {"events": events_reference, "rule-kinds": rule_kinds_reference}
+def notify_channels() -> str:
+    """Render the registered delivery channels as the Markdown list of docs/notify.md's "Channels" section."""
+    from safecity.warning.notify.channels import CHANNELS
+
+    return "".join(f"- **`{key}`**: {channel.doc}\n" for key, channel in CHANNELS.items())
+
+
+GENERATORS = {"events": events_reference, "rule-kinds": rule_kinds_reference, "notify-channels": notify_channels}
 # Generators that fill a marked block of a page (`<!-- generated:NAME -->` ... `<!-- /generated:NAME -->`) instead
 # of writing the whole page; `--write` rewrites the block in place.
-BLOCKS = {"rule-kinds": "docs/rules.md"}
+BLOCKS = {"rule-kinds": "docs/rules.md", "notify-channels": "docs/notify.md"}
 ROOT = Path(__file__).resolve().parents[2]
 
 

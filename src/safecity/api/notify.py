@@ -16,8 +16,9 @@ from safecity.api.ports import Keys
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.sharing.principal import Principal, Role
 from safecity.warning.model import Category, Severity
+from safecity.warning.notify.channels import ChannelKey
+from safecity.warning.notify.channels import websocket as websocket_channel
 from safecity.warning.notify.subscriptions import (
-    Channel,
     Locale,
     Subscription,
     SubscriptionCreate,
@@ -42,7 +43,7 @@ class SubscriptionView(BaseModel):
 
     id: str
     name: str
-    channel: Channel
+    channel: ChannelKey
     target: str
     has_secret: bool
     filter: SubscriptionFilter
@@ -197,7 +198,7 @@ async def alerts_live(
         )
         if subscription is not None:
             sub = service.get(subscription)
-            if sub.channel != Channel.WEBSOCKET:
+            if sub.channel != websocket_channel.CHANNEL.key:
                 raise ValueError("not a websocket subscription")
     except Exception:
         # Bad filter or unknown subscription: refuse the socket (a WebSocket has no problem+json body).

@@ -4,6 +4,30 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+# Every error code is one of the kernel's generic codes or starts with one of these prefixes, one spelling each
+# (singular: `road.`, not `roads.`). tests/unit/test_error_codes.py imports every module and checks both, and that no
+# two errors share a code; a new slice adds its prefix here.
+GENERIC_ERROR_CODES: tuple[str, ...] = ("not_found", "conflict", "invalid_input")
+ERROR_CODE_PREFIXES: tuple[str, ...] = (
+    "alert.",
+    "api_key.",
+    "auth.",
+    "cap.",
+    "device.",
+    "dispatch.",
+    "geo.",
+    "http.",
+    "notify.",
+    "payload.",
+    "road.",
+    "rules.",
+    "sensing.",
+    "service.",
+    "store.",
+    "subscription.",
+    "warning.",
+)
+
 
 class SafeCityError(Exception):
     """Base of every error the platform raises on purpose."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from safecity.geo.places import PlaceTags
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus
 from safecity.kernel.envelope import Context, Envelope, make_envelope
@@ -65,8 +66,8 @@ class DeviceLookup(Protocol):
 class PlaceTagger(Protocol):
     """Puts a point in its town / community / building."""
 
-    def tag(self, lon: float, lat: float) -> object:
-        """Return an object with town, community and building attributes (None when outside)."""
+    def tag(self, lon: float, lat: float) -> PlaceTags:
+        """Return the point's district, town, community and building (None where it is outside)."""
         ...
 
 
@@ -139,7 +140,7 @@ class IngestPipeline:
         self.settings = settings
         self.metrics = metrics
         self.tagger = tagger
-        self._registered_places: dict[str, tuple[float, float, object]] = {}  # device -> (lon, lat, tags)
+        self._registered_places: dict[str, tuple[float, float, PlaceTags]] = {}  # device -> (lon, lat, tags)
         self.health = health
         self.node_id = node_id
         self.tier = tier
@@ -341,10 +342,10 @@ class IngestPipeline:
             assert lat is not None
             found = self.tagger.tag(lon, lat)
             return Tags(
-                district=getattr(found, "district", None),
-                town=getattr(found, "town", None),
-                community=getattr(found, "community", None),
-                building=getattr(found, "building", None),
+                district=found.district,
+                town=found.town,
+                community=found.community,
+                building=found.building,
                 device_kind=device.kind,
             )
         if self.tagger is not None and lon is not None:
@@ -358,8 +359,8 @@ class IngestPipeline:
                 found = self.tagger.tag(lon, lat)
                 self._registered_places[reading.device_id] = (lon, lat, found)
             return Tags(
-                district=getattr(found, "district", None),
-                town=device.town or getattr(found, "town", None),
+                district=found.district,
+                town=device.town or found.town,
                 community=device.community,
                 building=device.building,
                 device_kind=device.kind,

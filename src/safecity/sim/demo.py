@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import threading
 import time
@@ -16,10 +17,9 @@ import structlog
 import uvicorn
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-from safecity.cli import banner, new_demo_key, summary_table
 from safecity.kernel.settings import Settings
+from safecity.sim.console import alerts_table, banner, stats_table, summary_table
 from safecity.sim.district import CENTER as DISTRICT_CENTER
 from safecity.sim.district import build_district
 from safecity.sim.traffic import TrafficSimulator, pace
@@ -43,24 +43,6 @@ def demo_devices(count: int) -> tuple[Any, list[dict[str, Any]], list[dict[str, 
     return district, registered, talking
 
 
-def _stats_table(runtime: Any, sent: int, started: float) -> Table:
-    elapsed = max(time.monotonic() - started, 1e-6)
-    metrics = runtime.metrics
-    table = Table(title="SafeCity demo — live (合成数据 / synthetic)", expand=False)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_row("messages sent by simulator", f"{sent:,} ({sent / elapsed:,.0f}/s)")
-    table.add_row("events published", f"{int(metrics.total(metrics.events_out)):,}")
-    table.add_row("events stored", f"{runtime.writer.stats.rows_written:,}")
-    table.add_row("dead letters", f"{int(metrics.total(metrics.dead_letters)):,}")
-    table.add_row("devices offline raised", f"{runtime.health.raised:,}")
-    warning = runtime.warning
-    if warning is not None:
-        status = warning.status()
-        table.add_row("alerts raised / updated", f"{status.get('raised', 0):,} / {status.get('updated', 0):,}")
-    return table
-
-
 class DemoDataError(Exception):
     """The demo's data directory cannot be started clean safely (it holds another node's database)."""
 
@@ -68,6 +50,11 @@ class DemoDataError(Exception):
 # A demo-made data dir holds this file: its admin key (mode 0600), reused by `--keep` so admin keys do not pile up.
 DEMO_KEY_FILE = "demo.key"
 _DEMO_FILES = ("safecity.db", "safecity.db-wal", "safecity.db-shm", "warning.snapshot", DEMO_KEY_FILE)
+
+
+def new_demo_key() -> str:
+    """A fresh admin key for one demo run."""
+    return "sc_demo_" + secrets.token_urlsafe(24)
 
 
 def prepare_demo_data(settings: Settings, *, keep: bool) -> str:
@@ -272,7 +259,7 @@ async def _serve_and_simulate(
             await runtime.mqtt.connected.wait()
             publisher = aiomqtt.Client(mqtt_host or "127.0.0.1", int(mqtt_port or 1883))
             await publisher.__aenter__()
-        with Live(_stats_table(runtime, sent, started), console=console, refresh_per_second=2) as live:
+        with Live(stats_table(runtime, sent, started), console=console, refresh_per_second=2) as live:
             while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
                 msg = sim.message()
                 if publisher is not None:
@@ -282,8 +269,8 @@ async def _serve_and_simulate(
                 sent += 1
                 await pace(rate, started, sent)
                 if sent % max(int(rate // 2), 1) == 0:
-                    live.update(_stats_table(runtime, sent, started))
-            live.update(_stats_table(runtime, sent, started))
+                    live.update(stats_table(runtime, sent, started))
+            live.update(stats_table(runtime, sent, started))
     except asyncio.CancelledError:
         cancelled = True
     finally:
@@ -295,24 +282,6 @@ async def _serve_and_simulate(
         server.should_exit = True
         await serve_task
     return sent, cancelled
-
-
-def alerts_table(alerts: list[Any]) -> Table:
-    """The latest alerts: rule, severity, place, repeats and the perceive -> warn latency."""
-    table = Table(title="Latest alerts (最新预警)")
-    for column in ("rule", "headline", "severity", "community", "count", "occurred→fired ms"):
-        table.add_column(column)
-    for alert in alerts:
-        latency = alert.latency_ms.get("occurred_to_fired")
-        table.add_row(
-            alert.rule_id,
-            alert.headline.get("zh", ""),
-            str(alert.severity),
-            alert.community or "-",
-            str(alert.count),
-            f"{latency:.1f}" if latency is not None else "-",
-        )
-    return table
 
 
 async def publish_mqtt(host: str, port: int, *, rate: float, count: int, devices: int, console: Console) -> int:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from safecity.store.rows import to_dict
 from safecity.store.tables import api_keys
 
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite gives back naive datetimes even for timezone=True columns; we only ever store UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def _row(row: Row[Any]) -> dict[str, Any]:
-    data = dict(row._mapping)
-    for column in ("created_at", "revoked_at", "last_used_at"):
-        data[column] = _aware(data[column])
-    return data
+_TIME_COLUMNS = ("created_at", "revoked_at", "last_used_at")
 
 
 class ApiKeyRepo:
@@ -40,13 +29,13 @@ class ApiKeyRepo:
         """Return the row whose hash is `key_hash`, or None."""
         result = await self.conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
         row = result.first()
-        return _row(row) if row is not None else None
+        return to_dict(row, _TIME_COLUMNS) if row is not None else None
 
     async def get(self, key_id: str) -> dict[str, Any] | None:
         """Return the row with this id, or None."""
         result = await self.conn.execute(select(api_keys).where(api_keys.c.id == key_id))
         row = result.first()
-        return _row(row) if row is not None else None
+        return to_dict(row, _TIME_COLUMNS) if row is not None else None
 
     async def list(self, *, include_revoked: bool = True) -> Sequence[dict[str, Any]]:
         """Return every key row, oldest first."""
@@ -54,7 +43,7 @@ class ApiKeyRepo:
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
         result = await self.conn.execute(query)
-        return [_row(row) for row in result]
+        return [to_dict(row, _TIME_COLUMNS) for row in result]
 
     async def revoke(self, key_id: str, at: datetime) -> bool:
         """Mark a key revoked (keeps the first revocation time); return whether the key exists."""

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from safecity.store.rows import aware, to_dict
 from safecity.store.tables import devices
 
 _TIME_COLUMNS = ("last_seen", "created_at", "updated_at")
 # Keep IN lists well under SQLite's and asyncpg's bound-parameter limits.
 _CHUNK = 500
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite gives back naive datetimes even for timezone=True columns; we only ever store UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def _row(row: Row[Any]) -> dict[str, Any]:
-    data = dict(row._mapping)
-    for column in _TIME_COLUMNS:
-        data[column] = _aware(data[column])
-    return data
 
 
 class DeviceRepo:
@@ -41,7 +28,7 @@ class DeviceRepo:
         """Return one device row, or None."""
         result = await self.conn.execute(select(devices).where(devices.c.id == device_id))
         row = result.first()
-        return _row(row) if row is not None else None
+        return to_dict(row, _TIME_COLUMNS) if row is not None else None
 
     async def existing_ids(self, device_ids: Iterable[str]) -> set[str]:
         """Return which of these ids are registered."""
@@ -111,7 +98,7 @@ class DeviceRepo:
         result = await self.conn.execute(
             select(devices).where(*conditions).order_by(devices.c.id).limit(limit).offset(offset)
         )
-        return [_row(row) for row in result], int(total or 0)
+        return [to_dict(row, _TIME_COLUMNS) for row in result], int(total or 0)
 
     async def all_for_index(self) -> builtins.list[dict[str, Any]]:
         """Return the columns the hot-path device index needs, for every device."""
@@ -123,5 +110,5 @@ class DeviceRepo:
         )
         rows = [dict(row._mapping) for row in result]
         for row in rows:
-            row["last_seen"] = _aware(row["last_seen"])
+            row["last_seen"] = aware(row["last_seen"])
         return rows

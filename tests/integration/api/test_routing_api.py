@@ -191,10 +191,10 @@ async def test_no_graph_is_503(app_client, key_headers) -> None:
     body = _problem(
         await client.post("/api/v1/routing/route", json={"from": [121.2, 31.3], "to": [121.3, 31.4]}, headers=h),
         503,
-        "roads.not_loaded",
+        "road.not_loaded",
     )
     assert "import-osm" in body["detail"]
-    _problem(await client.get("/tiles/roads/10/0/0.mvt", headers=h), 404, "roads.tiles_not_loaded")
+    _problem(await client.get("/tiles/roads/10/0/0.mvt", headers=h), 404, "road.tiles_not_loaded")
 
 
 async def test_query_roles(routed, direct: RoadNetwork) -> None:

@@ -11,6 +11,7 @@ from standardwebhooks import Webhook
 from safecity.kernel.settings import Settings
 from safecity.runtime import Runtime
 from safecity.sim.district import build_district
+from safecity.warning.cap import MsgType
 from safecity.warning.model import AlertState
 from safecity.warning.notify.subscriptions import Channel, SubscriptionCreate
 from tests.integration.warning.notify_helpers import free_port, http_receiver, wait_for
@@ -55,8 +56,12 @@ async def test_smoke_pair_alert_is_stored_delivered_and_timed(sqlite_url: str) -
         headers, body = next(r for r in receiver.requests if b"fire.smoke_pair" in r[1])
         # The receiver can verify the standardwebhooks signature with the secret it was given once.
         Webhook(secret).verify(body, headers)
+        # The CAP message is this alert's: its first raise (or its latest repeat), about this rule, in both languages.
         cap = await runtime.alerts.cap_of(alert.id)
-        assert cap is not None
+        assert cap.identifier == (alert.id if alert.count == 1 else f"{alert.id}-u{alert.count}")
+        assert cap.msg_type is (MsgType.ALERT if alert.count == 1 else MsgType.UPDATE)
+        assert [info.language for info in cap.infos] == ["zh-CN", "en-US"]
+        assert all(("safecity:rule", "fire.smoke_pair") in info.parameters for info in cap.infos)
     finally:
         await runtime.stop()
 

@@ -251,18 +251,24 @@ def _bench_pack(n: int) -> RulePack:
     return parse_pack("rules:\n" + "".join(rules), "bench.yaml")
 
 
+# ARCHITECTURE.md §8 budgets: an alert costs < 1 ms of CPU. The engine's share of an event is a small part of that.
+CPU_PER_EVENT_BUDGET_US = 1000.0
+
+
 def test_cpu_per_event_is_small(capsys: Any) -> None:
-    """Measures µs/event for the default pack and a 50-rule pack (printed; no timing assertion)."""
+    """The engine's CPU time per event (process time, so other load on the machine does not count) for the
+    default pack and a 50-rule pack stays under the per-alert CPU budget; the figures are printed too."""
     events = [
         smoke(f"d{i % 7}", f"b{i % 300}", T0 + timedelta(milliseconds=50 * i), alarm=i % 97 == 0) for i in range(20_000)
     ]
     results = {}
     for name, pack in (("default", load_builtin("default", pseudonymize=KEY)), ("50 rules", _bench_pack(50))):
         engine = Engine(pack)
-        started = time.perf_counter()
+        started = time.process_time()
         for env in events:
             engine.process(env)
-        results[name] = (time.perf_counter() - started) / len(events) * 1e6
+        results[name] = (time.process_time() - started) / len(events) * 1e6
         assert engine.stats.events == len(events)
     with capsys.disabled():
         print({k: f"{v:.1f} us/event" for k, v in results.items()})
+    assert all(0 < us < CPU_PER_EVENT_BUDGET_US for us in results.values()), results

@@ -1,5 +1,6 @@
 """Ids sort by creation time and encode their millisecond."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,9 +14,26 @@ def test_ids_are_unique_and_sorted() -> None:
     assert all(len(i) == 26 for i in made)
 
 
-def test_id_time_roundtrip() -> None:
+def test_id_time_roundtrip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id made at a millisecond reads back as exactly that millisecond."""
+    # A fresh generator: one that made later ids already would clamp this one to its last millisecond.
+    monkeypatch.setattr(ids, "_last_ms", 0)
+    monkeypatch.setattr(ids, "_last_rand", 0)
     identifier = ids.new_id(now_ms=1_700_000_000_123)
-    assert ids.id_time_ms(identifier) >= 1_700_000_000_123
+    assert ids.id_time_ms(identifier) == 1_700_000_000_123
+    for ms in (0, 1, 1_700_000_000_123, (1 << 48) - 1):
+        assert ids.id_time_ms(ids.floor_id(ms)) == ms
+        assert ids.id_time_ms(ids._encode(ms, (1 << 80) - 1)) == ms
+
+
+def test_a_clock_going_back_keeps_the_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id made with an earlier clock takes the last millisecond and still sorts after the ids before it."""
+    monkeypatch.setattr(ids, "_last_ms", 0)
+    monkeypatch.setattr(ids, "_last_rand", 0)
+    first = ids.new_id(now_ms=1_700_000_000_123)
+    back = ids.new_id(now_ms=1_700_000_000_100)
+    assert ids.id_time_ms(back) == 1_700_000_000_123
+    assert back > first
 
 
 def _reference(value: int) -> str:

@@ -46,7 +46,7 @@ TILES_KEY = "safecity_graph_key"
 class RoadsNotLoaded(ServiceUnavailable):
     """No road graph is loaded on this node."""
 
-    code = "roads.not_loaded"
+    code = "road.not_loaded"
     status = 503
     title_en = "No road network"
     title_zh = "未加载路网"
@@ -63,7 +63,7 @@ class RoadsNotLoaded(ServiceUnavailable):
 class TilesNotLoaded(NotFound):
     """No road tiles are available on this node (the tile set does not exist here: 404)."""
 
-    code = "roads.tiles_not_loaded"
+    code = "road.tiles_not_loaded"
     status = 404
     title_en = "No road tiles"
     title_zh = "未加载道路瓦片"

@@ -1,4 +1,4 @@
-"""The `chat` and `email` channels through apprise: WeCom group bot, DingTalk, Feishu, e-mail; zh-CN or en text."""
+"""Delivery through apprise for the `chat` and `email` channels (WeCom bot, DingTalk, Feishu, e-mail), zh-CN or en."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import apprise
 from apprise.manager_plugins import NotificationManager
 
 from safecity.kernel.errors import InvalidInput
-from safecity.warning.notify.outbox import Delivery, DeliveryError
-from safecity.warning.notify.subscriptions import Channel, Locale, Subscription
+from safecity.warning.notify.delivery import Delivery, DeliveryError
+from safecity.warning.notify.subscriptions import Locale, Subscription
 from safecity.warning.notify.webhook import HostPolicy
 
 # Apprise loads its plugins lazily on first use; one of them imports the deprecated `imghdr` module (Python 3.11),
@@ -21,9 +21,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     NotificationManager().load_modules()  # type: ignore[no-untyped-call]
 
-# Apprise schemes we accept per channel. `json`/`jsons` post to any host, so they pass the webhook allow-list too.
-CHAT_SCHEMES = frozenset({"wecombot", "dingtalk", "feishu", "lark", "json", "jsons"})
-EMAIL_SCHEMES = frozenset({"mailto", "mailtos"})
+# The schemes each channel accepts live in its module (channels/chat.py, channels/email.py). These post to any host,
+# so they pass the webhook allow-list too.
 GENERIC_HTTP_SCHEMES = frozenset({"json", "jsons"})
 
 SEVERITY_TEXT = {
@@ -44,9 +43,8 @@ class InvalidChatTarget(InvalidInput):
     message_zh = "{channel} 目标不是受支持的通知地址（{schemes}）。"
 
 
-def check_target(channel: Channel, url: str, policy: HostPolicy) -> None:
-    """Raise unless `url` is an apprise URL of an accepted scheme for `channel` that apprise can parse."""
-    schemes = CHAT_SCHEMES if channel == Channel.CHAT else EMAIL_SCHEMES
+def check_target(channel: str, schemes: frozenset[str], url: str, policy: HostPolicy) -> None:
+    """Raise unless `url` is an apprise URL of one of `schemes` (the channel's) that apprise can parse."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in schemes or not apprise.Apprise().add(url):
         raise InvalidChatTarget(channel=str(channel), schemes=", ".join(sorted(schemes)))

@@ -11,7 +11,7 @@ import orjson
 import structlog
 
 from safecity.kernel import ids
-from safecity.warning.notify.outbox import Delivery, stamp_delivered
+from safecity.warning.notify.delivery import Delivery, stamp_delivered
 from safecity.warning.notify.subscriptions import Subscription
 
 log = structlog.get_logger(__name__)

@@ -18,56 +18,26 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock
-from safecity.kernel.errors import SafeCityError
+
+# The sender's side (message, failure, protocol, stamp) lives in delivery.py; re-exported where callers import it.
+from safecity.warning.notify.delivery import Delivery as Delivery  # noqa: PLC0414
+from safecity.warning.notify.delivery import DeliveryError as DeliveryError  # noqa: PLC0414
+from safecity.warning.notify.delivery import Sender as Sender  # noqa: PLC0414
+from safecity.warning.notify.delivery import stamp_delivered as stamp_delivered  # noqa: PLC0414
 from safecity.warning.notify.repo import OutboxRepo
-from safecity.warning.notify.subscriptions import Channel, Subscription
+from safecity.warning.notify.subscriptions import Subscription
 
 log = structlog.get_logger(__name__)
 
 MAX_ERROR_CHARS = 2000
 _LEASE_MARGIN_S = 30.0
-
-
-class DeliveryError(SafeCityError):
-    """A channel could not deliver a message; `permanent` ones go straight to the dead letters."""
-
-    code: ClassVar[str] = "notify.delivery_failed"
-    status: ClassVar[int] = 502
-    title_en = "Delivery failed"
-    title_zh = "投递失败"
-    message_en = "Delivery failed: {reason}"
-    message_zh = "投递失败：{reason}"
-
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
-        self.permanent = permanent
-        super().__init__(reason=reason)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One outbox row handed to a channel."""
-
-    id: str
-    subscription_id: str
-    alert_id: str
-    kind: str
-    body: dict[str, Any]
-    attempt: int  # 1 for the first try
-
-
-class Sender(Protocol):
-    """A channel: deliver one message to one subscription's endpoint or raise."""
-
-    async def send(self, sub: Subscription, delivery: Delivery) -> None:
-        """Deliver or raise (DeliveryError, TimeoutError, OSError ...)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -140,7 +110,7 @@ class OutboxDispatcher:
     def __init__(
         self,
         engine: AsyncEngine,
-        senders: Mapping[Channel, Sender],
+        senders: Mapping[str, Sender],
         lookup: Callable[[str], Awaitable[Subscription | None]],
         *,
         policy: RetryPolicy | None = None,
@@ -403,12 +373,3 @@ class OutboxDispatcher:
         self.stats.dead += 1
         await self._write("dead", lambda repo: repo.mark_dead(row["id"], attempt, error[:MAX_ERROR_CHARS]))
         log.warning("notify_dead", outbox_id=row["id"], subscription_id=row["subscription_id"], attempts=attempt)
-
-
-def stamp_delivered(body: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
-    """Return a copy of a message body with the alert's `delivered` hop set (each channel stamps its own)."""
-    alert = dict(body.get("alert") or {})
-    hops = dict(alert.get("hops") or {})
-    hops["delivered"] = (at or clock.now()).isoformat()
-    alert["hops"] = hops
-    return {**body, "alert": alert}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -26,17 +27,17 @@ from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus
 from safecity.kernel.bus import Subscription as BusSubscription
 from safecity.kernel.envelope import Envelope
-from safecity.kernel.errors import InvalidInput, NotFound
+from safecity.kernel.errors import NotFound
 from safecity.kernel.settings import NotifySettings
 from safecity.warning.model import AlertRaised, AlertStateChanged
-from safecity.warning.notify import escalation
+from safecity.warning.notify import channels, escalation
 from safecity.warning.notify.cache import SubscriptionCache
-from safecity.warning.notify.chat import AppriseSender, check_target
+from safecity.warning.notify.channels import ChannelContext, InvalidSubscription
+from safecity.warning.notify.delivery import Delivery, Sender
 from safecity.warning.notify.mqtt import MqttSender
-from safecity.warning.notify.outbox import Delivery, OutboxDispatcher, RetryPolicy, Sender
+from safecity.warning.notify.outbox import OutboxDispatcher, RetryPolicy
 from safecity.warning.notify.repo import PENDING, OutboxRepo, SubscriptionRepo
 from safecity.warning.notify.subscriptions import (
-    Channel,
     Subscription,
     SubscriptionCreate,
     SubscriptionPatch,
@@ -65,14 +66,6 @@ class SubscriptionNotFound(NotFound):
     message_zh = "未找到订阅 {id}。"
 
 
-class InvalidSubscription(InvalidInput):
-    """A subscription's fields do not fit together."""
-
-    code = "subscription.invalid"
-    message_en = "Invalid subscription: {reason}"
-    message_zh = "订阅无效：{reason}"
-
-
 def outbox_id(seed_id: str, subscription_id: str, kind: str) -> str:
     """A deterministic, time-sortable row id: the seed's 48-bit time prefix + a hash (redeliveries collide)."""
     digest = int.from_bytes(hashlib.blake2b(f"{seed_id}|{subscription_id}|{kind}".encode(), digest_size=10).digest())
@@ -90,7 +83,7 @@ class NotifyService:
         config: NotifyConfig | None = None,
         *,
         hub: AlertHub | None = None,
-        senders: Mapping[Channel, Sender] | None = None,
+        senders: Mapping[str, Sender] | None = None,
         on_alert_delivered: Callable[[str, datetime], Awaitable[None]] | None = None,
         writer_interval_s: float = 0.0,
         writer_max_ops: int = 500,
@@ -108,22 +101,12 @@ class NotifyService:
         cfg = self.config
         self.hub = hub or AlertHub()
         self.policy = HostPolicy(cfg.webhook_allow_hosts, allow_loopback=cfg.allow_loopback)
-        # The dispatcher limits each attempt (growing after timeouts); the client's own limit is only a backstop.
-        self.webhooks = WebhookSender(
-            self.policy,
-            timeout_s=max(cfg.attempt_timeout_s, cfg.attempt_timeout_max_s),
-            connect_timeout_s=cfg.attempt_timeout_s,
-        )
-        self.mqtt = MqttSender(cfg.mqtt_host, cfg.mqtt_port, default_prefix=cfg.mqtt_prefix)
-        chat = AppriseSender()
-        default: dict[Channel, Sender] = {
-            Channel.WEBSOCKET: self.hub,
-            Channel.WEBHOOK: self.webhooks,
-            Channel.MQTT: self.mqtt,
-            Channel.CHAT: chat,
-            Channel.EMAIL: chat,
+        self.channel_context = ChannelContext(config=cfg, policy=self.policy, hub=self.hub)
+        # One sender per registered channel, built by the channel; `senders` replaces some (tests, plug-ins).
+        self._built: dict[str, Sender] = {
+            key: channel.sender(self.channel_context) for key, channel in channels.CHANNELS.items()
         }
-        default.update(senders or {})
+        default: dict[str, Sender] = {**self._built, **(senders or {})}
         self._subs = SubscriptionCache()
         self._reload_lock = asyncio.Lock()
         self.dispatcher = OutboxDispatcher(
@@ -191,8 +174,11 @@ class NotifyService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
-        await self.webhooks.close()
-        await self.mqtt.close()
+        # Senders holding a connection or a client (webhook, MQTT) close it.
+        for sender in self._built.values():
+            close = getattr(sender, "close", None)
+            if close is not None and inspect.iscoroutinefunction(close):
+                await close()
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -325,15 +311,24 @@ class NotifyService:
         row = self._row(delivery.id, sub.escalate_to, escalation.ESCALATED, delivery.alert_id, body, due, at)
         await self.writer.add(OutboxWrite(rows=[row], alert_id=delivery.alert_id))
 
+    @property
+    def webhooks(self) -> WebhookSender:
+        """The webhook channel's sender, as built for this service."""
+        sender = self._built["webhook"]
+        assert isinstance(sender, WebhookSender)
+        return sender
+
+    @property
+    def mqtt(self) -> MqttSender:
+        """The MQTT channel's sender, as built for this service."""
+        sender = self._built["mqtt"]
+        assert isinstance(sender, MqttSender)
+        return sender
+
     # --- subscriptions ----------------------------------------------------------------------------------------
 
     def _validate(self, sub: Subscription) -> None:
-        if sub.channel == Channel.WEBHOOK:
-            self.policy.check(sub.target)
-        elif sub.channel in (Channel.CHAT, Channel.EMAIL):
-            check_target(sub.channel, sub.target, self.policy)
-        elif sub.channel == Channel.MQTT and any(ch in sub.target for ch in "+#\x00"):
-            raise InvalidSubscription(reason="an MQTT topic prefix cannot contain wildcards")
+        channels.component(sub.channel).check_target(sub.target, self.channel_context)
         if (sub.escalate_after_s is None) != (sub.escalate_to is None):
             raise InvalidSubscription(reason="escalate_after_s and escalate_to go together")
         if sub.escalate_to is not None and self._subs.get(sub.escalate_to) is None and sub.escalate_to != sub.id:
@@ -343,8 +338,9 @@ class NotifyService:
 
     async def create(self, data: SubscriptionCreate) -> tuple[Subscription, str | None]:
         """Store a subscription; return it and, when one was generated, the webhook secret (shown once)."""
-        generated = new_secret() if data.channel == Channel.WEBHOOK and not data.secret else None
-        target = data.target or (self.config.mqtt_prefix if data.channel == Channel.MQTT else "")
+        channel = channels.component(data.channel)
+        generated = new_secret() if channel.signed and not data.secret else None
+        target = data.target or channel.default_target(self.config)
         sub = Subscription(
             id=ids.new_id(),
             created_at=clock.now(),

@@ -12,6 +12,10 @@ from shapely.geometry import Point, Polygon
 
 from safecity.warning.model import AlertRaised, Area, Category, Severity
 
+# `Channel` (the enum of built-in channels) lives in the channel registry; re-exported here where callers import it.
+from safecity.warning.notify.channels import Channel as Channel  # noqa: PLC0414 (an explicit re-export)
+from safecity.warning.notify.channels import ChannelKey, component
+
 # CAP severities, weakest first ("Unknown" ranks lowest: a min-severity filter never lets it through unless asked).
 SEVERITY_RANK: dict[Severity, int] = {
     Severity.UNKNOWN: 0,
@@ -23,16 +27,6 @@ SEVERITY_RANK: dict[Severity, int] = {
 
 # Metres per degree of latitude; longitude shrinks by cos(lat). Good to well under 1% over a district.
 _M_PER_DEG = 111_320.0
-
-
-class Channel(StrEnum):
-    """How a subscription is delivered."""
-
-    WEBSOCKET = "websocket"
-    WEBHOOK = "webhook"
-    MQTT = "mqtt"
-    CHAT = "chat"
-    EMAIL = "email"
 
 
 class Locale(StrEnum):
@@ -94,7 +88,7 @@ class Subscription(BaseModel):
 
     id: str
     name: str
-    channel: Channel
+    channel: ChannelKey
     target: str
     secret: str | None = None
     filter: SubscriptionFilter
@@ -172,7 +166,7 @@ class SubscriptionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
-    channel: Channel
+    channel: ChannelKey
     target: str = Field(
         default="",
         max_length=2000,
@@ -201,16 +195,6 @@ class SubscriptionPatch(BaseModel):
     enabled: bool | None = None
 
 
-def masked_target(channel: Channel, target: str) -> str:
-    """Return a target safe to show: apprise URLs carry tokens (scheme only), URLs lose credentials and query."""
-    if channel in (Channel.CHAT, Channel.EMAIL):
-        scheme = target.split("://", 1)[0] if "://" in target else ""
-        return f"{scheme}://***"
-    if channel == Channel.WEBHOOK:
-        from urllib.parse import urlsplit, urlunsplit
-
-        parts = urlsplit(target)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    return target
+def masked_target(channel: str, target: str) -> str:
+    """Return a target safe to show, as its channel masks it (apprise URLs: scheme only; URLs: no credentials)."""
+    return component(channel).mask_target(target)

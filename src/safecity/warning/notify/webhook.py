@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from safecity.kernel import clock
 from safecity.kernel.errors import InvalidInput
-from safecity.warning.notify.outbox import Delivery, DeliveryError, stamp_delivered
+from safecity.warning.notify.delivery import Delivery, DeliveryError, stamp_delivered
 from safecity.warning.notify.subscriptions import Subscription
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})

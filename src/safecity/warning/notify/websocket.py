@@ -10,7 +10,7 @@ import structlog
 
 from safecity.kernel import ids
 from safecity.warning.model import AlertRaised
-from safecity.warning.notify.outbox import Delivery, DeliveryError, stamp_delivered
+from safecity.warning.notify.delivery import Delivery, DeliveryError, stamp_delivered
 from safecity.warning.notify.subscriptions import Subscription, SubscriptionFilter, matches
 
 log = structlog.get_logger(__name__)

@@ -52,7 +52,7 @@ async def test_not_configured_answers_not_loaded(make_service) -> None:
     assert not service.configured and not service.loaded
     with pytest.raises(RoadsNotLoaded) as err:
         await service.travel_time((121.2, 31.3), (121.3, 31.4))
-    assert err.value.code == "roads.not_loaded" and err.value.status == 503
+    assert err.value.code == "road.not_loaded" and err.value.status == 503
     assert "import-osm" in err.value.render("en")
     with pytest.raises(TilesNotLoaded):
         await service.tile(10, 0, 0)
