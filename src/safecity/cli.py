@@ -238,6 +238,34 @@ def simulate(
     console.print(f"[green]sent {sent} messages[/green]")
 
 
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="Calls-for-service CSV (DataSF 'Fire Department Calls for Service').")],
+    config: ConfigOption = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Also serve the same calls on our district and compare the KPIs.")
+    ] = False,
+    units: Annotated[int, typer.Option(help="Simulated units (0: as many as the file's first-dispatched units).")] = 0,
+    zone: Annotated[str, typer.Option(help="Time zone of the file's local times.")] = "America/Los_Angeles",
+    store: Annotated[bool, typer.Option("--store/--no-store", help="Import the calls as closed incidents.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated placement.")] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON line last.")] = False,
+) -> None:
+    """Import real calls for service as closed incidents and report their stage KPIs (and ours, with --simulate)."""
+    from safecity.dispatch.commands import print_outcome, run_replay
+
+    if not file.is_file():
+        console.print(f"[red]{file} does not exist[/red]; pass a calls-for-service CSV.", soft_wrap=True)
+        raise typer.Exit(2)
+    settings = _settings(config)
+    if store:
+        require_database(settings, config)
+    outcome = run_replay(
+        settings, file, zone=zone, store=store, simulated=simulate, units=units, seed=seed, console=console
+    )
+    print_outcome(outcome, Console(), as_json=as_json)
+
+
 def summary_table(counts: dict[str, int], title: str) -> Table:
     """A two-column table of counts."""
     table = Table(title=title)

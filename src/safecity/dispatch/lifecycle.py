@@ -40,6 +40,7 @@ class Action(StrEnum):
     TRIAGE = "triage"
     DISPATCH = "dispatch"
     REASSIGN = "reassign"
+    RECALL = "recall"
     DEPART = "depart"
     ARRIVE = "arrive"
     DISPOSE = "dispose"
@@ -125,6 +126,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _row(Action.TRIAGE, (_S.NEW, _S.REOPENED), _S.TRIAGED, None, "type and priority confirmed"),
     _row(Action.DISPATCH, _PRE_DISPATCH, _S.DISPATCHED, _needs("unit_id"), "a responder is assigned"),
     _row(Action.REASSIGN, (*_UNDER_WAY, _S.ON_SCENE), _S.DISPATCHED, _needs("unit_id", "reason"), "another responder"),
+    _row(Action.RECALL, _UNDER_WAY, _S.TRIAGED, _needs("reason"), "its responder was taken for a more urgent one"),
     _row(Action.DEPART, (_S.DISPATCHED,), _S.EN_ROUTE, None, "the responder is on the way"),
     _row(Action.ARRIVE, _UNDER_WAY, _S.ON_SCENE, None, "the responder is on scene"),
     _row(Action.DISPOSE, (_S.ON_SCENE,), _S.DISPOSED, _needs("disposition"), "handled on scene"),

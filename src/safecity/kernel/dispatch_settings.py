@@ -57,6 +57,7 @@ def _default_types() -> dict[str, TypeRule]:
         "traffic_collision": TypeRule(priority=2, needs=frozenset({"traffic"})),
         "medical": TypeRule(priority=1, needs=frozenset({"first_aid"})),
         "crowd": TypeRule(priority=2, needs=frozenset({"patrol"})),
+        "hotlist_vehicle": TypeRule(priority=2, needs=frozenset({"patrol"})),
         "dispute": TypeRule(priority=3, needs=frozenset({"patrol"})),
         "parking": TypeRule(route=Route.COMMUNITY, priority=5),
         "water_leak": water,
@@ -173,6 +174,26 @@ class RankSettings(BaseModel):
     limit: int = Field(10, ge=1, le=200, description="How many eligible responders the list holds at most.")
 
 
+def _default_alert_types() -> dict[str, str]:
+    """The default rule pack's incident-opening rules (`warning/rulepacks/default.yaml`)."""
+    return {
+        "fire.": "fire",
+        "security.night_intrusion": "intrusion",
+        "security.hotlist_vehicle": "hotlist_vehicle",
+        "safety.crowd_": "crowd",
+        "traffic.fire_lane_parking": "parking",
+    }
+
+
+def incident_type_of(rule_id: str, alert_types: dict[str, str]) -> str:
+    """The incident type an alert of `rule_id` opens: its exact entry, else the longest matching prefix, else the
+    rule id itself (triage then treats it as an unknown type: a police matter at the default priority)."""
+    if rule_id in alert_types:
+        return alert_types[rule_id]
+    prefixes = [p for p in alert_types if p.endswith((".", "_")) and rule_id.startswith(p)]
+    return alert_types[max(prefixes, key=len)] if prefixes else rule_id
+
+
 class DispatchSettings(BaseModel):
     """The dispatch slice."""
 
@@ -182,6 +203,11 @@ class DispatchSettings(BaseModel):
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
     rank: RankSettings = Field(default_factory=RankSettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)
+    alert_types: dict[str, str] = Field(
+        default_factory=_default_alert_types,
+        description="Rule id (or a prefix ending in '.' or '_') -> the incident type its alerts open "
+        "(rules with `opens_incident`); unmatched: the rule id.",
+    )
     sla_check_s: float = Field(5.0, gt=0, le=600, description="How often running SLA timers are checked (seconds).")
     task_link_ttl_s: float = Field(
         86_400.0, gt=0, le=30 * 86_400, description="How long a community responder's task link stays valid."

@@ -108,6 +108,11 @@ class IncidentRepo:
         row = (await self.conn.execute(select(incidents).where(incidents.c.alert_id == alert_id).limit(1))).first()
         return to_dict(row, INCIDENT_TIMES) if row is not None else None
 
+    async def priorities(self, incident_ids: Iterable[str]) -> dict[str, int]:
+        """The priority of each of these incidents (those that exist)."""
+        query = select(incidents.c.id, incidents.c.priority).where(incidents.c.id.in_(builtins.list(incident_ids)))
+        return {row.id: row.priority for row in await self.conn.execute(query)}
+
     async def add_step(self, row: dict[str, Any]) -> None:
         """Append one lifecycle step."""
         await self.conn.execute(insert(incident_steps).values(**{**row, "at": utc(row["at"])}))

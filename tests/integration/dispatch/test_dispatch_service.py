@@ -1,0 +1,338 @@
+"""The dispatch service on SQLite and PostgreSQL with a real in-process bus and a real road network: the whole loop
+with every stage time, one winner when two dispatchers send one unit, diversion to a department and its outcome,
+duplicates, pre-emption, positions, alerts opening incidents, SLA breaches and KPIs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from safecity.dispatch.incident import (
+    BadPosition,
+    IncidentDraft,
+    MergeTargetClosed,
+    ResponderBusy,
+    ResponderNotFound,
+    StepIn,
+)
+from safecity.dispatch.lifecycle import Action, InvalidTransition, Stage
+from safecity.dispatch.recommend import ResponderStatus
+from safecity.dispatch.responders import ResponderIn
+from safecity.dispatch.service import DispatchService
+from safecity.dispatch.travel import RoadTravel
+from safecity.geo.road.graph import RoadGraph
+from safecity.geo.road.service import RoadService
+from safecity.geo.road.synthetic import synthetic_network
+from safecity.kernel.bus import MemoryBus
+from safecity.kernel.dispatch_settings import DedupeSettings, DispatchSettings
+from safecity.kernel.envelope import Envelope, make_envelope
+from safecity.kernel.settings import RoadSettings
+from safecity.sensing.model import Tags
+from safecity.sensing.pseudonym import Pseudonymizer
+from safecity.store.engine import create_engine, upgrade
+from safecity.warning.model import (
+    ALERT_RAISED,
+    AlertRaised,
+    Area,
+    Category,
+    Certainty,
+    Circle,
+    Severity,
+    Text,
+    Urgency,
+)
+
+T0 = datetime(2026, 12, 3, 8, tzinfo=UTC)
+CENTER = (121.25, 31.37)
+ROADS = RoadSettings(synthetic=True, synthetic_nodes=2_500, synthetic_center=CENTER)
+
+
+@pytest.fixture(scope="module")
+def graph() -> RoadGraph:
+    return synthetic_network(2_500, center=CENTER, spacing_m=ROADS.synthetic_spacing_m)
+
+
+@pytest.fixture
+async def roads(graph: RoadGraph) -> AsyncIterator[RoadService]:
+    service = RoadService(ROADS)
+    service.preload(graph)
+    await service.start()
+    yield service
+    await service.close()
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    await upgrade(db_url)
+    eng = create_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[MemoryBus]:
+    bus = MemoryBus()
+    await bus.start()
+    yield bus
+    await bus.close()
+
+
+def make_service(
+    engine: AsyncEngine, bus: MemoryBus, roads: RoadService | None = None, **settings: object
+) -> DispatchService:
+    return DispatchService(
+        engine,
+        bus,
+        DispatchSettings(**settings),  # type: ignore[arg-type]
+        pseudonymize=Pseudonymizer(b"k" * 32),
+        link_key=b"l" * 32,
+        travel=RoadTravel(roads) if roads is not None else None,
+    )
+
+
+def unit(uid: str, *, lon: float | None = None, lat: float | None = None, caps: str = "patrol fire") -> ResponderIn:
+    return ResponderIn(
+        id=uid, kind="police", unit_type="car", station="anting-ps", capabilities=caps.split(), lon=lon, lat=lat
+    )  # type: ignore[arg-type]
+
+
+def call(kind: str = "fire", **changes: object) -> IncidentDraft:
+    fields: dict[str, object] = {
+        "type": kind,
+        "lon": 121.251,
+        "lat": 31.371,
+        "summary": "smoke",
+        "caller": "13800138000",
+    }
+    fields.update(changes)
+    return IncidentDraft(**fields)  # type: ignore[arg-type]
+
+
+async def collect(bus: MemoryBus, pattern: str) -> list[Envelope]:
+    seen: list[Envelope] = []
+
+    async def keep(env: Envelope) -> None:
+        seen.append(env)
+
+    await bus.subscribe(pattern, keep)
+    return seen
+
+
+async def test_the_whole_loop_keeps_every_stage_time_and_frees_the_unit(engine: AsyncEngine, bus: MemoryBus) -> None:
+    service = make_service(engine, bus)
+    changes = await collect(bus, "incident.>")
+    statuses = await collect(bus, "responder.status_changed")
+    await service.import_responders([unit("car-1")])
+    opened = await service.open(call(), actor="op:1", now=T0)
+    assert opened.incident.stage is Stage.TRIAGED and opened.incident.priority == 1  # the triage table's fire line
+    incident_id = opened.incident.id
+    steps = [
+        (StepIn(action=Action.DISPATCH, unit_id="car-1"), "dispatched_at"),
+        (StepIn(action=Action.DEPART), "en_route_at"),
+        (StepIn(action=Action.ARRIVE), "on_scene_at"),
+        (StepIn(action=Action.DISPOSE, disposition="extinguished"), "disposed_at"),
+        (StepIn(action=Action.CLOSE, feedback="caller thanked the crew"), "closed_at"),
+    ]
+    for i, (step, stamp) in enumerate(steps, start=1):
+        incident = await service.act(incident_id, step, actor="op:1", now=T0 + timedelta(minutes=i))
+        assert getattr(incident, stamp) == T0 + timedelta(minutes=i)
+    assert incident.stage is Stage.CLOSED and incident.triaged_at == T0 and incident.unit_id is None
+    history = await service.history(incident_id)
+    assert [s.action for s in history] == ["open", "triage", "dispatch", "depart", "arrive", "dispose", "close"]
+    assert history[-1].note == "caller thanked the crew" and history[2].unit_id == "car-1"
+    assert (await service.responder("car-1")).status is ResponderStatus.AVAILABLE
+    [assignment] = await service.assignments(incident_id)
+    assert assignment["outcome"] == "disposed" and assignment["released_at"] == T0 + timedelta(minutes=4)
+    await bus.drain()
+    assert [e.payload.type for e in changes if e.key == "incident.changed"] == ["new"] + ["update"] * 5 + ["end"]  # type: ignore[attr-defined]
+    assert [e.payload.status.value for e in statuses] == ["dispatched", "en_route", "on_scene", "available"]  # type: ignore[attr-defined]
+
+
+async def test_the_caller_number_is_kept_only_as_a_pseudonym(engine: AsyncEngine, bus: MemoryBus) -> None:
+    service = make_service(engine, bus)
+    opened = await service.open(call(caller="+86 138-0013-8000"), actor="op:1", now=T0)
+    assert opened.incident.caller == Pseudonymizer(b"k" * 32)("caller", "+86 138-0013-8000")
+    async with engine.connect() as conn:
+        for table in ("incidents", "incident_steps"):
+            dump = " ".join(str(r) for r in (await conn.execute(text(f"SELECT * FROM {table}"))).all())
+            assert "138" not in dump.replace(opened.incident.caller or "", "")
+
+
+async def test_two_dispatchers_sending_one_unit_at_once_get_one_success_and_one_409(
+    engine: AsyncEngine, bus: MemoryBus
+) -> None:
+    service = make_service(engine, bus)
+    await service.import_responders([unit("car-7")])
+    first = (await service.open(call(lon=121.20, lat=31.30), actor="op:1", now=T0)).incident
+    second = (await service.open(call(kind="dispute", lon=121.30, lat=31.40), actor="op:2", now=T0)).incident
+    results = await asyncio.gather(
+        service.act(first.id, StepIn(action=Action.DISPATCH, unit_id="car-7"), actor="op:1"),
+        service.act(second.id, StepIn(action=Action.DISPATCH, unit_id="car-7"), actor="op:2"),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    refusals = [r for r in results if isinstance(r, ResponderBusy)]
+    assert len(wins) == 1 and len(refusals) == 1, results
+    assert refusals[0].status == 409
+    assert refusals[0].extensions["assignment"]["incident_id"] == wins[0].id
+    loser = second if wins[0].id == first.id else first
+    assert (await service.get(loser.id)).stage is Stage.TRIAGED  # the refused step left nothing behind
+
+
+async def test_a_refused_action_names_the_allowed_ones_and_changes_nothing(engine: AsyncEngine, bus: MemoryBus) -> None:
+    service = make_service(engine, bus)
+    incident = (await service.open(call(), actor="op:1", now=T0)).incident
+    with pytest.raises(InvalidTransition) as refused:
+        await service.act(incident.id, StepIn(action=Action.ARRIVE), actor="op:1")
+    assert refused.value.status == 409 and "dispatch" in refused.value.extensions["allowed"]
+    with pytest.raises(ResponderNotFound):
+        await service.act(incident.id, StepIn(action=Action.DISPATCH, unit_id="nobody"), actor="op:1")
+    after = await service.get(incident.id)
+    assert after.version == incident.version and after.stage is Stage.TRIAGED
+
+
+async def test_a_department_matter_is_diverted_and_its_outcome_closes_the_incident(
+    engine: AsyncEngine, bus: MemoryBus
+) -> None:
+    service = make_service(engine, bus)
+    incident = (await service.open(call("water_leak", summary="pipe burst"), actor="op:1", now=T0)).incident
+    assert incident.stage is Stage.DIVERTED and incident.service_code == "water.leak" and incident.department == "water"
+    closed = await service.department_update(
+        incident.id, status="closed", notes="valve replaced", agency="water", now=T0 + timedelta(hours=2)
+    )
+    assert closed.stage is Stage.CLOSED and closed.closed_at == T0 + timedelta(hours=2)
+    history = await service.history(incident.id)
+    assert history[-1].actor == "department:water" and history[-1].note == "valve replaced"
+
+
+async def test_a_duplicate_is_proposed_and_an_automatic_type_is_merged_keeping_both_histories(
+    engine: AsyncEngine, bus: MemoryBus
+) -> None:
+    service = make_service(engine, bus)
+    first = (await service.open(call(), actor="op:1", now=T0)).incident
+    proposed = await service.open(call(lon=121.2512), actor="op:2", now=T0 + timedelta(minutes=2))
+    assert [p.into for p in proposed.proposals] == [first.id] and proposed.incident.stage is Stage.TRIAGED
+    far = await service.open(call(lon=121.30), actor="op:2", now=T0 + timedelta(minutes=3))
+    assert far.proposals == []
+
+    auto = make_service(engine, bus, dedupe=DedupeSettings(auto_merge_types=frozenset({"fire"})))
+    merged = await auto.open(call(lon=121.2511), actor="op:3", now=T0 + timedelta(minutes=4))
+    assert merged.incident.stage is Stage.MERGED and merged.incident.merged_into == first.id
+    survivor = await service.history(first.id)
+    assert survivor[-1].action == "absorb" and survivor[-1].evidence[0].ref == merged.incident.id
+    assert [s.action for s in await service.history(merged.incident.id)] == ["open", "merge"]
+    await service.act(first.id, StepIn(action=Action.CANCEL, reason="false alarm"), actor="op:1")
+    with pytest.raises(MergeTargetClosed):
+        await service.act(far.incident.id, StepIn(action=Action.MERGE, merged_into=first.id), actor="op:1")
+
+
+async def test_a_unit_is_taken_from_a_less_urgent_incident_only_when_asked(engine: AsyncEngine, bus: MemoryBus) -> None:
+    service = make_service(engine, bus)
+    await service.import_responders([unit("car-1")])
+    dispute = (await service.open(call("dispute", lon=121.3), actor="op:1", now=T0)).incident
+    await service.act(dispute.id, StepIn(action=Action.DISPATCH, unit_id="car-1"), actor="op:1")
+    fire = (await service.open(call("fire"), actor="op:1", now=T0)).incident
+    with pytest.raises(ResponderBusy):
+        await service.act(fire.id, StepIn(action=Action.DISPATCH, unit_id="car-1"), actor="op:1")
+    taken = await service.act(fire.id, StepIn(action=Action.DISPATCH, unit_id="car-1", preempt=True), actor="op:1")
+    assert taken.unit_id == "car-1"
+    recalled = await service.get(dispute.id)
+    assert recalled.stage is Stage.TRIAGED and recalled.unit_id is None
+    assert (await service.history(dispute.id))[-1].action == "recall"
+    with pytest.raises(ResponderBusy):  # a priority-1 fire is never pre-empted by a dispute
+        await service.act(dispute.id, StepIn(action=Action.DISPATCH, unit_id="car-1", preempt=True), actor="op:1")
+
+
+async def test_positions_are_checked_and_ranking_follows_the_road(
+    engine: AsyncEngine, bus: MemoryBus, roads: RoadService
+) -> None:
+    service = make_service(engine, bus, roads)
+    await service.import_responders([unit("near"), unit("far"), unit("nocap", caps="traffic"), unit("lost")])
+    now = datetime.now(UTC)
+    await service.report_position("near", 121.252, 31.372, now=now)
+    await service.report_position("far", 121.27, 31.39, now=now)
+    await service.report_position("nocap", 121.2515, 31.3712, now=now)
+    with pytest.raises(BadPosition, match="too far"):
+        await service.report_position("lost", 121.9, 31.9, now=now)
+    with pytest.raises(BadPosition, match="stale"):
+        await service.report_position("lost", 121.25, 31.37, fix_at=now - timedelta(hours=1), now=now)
+    with pytest.raises(BadPosition, match="out of order"):
+        await service.report_position("near", 121.25, 31.37, fix_at=now - timedelta(seconds=10), now=now)
+    with pytest.raises(ResponderNotFound):
+        await service.report_position("ghost", 121.25, 31.37, now=now)
+
+    incident = (await service.open(call(), actor="op:1", now=now)).incident
+    ranked = await service.recommend(incident.id, now=now)
+    assert [r.id for r in ranked if r.eligible] == ["near", "far"]
+    assert ranked[0].eta_s is not None and ranked[0].eta_s < ranked[1].eta_s  # type: ignore[operator]
+    assert ranked[0].route and ranked[0].snap_m is not None
+    by_id = {r.id: r for r in ranked}
+    assert by_id["nocap"].reasons == ("lacks_fire",) and by_id["lost"].reasons == ("unroutable_no_position",)
+    dispatched = await service.dispatch_best(incident.id, actor="op:1", now=now)
+    assert dispatched.unit_id == "near"
+    [assignment] = await service.assignments(incident.id)
+    assert assignment["eta_s"] == pytest.approx(ranked[0].eta_s)
+
+
+async def test_an_alert_whose_rule_opens_incidents_opens_one_once(engine: AsyncEngine, bus: MemoryBus) -> None:
+    service = make_service(engine, bus)
+    alert = AlertRaised(
+        alert_id="01JALERT00000000000000000A",
+        rule_id="fire.smoke_pair",
+        group_key="b1",
+        headline=Text(zh="烟感报警", en="Smoke"),
+        description=Text(zh="两个烟感", en="two detectors"),
+        category=Category.FIRE,
+        severity=Severity.SEVERE,
+        urgency=Urgency.IMMEDIATE,
+        certainty=Certainty.LIKELY,
+        opens_incident=True,
+        tags=Tags(town="anting", community="c1", building="b1"),
+        area=Area(description="b1", circle=Circle(lon=121.25, lat=31.37, radius_m=50)),
+        trigger_event_ids=["E1", "E2"],
+        count=1,
+        first_at=T0,
+        last_at=T0,
+        hops={"fired": T0 + timedelta(milliseconds=300)},
+    )
+    envelope = make_envelope(ALERT_RAISED, alert, source="test")
+    await service.on_alert(envelope)
+    await service.on_alert(envelope)
+    found, total = await service.list()
+    assert total == 1
+    incident = found[0]
+    assert (incident.type, incident.origin, incident.alert_id) == ("fire", "alert", alert.alert_id)
+    assert incident.perceived_at == T0 and incident.warned_at == T0 + timedelta(milliseconds=300)
+    assert incident.building == "b1" and incident.stage is Stage.TRIAGED
+    history = await service.history(incident.id)
+    assert {e.ref for e in history[0].evidence} == {"E1", "E2", alert.alert_id}
+    assert history[0].actor == "rule:fire.smoke_pair"
+
+
+async def test_sla_breaches_are_reported_once_and_kpis_summarize_stages(engine: AsyncEngine, bus: MemoryBus) -> None:
+    service = make_service(engine, bus)
+    await service.import_responders([unit("car-1"), unit("car-2")])
+    late = (await service.open(call(), actor="op:1", now=T0)).incident
+    breaches = await service.check_sla(now=T0 + timedelta(seconds=61))
+    assert [(i.id, t.interval) for i, t in breaches] == [(late.id, "dispatch")]
+    assert await service.check_sla(now=T0 + timedelta(seconds=90)) == []
+    for n, unit_id in enumerate(("car-1", "car-2")):
+        start = T0 + timedelta(minutes=10 * n)
+        incident = (await service.open(call(lon=121.2 + n / 10), actor="op:1", now=start)).incident
+        for minutes, step in enumerate(
+            [
+                StepIn(action=Action.DISPATCH, unit_id=unit_id),
+                StepIn(action=Action.ARRIVE),
+            ],
+            start=1,
+        ):
+            await service.act(incident.id, step, actor="op:1", now=start + timedelta(minutes=minutes * (n + 1)))
+    kpis = await service.kpis(since=T0, until=T0 + timedelta(hours=1), group="type")
+    response = kpis["fire"]["response"]
+    assert response.count == 2 and response.median_s == pytest.approx((120 + 240) / 2)
+    assert kpis["fire"]["dispatch"].count == 2
