@@ -56,7 +56,7 @@ async def runtime(db_url: str) -> AsyncIterator[Runtime]:
 
 async def settle(rt: Runtime) -> None:
     """Wait until everything published is stored and dead letters are written."""
-    await rt.bus.drain()  # type: ignore[attr-defined]
+    await rt.bus.drain()
     await rt.writer.flush()
     await rt.dead_letters.flush()
 
