@@ -258,14 +258,6 @@ class Runtime:
         """Ingest one message as if it had arrived on `topic` over MQTT."""
         await self.topics.handle(topic, payload)
 
-    async def persist_last_seen(self) -> None:
-        """Write devices' last report times and status to the registry now (see `DeviceHealthService`)."""
-        await self.device_health.persist_last_seen()
-
-    def track_devices(self) -> None:
-        """Watch the heartbeat of every active device in the registry (after devices were added)."""
-        self.device_health.track_devices()
-
     async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
         self.alerts.note_delivered(alert_id, at)
 

@@ -201,7 +201,7 @@ async def test_last_seen_reaches_the_device_registry(runtime: Runtime) -> None:
     ts = time.time()
     await runtime.mqtt_route(topic(SMOKE), orjson.dumps({"id": "ls1", "ts": ts, "alarm": False}))
     await settle(runtime)
-    await runtime.persist_last_seen()
+    await runtime.device_health.persist_last_seen()
     device = await runtime.devices.get(SMOKE["id"])
     assert device.last_seen is not None
     assert abs(device.last_seen.timestamp() - ts) < 0.01
