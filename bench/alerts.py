@@ -158,7 +158,13 @@ async def _node(cfg: dict[str, Any], conn: Connection) -> None:
     await asyncio.wait_for(rt.mqtt.connected.wait(), 10)
     admin = await rt.keys.create("bench admin", Role.ADMIN)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(rt), host="127.0.0.1", port=cfg["http_port"], log_level="warning", access_log=False)
+        uvicorn.Config(
+            create_app(rt.api_services()),
+            host="127.0.0.1",
+            port=cfg["http_port"],
+            log_level="warning",
+            access_log=False,
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for "listening")

@@ -170,7 +170,7 @@ def serve(config: ConfigOption = None) -> None:
     settings = _settings(config)
     sc_logging.configure(settings.log_level, settings.log_json)
     runtime = Runtime(settings)
-    uvicorn.run(create_app(runtime), host=settings.http.host, port=settings.http.port, log_config=None)
+    uvicorn.run(create_app(runtime.api_services()), host=settings.http.host, port=settings.http.port, log_config=None)
 
 
 @app.command()

@@ -11,11 +11,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
 import structlog
 
+from safecity.api.ports import ApiServices
+from safecity.dispatch.open311_service import Open311Service
+from safecity.dispatch.service import DispatchService
+from safecity.dispatch.travel import RoadTravel
 from safecity.geo.places import PlaceTree, TagIndex, load_places
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
@@ -24,24 +29,28 @@ from safecity.kernel.envelope import Envelope, encode
 from safecity.kernel.heap import settle_heap
 from safecity.kernel.keys import WrongPayload, payload_of
 from safecity.kernel.metrics import Metrics
+from safecity.kernel.readiness import Check, Readiness, readiness, tasks_check, tcp_check
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
 from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.deadletters import DeadLetterService
 from safecity.sensing.device_health import DeviceHealthService
 from safecity.sensing.device_service import DeviceService
+from safecity.sensing.intake import BatchIntake
 from safecity.sensing.model import EVENTS, DeadLetterReason, SensorEvent
 from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
+from safecity.sensing.queries import DeadLetterQueries, EventQueries
 from safecity.sharing.keys import KeyService, Role
 from safecity.store.deadletters import DeadLetterRepo
-from safecity.store.engine import create_engine, ping, upgrade
+from safecity.store.engine import check as check_database
+from safecity.store.engine import create_engine, upgrade
 from safecity.store.events import EventRepo
 from safecity.store.writer import REJECTED, EventWriter, Row, row_from_envelope
 from safecity.warning.alerts import AlertService
 from safecity.warning.backtest import stored_events
 from safecity.warning.notify.service import NotifyService
-from safecity.warning.rules import load_builtin, load_pack, state_horizon_s
+from safecity.warning.rules import RulePack, load_builtin, load_pack, parse_pack, state_horizon_s
 from safecity.warning.service import WarningService
 
 log = structlog.get_logger(__name__)
@@ -172,6 +181,18 @@ class Runtime:
         )
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
+        self.dispatch = DispatchService(
+            self.engine,
+            self.bus,
+            settings.dispatch,
+            pseudonymize=pseudonymize,
+            link_key=settings.security.pseudonym_key.get_secret_value().encode(),
+            tagger=self.place_index.tag if self.place_index is not None else None,
+            travel=RoadTravel(self.roads),
+            source=settings.node_id,
+            tier=settings.role,
+        )
+        self.open311 = Open311Service(self.dispatch)
         self._subs: list[Subscription] = []
         self.started = False
 
@@ -321,13 +342,26 @@ class Runtime:
             return "dead_letter_queue"
         return None
 
+    async def readiness(self) -> Readiness:
+        """The node's readiness (what `/readyz` answers): the database and the bus answer, the MQTT broker (when
+        enabled) accepts connections, and every supervised loop runs."""
+        checks: dict[str, Check] = {
+            "database": partial(check_database, self.engine),
+            "bus": self._check_bus,
+            "tasks": tasks_check(self.supervisor.down),
+        }
+        if self.settings.mqtt.enabled:
+            checks["broker"] = tcp_check(self.settings.mqtt.host, self.settings.mqtt.port)
+        return await readiness(checks)
+
+    async def _check_bus(self) -> None:
+        if not await self.bus.healthy():
+            raise RuntimeError("bus is not healthy")
+
     async def ready(self) -> dict[str, bool]:
-        """Readiness of each dependency."""
-        checks = {"database": await ping(self.engine), "bus": await self.bus.healthy()}
-        if self.mqtt is not None:
-            checks["broker"] = self.mqtt.connected.is_set()
-        checks["tasks"] = not self.supervisor.down()
-        return checks
+        """Readiness of each dependency, as booleans (see `readiness`)."""
+        report = await self.readiness()
+        return {name: bool(result["ok"]) for name, result in report.checks.items()}
 
     async def stop(self) -> None:
         """Stop everything the supervisor holds, in reverse start order (see `start`): loops, buffers, connections."""
@@ -339,6 +373,37 @@ class Runtime:
         finally:
             self.started = False
         log.info("runtime_stopped")
+
+    def api_services(self) -> ApiServices:
+        """The ports the HTTP API uses, from this node's services (`create_app(runtime.api_services())`)."""
+        return ApiServices(
+            settings=self.settings,
+            lifecycle=self,
+            readiness=self.readiness,
+            metrics=self.metrics_text,
+            keys=self.keys,
+            events=EventQueries(self.events),
+            dead_letters=DeadLetterQueries(self.dead_letter_repo),
+            intake=BatchIntake(self.pipeline, self.pressure, self.metrics.intake_refused),
+            devices=self.devices,
+            alerts=self.alerts,
+            notify=self.notify,
+            rules=self.warning,
+            parse_rules=self.parse_rules,
+            places=self.place_index,
+            roads=self.roads,
+            dispatch=self.dispatch,
+            open311=self.open311,
+        )
+
+    def parse_rules(self, text: str, source: str) -> RulePack:
+        """Parse a rule pack the way this node loads one (watch lists pseudonymized with its key)."""
+        return parse_pack(text, source, pseudonymize=self.pipeline.pseudonymize)
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this node's metrics, with the bus backlog read now."""
+        self.update_lag_metrics()
+        return self.metrics.render()
 
     def update_lag_metrics(self) -> None:
         """Copy the bus's per-subscription backlog into the metrics gauge."""

@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 from safecity.api import devices, events, ingest
-from safecity.api.devices import CSV_TYPES, GEOJSON_TYPES, MULTIPART
+from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, MULTIPART
 from safecity.kernel.settings import Settings
 from safecity.sensing.devices import CSV_ALIASES, CSV_COLUMNS
 from safecity.sensing.model import DeviceKind
+from safecity.sensing.normalize import registry
 
 TEXT = (Path(__file__).resolve().parents[2] / "docs" / "devices.md").read_text(encoding="utf-8")
 
@@ -49,3 +50,11 @@ def test_limits_match_the_settings() -> None:
     assert f"`ingest.max_payload_bytes` (default {ingest.max_payload_bytes} bytes)" in TEXT
     assert f"`http.max_body_bytes` (default {settings.http.max_body_bytes // 2**20} MiB)" in TEXT
     assert f"`ingest.heartbeat_timeout_s`,\n{ingest.heartbeat_timeout_s:.0f} s)" in TEXT
+
+
+def test_batch_formats_are_the_registered_ones() -> None:
+    """The formats the batch URL lists are the registered normalizers, and the refusal of others is named."""
+    listed = re.search(r"\(`format`: (.*?);", TEXT, re.DOTALL)
+    assert listed is not None
+    assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == {spec.key for spec in registry.specs()}
+    assert "`sensing.unknown_format`" in TEXT

@@ -18,16 +18,17 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from safecity.api.auth import Principal, Role, require
+from safecity.api.deps import AlertsDep, SettingsDep
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.kernel import clock
 from safecity.kernel.errors import InvalidInput
+from safecity.kernel.settings import Settings
 from safecity.warning import cap
-from safecity.warning.alerts import (
+from safecity.warning.alert_views import (
     FEED_PAGE,
     Alert,
     AlertNotFound,
     AlertPage,
-    AlertService,
     alert_of_public_id,
     public_id,
 )
@@ -46,20 +47,6 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=PROBLEM_R
 feed_router = APIRouter(prefix="/cap", tags=["cap feed"])
 
 AlertId = Annotated[str, Path(pattern=_ULID, description="Alert id.")]
-
-
-def alert_service(request: Request) -> AlertService:
-    """The running node's alert service (built on first use when the runtime does not provide one)."""
-    runtime = request.app.state.runtime
-    service: AlertService | None = getattr(runtime, "alerts", None)
-    if service is None:
-        service = getattr(request.app.state, "alerts", None)
-    if service is None:
-        service = AlertService(
-            runtime.engine, runtime.bus, node_id=runtime.settings.node_id, tier=str(runtime.settings.role)
-        )
-        request.app.state.alerts = service
-    return service
 
 
 def _actor(principal: Principal) -> str:
@@ -106,7 +93,7 @@ _CAP_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 @router.get("", response_model=AlertPage, dependencies=[READ], summary="List alerts")
 async def list_alerts(
-    request: Request,
+    alerts: AlertsDep,
     state: AlertState | None = None,
     severity: Severity | None = None,
     category: Category | None = None,
@@ -119,7 +106,7 @@ async def list_alerts(
     offset: int = Query(0, ge=0, le=100_000_000),
 ) -> AlertPage:
     """Return one page of alerts, newest first, with the total that match."""
-    return await alert_service(request).list(
+    return await alerts.list(
         state=state,
         severity=severity,
         category=category,
@@ -139,43 +126,43 @@ async def list_alerts(
     responses=_CAP_RESPONSE,
     summary="One alert as CAP 1.2 XML",
 )
-async def get_alert_cap(request: Request, alert_id: AlertId) -> Response:
+async def get_alert_cap(alerts: AlertsDep, alert_id: AlertId) -> Response:
     """Return the alert's current CAP message (Alert, Update or Cancel)."""
-    message = await alert_service(request).cap_of(alert_id)
+    message = await alerts.cap_of(alert_id)
     return Response(cap.render_xml(message), media_type=cap.CAP_MEDIA_TYPE)
 
 
 @router.get("/{alert_id}", response_model=Alert, dependencies=[READ], summary="Get an alert")
-async def get_alert(request: Request, alert_id: AlertId) -> Alert:
+async def get_alert(alerts: AlertsDep, alert_id: AlertId) -> Alert:
     """Return one alert with its hop times, per-hop latencies and lifecycle steps."""
-    return await alert_service(request).get(alert_id)
+    return await alerts.get(alert_id)
 
 
 @router.post("/{alert_id}/acknowledge", response_model=Alert, summary="Acknowledge an alert")
 async def acknowledge_alert(
-    request: Request, alert_id: AlertId, caller: Acknowledger, body: Acknowledge | None = None
+    alerts: AlertsDep, alert_id: AlertId, caller: Acknowledger, body: Acknowledge | None = None
 ) -> Alert:
     """new -> acknowledged (operators, dispatchers, responders)."""
     feedback = body.feedback if body is not None else None
-    return await alert_service(request).acknowledge(alert_id, _actor(caller), feedback)
+    return await alerts.acknowledge(alert_id, _actor(caller), feedback)
 
 
 @router.post("/{alert_id}/assign", response_model=Alert, summary="Assign an alert")
-async def assign_alert(request: Request, alert_id: AlertId, body: Assign, caller: Assigner) -> Alert:
+async def assign_alert(alerts: AlertsDep, alert_id: AlertId, body: Assign, caller: Assigner) -> Alert:
     """Any open state -> assigned (operators, dispatchers)."""
-    return await alert_service(request).assign(alert_id, _actor(caller), body.assignee, body.feedback)
+    return await alerts.assign(alert_id, _actor(caller), body.assignee, body.feedback)
 
 
 @router.post("/{alert_id}/resolve", response_model=Alert, summary="Resolve an alert with feedback")
-async def resolve_alert(request: Request, alert_id: AlertId, body: Resolve, caller: Acknowledger) -> Alert:
+async def resolve_alert(alerts: AlertsDep, alert_id: AlertId, body: Resolve, caller: Acknowledger) -> Alert:
     """acknowledged | assigned -> resolved (operators, dispatchers, responders)."""
-    return await alert_service(request).resolve(alert_id, _actor(caller), body.feedback)
+    return await alerts.resolve(alert_id, _actor(caller), body.feedback)
 
 
 @router.post("/{alert_id}/cancel", response_model=Alert, summary="Cancel an alert")
-async def cancel_alert(request: Request, alert_id: AlertId, body: Cancel, caller: Assigner) -> Alert:
+async def cancel_alert(alerts: AlertsDep, alert_id: AlertId, body: Cancel, caller: Assigner) -> Alert:
     """Any open state -> cancelled (operators, dispatchers)."""
-    return await alert_service(request).cancel(alert_id, _actor(caller), body.reason)
+    return await alerts.cancel(alert_id, _actor(caller), body.reason)
 
 
 # --- public CAP feed --------------------------------------------------------------------------------------------
@@ -206,10 +193,9 @@ def _position(cursor: str | None) -> tuple[datetime, str] | None:
         raise InvalidInput("the feed position is out of range") from err
 
 
-def _public_secret(request: Request) -> bytes:
+def _public_secret(settings: Settings) -> bytes:
     """The key public ids are signed with (the district's pseudonym key; `public_id` derives its own use of it)."""
-    key: str = request.app.state.runtime.settings.security.pseudonym_key.get_secret_value()
-    return key.encode()
+    return settings.security.pseudonym_key.get_secret_value().encode()
 
 
 def atom_feed(
@@ -259,15 +245,16 @@ def atom_feed(
 )
 async def cap_feed(
     request: Request,
+    alerts: AlertsDep,
+    settings: SettingsDep,
     before: Annotated[str | None, Query(pattern=_CURSOR, description="Older than this position (`next`).")] = None,
     after: Annotated[str | None, Query(pattern=_CURSOR, description="Newer than this position (`prev`).")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Entries a page.")] = FEED_PAGE,
 ) -> Response:
     """Public alerts changed in the last 7 days, newest first, each as its current CAP message (Alert, Update,
     resolved Update or Cancel); no key needed. Paged with RFC 5005 `next` (older) and `prev` (newer) links."""
-    service = alert_service(request)
-    id_of = partial(public_id, _public_secret(request))
-    page = await service.feed(id_of=id_of, before=_position(before), after=_position(after), limit=limit)
+    id_of = partial(public_id, _public_secret(settings))
+    page = await alerts.feed(id_of=id_of, before=_position(before), after=_position(after), limit=limit)
     base = str(request.base_url).rstrip("/")
     first = f"{base}/cap/feed.atom" + (f"?limit={limit}" if limit != FEED_PAGE else "")
     sep = "&" if "?" in first else "?"
@@ -276,7 +263,7 @@ async def cap_feed(
         links["next"] = f"{first}{sep}before={_cursor(page.entries[-1][0])}"
     if page.entries and page.has_newer:
         links["prev"] = f"{first}{sep}after={_cursor(page.entries[0][0])}"
-    body = atom_feed(base, page.entries, service.sender, id_of=id_of, links=links)
+    body = atom_feed(base, page.entries, alerts.sender, id_of=id_of, links=links)
     return Response(body, media_type=ATOM_MEDIA_TYPE)
 
 
@@ -287,15 +274,16 @@ async def cap_feed(
     summary="Public CAP 1.2 XML of one public alert",
 )
 async def public_cap(
-    request: Request,
+    alerts: AlertsDep,
+    settings: SettingsDep,
     public_alert_id: Annotated[str, Path(max_length=80, description="The alert's public id (from the feed).")],
 ) -> Response:
     """The public alert's current CAP message; no key needed (other agencies' systems fetch it). Restricted alerts,
     and ids that are not ours, are not found."""
-    secret = _public_secret(request)
+    secret = _public_secret(settings)
     # Anything that is not one of our public ids is simply not found (no hint of which part was wrong).
     alert_id = alert_of_public_id(secret, public_alert_id) if re.match(_PUBLIC_ID, public_alert_id) else None
     if alert_id is None:
         raise AlertNotFound(id=public_alert_id)
-    message = await alert_service(request).public_cap_of(alert_id, id_of=partial(public_id, secret))
+    message = await alerts.public_cap_of(alert_id, id_of=partial(public_id, secret))
     return Response(cap.render_xml(message), media_type=cap.CAP_MEDIA_TYPE)

@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from safecity.api.deps import KeysDep
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.kernel.errors import Forbidden, Unauthorized
-from safecity.sharing.keys import ApiKeyInfo, CreatedKey, KeyService, Principal, Role
+from safecity.sharing.principal import ApiKeyInfo, CreatedKey, Principal, Role
 
 __all__ = ["AdminOnly", "Authenticated", "Principal", "Role", "authenticate", "keys_router", "require"]
 
@@ -26,14 +27,9 @@ api_key_header = APIKeyHeader(
 bearer_scheme = HTTPBearer(scheme_name="Bearer", description="An API key sent as a bearer token.", auto_error=False)
 
 
-def key_service(request: Request) -> KeyService:
-    """The running node's key service."""
-    service: KeyService = request.app.state.runtime.keys
-    return service
-
-
 async def authenticate(
     request: Request,
+    keys: KeysDep,
     api_key: Annotated[str | None, Security(api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
 ) -> Principal:
@@ -41,7 +37,7 @@ async def authenticate(
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise Unauthorized()
-    principal = await key_service(request).verify(key)
+    principal = await keys.verify(key)
     if principal is None:
         raise Unauthorized()
     request.state.principal = principal
@@ -96,24 +92,24 @@ async def whoami(principal: Authenticated) -> Me:
 
 
 @keys_router.post("/keys", response_model=CreatedKey, status_code=201, summary="Create an API key (shown once)")
-async def create_key(body: KeyCreate, request: Request, _: AdminOnly) -> CreatedKey:
+async def create_key(body: KeyCreate, keys: KeysDep, _: AdminOnly) -> CreatedKey:
     """Create a key for a role; the response holds the key, which cannot be recovered later."""
-    return await key_service(request).create(body.name, body.role)
+    return await keys.create(body.name, body.role)
 
 
 @keys_router.get("/keys", response_model=list[ApiKeyInfo], summary="List API keys")
-async def list_keys(request: Request, _: AdminOnly) -> list[ApiKeyInfo]:
+async def list_keys(keys: KeysDep, _: AdminOnly) -> list[ApiKeyInfo]:
     """List every key (never the keys themselves)."""
-    return await key_service(request).list()
+    return await keys.list()
 
 
 @keys_router.get("/keys/{key_id}", response_model=ApiKeyInfo, summary="Get an API key")
-async def get_key(request: Request, key_id: KeyId, _: AdminOnly) -> ApiKeyInfo:
+async def get_key(keys: KeysDep, key_id: KeyId, _: AdminOnly) -> ApiKeyInfo:
     """Return one key's info."""
-    return await key_service(request).get(key_id)
+    return await keys.get(key_id)
 
 
 @keys_router.delete("/keys/{key_id}", response_model=ApiKeyInfo, summary="Revoke an API key")
-async def revoke_key(request: Request, key_id: KeyId, _: AdminOnly) -> ApiKeyInfo:
+async def revoke_key(keys: KeysDep, key_id: KeyId, _: AdminOnly) -> ApiKeyInfo:
     """Revoke a key; it stops working at once."""
-    return await key_service(request).revoke(key_id)
+    return await keys.revoke(key_id)

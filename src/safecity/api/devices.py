@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from safecity.api.auth import Role, require
+from safecity.api.deps import DevicesDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
+from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, MULTIPART, import_body, upload
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportMode, ImportReport
-from safecity.sensing.device_service import DeviceService
 from safecity.sensing.devices import (
     CSV_COLUMNS,
     DEVICE_ID_PATTERN,
@@ -27,10 +26,6 @@ from safecity.sensing.model import DeviceKind, DeviceStatus
 READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
 WRITE = require(Role.OPERATOR)
 
-CSV_TYPES = ("text/csv", "application/csv")
-GEOJSON_TYPES = ("application/geo+json", "application/json")
-MULTIPART = "multipart/form-data"
-_BY_SUFFIX = {".csv": "text/csv", ".geojson": "application/geo+json", ".json": "application/json"}
 _FILTER = r"^[^\x00-\x1f\x7f]*$"
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=PROBLEM_RESPONSES)
@@ -60,50 +55,12 @@ class DeviceUploadMissing(InvalidInput):
     message_zh = "表单中没有文件：请以字段 `file` 上传（curl -F file=@devices.csv）。"
 
 
-def _media_type(header: str | None) -> tuple[str, str | None]:
-    """A Content-Type header's media type (lower case) and charset parameter."""
-    media, *params = (header or "").split(";")
-    charset = None
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip():
-            charset = value.strip()
-    return media.strip().lower(), charset
-
-
-async def _upload(request: Request) -> tuple[str, str | None, bytes]:
-    """The uploaded file as (media type, charset, bytes): the raw body, or the file part of a multipart form.
-
-    A form part typed `application/octet-stream` (what `curl -F file=@devices.csv` sends) is typed by its file name.
-    """
-    content_type, charset = _media_type(request.headers.get("content-type"))
-    if content_type != MULTIPART:
-        return content_type, charset, await request.body()
-    async with request.form(max_files=1, max_fields=20) as form:  # closing the form removes its temporary files
-        upload = form.get("file")
-        if not isinstance(upload, StarletteUploadFile):
-            upload = next((v for v in form.values() if isinstance(v, StarletteUploadFile)), None)
-        if upload is None:
-            raise DeviceUploadMissing
-        part_type, part_charset = _media_type(upload.content_type)
-        if part_type not in CSV_TYPES + GEOJSON_TYPES:
-            suffix = PurePosixPath(upload.filename or "").suffix.lower()
-            part_type = _BY_SUFFIX.get(suffix, part_type or "(none)")
-        return part_type, part_charset, await upload.read()
-
-
-def device_service(request: Request) -> DeviceService:
-    """The running node's device service."""
-    service: DeviceService = request.app.state.runtime.devices
-    return service
-
-
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, description="Device id.")]
 
 
 @router.get("", response_model=DevicePage, dependencies=[READ], summary="List devices")
 async def list_devices(
-    request: Request,
+    devices: DevicesDep,
     kind: DeviceKind | None = None,
     town: str | None = Query(None, max_length=64, pattern=_FILTER),
     community: str | None = Query(None, max_length=64, pattern=_FILTER),
@@ -112,58 +69,33 @@ async def list_devices(
     offset: int = Query(0, ge=0, le=100_000_000),
 ) -> DevicePage:
     """Return one page of devices, ordered by id, with the total that match."""
-    return await device_service(request).list(
-        kind=kind, town=town, community=community, status=status, limit=limit, offset=offset
-    )
+    return await devices.list(kind=kind, town=town, community=community, status=status, limit=limit, offset=offset)
 
 
 @router.post("", response_model=Device, status_code=201, dependencies=[WRITE], summary="Register a device")
-async def create_device(body: DeviceIn, request: Request, response: Response) -> Device:
+async def create_device(body: DeviceIn, devices: DevicesDep, response: Response) -> Device:
     """Register one device; 409 when the id is taken."""
-    device = await device_service(request).create(body)
+    device = await devices.create(body)
     response.headers["Location"] = f"{router.prefix}/{device.id}"
     return device
-
-
-_IMPORT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "description": (
-            "CSV with a header row (columns: " + ", ".join(CSV_COLUMNS) + "; others become attributes), "
-            "or a GeoJSON FeatureCollection of Point features whose properties hold the device fields; "
-            "either as the body or as the `file` field of a multipart/form-data upload."
-        ),
-        "content": {
-            "text/csv": {"schema": {"type": "string"}},
-            "application/geo+json": {"schema": {"type": "object"}},
-            "application/json": {"schema": {"type": "object"}},
-            MULTIPART: {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-        },
-    }
-}
 
 
 @router.post(
     "/import",
     response_model=ImportReport,
     dependencies=[WRITE],
-    openapi_extra=_IMPORT_BODY,
+    openapi_extra=import_body(CSV_COLUMNS, "device"),
     summary="Bulk import devices (CSV or GeoJSON)",
 )
-async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_ONLY) -> ImportReport:
+async def import_devices(
+    request: Request, devices: DevicesDep, mode: ImportMode = ImportMode.VALID_ONLY
+) -> ImportReport:
     """Create or update many devices; `all_or_nothing` writes nothing (422) when any row is bad."""
-    content_type, charset, body = await _upload(request)
-    service = device_service(request)
+    content_type, charset, body = await upload(request, DeviceUploadMissing)
     if content_type in CSV_TYPES:
-        report = await service.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
+        report = await devices.import_csv(decode_csv(body, charset), mode=mode, locale=request_locale(request))
     elif content_type in GEOJSON_TYPES:
-        report = await service.import_geojson(body, mode=mode, locale=request_locale(request))
+        report = await devices.import_geojson(body, mode=mode, locale=request_locale(request))
     else:
         raise UnsupportedMediaType(
             got=content_type or "(none)", accepted=", ".join((*CSV_TYPES, *GEOJSON_TYPES, MULTIPART))
@@ -174,19 +106,19 @@ async def import_devices(request: Request, mode: ImportMode = ImportMode.VALID_O
 
 
 @router.get("/{device_id}", response_model=Device, dependencies=[READ], summary="Get a device")
-async def get_device(request: Request, device_id: DeviceId) -> Device:
+async def get_device(devices: DevicesDep, device_id: DeviceId) -> Device:
     """Return one device."""
-    return await device_service(request).get(device_id)
+    return await devices.get(device_id)
 
 
 @router.patch("/{device_id}", response_model=Device, dependencies=[WRITE], summary="Update a device")
-async def update_device(body: DevicePatch, request: Request, device_id: DeviceId) -> Device:
+async def update_device(body: DevicePatch, devices: DevicesDep, device_id: DeviceId) -> Device:
     """Change some fields of a device (null clears an optional field)."""
-    return await device_service(request).update(device_id, body)
+    return await devices.update(device_id, body)
 
 
 @router.delete("/{device_id}", status_code=204, dependencies=[WRITE], summary="Delete a device")
-async def delete_device(request: Request, device_id: DeviceId) -> Response:
+async def delete_device(devices: DevicesDep, device_id: DeviceId) -> Response:
     """Remove a device from the registry."""
-    await device_service(request).delete(device_id)
+    await devices.delete(device_id)
     return Response(status_code=204)

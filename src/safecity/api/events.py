@@ -6,13 +6,14 @@ import base64
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
+from safecity.api.deps import DeadLettersDep, EventsDep
 from safecity.kernel.errors import NotFound
 from safecity.sensing.model import DeadLetterReason, EventKind
-from safecity.sharing.keys import Role
+from safecity.sharing.principal import Role
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -81,7 +82,7 @@ class DeadLetterPage(BaseModel):
 
 @router.get("/events", response_model=EventPage, summary="List stored events")
 async def list_events(
-    request: Request,
+    events: EventsDep,
     _: Annotated[Principal, require(*READERS)],
     kind: EventKind | None = None,
     device_id: IdParam = None,
@@ -95,7 +96,7 @@ async def list_events(
     after_id: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Za-z]+$")] = None,
 ) -> EventPage:
     """Filter by kind, device or place and time; keyset pagination by id."""
-    rows = await request.app.state.runtime.events.list(
+    rows = await events.list(
         kind=kind.value if kind else None,
         device_id=device_id,
         district=district,
@@ -112,16 +113,15 @@ async def list_events(
 
 
 @router.get("/events/counts", response_model=dict[str, int], summary="Stored events by kind")
-async def event_counts(request: Request, _: Annotated[Principal, require(*READERS)]) -> dict[str, int]:
+async def event_counts(events: EventsDep, _: Annotated[Principal, require(*READERS)]) -> dict[str, int]:
     """Counts of stored events per kind."""
-    counts: dict[str, int] = await request.app.state.runtime.events.count_by_kind()
-    return counts
+    return await events.count_by_kind()
 
 
 @router.get("/events/{event_id}", response_model=EventOut, summary="One stored event")
-async def get_event(request: Request, event_id: str, _: Annotated[Principal, require(*READERS)]) -> EventOut:
+async def get_event(events: EventsDep, event_id: str, _: Annotated[Principal, require(*READERS)]) -> EventOut:
     """Return one event by id."""
-    row = await request.app.state.runtime.events.get(event_id)
+    row = await events.get(event_id)
     if row is None:
         raise NotFound(what="event", id=event_id)
     return EventOut.model_validate(row)
@@ -139,7 +139,7 @@ def _dead_letter(row: dict[str, Any]) -> DeadLetterOut:
 
 @router.get("/dead-letters", response_model=DeadLetterPage, summary="List dead letters")
 async def list_dead_letters(
-    request: Request,
+    dead_letters: DeadLettersDep,
     _: Annotated[Principal, require(Role.OPERATOR)],
     reason: DeadLetterReason | None = None,
     since: datetime | None = None,
@@ -147,21 +147,18 @@ async def list_dead_letters(
     after_id: Annotated[str | None, Query(max_length=26, pattern=r"^[0-9A-Za-z]+$")] = None,
 ) -> DeadLetterPage:
     """Refused inputs with their reasons and raw bytes, newest first."""
-    runtime = request.app.state.runtime
-    rows = await runtime.dead_letter_repo.list(
-        reason=reason.value if reason else None, since=since, limit=limit, after_id=after_id
-    )
+    rows = await dead_letters.list(reason=reason.value if reason else None, since=since, limit=limit, after_id=after_id)
     items = [_dead_letter(r) for r in rows]
-    counts = await runtime.dead_letter_repo.count_by_reason()
+    counts = await dead_letters.count_by_reason()
     return DeadLetterPage(items=items, next_after=items[-1].id if len(items) == limit else None, counts=counts)
 
 
 @router.get("/dead-letters/{dead_letter_id}", response_model=DeadLetterOut, summary="One dead letter")
 async def get_dead_letter(
-    request: Request, dead_letter_id: str, _: Annotated[Principal, require(Role.OPERATOR)]
+    dead_letters: DeadLettersDep, dead_letter_id: str, _: Annotated[Principal, require(Role.OPERATOR)]
 ) -> DeadLetterOut:
     """Return one dead letter by id."""
-    row = await request.app.state.runtime.dead_letter_repo.get(dead_letter_id)
+    row = await dead_letters.get(dead_letter_id)
     if row is None:
         raise NotFound(what="dead letter", id=dead_letter_id)
     return _dead_letter(row)

@@ -7,18 +7,25 @@ what became of each line; content never makes it fail. Under back-pressure the w
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
+from safecity.api.deps import IntakeDep
 from safecity.kernel.errors import Overloaded
-from safecity.sharing.keys import Role
+from safecity.sensing.normalize import registry
+from safecity.sharing.principal import Role
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["ingest"])
 
 RETRY_AFTER_S = 2
+
+
+def _format_enum(schema: dict[str, Any]) -> None:
+    """The OpenAPI enum of `format`: the registered normalizers, read when the schema is generated."""
+    schema["enum"] = [spec.key for spec in registry.specs()]
 
 
 class LineRefusal(BaseModel):
@@ -59,10 +66,15 @@ class BatchReport(BaseModel):
 )
 async def ingest_batch(
     request: Request,
+    intake: IntakeDep,
     principal: Annotated[Principal, require(Role.INGEST, Role.OPERATOR)],
     fmt: Annotated[
-        Literal["generic", "frigate", "checkpoint", "suricata"],
-        Query(alias="format", description="Payload format of every line."),
+        str,
+        Query(
+            alias="format",
+            description="Payload format of every line: a registered normalizer (else 422 `sensing.unknown_format`).",
+            json_schema_extra=_format_enum,
+        ),
     ] = "generic",
 ) -> BatchReport:
     """Each line is one message; `generic` lines carry `device` and `kind`. Bad lines are dead-lettered.
@@ -70,17 +82,16 @@ async def ingest_batch(
     Answered once the batch is durable. Under back-pressure (the store stalled or its queues filling) the batch is
     refused whole with 503 and `Retry-After` before any line is taken, so a retry sends it again as it is.
     """
-    runtime = request.app.state.runtime
-    cause = runtime.pressure()
+    registry.get(fmt)  # an unknown format refuses the whole batch: 422 `sensing.unknown_format`
+    cause = intake.pressure()
     if cause is not None:
-        runtime.metrics.intake_refused.labels(cause).inc()
+        intake.refused(cause)
         raise Overloaded(cause=cause, retry_after=RETRY_AFTER_S)
     body = await request.body()
     source = f"http:{principal.name}"
-    pipeline = runtime.pipeline
     numbered = [(n, line) for n, line in enumerate(body.splitlines(), start=1) if line.strip()]
-    results = [(n, await pipeline.ingest(line, fmt=fmt, source=source)) for n, line in numbered]
-    await pipeline.settle(result for _, result in results)
+    results = [(n, await intake.ingest(line, fmt=fmt, source=source)) for n, line in numbered]
+    await intake.settle(result for _, result in results)
     report = BatchReport(lines=len(numbered), accepted=0, dead_lettered=[], discarded=0, event_ids=[])
     for number, result in results:
         not_stored = {event_id for event_id, _ in result.not_stored}

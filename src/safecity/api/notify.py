@@ -7,14 +7,15 @@ import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, Path, Query, WebSocket, WebSocketDisconnect, status
 from pydantic import BaseModel
 
 from safecity.api.auth import require
+from safecity.api.deps import KeysDep, NotifyDep
+from safecity.api.ports import Keys
 from safecity.api.problems import PROBLEM_RESPONSES
-from safecity.sharing.keys import Principal, Role
+from safecity.sharing.principal import Principal, Role
 from safecity.warning.model import Category, Severity
-from safecity.warning.notify.service import NotifyService
 from safecity.warning.notify.subscriptions import (
     Channel,
     Locale,
@@ -90,57 +91,50 @@ class DeliveryView(BaseModel):
     delivered_at: datetime | None
 
 
-def notify_service(request: Request) -> NotifyService:
-    """The running node's notify service."""
-    service: NotifyService = request.app.state.runtime.notify
-    return service
-
-
 @router.post("/subscriptions", response_model=SubscriptionCreated, status_code=201, summary="Create a subscription")
-async def create_subscription(body: SubscriptionCreate, request: Request, _: Manager) -> SubscriptionCreated:
+async def create_subscription(body: SubscriptionCreate, notify: NotifyDep, _: Manager) -> SubscriptionCreated:
     """Create a subscription; a webhook without a secret gets one, returned only in this response."""
-    sub, secret = await notify_service(request).create(body)
+    sub, secret = await notify.create(body)
     return SubscriptionCreated(**SubscriptionView.of(sub).model_dump(), secret=secret)
 
 
 @router.get("/subscriptions", response_model=list[SubscriptionView], summary="List subscriptions")
-async def list_subscriptions(request: Request, _: Manager) -> list[SubscriptionView]:
+async def list_subscriptions(notify: NotifyDep, _: Manager) -> list[SubscriptionView]:
     """Every subscription (targets masked, no secrets)."""
-    return [SubscriptionView.of(s) for s in notify_service(request).subscriptions()]
+    return [SubscriptionView.of(s) for s in notify.subscriptions()]
 
 
 @router.get("/subscriptions/{sub_id}", response_model=SubscriptionView, summary="Get a subscription")
-async def get_subscription(request: Request, sub_id: SubId, _: Manager) -> SubscriptionView:
+async def get_subscription(notify: NotifyDep, sub_id: SubId, _: Manager) -> SubscriptionView:
     """One subscription."""
-    return SubscriptionView.of(notify_service(request).get(sub_id))
+    return SubscriptionView.of(notify.get(sub_id))
 
 
 @router.patch("/subscriptions/{sub_id}", response_model=SubscriptionView, summary="Change a subscription")
-async def patch_subscription(body: SubscriptionPatch, request: Request, sub_id: SubId, _: Manager) -> SubscriptionView:
+async def patch_subscription(body: SubscriptionPatch, notify: NotifyDep, sub_id: SubId, _: Manager) -> SubscriptionView:
     """Change some fields of a subscription."""
-    return SubscriptionView.of(await notify_service(request).update(sub_id, body))
+    return SubscriptionView.of(await notify.update(sub_id, body))
 
 
 @router.delete("/subscriptions/{sub_id}", response_model=SubscriptionView, summary="Delete a subscription")
-async def delete_subscription(request: Request, sub_id: SubId, _: Manager) -> SubscriptionView:
+async def delete_subscription(notify: NotifyDep, sub_id: SubId, _: Manager) -> SubscriptionView:
     """Delete a subscription."""
-    return SubscriptionView.of(await notify_service(request).delete(sub_id))
+    return SubscriptionView.of(await notify.delete(sub_id))
 
 
 @router.get(
     "/subscriptions/{sub_id}/deliveries", response_model=list[DeliveryView], summary="Deliveries of a subscription"
 )
 async def list_deliveries(
-    request: Request,
+    notify: NotifyDep,
     sub_id: SubId,
     _: Manager,
     state: Annotated[str | None, Query(pattern="^(pending|delivered|dead|cancelled)$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeliveryView]:
     """Outbox rows of a subscription, newest first (dead letters carry their last error)."""
-    service = notify_service(request)
-    service.get(sub_id)
-    rows = await service.deliveries(subscription_id=sub_id, state=state, limit=limit)
+    notify.get(sub_id)
+    rows = await notify.deliveries(subscription_id=sub_id, state=state, limit=limit)
     return [DeliveryView.model_validate({k: v for k, v in r.items() if k != "body"}) for r in rows]
 
 
@@ -156,20 +150,21 @@ def _offered_bearer(websocket: WebSocket) -> str | None:
     return None
 
 
-async def _principal(websocket: WebSocket, key: str | None) -> Principal | None:
+async def _principal(websocket: WebSocket, keys: Keys, key: str | None) -> Principal | None:
     header = websocket.headers.get("x-api-key")
     auth = websocket.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
     token = _offered_bearer(websocket) or header or bearer or key
     if not token:
         return None
-    principal: Principal | None = await websocket.app.state.runtime.keys.verify(token)
-    return principal
+    return await keys.verify(token)
 
 
 @router.websocket("/alerts/live")
 async def alerts_live(
     websocket: WebSocket,
+    service: NotifyDep,
+    keys: KeysDep,
     key: Annotated[
         str | None, Query(description="Deprecated: an API key in the URL (redacted from logs; prefer a header).")
     ] = None,
@@ -189,11 +184,10 @@ async def alerts_live(
     stored `websocket` subscription, this connection receives that subscription's outbox deliveries (durable:
     anything missed while disconnected is retried until a client is back).
     """
-    principal = await _principal(websocket, key)
+    principal = await _principal(websocket, keys, key)
     if principal is None or principal.role not in LIVE_ROLES:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return
-    service: NotifyService = websocket.app.state.runtime.notify
     try:
         flt = SubscriptionFilter(
             min_severity=min_severity,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from shapely.geometry import mapping
 
 from safecity.api.auth import require
+from safecity.api.deps import PlacesDep
+from safecity.api.ports import Places
 from safecity.api.problems import PROBLEM_RESPONSES
 from safecity.geo.places import LEVELS, Level, Place, PlaceNotFound, PlaceTree, TagIndex
-from safecity.sharing.keys import Role
+from safecity.sharing.principal import Role
 
 READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
 
@@ -60,10 +62,9 @@ class Resolved(BaseModel):
 _NO_PLACES = TagIndex(PlaceTree([]))
 
 
-def _index(request: Request) -> TagIndex:
+def _index(places: Places | None) -> Places:
     """The node's place index; an empty one when it runs without boundaries (no places, nothing resolves)."""
-    index: TagIndex | None = getattr(request.app.state.runtime, "place_index", None)
-    return index if index is not None else _NO_PLACES
+    return places if places is not None else _NO_PLACES
 
 
 def _out(tree: PlaceTree, place: Place) -> PlaceOut:
@@ -85,14 +86,14 @@ _ID = r"^[^\x00-\x1f\x7f]{1,128}$"
 
 @router.get("", response_model=PlacePage, dependencies=[READ], summary="List places")
 async def list_places(
-    request: Request,
+    places: PlacesDep,
     level: Level | None = None,
     parent: str | None = Query(None, max_length=128, pattern=_ID, description="Only the places under this one."),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=100_000_000),
 ) -> PlacePage:
     """Return one page of places (in hierarchy order: districts, towns, communities, buildings)."""
-    tree = _index(request).tree
+    tree = _index(places).tree
     if parent is not None:
         if parent not in tree:
             raise PlaceNotFound(parent)
@@ -107,12 +108,12 @@ async def list_places(
 
 @router.get("/resolve", response_model=Resolved, dependencies=[READ], summary="Places at a point")
 async def resolve(
-    request: Request,
+    places: PlacesDep,
     lon: Annotated[float, Query(ge=-180, le=180, description="WGS84 longitude.")],
     lat: Annotated[float, Query(ge=-90, le=90, description="WGS84 latitude.")],
 ) -> Resolved:
     """Return the place a point falls in at every level (the same tags an event at that point gets)."""
-    index = _index(request)
+    index = _index(places)
     tags = index.tag(lon, lat)
     found = {lvl: getattr(tags, lvl) for lvl in LEVELS}
     return Resolved(
@@ -121,9 +122,9 @@ async def resolve(
 
 
 @router.get("/{place_id}", response_model=PlaceDetail, dependencies=[READ], summary="Get a place")
-async def get_place(request: Request, place_id: Annotated[str, Path(pattern=_ID)]) -> PlaceDetail:
+async def get_place(places: PlacesDep, place_id: Annotated[str, Path(pattern=_ID)]) -> PlaceDetail:
     """Return one place with its names, children and boundary."""
-    tree = _index(request).tree
+    tree = _index(places).tree
     place = tree.get(place_id)
     if place is None:
         raise PlaceNotFound(place_id)

@@ -118,8 +118,9 @@ def negotiate_locale(accept_language: str | None, default: Locale = DEFAULT_LOCA
 def request_locale(conn: HTTPConnection) -> Locale:
     """The locale for this request: Accept-Language, else the node's configured locale."""
     default: Locale = DEFAULT_LOCALE
-    runtime = getattr(conn.app.state, "runtime", None) if "app" in conn.scope else None
-    configured = getattr(getattr(runtime, "settings", None), "locale", None)
+    # An app built without services (a router mounted alone in a test) answers in the default locale.
+    services = getattr(conn.app.state, "services", None) if "app" in conn.scope else None
+    configured = getattr(getattr(services, "settings", None), "locale", None)
     if configured in ("zh-CN", "en"):
         default = configured
     return negotiate_locale(conn.headers.get("accept-language"), default)

@@ -15,13 +15,15 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from safecity.api.auth import ANY_ROLE, require
+from safecity.api.deps import RoadsDep
+from safecity.api.ports import Roads
 from safecity.api.problems import PROBLEM_RESPONSES, Problem
 from safecity.geo.gcj02 import gcj02_to_wgs84, wgs84_to_gcj02_many
 from safecity.geo.road.network import Route
-from safecity.geo.road.service import ConditionsSummary, RoadService, tilejson
+from safecity.geo.road.service import ConditionsSummary, tilejson
 from safecity.geo.road.snap import Point
 from safecity.kernel.errors import InvalidInput
-from safecity.sharing.keys import Role
+from safecity.sharing.principal import Role
 
 MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
 MAX_UNITS = 10_000
@@ -45,12 +47,6 @@ QUERY_ROLES = (Role.DISPATCHER, Role.OPERATOR)
 
 router = APIRouter(prefix="/api/v1/routing", tags=["routing"], responses=_RESPONSES)
 tiles_router = APIRouter(prefix="/tiles", tags=["tiles"], responses=_RESPONSES)
-
-
-def roads(request: Request) -> RoadService:
-    """The running node's road service."""
-    service: RoadService = request.app.state.runtime.roads
-    return service
 
 
 # --- coordinates at the edge ---------------------------------------------------------------------------------------
@@ -254,16 +250,16 @@ def _line(route: Route, crs: Crs) -> LineString:
 
 
 @router.get("/info", summary="What road network is loaded", dependencies=[require(*QUERY_ROLES)])
-async def info(request: Request) -> dict[str, Any]:
+async def info(service: RoadsDep) -> dict[str, Any]:
     """Source, size and bounding box of the loaded network, live-condition counts, whether tiles are there."""
-    return await roads(request).info()
+    return await service.info()
 
 
 @router.post("/route", response_model=RouteAnswer, summary="Fastest route", dependencies=[require(*QUERY_ROLES)])
-async def route(body: RouteRequest, request: Request) -> RouteAnswer:
+async def route(body: RouteRequest, service: RoadsDep) -> RouteAnswer:
     """Travel time, length and line of the fastest route between two points."""
     a, b = to_wgs(body.from_, body.crs), to_wgs(body.to, body.crs)
-    found = await roads(request).travel_time(a, b, with_path=body.geometry)
+    found = await service.travel_time(a, b, with_path=body.geometry)
     return RouteAnswer(
         seconds=round(found.seconds, 3),
         meters=round(found.meters, 1),
@@ -274,10 +270,10 @@ async def route(body: RouteRequest, request: Request) -> RouteAnswer:
 @router.post(
     "/nearest", response_model=NearestAnswer, summary="Nearest units by road", dependencies=[require(*QUERY_ROLES)]
 )
-async def nearest(body: NearestRequest, request: Request) -> NearestAnswer:
+async def nearest(body: NearestRequest, service: RoadsDep) -> NearestAnswer:
     """The k units with the shortest road time to the point (exact)."""
     units = {u.id: to_wgs((u.lon, u.lat), body.crs) for u in body.units}
-    etas = await roads(request).nearest_units(to_wgs(body.point, body.crs), units, body.k, with_path=body.paths)
+    etas = await service.nearest_units(to_wgs(body.point, body.crs), units, body.k, with_path=body.paths)
     return NearestAnswer(
         units=[
             RankedUnit(
@@ -293,16 +289,16 @@ async def nearest(body: NearestRequest, request: Request) -> NearestAnswer:
 
 
 @router.post("/matrix", response_model=MatrixAnswer, summary="Travel-time matrix", dependencies=[require(*QUERY_ROLES)])
-async def matrix(body: MatrixRequest, request: Request) -> MatrixAnswer:
+async def matrix(body: MatrixRequest, service: RoadsDep) -> MatrixAnswer:
     """Seconds from every origin to every target (null: unreachable); the cell count is capped."""
     origins = [to_wgs(p, body.crs) for p in body.origins]
     targets = [to_wgs(p, body.crs) for p in body.targets]
-    m = await roads(request).matrix(origins, targets)
+    m = await service.matrix(origins, targets)
     return MatrixAnswer(seconds=[[_finite(v) for v in row] for row in m.tolist()])
 
 
-async def _isochrones(request: Request, point: tuple[float, float], minutes: list[float], crs: Crs) -> dict[str, Any]:
-    isos = await roads(request).isochrones(to_wgs(point, crs), minutes)
+async def _isochrones(service: Roads, point: tuple[float, float], minutes: list[float], crs: Crs) -> dict[str, Any]:
+    isos = await service.isochrones(to_wgs(point, crs), minutes)
     return {
         "type": "FeatureCollection",
         "features": [
@@ -317,14 +313,14 @@ async def _isochrones(request: Request, point: tuple[float, float], minutes: lis
 
 
 @router.post("/isochrone", summary="Isochrones (POST)", dependencies=[require(*QUERY_ROLES)])
-async def isochrone_post(body: IsochroneRequest, request: Request) -> dict[str, Any]:
+async def isochrone_post(body: IsochroneRequest, service: RoadsDep) -> dict[str, Any]:
     """A GeoJSON FeatureCollection of the areas reachable within each budget (default 5, 10, 15 minutes)."""
-    return await _isochrones(request, body.point, body.minutes, body.crs)
+    return await _isochrones(service, body.point, body.minutes, body.crs)
 
 
 @router.get("/isochrone", summary="Isochrones", dependencies=[require(*QUERY_ROLES)])
 async def isochrone_get(
-    request: Request,
+    service: RoadsDep,
     lon: Annotated[float, Query(ge=-180.0, le=180.0, allow_inf_nan=False)],
     lat: Annotated[float, Query(ge=-90.0, le=90.0, allow_inf_nan=False)],
     minutes: Annotated[
@@ -333,15 +329,14 @@ async def isochrone_get(
     crs: Crs = "wgs84",
 ) -> dict[str, Any]:
     """The same as POST, with the point and budgets in the query string."""
-    return await _isochrones(request, (lon, lat), minutes or [5.0, 10.0, 15.0], crs)
+    return await _isochrones(service, (lon, lat), minutes or [5.0, 10.0, 15.0], crs)
 
 
 @router.post(
     "/coverage", response_model=CoverageAnswer, summary="Coverage by unit", dependencies=[require(*QUERY_ROLES)]
 )
-async def coverage(body: CoverageRequest, request: Request) -> CoverageAnswer:
+async def coverage(body: CoverageRequest, service: RoadsDep) -> CoverageAnswer:
     """Which unit reaches each road node first: counts per unit, and optionally the nodes as GeoJSON."""
-    service = roads(request)
     units = {u.id: to_wgs((u.lon, u.lat), body.crs) for u in body.units}
     cov = await service.coverage(units)
     counts = cov.counts()
@@ -363,7 +358,7 @@ async def coverage(body: CoverageRequest, request: Request) -> CoverageAnswer:
     return CoverageAnswer(nodes=len(cov.owner), uncovered=int((cov.owner < 0).sum()), counts=counts, geojson=geojson)
 
 
-async def _resolve(service: RoadService, sel: EdgeSelector, crs: Crs) -> list[int]:
+async def _resolve(service: Roads, sel: EdgeSelector, crs: Crs) -> list[int]:
     if sel.point is not None:
         snap = await service.snap(to_wgs(sel.point, crs))
         return await service.road_edges(snap.edge)
@@ -392,9 +387,8 @@ def _answer(summary: ConditionsSummary, changed: dict[str, list[int]]) -> Condit
     summary="Set road conditions",
     dependencies=[require(Role.OPERATOR, Role.DISPATCHER)],
 )
-async def set_conditions(body: ConditionsUpdate, request: Request) -> ConditionsAnswer:
+async def set_conditions(body: ConditionsUpdate, service: RoadsDep) -> ConditionsAnswer:
     """Apply speed factors, closures and reopenings (by edge id or by a point snapped to its road)."""
-    service = roads(request)
     # Resolve every selector first, so a bad one changes nothing.
     speed = [(await _resolve(service, s, body.crs), s.factor) for s in body.speed]
     close = [e for s in body.close for e in await _resolve(service, s, body.crs)]
@@ -420,9 +414,9 @@ async def set_conditions(body: ConditionsUpdate, request: Request) -> Conditions
     summary="Current road conditions",
     dependencies=[require(*QUERY_ROLES)],
 )
-async def get_conditions(request: Request) -> ConditionsAnswer:
+async def get_conditions(service: RoadsDep) -> ConditionsAnswer:
     """Version and counts of the live conditions."""
-    return _answer(await roads(request).conditions(), {})
+    return _answer(await service.conditions(), {})
 
 
 @router.delete(
@@ -431,9 +425,9 @@ async def get_conditions(request: Request) -> ConditionsAnswer:
     summary="Clear road conditions",
     dependencies=[require(Role.OPERATOR, Role.DISPATCHER)],
 )
-async def clear_conditions(request: Request) -> ConditionsAnswer:
+async def clear_conditions(service: RoadsDep) -> ConditionsAnswer:
     """Back to free flow everywhere."""
-    return _answer(await roads(request).clear_conditions(), {})
+    return _answer(await service.clear_conditions(), {})
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
@@ -451,12 +445,12 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
 
 @router.get("/edges.geojson", summary="Road edges in a bounding box", dependencies=[require(*QUERY_ROLES)])
 async def edges_geojson(
-    request: Request,
+    service: RoadsDep,
     bbox: Annotated[str, Query(max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84)")],
     limit: Annotated[int, Query(ge=1, le=MAX_EDGES_GEOJSON)] = 5000,
 ) -> dict[str, Any]:
     """Directed road edges with an end in the box, with their live travel time and conditions (edge ids)."""
-    return await roads(request).edges_geojson(_bbox(bbox), limit)
+    return await service.edges_geojson(_bbox(bbox), limit)
 
 
 # --- tiles ---------------------------------------------------------------------------------------------------------
@@ -470,7 +464,7 @@ async def edges_geojson(
     dependencies=[require(*ANY_ROLE)],
 )
 async def road_tile(
-    request: Request,
+    service: RoadsDep,
     z: Annotated[int, Path(ge=0, le=24)],
     x: Annotated[int, Path(ge=0)],
     y: Annotated[int, Path(ge=0)],
@@ -478,7 +472,7 @@ async def road_tile(
     """One Mapbox Vector Tile (layer `roads`: highway, oneway), gzip-encoded; 204 when the tile is empty."""
     if x >= 1 << z or y >= 1 << z:
         raise InvalidInput(f"tile {z}/{x}/{y} does not exist (x and y must be below {1 << z})")
-    data = await roads(request).tile(z, x, y)
+    data = await service.tile(z, x, y)
     if data is None:
         return Response(status_code=204)
     return Response(
@@ -489,8 +483,8 @@ async def road_tile(
 
 
 @tiles_router.get("/roads.json", summary="TileJSON of the road tiles", dependencies=[require(*ANY_ROLE)])
-async def road_tilejson(request: Request) -> dict[str, Any]:
+async def road_tilejson(request: Request, service: RoadsDep) -> dict[str, Any]:
     """A TileJSON 3.0.0 document pointing at /tiles/roads/{z}/{x}/{y}.mvt."""
-    metadata = await roads(request).tile_metadata()
+    metadata = await service.tile_metadata()
     base = str(request.base_url).rstrip("/")
     return tilejson(metadata, base + "/tiles/roads/{z}/{x}/{y}.mvt")

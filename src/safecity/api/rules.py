@@ -9,9 +9,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from safecity.api.auth import Principal, require
+from safecity.api.deps import RuleEngineDep, RuleParserDep
+from safecity.api.ports import RuleEngine, RuleParser
 from safecity.kernel.errors import ServiceUnavailable
-from safecity.sharing.keys import Role
-from safecity.warning.rules import RuleError, RulePack, parse_pack
+from safecity.sharing.principal import Role
+from safecity.warning.rules import RuleError, RulePack
 
 log = structlog.get_logger(__name__)
 
@@ -50,14 +52,13 @@ class PackSummary(BaseModel):
     calendars: dict[str, int]
 
 
-def _service(request: Request) -> Any:
-    warning = request.app.state.runtime.warning
-    if warning is None:
+def _running(engine: RuleEngine | None) -> RuleEngine:
+    if engine is None:
         raise ServiceUnavailable(service="rule engine (warning.enabled is false)")
-    return warning
+    return engine
 
 
-async def _parse(request: Request) -> RulePack:
+async def _parse(request: Request, parse: RuleParser) -> RulePack:
     body = await request.body()
     if len(body) > MAX_PACK_BYTES:
         raise RuleError("<request>", [(None, f"the pack has {len(body)} bytes; the limit is {MAX_PACK_BYTES}")])
@@ -65,7 +66,7 @@ async def _parse(request: Request) -> RulePack:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise RuleError("<request>", [(None, "the pack is not UTF-8 text")]) from err
-    return parse_pack(text, "<request>", pseudonymize=request.app.state.runtime.pipeline.pseudonymize)
+    return parse(text, "<request>")
 
 
 def _summary(pack: RulePack) -> PackSummary:
@@ -78,26 +79,35 @@ def _summary(pack: RulePack) -> PackSummary:
 
 
 @router.get("", response_model=PackSummary, summary="The running rule pack")
-async def get_rules(request: Request, _: Annotated[Principal, require(Role.OPERATOR, Role.DISPATCHER)]) -> PackSummary:
+async def get_rules(
+    engine: RuleEngineDep, _: Annotated[Principal, require(Role.OPERATOR, Role.DISPATCHER)]
+) -> PackSummary:
     """Every rule of the running pack, as its YAML document would give it."""
-    return _summary(_service(request).engine.pack)
+    return _summary(_running(engine).engine.pack)
 
 
 @router.post("/check", response_model=CheckReport, summary="Check a rule pack (YAML)", openapi_extra=YAML_BODY)
-async def check_rules(request: Request, _: Annotated[Principal, require(Role.OPERATOR)]) -> CheckReport:
+async def check_rules(
+    request: Request, parse: RuleParserDep, _: Annotated[Principal, require(Role.OPERATOR)]
+) -> CheckReport:
     """Validate a pack without running it: line-numbered issues, like `safecity rules check`."""
     try:
-        pack = await _parse(request)
+        pack = await _parse(request, parse)
     except RuleError as err:
         return CheckReport(valid=False, rules=0, issues=[RuleIssue(line=ln, message=msg) for ln, msg in err.issues])
     return CheckReport(valid=True, rules=len(pack), issues=[])
 
 
 @router.put("", response_model=PackSummary, summary="Replace the running rule pack (YAML)", openapi_extra=YAML_BODY)
-async def put_rules(request: Request, who: Annotated[Principal, require(Role.OPERATOR)]) -> PackSummary:
+async def put_rules(
+    request: Request,
+    engine: RuleEngineDep,
+    parse: RuleParserDep,
+    who: Annotated[Principal, require(Role.OPERATOR)],
+) -> PackSummary:
     """Swap in a new pack at once; open windows of unchanged rules carry over. An invalid pack changes nothing."""
-    service = _service(request)
-    pack = await _parse(request)  # RuleError -> 422 problem with the issues
-    service.reload(pack)
+    running = _running(engine)
+    pack = await _parse(request, parse)  # RuleError -> 422 problem with the issues
+    running.reload(pack)
     log.info("rules_replaced", actor=who.name, rules=len(pack))
     return _summary(pack)

@@ -4,12 +4,15 @@ record, and the coded errors of its use cases (validation only; no I/O)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from safecity.dispatch.dedupe import MergeProposal
 from safecity.dispatch.lifecycle import Action, Stage, Step, allowed
+from safecity.dispatch.recommend import ResponderKind, ResponderStatus
 from safecity.kernel.dispatch_settings import Route
 from safecity.kernel.errors import Conflict, InvalidInput, NotFound
 
@@ -118,7 +121,7 @@ class Incident(BaseModel):
     service_code: str | None
     merged_into: str | None
     alert_id: str | None
-    unit_id: str | None
+    unit_id: str | None = Field(description="The responder assigned last (none before dispatch or after a recall).")
     perceived_at: datetime | None
     warned_at: datetime | None
     opened_at: datetime
@@ -152,6 +155,44 @@ class StepRecord(BaseModel):
     unit_id: str | None
     note: str | None
     evidence: list[EvidenceRef]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A new incident and the open incidents it may duplicate (merged already when its type merges automatically)."""
+
+    incident: Incident
+    proposals: list[MergeProposal]
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    """A responder's registry row and live state."""
+
+    id: str
+    kind: ResponderKind
+    name: str
+    unit_type: str
+    station: str | None
+    department: str | None
+    service_codes: list[str]
+    capabilities: list[str]
+    town: str | None
+    community: str | None
+    shift: list[dict[str, Any]] | None
+    status: ResponderStatus
+    incident_id: str | None
+    lon: float | None
+    lat: float | None
+    heading: float | None
+    fix_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> Responder:
+        """From a store row."""
+        fields = {k: row[k] for k in cls.__dataclass_fields__}
+        return cls(**{**fields, "kind": ResponderKind(row["kind"]), "status": ResponderStatus(row["status"])})
 
 
 class IncidentNotFound(NotFound):

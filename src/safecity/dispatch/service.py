@@ -23,7 +23,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.dispatch import links
-from safecity.dispatch.dedupe import Facts, MergeProposal, merge_proposals
+from safecity.dispatch.dedupe import Facts, merge_proposals
 from safecity.dispatch.incident import (
     BadPosition,
     EvidenceRef,
@@ -32,6 +32,8 @@ from safecity.dispatch.incident import (
     IncidentMoved,
     IncidentNotFound,
     MergeTargetClosed,
+    Opened,
+    Responder,
     ResponderBusy,
     ResponderNotFound,
     ResponderUnavailable,
@@ -99,44 +101,6 @@ _RELEASES: dict[Action, str] = {
 }
 _ENDS = frozenset({Stage.CLOSED, Stage.MERGED, Stage.CANCELLED})
 FUTURE_TOLERANCE = timedelta(seconds=30)
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """A new incident and the open incidents it may duplicate (merged already when its type merges automatically)."""
-
-    incident: Incident
-    proposals: list[MergeProposal]
-
-
-@dataclass(frozen=True, slots=True)
-class Responder:
-    """A responder's registry row and live state."""
-
-    id: str
-    kind: ResponderKind
-    name: str
-    unit_type: str
-    station: str | None
-    department: str | None
-    service_codes: list[str]
-    capabilities: list[str]
-    town: str | None
-    community: str | None
-    shift: list[dict[str, Any]] | None
-    status: ResponderStatus
-    incident_id: str | None
-    lon: float | None
-    lat: float | None
-    heading: float | None
-    fix_at: datetime | None
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, row: dict[str, Any]) -> Responder:
-        """From a store row."""
-        fields = {k: row[k] for k in cls.__dataclass_fields__}
-        return cls(**{**fields, "kind": ResponderKind(row["kind"]), "status": ResponderStatus(row["status"])})
 
 
 @dataclass(slots=True)
@@ -465,7 +429,8 @@ class DispatchService:
 
         if step.action in _RELEASES:
             await self._release(repo, row["id"], now, _RELEASES[step.action], actor, outbox)
-            unit_id = None
+            if step.action is Action.RECALL:
+                unit_id = None  # otherwise the incident keeps its last responder (exports, KPIs per unit)
         if step.action in (Action.DISPATCH, Action.REASSIGN):
             assert step.unit_id is not None  # the guard requires it
             eta_s = await self._assign(repo, row, step.unit_id, step.preempt, actor, now, outbox)

@@ -1,7 +1,8 @@
 """The AsyncAPI 3.0.0 document of the device interface: the MQTT topics we read, with payload schemas.
 
-The payload schemas are generated from the same msgspec structs the normalizers decode with, so the document and
-the code cannot drift; `docs/asyncapi.json` is this module's output and a test fails when it is stale.
+The channels, payload schemas, summaries and examples come from the normalizer registry (the msgspec structs the
+normalizers decode with and the documentation they register), so the document and the code cannot drift;
+`docs/asyncapi.json` is this module's output and a test fails when it is stale.
 Regenerate: `uv run python -m safecity.sensing.asyncapi > docs/asyncapi.json`.
 """
 
@@ -10,72 +11,47 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
 
-from safecity.sensing.normalize import frigate, suricata
-from safecity.sensing.normalize.payloads import PAYLOAD_TYPES
+from safecity.sensing.normalize import registry
 
 ASYNCAPI_VERSION = "3.0.0"
 DOC_VERSION = "1.0.0"
 _SCHEMAS = "#/components/schemas/{name}"
 
-KIND_SUMMARIES: dict[str, str] = {
-    "smoke": "Smoke detector state: `alarm` is required.",
-    "door": "Door or access sensor: `open` is required.",
-    "parking": "Parking-bay (geomagnetic) sensor: `occupied` is required.",
-    "crowd": "People counter: `count` (integer >= 0) is required.",
-    "heartbeat": "A device saying it is alive; any device kind sends these on its own `heartbeat` topic.",
-    "generic": "Any other sensor: `value`, `state` and a free `data` object.",
-    "video": "A camera's own analytics result (not Frigate): `value`, `state`, `data`.",
-    "checkpoint": "A vehicle read at a checkpoint camera: `ts` and `plate` are required; the plate is personal data.",
-}
 
-EXAMPLES: dict[str, dict[str, Any]] = {
-    "smoke": {"id": "b7-d2-000123", "ts": 1764403200.125, "alarm": True, "temp": 72.5, "building": "b7"},
-    "door": {"ts": "2026-11-29T16:00:00+08:00", "open": True},
-    "parking": {"occupied": False, "lon": 121.4737, "lat": 31.2304},
-    "crowd": {"ts": 1764403200, "count": 412, "zone": "metro-exit-3", "density": 1.8},
-    "heartbeat": {"battery": 87, "rssi": -71, "fw": "1.4.2"},
-    "generic": {"value": 3.2, "state": "ok", "data": {"unit": "m", "sensor": "water_level"}},
-    "video": {"value": 0.91, "state": "fall_detected", "data": {"zone": "stairs"}},
-    "checkpoint": {
-        "id": "cp7-88121",
-        "ts": "2026-11-29T08:00:00Z",
-        "plate": "沪A·12345",
-        "direction": "in",
-        "lane": 2,
-        "vehicle_type": "car",
-        "color": "white",
-        "speed_kmh": 38.5,
-    },
-}
+class _Examples(Mapping[str, dict[str, Any]]):
+    """Device-topic kind -> its registered example payload (a view of the normalizer registry)."""
+
+    def _table(self) -> dict[str, dict[str, Any]]:
+        return {kind: k.example for kind, (_, k) in registry.topic_kinds().items() if k.example is not None}
+
+    def __getitem__(self, kind: str) -> dict[str, Any]:
+        return self._table()[kind]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
+EXAMPLES: Mapping[str, dict[str, Any]] = _Examples()
 """One valid payload per device message kind (used in the document, in docs/devices.md and in tests)."""
-
-FRIGATE_CHANNELS: dict[str, tuple[type[msgspec.Struct], str]] = {
-    "frigate/events": (
-        frigate.FrigateEvent,
-        "Tracked objects (`new`/`update`/`end`). A person's sub_label (a face-recognition name) is dropped; "
-        "recognized plates are stored pseudonymized.",
-    ),
-    "frigate/reviews": (frigate.FrigateReview, "Review items (`new`/`update`/`end`); sub-labels are not kept."),
-    "frigate/tracked_object_update": (
-        frigate.FrigateTrackedObjectUpdate,
-        "`description`, `lpr` and `classification` updates are read; `face` updates are discarded unread "
-        "(biometric identification is out of scope).",
-    ),
-    "frigate/triggers": (frigate.FrigateTrigger, "Semantic-search triggers that fired."),
-}
 
 
 def _title(kind: str) -> str:
     return "".join(p.capitalize() for p in kind.split("_"))
 
 
-def _device_schemas(components: dict[str, Any]) -> None:
+def _device_schemas(components: dict[str, Any], payloads: list[type[Any]]) -> None:
     """On MQTT the topic names the kind: `kind` becomes optional and documented (it is required in HTTP lines)."""
-    for ptype in PAYLOAD_TYPES.values():
+    for ptype in payloads:
+        if getattr(ptype, "__struct_config__", None) is None or ptype.__struct_config__.tag_field != "kind":
+            continue
         schema = components[ptype.__name__]
         schema["description"] = (ptype.__doc__ or "").strip()
         schema["required"] = [f for f in schema.get("required", []) if f != "kind"]
@@ -87,11 +63,18 @@ def _device_schemas(components: dict[str, Any]) -> None:
 
 
 def build_asyncapi() -> dict[str, Any]:
-    """Return the AsyncAPI 3.0.0 document (a plain dict, JSON-ready) of every MQTT topic SafeCity reads."""
-    struct_types: list[Any] = [*PAYLOAD_TYPES.values(), *(t for t, _ in FRIGATE_CHANNELS.values()), suricata.EveRecord]
+    """Return the AsyncAPI 3.0.0 document (a plain dict, JSON-ready) of every MQTT topic SafeCity reads.
+
+    Derived from the normalizer registry: a channel for every device-topic kind, then every format's own topics.
+    """
+    kinds = registry.topic_kinds()
+    fixed = registry.channels()
+    struct_types: list[Any] = list(
+        dict.fromkeys([*(k.payload for _, k in kinds.values()), *(c.payload for _, c in fixed.values())])
+    )
     _, schemas = msgspec.json.schema_components(struct_types, ref_template=_SCHEMAS)
     schemas = copy.deepcopy(schemas)
-    _device_schemas(schemas)
+    _device_schemas(schemas, struct_types)
 
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -124,25 +107,23 @@ def build_asyncapi() -> dict[str, Any]:
             "messages": [{"$ref": f"#/channels/{channel_id}/messages/{message_name}"}],
         }
 
-    for kind, ptype in PAYLOAD_TYPES.items():
+    for kind, (_, topic_kind) in kinds.items():
+        examples = (
+            {}
+            if topic_kind.example is None
+            else {"examples": [{"name": f"{kind}_example", "payload": topic_kind.example}]}
+        )
         add(
             f"device_{kind}",
             f"safecity/{{community}}/{kind}/{{device}}",
-            KIND_SUMMARIES[kind],
-            f"{_title(kind)}Message",
-            ptype.__name__,
-            examples=[{"name": f"{kind}_example", "payload": EXAMPLES[kind]}],
+            topic_kind.summary,
+            topic_kind.message or f"{_title(kind)}Message",
+            topic_kind.payload.__name__,
+            **examples,
         )
-    add(
-        "device_netsec",
-        "safecity/{community}/netsec/{device}",
-        "Suricata EVE JSON records of the city network's IDS; only `event_type: alert` is kept.",
-        "EveRecordMessage",
-        suricata.EveRecord.__name__,
-    )
-    for address, (stype, description) in FRIGATE_CHANNELS.items():
+    for address, (_, channel) in fixed.items():
         channel_id = address.replace("/", "_")
-        add(channel_id, address, description, f"{stype.__name__}Message", stype.__name__)
+        add(channel_id, address, channel.summary, f"{channel.payload.__name__}Message", channel.payload.__name__)
 
     return {
         "asyncapi": ASYNCAPI_VERSION,

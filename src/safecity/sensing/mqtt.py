@@ -26,37 +26,13 @@ from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from safecity.kernel.settings import MqttSettings
-from safecity.sensing.model import DeviceKind, EventKind
+from safecity.sensing.normalize import registry
 from safecity.sensing.pipeline import IngestPipeline, IngestResult
 
 log = structlog.get_logger(__name__)
 
-FRIGATE_TOPICS = ("frigate/events", "frigate/reviews", "frigate/tracked_object_update", "frigate/triggers")
 SESSION_EXPIRY_S = 3600
 YIELD_EVERY = 50
-
-# Topic kind -> (normalizer format, device kind). Heartbeats come from any device kind, so they carry none.
-TOPIC_KINDS: dict[str, tuple[str, DeviceKind | None]] = {
-    **{k.value: ("generic", k) for k in DeviceKind if k is not DeviceKind.CHECKPOINT},
-    DeviceKind.CHECKPOINT.value: ("checkpoint", DeviceKind.CHECKPOINT),
-    EventKind.HEARTBEAT.value: ("generic", None),
-    EventKind.NETSEC.value: ("suricata", None),
-}
-
-
-def route_topic(topic: str, prefix: str) -> tuple[str, str | None, DeviceKind | None] | None:
-    """Map a topic to (format, device_id, device kind); None when the topic is not ours."""
-    if topic.startswith("frigate/"):
-        return ("frigate", None, DeviceKind.VIDEO)
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != prefix:
-        return None
-    _, _community, topic_kind, device_id = parts
-    found = TOPIC_KINDS.get(topic_kind)
-    if found is None:
-        return None
-    fmt, kind = found
-    return (fmt, device_id, kind)
 
 
 class TopicIngest:
@@ -72,11 +48,14 @@ class TopicIngest:
         """Route one message by its topic to the pipeline (unknown topics are dead-lettered)."""
         self.received += 1
         raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        route = route_topic(topic, self.prefix)
-        if route is None:
+        # The registry's route, kept per topic string: the topic is split once, whoever asks again.
+        route = registry.route(topic)
+        spec = route.spec
+        if spec is None or (route.prefix is not None and route.prefix != self.prefix):
             return self.pipeline.dead_letter_topic(raw, topic=topic, source=self.source)
-        fmt, device_id, kind = route
-        return await self.pipeline.ingest(raw, fmt=fmt, source=self.source, topic=topic, device_id=device_id, kind=kind)
+        return await self.pipeline.ingest(
+            raw, fmt=spec.key, source=self.source, topic=topic, device_id=route.device_id, kind=route.device_kind
+        )
 
 
 class MqttIngest:
@@ -111,8 +90,10 @@ class MqttIngest:
     def _filters(self) -> list[str]:
         prefix = self.settings.topic_prefix
         filters = [f"{prefix}/+/+/+"]
-        if self.settings.frigate:
-            filters.extend(FRIGATE_TOPICS)
+        for spec in registry.specs():
+            # A format's own topics (Frigate's), unless its `[mqtt]` switch is off.
+            if spec.mqtt_switch is None or getattr(self.settings, spec.mqtt_switch):
+                filters.extend(channel.topic for channel in spec.channels)
         if self.settings.shared_group:
             filters = [f"$share/{self.settings.shared_group}/{f}" for f in filters]
         return filters

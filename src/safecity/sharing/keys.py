@@ -10,18 +10,27 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
 from safecity.kernel.errors import NotFound
+from safecity.sharing.principal import ApiKeyInfo, CreatedKey, Principal, Role
 from safecity.store.apikeys import ApiKeyRepo
+
+__all__ = [
+    "ApiKeyInfo",
+    "ApiKeyNotFound",
+    "CreatedKey",
+    "KeyService",
+    "Principal",
+    "Role",
+    "hash_key",
+    "new_key",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -30,53 +39,12 @@ _PREFIX_CHARS = 10
 _MAX_KEY_LEN = 256
 
 
-class Role(StrEnum):
-    """Who a caller is; every HTTP endpoint requires one of these (admin always passes)."""
-
-    ADMIN = "admin"
-    OPERATOR = "operator"
-    DISPATCHER = "dispatcher"
-    RESPONDER = "responder"  # community responder (guards, volunteers)
-    READER = "reader"  # department reader
-    INGEST = "ingest"  # device / ingest client
-    CITIZEN = "citizen"
-
-
 class ApiKeyNotFound(NotFound):
     """No API key has this id."""
 
     code = "api_key.not_found"
     message_en = "API key {id} was not found."
     message_zh = "未找到 API 密钥 {id}。"
-
-
-class ApiKeyInfo(BaseModel):
-    """What is known about a key, never the key itself."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    name: str
-    role: Role
-    prefix: str = Field(description="First characters of the key, to recognise it.")
-    created_at: datetime
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
-
-
-class CreatedKey(ApiKeyInfo):
-    """A freshly created key: the only time the clear key is returned."""
-
-    key: str = Field(description="The API key. It is shown once and cannot be recovered.")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated caller of a request."""
-
-    key_id: str
-    name: str
-    role: Role
 
 
 def hash_key(key: str) -> str:

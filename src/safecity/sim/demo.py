@@ -240,7 +240,7 @@ async def _serve_and_simulate(
     """
     from safecity.api.app import create_app
 
-    app = create_app(runtime)
+    app = create_app(runtime.api_services())
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serve_task = asyncio.create_task(server.serve(), name="http")
     while not server.started:

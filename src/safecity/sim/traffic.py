@@ -11,13 +11,22 @@ import heapq
 import random
 import string
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
+from safecity.sensing.normalize import registry
+from safecity.sensing.normalize.registry import TopicKind
+
 SYNTHETIC_LABEL = "合成数据 / synthetic"
+
+
+def simulated_kinds() -> list[str]:
+    """The device-topic kinds the simulator can send: every kind a registered normalizer serves."""
+    return list(registry.topic_kinds())
+
 
 _PLATE_PROVINCES = "沪苏浙皖"
 
@@ -136,38 +145,75 @@ class TrafficSimulator:
                 "rssi": self.rng.randint(-110, -60),
             }
             return self._msg(device, "heartbeat", body, ts)
+        maker = self._BODIES.get(kind)
+        if maker is not None:
+            return self._msg(device, kind, maker(self, device), ts)
+        served = registry.topic_kinds().get(kind)
+        if served is not None and served[1].example is not None:
+            return self._example(device, served[1], ts)
+        return self._msg(device, kind, self._reading(device), ts)
+
+    # Realistic bodies for the built-in kinds; any other kind a normalizer registers sends its registered example.
+
+    def _smoke(self, _device: dict[str, Any]) -> dict[str, Any]:
+        alarm = self.rng.random() < 0.002
+        return {
+            "alarm": alarm,
+            "smoke_density": round(self.rng.uniform(0.0, 0.3 if not alarm else 3.0), 3),
+            "temp": round(self.rng.uniform(18, 32 if not alarm else 75), 1),
+        }
+
+    def _door(self, _device: dict[str, Any]) -> dict[str, Any]:
+        return {"open": self.rng.random() < 0.3}
+
+    def _parking(self, _device: dict[str, Any]) -> dict[str, Any]:
+        return {"occupied": self.rng.random() < 0.6}
+
+    def _crowd_count(self, device: dict[str, Any]) -> dict[str, Any]:
+        return {"count": self._crowd(device["id"]), "zone": "entrance"}
+
+    def _checkpoint(self, _device: dict[str, Any]) -> dict[str, Any]:
         rng = self.rng
-        if kind == "smoke":
-            alarm = rng.random() < 0.002
-            body = {
-                "alarm": alarm,
-                "smoke_density": round(rng.uniform(0.0, 0.3 if not alarm else 3.0), 3),
-                "temp": round(rng.uniform(18, 32 if not alarm else 75), 1),
-            }
-        elif kind == "door":
-            body = {"open": rng.random() < 0.3}
-        elif kind == "parking":
-            body = {"occupied": rng.random() < 0.6}
-        elif kind == "crowd":
-            body = {"count": self._crowd(device["id"]), "zone": "entrance"}
-        elif kind == "checkpoint":
-            body = {
-                "plate": self._plate(),
-                "direction": rng.choice(["in", "out"]),
-                "lane": rng.randint(1, 4),
-                "vehicle_type": rng.choice(["car", "truck", "bus", "van"]),
-            }
-        elif kind == "video":
-            label = rng.choice(["person", "car", "bicycle"])
-            body = {"value": round(rng.uniform(0.5, 0.95), 2), "state": label, "data": {"label": label, "zone": "gate"}}
-        else:
-            body = {"value": round(rng.uniform(0, 100), 2)}
-        return self._msg(device, kind, body, ts)
+        return {
+            "plate": self._plate(),
+            "direction": rng.choice(["in", "out"]),
+            "lane": rng.randint(1, 4),
+            "vehicle_type": rng.choice(["car", "truck", "bus", "van"]),
+        }
+
+    def _video(self, _device: dict[str, Any]) -> dict[str, Any]:
+        label = self.rng.choice(["person", "car", "bicycle"])
+        value = round(self.rng.uniform(0.5, 0.95), 2)
+        return {"value": value, "state": label, "data": {"label": label, "zone": "gate"}}
+
+    def _reading(self, _device: dict[str, Any]) -> dict[str, Any]:
+        return {"value": round(self.rng.uniform(0, 100), 2)}
+
+    _BODIES: ClassVar[dict[str, Callable[[TrafficSimulator, dict[str, Any]], dict[str, Any]]]] = {
+        "smoke": _smoke,
+        "door": _door,
+        "parking": _parking,
+        "crowd": _crowd_count,
+        "checkpoint": _checkpoint,
+        "video": _video,
+        "generic": _reading,
+        "heartbeat": _reading,
+    }
 
     def _msg(self, device: dict[str, Any], kind: str, body: dict[str, Any], ts: float) -> SimMessage:
         body["id"] = f"m{self.seq}"
         body["ts"] = ts
         return SimMessage(self._topic(device, kind), orjson.dumps(body))
+
+    def _example(self, device: dict[str, Any], topic_kind: TopicKind, ts: float) -> SimMessage:
+        """The kind's registered example, with this message's id and time where its payload has those fields."""
+        body = dict(topic_kind.example or {})
+        fields = getattr(topic_kind.payload, "__struct_fields__", ())
+        if "id" in fields:
+            body["id"] = f"m{self.seq}"
+        if "ts" in fields:
+            body["ts"] = ts
+        return SimMessage(self._topic(device, topic_kind.kind), orjson.dumps(body))
 
     def _bad(self, device: dict[str, Any], ts: float) -> SimMessage:
         """A realistic fault: truncated JSON, wrong type, unknown device, a clock years off."""

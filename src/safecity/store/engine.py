@@ -1,4 +1,4 @@
-"""Database engines (SQLite in WAL mode, or PostgreSQL via asyncpg), Alembic upgrades and a readiness ping."""
+"""Database engines (SQLite in WAL mode, or PostgreSQL via asyncpg), Alembic upgrades and a readiness check."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, PoolResetState, StaticPool
 
@@ -191,12 +190,7 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-async def ping(engine: AsyncEngine) -> bool:
-    """Return True when the database answers `SELECT 1` (readiness probe); never raises for a down database."""
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError) as err:
-        log.warning("database_ping_failed", error=str(err))
-        return False
-    return True
+async def check(engine: AsyncEngine) -> None:
+    """Return when the database answers `SELECT 1`; raise the driver's error when it does not (readiness check)."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
-import hmac
-import itertools
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -20,18 +16,30 @@ from typing import Any
 
 import msgspec
 import structlog
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
-from safecity.kernel.errors import Conflict, NotFound
+from safecity.kernel.errors import Conflict
 from safecity.kernel.keys import subscribe
 from safecity.kernel.supervisor import Supervisor
 from safecity.store.alerts import AlertRepo
 from safecity.warning import cap
+from safecity.warning.alert_views import (
+    FEED_PAGE,
+    HOP_ORDER,
+    Alert,
+    AlertContributor,
+    AlertNotFound,
+    AlertPage,
+    AlertStep,
+    FeedPage,
+    alert_of_public_id,
+    latencies_ms,
+    public_id,
+)
 from safecity.warning.model import (
     ALERT_RAISED,
     ALERT_STATE_CHANGED,
@@ -42,11 +50,31 @@ from safecity.warning.model import (
     Area,
     Audience,
     Category,
-    Certainty,
     Severity,
     Text,
     Urgency,
 )
+
+# The read models live in alert_views (the API imports them from there); named here too for existing callers.
+__all__ = [
+    "FEED_PAGE",
+    "HOP_ORDER",
+    "Action",
+    "Alert",
+    "AlertContributor",
+    "AlertNotFound",
+    "AlertPage",
+    "AlertService",
+    "AlertStep",
+    "AlertTransitionInvalid",
+    "FeedPage",
+    "alert_of_public_id",
+    "cap_message",
+    "latencies_ms",
+    "next_state",
+    "public_id",
+    "row_of",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +84,6 @@ DELIVERED_FLUSH_S = 0.2  # how often the delivered stamps noted meanwhile are wr
 FLUSHER = "alert-delivered-stamps"
 STORE_RETRY_S = 120.0  # how long storing an alert is retried through a locked or unreachable database
 
-# Hop order along the perceive -> warn -> deliver path; latencies are reported between neighbours present.
-HOP_ORDER = ("occurred", "received", "tagged", "fired", "stored", "delivered")
 OPEN_STATES = frozenset({AlertState.NEW, AlertState.ACKNOWLEDGED, AlertState.ASSIGNED})
 CLOSED_STATES = frozenset({AlertState.RESOLVED, AlertState.CANCELLED})
 MAX_PAGE = 1000
@@ -65,10 +91,8 @@ MAX_PAGE = 1000
 ALERT_EXPIRES = timedelta(hours=24)
 # The public feed covers alerts changed within this window (older ones leave it; the feed is paged inside it).
 FEED_WINDOW = timedelta(days=7)
-FEED_PAGE = 100
 # CAP 1.2 `restriction` of a Restricted message.
 RESTRICTION = "Operations staff only (police, command centre, responders); not for public distribution."
-_PUBLIC_TAG = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Action(StrEnum):
@@ -89,14 +113,6 @@ TRANSITIONS: dict[Action, tuple[frozenset[AlertState], AlertState]] = {
 }
 
 
-class AlertNotFound(NotFound):
-    """No alert has this id."""
-
-    code = "alert.not_found"
-    message_en = "Alert {id} was not found."
-    message_zh = "未找到告警 {id}。"
-
-
 class AlertTransitionInvalid(Conflict):
     """The alert's state does not allow this action."""
 
@@ -113,88 +129,6 @@ def next_state(current: AlertState, action: Action) -> AlertState:
     if current not in sources:
         raise AlertTransitionInvalid(action=action.value, state=current.value)
     return target
-
-
-def latencies_ms(hops: dict[str, datetime]) -> dict[str, float]:
-    """Milliseconds between neighbouring hops present (`received_to_tagged`, ...) and `occurred_to_fired`."""
-    present = [h for h in HOP_ORDER if h in hops]
-    out = {f"{a}_to_{b}": _ms(hops[a], hops[b]) for a, b in itertools.pairwise(present)}
-    if "occurred" in hops and "fired" in hops:
-        out["occurred_to_fired"] = _ms(hops["occurred"], hops["fired"])
-    return out
-
-
-def _ms(start: datetime, end: datetime) -> float:
-    return round((end - start).total_seconds() * 1000.0, 3)
-
-
-class AlertStep(BaseModel):
-    """One lifecycle step: who moved the alert where, when, and what they said."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    state: AlertState
-    actor: str
-    at: datetime
-    feedback: str | None = None
-    assignee: str | None = None
-
-
-class AlertContributor(BaseModel):
-    """A device that joined an alert, and the event of its first contribution."""
-
-    model_config = ConfigDict(frozen=True)
-
-    device_id: str
-    event_id: str
-    at: datetime
-
-
-class Alert(BaseModel):
-    """A stored alert with its hop times, hop latencies and lifecycle steps."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    rule_id: str
-    group_key: str
-    state: AlertState
-    category: Category
-    severity: Severity
-    urgency: Urgency
-    certainty: Certainty
-    headline: dict[str, str]
-    description: dict[str, str]
-    opens_incident: bool
-    town: str | None = None
-    community: str | None = None
-    building: str | None = None
-    area: dict[str, Any] | None = None
-    trigger_event_ids: list[str]
-    trigger_message_id: str | None = None
-    count: int
-    devices: list[str] = []
-    contributors: list[AlertContributor] = []
-    first_at: datetime
-    last_at: datetime
-    hops: dict[str, datetime]
-    latency_ms: dict[str, float]
-    assignee: str | None = None
-    references: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    scope: Audience = Audience.RESTRICTED
-    steps: list[AlertStep] = []
-
-
-class AlertPage(BaseModel):
-    """One page of alerts (without steps) and the total that match."""
-
-    items: list[Alert]
-    total: int
-    limit: int
-    offset: int
 
 
 def _hops_of(raw: dict[str, Any]) -> dict[str, datetime]:
@@ -253,21 +187,6 @@ def row_of(payload: AlertRaised, *, stored_at: datetime) -> dict[str, Any]:
     }
 
 
-def public_id(secret: bytes, alert_id: str) -> str:
-    """The alert's id in the public CAP feed: `<id>-<tag>`, the tag a keyed HMAC, so public ids cannot be guessed
-    or counted through (the internal ids are time-sortable)."""
-    tag = hmac.new(secret, f"cap-public:{alert_id}".encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{alert_id}-{tag}"
-
-
-def alert_of_public_id(secret: bytes, value: str) -> str | None:
-    """The alert id a public id names, or None when its tag is not ours (compared in constant time)."""
-    alert_id, _, tag = value.partition("-")
-    if not _PUBLIC_TAG.match(tag) or not hmac.compare_digest(public_id(secret, alert_id), value):
-        return None
-    return alert_id
-
-
 def cap_message(
     alert: Alert,
     *,
@@ -323,14 +242,6 @@ def cap_message(
             response_types=responses,
         ),
     )
-
-
-class FeedPage(msgspec.Struct, frozen=True, kw_only=True):
-    """One page of the public CAP feed, newest change first, and whether older / newer pages exist."""
-
-    entries: builtins.list[tuple[Alert, cap.CapAlert]]
-    has_older: bool
-    has_newer: bool
 
 
 async def _stamp_hop(repo: AlertRepo, hop: str, times: dict[str, datetime]) -> set[str]:

@@ -29,7 +29,10 @@ async def app_factory() -> AsyncIterator[AppFactory]:
     stack: list[tuple[LifespanManager, httpx.AsyncClient]] = []
 
     async def build(db_url: str, *, extra_routers: Any = (), **overrides: Any) -> tuple[FastAPI, httpx.AsyncClient]:
-        app = create_app(Runtime(make_settings(db_url, **overrides)), extra_routers=extra_routers)
+        runtime = Runtime(make_settings(db_url, **overrides))
+        app = create_app(runtime.api_services(), extra_routers=extra_routers)
+        # The app itself holds only the services' ports; tests reach the node behind it here.
+        app.state.runtime = runtime
         manager = LifespanManager(app, startup_timeout=60, shutdown_timeout=60)
         await manager.__aenter__()
         # raise_app_exceptions=False: see the 500 problem the way a real client would.

@@ -69,33 +69,14 @@ ATOM = {"a": "http://www.w3.org/2005/Atom"}
 
 
 async def _service(app: FastAPI) -> Any:
-    runtime = app.state.runtime
-    service = getattr(runtime, "alerts", None)
-    if service is None:  # until the runtime owns one, the API builds it on first use
-        from safecity.warning.alerts import AlertService
-
-        service = AlertService(runtime.engine, runtime.bus, node_id=runtime.settings.node_id)
-        app.state.alerts = service
-    return service
+    """The runtime's alert service (the one the API's alerts port is)."""
+    return app.state.runtime.alerts
 
 
 async def _seed(app: FastAPI) -> None:
-    runtime = app.state.runtime
-    service = getattr(runtime, "alerts", None)
-    if service is None:  # until the runtime owns one, the API builds it on first use
-        from safecity.warning.alerts import AlertService
-
-        service = AlertService(runtime.engine, runtime.bus, node_id=runtime.settings.node_id)
-        app.state.alerts = service
+    service = await _service(app)
     await service.store(raised(A1))
     await service.store(raised(A2, severity=Severity.MINOR, town="town-b"))
-
-
-class _Req:
-    """Just enough of a request for `alert_service` (app.state)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
 
 
 def _valid(schema: Any, xml: bytes) -> None:
@@ -271,12 +252,6 @@ async def test_alerts_from_the_bus_reach_the_api(
     """With the runtime's AlertService running, an alert.raised on the bus shows up in the list."""
     app, client = app_client
     runtime = app.state.runtime
-    if getattr(runtime, "alerts", None) is None:
-        # Until the runtime owns and starts one, start it here the way the runtime will.
-        from safecity.api.alerts import alert_service
-
-        service = alert_service(_Req(app))  # type: ignore[arg-type]
-        await service.start()
     await runtime.bus.publish(make_envelope(ALERT_RAISED, raised(A1), source="engine"))
     headers = await key_headers(app, Role.OPERATOR)
     await runtime.bus.drain()

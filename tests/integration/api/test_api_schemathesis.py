@@ -48,7 +48,7 @@ def api_schema(db_url: str) -> Iterator[schemathesis.BaseSchema]:
         # A small road network, so the routing routes are exercised rather than all answering 503.
         roads={"synthetic": True, "synthetic_nodes": 900, "max_matrix_cells": 2500},
     )
-    app = create_app(Runtime(node_settings))
+    app = create_app(Runtime(node_settings).api_services())
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     # Stop the runtime now rather than at interpreter exit.
     schemathesis_asgi.shutdown_lifespans()

@@ -141,7 +141,7 @@ async def test_the_whole_loop_keeps_every_stage_time_and_frees_the_unit(engine: 
     for i, (step, stamp) in enumerate(steps, start=1):
         incident = await service.act(incident_id, step, actor="op:1", now=T0 + timedelta(minutes=i))
         assert getattr(incident, stamp) == T0 + timedelta(minutes=i)
-    assert incident.stage is Stage.CLOSED and incident.triaged_at == T0 and incident.unit_id is None
+    assert incident.stage is Stage.CLOSED and incident.triaged_at == T0 and incident.unit_id == "car-1"
     history = await service.history(incident_id)
     assert [s.action for s in history] == ["open", "triage", "dispatch", "depart", "arrive", "dispose", "close"]
     assert history[-1].note == "caller thanked the crew" and history[2].unit_id == "car-1"

@@ -250,7 +250,7 @@ async def test_a_locked_database_slows_intake_and_loses_nothing(
         },
     )
     rt = Runtime(settings, tagger=DISTRICT.tag_index())
-    app = create_app(rt)
+    app = create_app(rt.api_services())
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         await rt.devices.upsert_many(DISTRICT.devices)
         assert rt.mqtt is not None

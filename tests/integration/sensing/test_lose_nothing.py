@@ -88,7 +88,8 @@ async def node(db_url: str) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient, d
 
 async def start_app(settings: Settings) -> tuple[FastAPI, httpx.AsyncClient, LifespanManager]:
     rt = Runtime(settings, tagger=DISTRICT.tag_index())
-    app = create_app(rt)
+    app = create_app(rt.api_services())
+    app.state.runtime = rt  # the tests reach the node behind the app here
     manager = LifespanManager(app, startup_timeout=60, shutdown_timeout=60)
     await manager.__aenter__()
     await rt.devices.upsert_many(DISTRICT.devices)

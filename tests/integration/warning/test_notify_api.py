@@ -30,7 +30,7 @@ async def node(sqlite_url: str) -> AsyncIterator[dict[str, Any]]:
     runtime.notify = NotifyService(  # type: ignore[attr-defined]
         runtime.engine, runtime.bus, NotifyConfig(allow_loopback=True, backoff_base_s=0.05, backoff_max_s=0.2)
     )
-    app = create_app(runtime, extra_routers=[notify_api.router])
+    app = create_app(runtime.api_services(), extra_routers=[notify_api.router])
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())

@@ -1,54 +1,37 @@
 """Pure normalizers: one raw message (bytes) -> `list[Reading]`, or NormalizeError / Discarded.
 
-Each format is a module with `KEY` and `normalize(raw, *, topic, device_id, kind, received_at)`; no I/O, no clock
-reads (`received_at` is the only time they know), strict msgspec decoding.
+Each format is a module of this package that registers a `NormalizerSpec` (registry.py): its `KEY`, the topics it
+serves, its payload structs, its documentation and `normalize(raw, *, topic, device_id, kind, received_at)`. No I/O,
+no clock reads (`received_at` is the only time they know), strict msgspec decoding. Every module here is imported
+below, so a new format is one new module; modules whose name starts with `_` are helpers.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Protocol
 
-from safecity.kernel.errors import SafeCityError
 from safecity.sensing.model import DeviceKind, Reading
-from safecity.sensing.normalize import checkpoint, frigate, generic, suricata
-from safecity.sensing.normalize.generic import TopicParts, parse_topic
+from safecity.sensing.normalize.registry import (
+    Normalizer,
+    NormalizerConflict,
+    NormalizerMap,
+    TopicParts,
+    UnknownFormat,
+    get,
+)
 
+# Sorted by name (pkgutil's order); checkpoint imports generic, so generic registers first either way.
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-class Normalizer(Protocol):
-    """The signature every format's `normalize` function has."""
+from safecity.sensing.normalize.generic import parse_topic  # noqa: E402  (after the formats have registered)
 
-    def __call__(
-        self,
-        raw: bytes,
-        *,
-        topic: str | None,
-        device_id: str | None,
-        kind: DeviceKind | None,
-        received_at: datetime,
-    ) -> list[Reading]:
-        """Normalize one raw message."""
-        ...
-
-
-class UnknownFormat(SafeCityError):
-    """A source is configured with a format no normalizer has."""
-
-    code = "sensing.unknown_format"
-    status = 422
-    title_en = "Unknown format"
-    title_zh = "未知数据格式"
-    message_en = "No normalizer for format {fmt}."
-    message_zh = "没有格式 {fmt} 的解析器。"
-
-
-NORMALIZERS: dict[str, Normalizer] = {
-    generic.KEY: generic.normalize,
-    checkpoint.KEY: checkpoint.normalize,
-    frigate.KEY: frigate.normalize,
-    suricata.KEY: suricata.normalize,
-}
-"""Format key -> normalizer."""
+NORMALIZERS: Mapping[str, Normalizer] = NormalizerMap()
+"""Format key -> normalizer (a view of the registry)."""
 
 
 def normalize(
@@ -61,11 +44,15 @@ def normalize(
     received_at: datetime,
 ) -> list[Reading]:
     """Normalize one raw message with the normalizer of format `fmt` (raises UnknownFormat for an unknown key)."""
-    try:
-        normalizer = NORMALIZERS[fmt]
-    except KeyError as err:
-        raise UnknownFormat(fmt=fmt) from err
-    return normalizer(raw, topic=topic, device_id=device_id, kind=kind, received_at=received_at)
+    return get(fmt).normalize(raw, topic=topic, device_id=device_id, kind=kind, received_at=received_at)
 
 
-__all__ = ["NORMALIZERS", "Normalizer", "TopicParts", "UnknownFormat", "normalize", "parse_topic"]
+__all__ = [
+    "NORMALIZERS",
+    "Normalizer",
+    "NormalizerConflict",
+    "TopicParts",
+    "UnknownFormat",
+    "normalize",
+    "parse_topic",
+]

@@ -8,6 +8,7 @@ Frigate adds fields between releases, so unknown fields are ignored here (the fi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from msgspec import Meta
 
 from safecity.sensing.model import DeadLetterReason, DeviceKind, Discarded, EventKind, NormalizeError, Reading
 from safecity.sensing.normalize import _common
+from safecity.sensing.normalize.registry import Channel, NormalizerSpec, register
 
 KEY = "frigate"
 
@@ -170,7 +172,7 @@ def _sub_label_name(sub_label: Any) -> tuple[str | None, float | None]:
     return None, None
 
 
-def _event(raw: bytes, received_at: datetime) -> Reading:
+def _event(raw: bytes, _device_id: str | None, received_at: datetime) -> Reading:
     msg = _common.decode(_EVENT, raw, None)
     obj = msg.after
     dev = DEVICE_PREFIX + obj.camera
@@ -245,7 +247,7 @@ def _event(raw: bytes, received_at: datetime) -> Reading:
     )
 
 
-def _review(raw: bytes, received_at: datetime) -> Reading:
+def _review(raw: bytes, _device_id: str | None, received_at: datetime) -> Reading:
     msg = _common.decode(_REVIEW, raw, None)
     item = msg.after
     dev = DEVICE_PREFIX + item.camera
@@ -328,7 +330,7 @@ def _tracked_object_update(raw: bytes, device_id: str | None, received_at: datet
     )
 
 
-def _trigger(raw: bytes, received_at: datetime) -> Reading:
+def _trigger(raw: bytes, _device_id: str | None, received_at: datetime) -> Reading:
     msg = _common.decode(_TRIGGER, raw, None)
     dev = DEVICE_PREFIX + msg.camera
     _common.check_finite("score", msg.score, dev)
@@ -343,6 +345,48 @@ def _trigger(raw: bytes, received_at: datetime) -> Reading:
     )
 
 
+# The topics we read, each with its payload struct, its documentation and its reader: the MQTT subscriptions, the
+# AsyncAPI channels and the dispatch below all come from this one table.
+_TOPICS: tuple[tuple[Channel, Callable[[bytes, str | None, datetime], Reading]], ...] = (
+    (
+        Channel(
+            topic="frigate/events",
+            payload=FrigateEvent,
+            summary=(
+                "Tracked objects (`new`/`update`/`end`). A person's sub_label (a face-recognition name) is dropped; "
+                "recognized plates are stored pseudonymized."
+            ),
+        ),
+        _event,
+    ),
+    (
+        Channel(
+            topic="frigate/reviews",
+            payload=FrigateReview,
+            summary="Review items (`new`/`update`/`end`); sub-labels are not kept.",
+        ),
+        _review,
+    ),
+    (
+        Channel(
+            topic="frigate/tracked_object_update",
+            payload=FrigateTrackedObjectUpdate,
+            summary=(
+                "`description`, `lpr` and `classification` updates are read; `face` updates are discarded unread "
+                "(biometric identification is out of scope)."
+            ),
+        ),
+        _tracked_object_update,
+    ),
+    (
+        Channel(topic="frigate/triggers", payload=FrigateTrigger, summary="Semantic-search triggers that fired."),
+        _trigger,
+    ),
+)
+# The topic's last segment says which message it is.
+_READERS = {channel.topic.rsplit("/", 1)[-1]: reader for channel, reader in _TOPICS}
+
+
 def normalize(
     raw: bytes,
     *,
@@ -352,15 +396,21 @@ def normalize(
     received_at: datetime,
 ) -> list[Reading]:
     """Normalize one Frigate MQTT message; the topic's last segment says which message it is."""
-    channel = topic.rsplit("/", 1)[-1] if topic else None
-    if channel == "events":
-        return [_event(raw, received_at)]
-    if channel == "reviews":
-        return [_review(raw, received_at)]
-    if channel == "tracked_object_update":
-        return [_tracked_object_update(raw, device_id, received_at)]
-    if channel == "triggers":
-        return [_trigger(raw, received_at)]
-    raise NormalizeError(
-        DeadLetterReason.UNKNOWN_TOPIC, f"not a Frigate topic we read: {(topic or '')[:120]}", device_id
+    reader = _READERS.get(topic.rsplit("/", 1)[-1]) if topic else None
+    if reader is None:
+        raise NormalizeError(
+            DeadLetterReason.UNKNOWN_TOPIC, f"not a Frigate topic we read: {(topic or '')[:120]}", device_id
+        )
+    return [reader(raw, device_id, received_at)]
+
+
+SPEC = register(
+    NormalizerSpec(
+        key=KEY,
+        normalize=normalize,
+        summary="Frigate NVR's MQTT messages (events, reviews, tracked-object updates, triggers).",
+        channels=tuple(channel for channel, _ in _TOPICS),
+        channel_device_kind=DeviceKind.VIDEO,
+        mqtt_switch="frigate",
     )
+)

@@ -16,25 +16,18 @@ from safecity.sensing.normalize.payloads import (
     CrowdPayload,
     DevicePayload,
     DoorPayload,
+    GenericPayload,
     HeartbeatPayload,
     ParkingPayload,
     SmokePayload,
+    VideoPayload,
 )
+from safecity.sensing.normalize.registry import NormalizerSpec, TopicKind, TopicParts, register, route
 
 KEY = "generic"
 
-TOPIC_SEGMENTS = 4  # <prefix>/<community>/<kind>/<device>
-
-MESSAGE_KINDS: dict[str, EventKind] = {
-    "smoke": EventKind.SMOKE,
-    "door": EventKind.DOOR,
-    "parking": EventKind.PARKING,
-    "crowd": EventKind.CROWD,
-    "heartbeat": EventKind.HEARTBEAT,
-    "generic": EventKind.GENERIC,
-    "video": EventKind.VIDEO,
-    "checkpoint": EventKind.CHECKPOINT,
-}
+# Each message kind of the SafeCity payload becomes the event kind of the same name.
+MESSAGE_KINDS: dict[str, EventKind] = {kind: EventKind(kind) for kind in PAYLOAD_TYPES}
 """Message kinds this format accepts -> the event kind they become."""
 
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {k: msgspec.json.Decoder(t) for k, t in PAYLOAD_TYPES.items()}
@@ -51,21 +44,19 @@ _HEAD_DECODER = msgspec.json.Decoder(_Head)
 _TAGS: dict[type[DevicePayload], str] = {t: k for k, t in PAYLOAD_TYPES.items()}
 
 
-class TopicParts(msgspec.Struct, frozen=True):
-    """The parts of a device topic `<prefix>/<community>/<kind>/<device>`."""
-
-    prefix: str
-    community: str
-    kind: str
-    device: str
-
-
 def parse_topic(topic: str) -> TopicParts:
-    """Split a device topic; raise NormalizeError(UNKNOWN_TOPIC) if it is not `<prefix>/<community>/<kind>/<device>`."""
-    parts = topic.split("/")
-    if len(parts) != TOPIC_SEGMENTS or not all(parts) or parts[2] not in MESSAGE_KINDS:
+    """Split a device topic; raise NormalizeError(UNKNOWN_TOPIC) if it is not `<prefix>/<community>/<kind>/<device>`.
+
+    The split is the router's (`registry.route`), kept per topic string: a topic is parsed once.
+    """
+    parts = route(topic).parts
+    if (
+        parts is None
+        or not (parts.prefix and parts.community and parts.kind and parts.device)
+        or parts.kind not in MESSAGE_KINDS
+    ):
         raise NormalizeError(DeadLetterReason.UNKNOWN_TOPIC, f"not a device topic: {topic[:120]}")
-    return TopicParts(prefix=parts[0], community=parts[1], kind=parts[2], device=parts[3])
+    return parts
 
 
 def _kind_hint(raw: bytes, kind: DeviceKind | None, device_id: str | None) -> str | None:
@@ -188,3 +179,63 @@ def normalize(
     """Normalize one SafeCity device message (MQTT payload or HTTP batch line) into one Reading."""
     payload, msg_kind, dev = decode_device_message(raw, topic=topic, device_id=device_id, kind=kind)
     return [to_reading(payload, msg_kind, dev, received_at)]
+
+
+SPEC = register(
+    NormalizerSpec(
+        key=KEY,
+        normalize=normalize,
+        summary="The SafeCity device payload (payloads.py): one topic kind per kind of device, plus heartbeats.",
+        kinds=(
+            TopicKind(
+                kind="smoke",
+                payload=SmokePayload,
+                device_kind=DeviceKind.SMOKE,
+                summary="Smoke detector state: `alarm` is required.",
+                example={"id": "b7-d2-000123", "ts": 1764403200.125, "alarm": True, "temp": 72.5, "building": "b7"},
+            ),
+            TopicKind(
+                kind="door",
+                payload=DoorPayload,
+                device_kind=DeviceKind.DOOR,
+                summary="Door or access sensor: `open` is required.",
+                example={"ts": "2026-11-29T16:00:00+08:00", "open": True},
+            ),
+            TopicKind(
+                kind="parking",
+                payload=ParkingPayload,
+                device_kind=DeviceKind.PARKING,
+                summary="Parking-bay (geomagnetic) sensor: `occupied` is required.",
+                example={"occupied": False, "lon": 121.4737, "lat": 31.2304},
+            ),
+            TopicKind(
+                kind="crowd",
+                payload=CrowdPayload,
+                device_kind=DeviceKind.CROWD,
+                summary="People counter: `count` (integer >= 0) is required.",
+                example={"ts": 1764403200, "count": 412, "zone": "metro-exit-3", "density": 1.8},
+            ),
+            # Heartbeats come from any device kind, so the topic implies none.
+            TopicKind(
+                kind="heartbeat",
+                payload=HeartbeatPayload,
+                summary="A device saying it is alive; any device kind sends these on its own `heartbeat` topic.",
+                example={"battery": 87, "rssi": -71, "fw": "1.4.2"},
+            ),
+            TopicKind(
+                kind="generic",
+                payload=GenericPayload,
+                device_kind=DeviceKind.GENERIC,
+                summary="Any other sensor: `value`, `state` and a free `data` object.",
+                example={"value": 3.2, "state": "ok", "data": {"unit": "m", "sensor": "water_level"}},
+            ),
+            TopicKind(
+                kind="video",
+                payload=VideoPayload,
+                device_kind=DeviceKind.VIDEO,
+                summary="A camera's own analytics result (not Frigate): `value`, `state`, `data`.",
+                example={"value": 0.91, "state": "fall_detected", "data": {"zone": "stairs"}},
+            ),
+        ),
+    )
+)

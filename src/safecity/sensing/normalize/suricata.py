@@ -13,6 +13,7 @@ from msgspec import Meta
 
 from safecity.sensing.model import DeadLetterReason, DeviceKind, Discarded, EventKind, NormalizeError, Reading
 from safecity.sensing.normalize import _common
+from safecity.sensing.normalize.registry import NormalizerSpec, TopicKind, register
 
 KEY = "suricata"
 
@@ -135,3 +136,20 @@ def normalize(
             data=data,
         )
     ]
+
+
+SPEC = register(
+    NormalizerSpec(
+        key=KEY,
+        normalize=normalize,
+        summary="Suricata EVE JSON alerts from the city network's IDS.",
+        kinds=(
+            TopicKind(
+                kind="netsec",
+                payload=EveRecord,
+                summary="Suricata EVE JSON records of the city network's IDS; only `event_type: alert` is kept.",
+                message="EveRecordMessage",
+            ),
+        ),
+    )
+)
