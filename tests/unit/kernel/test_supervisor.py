@@ -143,9 +143,8 @@ async def test_a_failing_loop_is_restarted_with_doubling_backoff_counted_and_dow
     await _until(lambda: len(runs) == 4)
     await _until(lambda: not sup.down())
     gaps = [b - a for a, b in pairwise(runs)]
-    # 0.05 s, then doubled to 0.1 s, then held at the 0.1 s ceiling.
+    # 0.05 s, then doubled to 0.1 s, then held at the 0.1 s ceiling (lower bounds only: a loaded machine adds).
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.1
-    assert gaps[1] > gaps[0] * 1.5
     assert sup.restarts == {"flaky": 3}
     assert registry.get_sample_value("t_task_failures_total", {"task": "flaky"}) == 3
     assert registry.get_sample_value("t_task_up", {"task": "flaky"}) == 1
