@@ -1,7 +1,8 @@
-"""The running node: builds every component from settings, starts the background loops, stops them in order.
+"""The running node: builds every component from settings, starts them under one supervisor, stops them in order.
 
 `Runtime` is what the API, the CLI and the demo hold on to. It wires slices together; the slices themselves only
-talk over the bus.
+talk over the bus. Every service registers its start and stop with `Runtime.supervisor`, which owns every background
+task and stops everything in the reverse order it was started (see `start`).
 """
 
 from __future__ import annotations
@@ -18,23 +19,25 @@ import structlog
 
 from safecity.api.ports import ApiServices
 from safecity.dispatch.open311_service import Open311Service
+from safecity.dispatch.positions import PositionFeed
 from safecity.dispatch.service import DispatchService
 from safecity.dispatch.travel import RoadTravel
 from safecity.geo.places import PlaceTree, TagIndex, load_places
 from safecity.geo.road.service import RoadService
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, MemoryBus, OverflowHook, Subscription
-from safecity.kernel.envelope import Envelope, encode, make_envelope
+from safecity.kernel.envelope import Envelope, encode
 from safecity.kernel.heap import settle_heap
+from safecity.kernel.keys import WrongPayload, payload_of
 from safecity.kernel.metrics import Metrics
 from safecity.kernel.readiness import Check, Readiness, readiness, tasks_check, tcp_check
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
 from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.deadletters import DeadLetterService
+from safecity.sensing.device_health import DeviceHealthService
 from safecity.sensing.device_service import DeviceService
-from safecity.sensing.health import HealthMonitor
 from safecity.sensing.intake import BatchIntake
-from safecity.sensing.model import DEVICE_OFFLINE, DeadLetterReason, DeviceKind, DeviceOffline, SensorEvent, Tags
+from safecity.sensing.model import EVENTS, DeadLetterReason, SensorEvent
 from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
@@ -61,6 +64,11 @@ DEDUPE_RELOAD_S = 3600.0
 PRESSURE_HIGH = 0.5
 STORE_SUBSCRIPTION_QUEUE = 10_000
 MQTT_STOP_S = 10.0
+KEYS_FLUSH_S = 10.0  # how often API keys' last-used times are written
+# Task names (the supervisor's `task` metric label).
+POSITION_FEED = "responder-positions"
+MQTT_INGEST = "mqtt-ingest"
+KEYS_FLUSH = "api-key-last-used"
 
 
 def make_bus(settings: Settings, on_overflow: OverflowHook | None = None) -> Bus:
@@ -85,7 +93,8 @@ class Runtime:
         self.migrate = migrate
         self.metrics = Metrics()
         pseudonymize = Pseudonymizer.of(settings)
-        self.supervisor = Supervisor(self.metrics.task_failures, self.metrics.task_up)
+        # Owns every background task and the stop order; services take it as `tasks`.
+        self.supervisor = tasks = Supervisor(self.metrics.task_failures, self.metrics.task_up)
         self.bus: Bus = make_bus(settings, on_overflow=self._bus_overflow)
         self.engine = create_engine(settings.database.url)
         self.events = EventRepo(self.engine)
@@ -99,6 +108,7 @@ class Runtime:
             raw_cap=settings.ingest.dead_letter_raw_bytes,
             source=settings.node_id,
             tier=settings.role,
+            tasks=tasks,
         )
         self.writer = EventWriter(
             self.engine,
@@ -106,8 +116,18 @@ class Runtime:
             max_rows=settings.database.commit_max_rows,
             metrics=self.metrics,
             on_rejected=self._event_rejected,
+            tasks=tasks,
         )
-        self.health = HealthMonitor(self._device_offline)
+        self.device_health = DeviceHealthService(
+            self.devices,
+            self.bus,
+            heartbeat_timeout_s=settings.ingest.heartbeat_timeout_s,
+            source=settings.node_id,
+            tier=settings.role,
+            metrics=self.metrics,
+            tasks=tasks,
+        )
+        self.health = self.device_health.monitor
         # Places: from the given tagger (the demo), else from the boundaries file the settings name.
         self.place_index: TagIndex | None = tagger if isinstance(tagger, TagIndex) else None
         if tagger is None and settings.places.boundaries is not None:
@@ -128,7 +148,7 @@ class Runtime:
             tier=settings.role,
             # The in-process bus holds events in memory: they are durable once the writer commits them. JetStream
             # acknowledges a publish once the stream holds it, so there the publish itself is the durable step.
-            expect_stored=self.writer.expect if isinstance(self.bus, MemoryBus) else None,
+            expect_stored=self.writer.expect if self.bus.holds_in_memory else None,
         )
         self.mqtt: MqttIngest | None = (
             MqttIngest(settings.mqtt, self.pipeline, source=f"mqtt:{settings.mqtt.host}:{settings.mqtt.port}")
@@ -155,9 +175,12 @@ class Runtime:
                 metrics=self.metrics,
                 lateness_s=settings.warning.allowed_lateness_s,
                 place_names=self.places.names if self.places is not None else None,
+                tasks=tasks,
             )
-        self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role)
-        self.notify = NotifyService(self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered)
+        self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role, tasks=tasks)
+        self.notify = NotifyService(
+            self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered, tasks=tasks
+        )
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
         self.dispatch = DispatchService(
@@ -171,9 +194,14 @@ class Runtime:
             source=settings.node_id,
             tier=settings.role,
             resolve_alert=self.alerts.resolve_handled,
+            tasks=tasks,
         )
         self.open311 = Open311Service(self.dispatch)
-        self._last_persisted: dict[str, datetime] = {}
+        self.positions: PositionFeed | None = (
+            PositionFeed(settings.mqtt, self.dispatch.report_position, self.dead_letters)
+            if settings.mqtt.enabled
+            else None
+        )
         self._subs: list[Subscription] = []
         self.started = False
 
@@ -184,101 +212,93 @@ class Runtime:
         return self.supervisor.spawn(name, factory, restart=restart)
 
     async def start(self) -> None:
-        """Migrate the database, connect the bus, load caches and start every loop."""
+        """Migrate the database, then start every service under the supervisor, in dependency order.
+
+        Each service is registered as it starts; `stop()` undoes them backwards: intake (MQTT) first, then the bus
+        is drained, device bookkeeping written, the rule engine snapshotted, notify and alerts flushed, the store
+        subscription and writer closed, dead letters written, roads, bus and database last.
+        """
         if self.started:
             return
         if self.settings.security.pseudonym_key.get_secret_value() == DEV_PSEUDONYM_KEY:
             log.warning("dev_pseudonym_key_in_use", hint="set SAFECITY_SECURITY__PSEUDONYM_KEY for production")
+        tasks = self.supervisor
+        tasks.on_stop("database", self.engine.dispose)
         if self.migrate:
             await upgrade(self.settings.database.url)
-        await self.bus.start()
+        await tasks.enter("bus", self.bus.start, self.bus.close)
         await self.devices.load_index()
-        await self.roads.start()
+        await tasks.enter("roads", self.roads.start, self.roads.close)
         bootstrap = self.settings.security.bootstrap_admin_key
         if bootstrap is not None:
             await self.keys.ensure(bootstrap.get_secret_value(), role=Role.ADMIN, name="bootstrap admin")
-        await self.writer.start()
-        await self.dead_letters.start()
-        self.supervisor.watch("event-writer", lambda: self.writer.task)
-        self.supervisor.watch("dead-letter-writer", lambda: self.dead_letters.task)
+        # Dead letters before the writer: rows the store refuses while the writer closes become dead letters.
+        await tasks.enter("dead-letters", self.dead_letters.start, self.dead_letters.stop)
+        await tasks.enter("event-writer", self.writer.start, self.writer.close)
         seeded = self.pipeline.remember(
             await self.events.recent_message_keys(clock.now() - timedelta(seconds=DEDUPE_RELOAD_S), limit=500_000)
         )
         log.info("ingest_dedupe_seeded", keys=seeded)
-        self._subs.append(
-            await self.bus.subscribe(
-                "event.>", self._store_event, durable="store-writer", queue_size=STORE_SUBSCRIPTION_QUEUE
-            )
-        )
-        await self.alerts.start()
-        await self.notify.start()
+        await tasks.enter("store-subscription", self._subscribe_store, self._unsubscribe_store)
+        await tasks.enter("alerts", self.alerts.start, self.alerts.stop)
+        await tasks.enter("notify", self.notify.start, self.notify.stop)
         if self.warning is not None:
             # No snapshot: refill open windows from the events stored over the longest window any rule keeps.
             now = clock.now()
             since = now - timedelta(seconds=state_horizon_s(self.warning.engine.pack))
             await self.warning.rebuild(stored_events(self.events, since, now))
-            await self.warning.start()
-        self.track_devices()
-        self.spawn(self.health.run, "device-health")
-        self.spawn(self._last_seen_loop, "device-last-seen")
+            await tasks.enter("warning", self.warning.start, self.warning.stop)
+        await tasks.enter("dispatch", self.dispatch.start, self.dispatch.stop)
+        if self.positions is not None:
+            tasks.spawn(POSITION_FEED, self.positions.run)
+        tasks.every(KEYS_FLUSH, KEYS_FLUSH_S, self.keys.flush_last_used)
+        tasks.on_stop(KEYS_FLUSH, self._stop_keys_flush)
+        await tasks.enter("device-health", self.device_health.start, self.device_health.stop)
+        # Stopping: once intake has stopped, what the in-process bus still holds is handled before anything else.
+        tasks.on_stop("bus-drain", self.bus.drain)
         if self.mqtt is not None:
-            self.spawn(self.mqtt.run, "mqtt-ingest")
+            tasks.spawn(MQTT_INGEST, self.mqtt.run)
+            tasks.on_stop(MQTT_INGEST, self._stop_mqtt)
         self.started = True
         settle_heap()
         log.info("runtime_started", role=self.settings.role, node=self.settings.node_id, bus=self.settings.bus.kind)
 
+    async def _subscribe_store(self) -> None:
+        self._subs.append(
+            await self.bus.subscribe(
+                EVENTS.name, self._store_event, durable="store-writer", queue_size=STORE_SUBSCRIPTION_QUEUE
+            )
+        )
+
+    async def _unsubscribe_store(self) -> None:
+        for sub in self._subs:
+            await sub.stop()
+        self._subs.clear()
+
+    async def _stop_mqtt(self) -> None:
+        """Stop intake first: what was received is handled and acknowledged once durable, then we disconnect."""
+        assert self.mqtt is not None
+        self.supervisor.retire(MQTT_INGEST)
+        await self.mqtt.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.mqtt.stopped.wait(), MQTT_STOP_S)
+
+    async def _stop_keys_flush(self) -> None:
+        await self.supervisor.cancel(KEYS_FLUSH)
+        await self.keys.flush_last_used()
+
     async def mqtt_route(self, topic: str, payload: bytes) -> None:
         """Ingest one message as if it had arrived on `topic` over MQTT."""
         await self.topics.handle(topic, payload)
-
-    async def persist_last_seen(self) -> None:
-        """Write devices' last report times and health status to the registry (batched; the hot path only touches
-        memory)."""
-        await self.persist_health()
-        seen = self.health.last_seen()
-        changed = {d: t for d, t in seen.items() if self._last_persisted.get(d) != t}
-        if not changed:
-            return
-        try:
-            await self.devices.mark_seen(changed)
-        except Exception:  # a failed bookkeeping write must not stop the loop; it is retried next round
-            log.exception("last_seen_persist_failed", devices=len(changed))
-            return
-        self._last_persisted.update(changed)
-
-    async def persist_health(self) -> None:
-        """Write device status (offline / active again) to the registry as the health monitor decided."""
-        changes = self.health.status_changes()
-        if not changes:
-            return
-        try:
-            await self.devices.set_online(changes)
-        except Exception:  # bookkeeping: retried next round, like last_seen
-            log.exception("device_status_persist_failed", devices=len(changes))
-            self.health.restore_changes(changes)
-
-    async def _last_seen_loop(self, every_s: float = 10.0) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            await self.persist_last_seen()
-            await self.keys.flush_last_used()
-
-    def track_devices(self) -> None:
-        """Watch the heartbeat of every active device in the registry."""
-        default = self.settings.ingest.heartbeat_timeout_s
-        for device_id, info in self.devices.index.items():
-            if info.status in ("active", "offline"):
-                self.health.track(
-                    device_id, info.offline_after_s or default, info.last_seen, offline=info.status == "offline"
-                )
 
     async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
         self.alerts.note_delivered(alert_id, at)
 
     async def _store_event(self, envelope: Envelope) -> None:
         try:
+            payload_of(EVENTS, envelope)  # an `event.*` carries a SensorEvent, or it is kept as a dead letter
             row = row_from_envelope(envelope)
-        except (TypeError, ValueError) as err:  # the door checks make this a bug; the event is still kept
+        except (TypeError, ValueError, WrongPayload) as err:  # the door checks make this a bug; the event is still kept
             log.exception("event_not_storable", event_id=envelope.id)
             self._dead_letter_envelope(envelope, DeadLetterReason.INVALID_PAYLOAD, f"cannot be stored: {err}")
             self.writer.settle(envelope.id, REJECTED)
@@ -328,28 +348,11 @@ class Runtime:
             return "store_stalled"
         if self.writer.queued > self.writer.capacity * PRESSURE_HIGH:
             return "store_queue"
-        lag = getattr(self.bus, "lag", None)
-        if callable(lag) and lag().get("store-writer", 0) > STORE_SUBSCRIPTION_QUEUE * PRESSURE_HIGH:
+        if self.bus.lag().get("store-writer", 0) > STORE_SUBSCRIPTION_QUEUE * PRESSURE_HIGH:
             return "bus_queue"
         if self.dead_letters.buffered > self.dead_letters.max_buffer * PRESSURE_HIGH:
             return "dead_letter_queue"
         return None
-
-    async def _device_offline(self, device_id: str, last_seen: datetime | None, deadline: datetime) -> None:
-        info = self.devices.index.get(device_id)
-        if info is None:
-            return
-        payload = DeviceOffline(
-            device_id=device_id,
-            kind=DeviceKind(info.kind),
-            tags=Tags(town=info.town, community=info.community, building=info.building, device_kind=info.kind),
-            last_seen=last_seen,
-            deadline=deadline,
-        )
-        envelope = make_envelope(DEVICE_OFFLINE, payload, source=self.settings.node_id, tier=self.settings.role)
-        await self.bus.publish(envelope)
-        self.metrics.devices_offline.inc()
-        log.info("device_offline", device_id=device_id, late_ms=(clock.now() - deadline).total_seconds() * 1000)
 
     async def readiness(self) -> Readiness:
         """The node's readiness (what `/readyz` answers): the database and the bus answer, the MQTT broker (when
@@ -373,34 +376,14 @@ class Runtime:
         return {name: bool(result["ok"]) for name, result in report.checks.items()}
 
     async def stop(self) -> None:
-        """Stop loops, flush buffers, disconnect."""
-        if not self.started:
-            await self.engine.dispose()
+        """Stop everything the supervisor holds, in reverse start order (see `start`): loops, buffers, connections."""
+        if not self.supervisor.registered():
+            await self.engine.dispose()  # never started: only the engine's pool to let go
             return
-        if self.mqtt is not None:
-            # Stop intake first: what was received is handled and acknowledged once durable, then we disconnect.
-            self.supervisor.retire("mqtt-ingest")
-            await self.mqtt.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.mqtt.stopped.wait(), MQTT_STOP_S)
-        await self.supervisor.stop()
-        if isinstance(self.bus, MemoryBus):
-            await self.bus.drain()
-        await self.persist_last_seen()
-        await self.keys.flush_last_used()
-        if self.warning is not None:
-            await self.warning.stop()
-        await self.notify.stop()
-        await self.alerts.stop()
-        for sub in self._subs:
-            await sub.stop()
-        self._subs.clear()
-        await self.writer.close()
-        await self.dead_letters.stop()
-        await self.roads.close()
-        await self.bus.close()
-        await self.engine.dispose()
-        self.started = False
+        try:
+            await self.supervisor.stop()
+        finally:
+            self.started = False
         log.info("runtime_stopped")
 
     def api_services(self) -> ApiServices:
@@ -436,10 +419,8 @@ class Runtime:
 
     def update_lag_metrics(self) -> None:
         """Copy the bus's per-subscription backlog into the metrics gauge."""
-        lag = getattr(self.bus, "lag", None)
-        if callable(lag):
-            for name, pending in lag().items():
-                self.metrics.bus_lag.labels(name).set(pending)
+        for name, pending in self.bus.lag().items():
+            self.metrics.bus_lag.labels(name).set(pending)
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -81,9 +81,29 @@ class ResponderStatusChanged(Payload, frozen=True):
     at: datetime
 
 
+class RankedUnit(msgspec.Struct, frozen=True, kw_only=True):
+    """One eligible responder of a recommendation."""
+
+    responder_id: str
+    eta_s: float | None
+    score_s: float | None
+
+
+class RecommendationChanged(Payload, frozen=True):
+    """The first eligible responders of an open, undispatched incident changed (a unit moved, changed status, or
+    the incident itself changed): the dispatcher's list is stale."""
+
+    incident_id: str
+    top: list[RankedUnit]
+    at: datetime
+
+
 INCIDENT_CHANGED: EventKey[IncidentChanged] = EventKey("incident.changed", IncidentChanged)
 UNIT_ASSIGNED: EventKey[UnitAssigned] = EventKey("incident.unit_assigned", UnitAssigned)
 RESPONDER_MOVED: EventKey[ResponderMoved] = EventKey("responder.moved", ResponderMoved)
+RECOMMENDATION_CHANGED: EventKey[RecommendationChanged] = EventKey(
+    "incident.recommendation_changed", RecommendationChanged
+)
 RESPONDER_STATUS_CHANGED: EventKey[ResponderStatusChanged] = EventKey(
     "responder.status_changed", ResponderStatusChanged
 )

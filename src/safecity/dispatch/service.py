@@ -44,11 +44,14 @@ from safecity.dispatch.kpi import StageTimes, Summary, stage_kpis
 from safecity.dispatch.lifecycle import OPEN_STAGES, Action, Stage, advance
 from safecity.dispatch.model import (
     INCIDENT_CHANGED,
+    RECOMMENDATION_CHANGED,
     RESPONDER_MOVED,
     RESPONDER_STATUS_CHANGED,
     UNIT_ASSIGNED,
     IncidentChanged,
     IncidentState,
+    RankedUnit,
+    RecommendationChanged,
     ResponderMoved,
     ResponderStatusChanged,
     UnitAssigned,
@@ -61,19 +64,23 @@ from safecity.dispatch.travel import TravelSource
 from safecity.dispatch.triage import triage
 from safecity.geo.places import EMPTY_TAGS, PlaceTags
 from safecity.kernel import clock, ids
-from safecity.kernel.bus import Bus
+from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.dispatch_settings import DispatchSettings, Route, incident_type_of
 from safecity.kernel.envelope import Envelope, EventKey, Payload, make_envelope
 from safecity.kernel.errors import InvalidInput, SafeCityError
+from safecity.kernel.keys import subscribe
+from safecity.kernel.supervisor import Supervisor
 from safecity.kernel.tabular import ImportIssue, ImportMode, ImportReport
 from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.store import incidents as store
 from safecity.store.incidents import IncidentRepo
-from safecity.warning.model import AlertRaised
+from safecity.warning.model import ALERT_RAISED, AlertRaised
 
 log = structlog.get_logger(__name__)
 
 SYSTEM = "system"
+SLA_LOOP = "dispatch-sla"
+RERANK_LOOP = "dispatch-rerank"
 # The stage time each action stamps (the first time only: a reassignment keeps the first dispatch time).
 _STAMPS: dict[Action, str] = {
     Action.TRIAGE: "triaged_at",
@@ -180,6 +187,7 @@ class DispatchService:
         zone: ZoneInfo | None = None,
         source: str = "dispatch",
         tier: str = "district",
+        tasks: Supervisor | None = None,
         resolve_alert: Callable[[str, str, str], Awaitable[object]] | None = None,
     ) -> None:
         self.engine = engine
@@ -196,11 +204,70 @@ class DispatchService:
         self.source = source
         self.tier = tier
         self._breached: set[tuple[str, str]] = set()
+        self._tasks = tasks if tasks is not None else Supervisor()
         self._rerank = asyncio.Event()
-        self._rankings: dict[str, tuple[str, ...]] = {}
+        self._rankings: dict[str, tuple[str, ...]] = {}  # open incident -> its first eligible responders
+        self._alerts: Subscription | None = None
         # Responders as the recommender reads them; None until first used or after an import. A node is the only
         # writer of its tier's responders, so changes made here keep it true (see docs/dispatch.md).
         self._live: dict[str, _Live] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open incidents from alerts, run the SLA timers and keep open incidents' rankings current."""
+        self._alerts = await subscribe(self.bus, ALERT_RAISED, self._on_alert, durable="dispatch-alerts")
+        self._tasks.spawn(SLA_LOOP, self.sla_loop)
+        self._tasks.spawn(RERANK_LOOP, self.rerank_loop)
+
+    async def stop(self) -> None:
+        """Stop taking alerts, then the loops."""
+        if self._alerts is not None:
+            await self._alerts.stop()
+            self._alerts = None
+        await self._tasks.cancel(RERANK_LOOP)
+        await self._tasks.cancel(SLA_LOOP)
+
+    async def _on_alert(self, envelope: Envelope, alert: AlertRaised) -> None:
+        await self.on_alert(envelope)
+
+    async def rerank_loop(self, debounce_s: float = 1.0) -> None:
+        """After any change of responders or incidents (at most once a `debounce_s`), re-rank the open incidents
+        waiting for a responder and publish `incident.recommendation_changed` for each whose first eligible
+        responders changed; runs until cancelled."""
+        while True:
+            await self._rerank.wait()
+            await asyncio.sleep(debounce_s)
+            self._rerank.clear()
+            await self.rerank()
+
+    async def rerank(self, *, now: datetime | None = None) -> int:
+        """Re-rank every open incident waiting for a responder; returns how many rankings changed."""
+        now = now or clock.now()
+        waiting, _ = await self.list(stages=(Stage.NEW, Stage.TRIAGED, Stage.REOPENED), limit=1000)
+        changed = 0
+        seen: set[str] = set()
+        for incident in waiting:
+            seen.add(incident.id)
+            if incident.route is Route.DEPARTMENT:
+                continue
+            ranked = [r for r in await self.recommend(incident.id, now=now, routes=0) if r.eligible][:3]
+            top = tuple(r.id for r in ranked)
+            if self._rankings.get(incident.id) == top:
+                continue
+            self._rankings[incident.id] = top
+            changed += 1
+            payload = RecommendationChanged(
+                incident_id=incident.id,
+                top=[RankedUnit(responder_id=r.id, eta_s=r.eta_s, score_s=r.score_s) for r in ranked],
+                at=now,
+            )
+            await self.bus.publish(
+                make_envelope(RECOMMENDATION_CHANGED, payload, source=self.source, tier=self.tier, occurred_at=now)
+            )
+        for gone in set(self._rankings) - seen:
+            del self._rankings[gone]
+        return changed
 
     # --- publishing ----------------------------------------------------------------------------------------------
 

@@ -63,9 +63,13 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
-    """What every bus offers: publish envelopes, subscribe handlers to subject patterns."""
+    """What every bus offers: publish envelopes, subscribe handlers to subject patterns, report and drain backlog."""
 
     stats: BusStats
+    # True when published messages live only in this process until handled (the in-process bus): then a publish is
+    # not the durable step, and what is queued must be drained before stopping. False for JetStream, which holds a
+    # message once it acknowledges the publish and redelivers what was not acknowledged.
+    holds_in_memory: bool
 
     async def start(self) -> None:
         """Connect and prepare (streams, consumers)."""
@@ -96,6 +100,14 @@ class Bus(Protocol):
 
     async def healthy(self) -> bool:
         """Return whether the bus is connected and usable."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until every message this process holds only in memory has been handled (before stopping)."""
+        ...
+
+    def lag(self) -> dict[str, int]:
+        """Messages waiting per subscription."""
         ...
 
 
@@ -154,6 +166,8 @@ class MemoryBus:
     stuck subscriber cannot stall the others forever. Ids published in the recent past are deduplicated, like
     JetStream's `Nats-Msg-Id` window.
     """
+
+    holds_in_memory = True
 
     def __init__(
         self,

@@ -226,6 +226,9 @@ class NatsBus:
     retained stream).
     """
 
+    # JetStream holds a message once it acknowledges the publish, and redelivers what a stopped worker did not ack.
+    holds_in_memory = False
+
     def __init__(
         self,
         url: str = "nats://127.0.0.1:4222",
@@ -518,6 +521,10 @@ class NatsBus:
         if not sub.durable and self._js is not None:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.NotFoundError):
                 await self._js.delete_consumer(self.stream, sub.consumer)
+
+    async def drain(self) -> None:
+        """Nothing to wait for: what a worker has not acknowledged stays in the stream and is handed back on stop
+        (redelivered to the next worker), so stopping loses nothing that draining would have saved."""
 
     def lag(self) -> dict[str, int]:
         """Pending messages per subscription, as last seen in delivered messages (see `refresh_lag`)."""

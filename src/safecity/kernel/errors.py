@@ -12,6 +12,7 @@ ERROR_CODE_PREFIXES: tuple[str, ...] = (
     "alert.",
     "api_key.",
     "auth.",
+    "bus.",
     "cap.",
     "device.",
     "dispatch.",

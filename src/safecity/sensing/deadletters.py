@@ -15,6 +15,7 @@ import structlog
 from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus
 from safecity.kernel.envelope import make_envelope
+from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.model import DEAD_LETTERED, DeadLettered
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.sensing.scrub import scrub
@@ -40,8 +41,11 @@ class DeadLetterService:
         source: str,
         tier: str,
         max_buffer: int = 100_000,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.repo = repo
+        # The node's supervisor owns the flusher (used alone, the service owns a supervisor of its own).
+        self._tasks = tasks if tasks is not None else Supervisor()
         self.pseudonymize = pseudonymize
         self.bus = bus
         self.raw_cap = raw_cap
@@ -111,7 +115,7 @@ class DeadLetterService:
 
     async def start(self) -> None:
         """Start the background flusher."""
-        self._task = asyncio.create_task(self._run(), name="dead-letter-writer")
+        self._task = self._tasks.spawn("dead-letter-writer", self._run, essential=True)
 
     async def _run(self) -> None:
         while True:
@@ -165,7 +169,5 @@ class DeadLetterService:
     async def stop(self) -> None:
         """Flush and stop."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._tasks.cancel("dead-letter-writer")
         await self.flush()

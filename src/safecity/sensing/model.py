@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from safecity.kernel.envelope import EventKey, Payload, register_prefix
+from safecity.kernel.envelope import EventKey, Payload
+from safecity.kernel.keys import KeyFamily
 
 
 class DeviceKind(StrEnum):
@@ -119,8 +120,9 @@ def event_key(kind: EventKind) -> EventKey[SensorEvent]:
     return EVENT_KEYS[kind]
 
 
-EVENT_KEYS: dict[EventKind, EventKey[SensorEvent]] = {k: EventKey(f"event.{k.value}", SensorEvent) for k in EventKind}
-register_prefix("event", SensorEvent)
+# Every `event.<kind>` carries a SensorEvent, kinds made at run time included (subscribers take `EVENTS`).
+EVENTS: KeyFamily[SensorEvent] = KeyFamily("event", SensorEvent)
+EVENT_KEYS: dict[EventKind, EventKey[SensorEvent]] = {k: EVENTS.key(k.value) for k in EventKind}
 DEVICE_OFFLINE: EventKey[DeviceOffline] = EventKey("device.offline", DeviceOffline)
 DEAD_LETTERED: EventKey[DeadLettered] = EventKey("deadletter.recorded", DeadLettered)
 

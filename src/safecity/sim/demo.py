@@ -241,7 +241,7 @@ async def _serve_and_simulate(
     try:
         with console.status(f"Registering {len(registered):,} synthetic devices…"):
             await runtime.devices.upsert_many(registered)
-            runtime.track_devices()
+            runtime.device_health.track_devices()
         tiles = demo_tiles_path(runtime.settings.data_dir, osm)
         runtime.spawn(lambda: runtime.roads.ensure_tiles(tiles), "road-tiles", restart=False)
         url = f"http://127.0.0.1:{port}"

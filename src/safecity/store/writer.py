@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from safecity.kernel import clock
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.errors import ServiceUnavailable
+from safecity.kernel.supervisor import Supervisor
 from safecity.store.retry import RefusedWrite, commit_retrying
 from safecity.store.tables import events
 
@@ -253,6 +254,7 @@ class EventWriter:
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
         on_rejected: RejectHook | None = None,
+        tasks: Supervisor | None = None,
     ) -> None:
         if interval_ms < 1 or max_rows < 1 or queue_size < 1:
             raise ValueError("interval_ms, max_rows and queue_size must be positive")
@@ -264,6 +266,8 @@ class EventWriter:
         self._retry_max_s = retry_max_s
         self._on_rejected = on_rejected
         self._queue: asyncio.Queue[Row | _Marker] = asyncio.Queue(maxsize=queue_size)
+        # The node's supervisor owns the commit task (a writer used alone owns a supervisor of its own).
+        self._tasks = tasks if tasks is not None else Supervisor()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._error: BaseException | None = None
@@ -321,7 +325,9 @@ class EventWriter:
             return
         if self._closed:
             raise WriterClosed(service="event writer")
-        self._task = asyncio.create_task(self._run(), name="safecity-event-writer")
+        # Essential: a failed writer is not restarted (its queue and waiters are failed below), it makes the node
+        # not ready instead.
+        self._task = self._tasks.spawn("event-writer", self._run, essential=True)
         self._task.add_done_callback(self._on_task_done)
 
     async def add(self, envelope: Envelope) -> None:

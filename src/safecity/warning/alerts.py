@@ -23,6 +23,8 @@ from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, make_envelope
 from safecity.kernel.errors import Conflict
+from safecity.kernel.keys import subscribe
+from safecity.kernel.supervisor import Supervisor
 from safecity.store.alerts import AlertRepo
 from safecity.warning import cap
 from safecity.warning.alert_views import (
@@ -78,6 +80,8 @@ log = structlog.get_logger(__name__)
 
 # Rounds (0.2 s each) a delivered stamp waits for its alert to be stored before it is dropped.
 DELIVERED_STAMP_TRIES = 50
+DELIVERED_FLUSH_S = 0.2  # how often the delivered stamps noted meanwhile are written
+FLUSHER = "alert-delivered-stamps"
 STORE_RETRY_S = 120.0  # how long storing an alert is retried through a locked or unreachable database
 
 OPEN_STATES = frozenset({AlertState.NEW, AlertState.ACKNOWLEDGED, AlertState.ASSIGNED})
@@ -251,8 +255,18 @@ async def _stamp_hop(repo: AlertRepo, hop: str, times: dict[str, datetime]) -> s
 class AlertService:
     """Stores alerts from the bus, moves them through the lifecycle, and renders them as CAP."""
 
-    def __init__(self, engine: AsyncEngine, bus: Bus, *, node_id: str, tier: str = "district") -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: Bus,
+        *,
+        node_id: str,
+        tier: str = "district",
+        tasks: Supervisor | None = None,
+    ) -> None:
         self.engine = engine
+        # The node's supervisor owns the stamp flusher (used alone, the service owns a supervisor of its own).
+        self._tasks = tasks if tasks is not None else Supervisor()
         self.bus = bus
         self.node_id = node_id
         self.tier = tier
@@ -261,24 +275,20 @@ class AlertService:
         # Delivered stamps wait here and are written in one transaction a round: one write per delivery fought the
         # event writer for SQLite's lock, and a delivery can overtake the storing of its alert.
         self._delivered: dict[str, tuple[datetime, int]] = {}
-        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe to `alert.raised` and `alert.updated` (durable, so a restart misses nothing)."""
         for key in (ALERT_RAISED, ALERT_UPDATED):
             durable = f"alert-store-{key.name.split('.', 1)[1]}"
-            self._subs.append(await self.bus.subscribe(key.name, self.handle, durable=durable))
-        self._flusher = asyncio.create_task(self._flush_loop(), name="alert-delivered-stamps")
+            self._subs.append(await subscribe(self.bus, key, self.store_retrying, durable=durable))
+        self._tasks.every(FLUSHER, DELIVERED_FLUSH_S, self.flush_delivered)
 
     async def stop(self) -> None:
         """Stop the subscriptions and write the pending delivered stamps."""
         for sub in self._subs:
             await sub.stop()
         self._subs.clear()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
+        await self._tasks.cancel(FLUSHER)
         await self.flush_delivered()
 
     def note_delivered(self, alert_id: str, at: datetime) -> None:
@@ -286,11 +296,6 @@ class AlertService:
         known = self._delivered.get(alert_id)
         if known is None or at < known[0]:
             self._delivered[alert_id] = (at, known[1] if known else 0)
-
-    async def _flush_loop(self, every_s: float = 0.2) -> None:
-        while True:
-            await asyncio.sleep(every_s)
-            await self.flush_delivered()
 
     async def flush_delivered(self) -> None:
         """Stamp `delivered` on every noted alert in one transaction; alerts not stored yet wait for the next round."""
@@ -309,23 +314,21 @@ class AlertService:
             newer = self._delivered.get(alert_id)  # noted again during the flush: keep the earlier time
             self._delivered[alert_id] = (min(at, newer[0]) if newer else at, tries)
 
-    async def handle(self, envelope: Envelope) -> None:
-        """Store one `alert.raised` / `alert.updated` message (idempotent: upsert by alert id).
+    async def store_retrying(self, _envelope: Envelope, alert: AlertRaised) -> None:
+        """Store one `alert.raised` / `alert.updated` (idempotent: upsert by alert id), retrying with backoff.
 
-        A locked or unreachable database is retried with backoff (for up to `STORE_RETRY_S`): a failed handler
-        would otherwise leave the alert delivered but never stored.
+        A locked or unreachable database is retried for up to `STORE_RETRY_S`: a failed handler would otherwise
+        leave the alert delivered but never stored.
         """
-        if not isinstance(envelope.payload, AlertRaised):
-            return
         delay, waited = 0.05, 0.0
         while True:
             try:
-                await self.store(envelope.payload)
+                await self.store(alert)
                 return
             except (OperationalError, OSError) as err:
                 if waited >= STORE_RETRY_S:
                     raise
-                log.warning("alert_store_retry", alert_id=envelope.payload.alert_id, retry_in_s=delay, error=str(err))
+                log.warning("alert_store_retry", alert_id=alert.alert_id, retry_in_s=delay, error=str(err))
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 5.0)

@@ -26,7 +26,10 @@ import structlog
 
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, Subscription
-from safecity.kernel.envelope import Context, Envelope, make_envelope
+from safecity.kernel.envelope import Context, Envelope, Payload, make_envelope
+from safecity.kernel.keys import subscribe
+from safecity.kernel.supervisor import Supervisor
+from safecity.sensing.model import DEVICE_OFFLINE, EVENTS
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.warning.engine import DEFAULT_LATENESS_S, Engine, EventView, Firing, replay
 from safecity.warning.handlers import UnreadableEvent
@@ -39,6 +42,7 @@ _SEAL_BYTES = 32  # HMAC-SHA256 in front of every snapshot file
 
 DURABLE = "warning-engine"
 BACKLOG_WARN = 1_000
+TIMERS = "warning-timers"
 
 
 @dataclass
@@ -71,8 +75,11 @@ class WarningService:
         now: Callable[[], datetime] = clock.now,
         lateness_s: float = DEFAULT_LATENESS_S,
         place_names: Callable[[str], tuple[str, str] | None] | None = None,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.bus = bus
+        # The node's supervisor owns the timer loop (used alone, the service owns a supervisor of its own).
+        self._tasks = tasks if tasks is not None else Supervisor()
         # Place id -> (zh, en) name: an alert's area is described by name, not id (CAP areaDesc, the API, the feed).
         self.place_names = place_names
         self.pseudonymizer = pseudonymizer
@@ -86,7 +93,6 @@ class WarningService:
         self.restored = False
         self.engine = self._load(rules)
         self._subs: list[Subscription] = []
-        self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._gauges = _Gauges(metrics, self) if metrics is not None else None
 
@@ -133,13 +139,15 @@ class WarningService:
 
     async def start(self) -> None:
         """Subscribe to events and device.offline, and start the timer loop."""
-        self._subs.append(await self.bus.subscribe("event.>", self.handle, durable=DURABLE, queue_size=self.queue_size))
         self._subs.append(
-            await self.bus.subscribe(
-                "device.offline", self.handle, durable=f"{DURABLE}-offline", queue_size=self.queue_size
+            await subscribe(self.bus, EVENTS, self._on_message, durable=DURABLE, queue_size=self.queue_size)
+        )
+        self._subs.append(
+            await subscribe(
+                self.bus, DEVICE_OFFLINE, self._on_message, durable=f"{DURABLE}-offline", queue_size=self.queue_size
             )
         )
-        self._timer = asyncio.create_task(self.run_timers(), name="warning-timers")
+        self._tasks.spawn(TIMERS, self.run_timers)
         log.info("warning_started", rules=len(self.engine.rules))
 
     async def stop(self) -> None:
@@ -147,11 +155,7 @@ class WarningService:
         for sub in self._subs:
             await sub.stop()
         self._subs.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
+        await self._tasks.cancel(TIMERS)
         self.save_snapshot()
         log.info("warning_stopped", **asdict(self.stats))
 
@@ -180,6 +184,10 @@ class WarningService:
     def backlog(self) -> int:
         """Events waiting for the engine, over its subscriptions."""
         return sum(s.pending() for s in self._subs)
+
+    async def _on_message(self, envelope: Envelope, _payload: Payload) -> None:
+        """A sensor event or a `device.offline` (typed by its key): both go through the engine."""
+        await self.handle(envelope)
 
     async def handle(self, envelope: Envelope) -> None:
         """Run one event through the engine and publish what it fires."""

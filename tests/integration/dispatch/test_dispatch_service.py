@@ -407,3 +407,22 @@ async def test_closing_an_alerts_incident_resolves_the_alert_with_a_cap_update(
     assert message.msg_type.value == "Update"
     await warning.stop()
     await alerts.stop()
+
+
+async def test_a_unit_moving_re_ranks_the_incidents_waiting_for_one(
+    engine: AsyncEngine, bus: MemoryBus, roads: RoadService
+) -> None:
+    service = make_service(engine, bus, roads)
+    changes = await collect(bus, "incident.recommendation_changed")
+    await service.import_responders([unit("a"), unit("b")])
+    now = datetime.now(UTC)
+    await service.report_position("a", 121.252, 31.372, now=now)
+    await service.report_position("b", 121.27, 31.39, now=now)
+    incident = (await service.open(call(), actor="op:1", now=now)).incident
+    assert await service.rerank(now=now) == 1
+    assert await service.rerank(now=now) == 0  # nothing moved: nothing published
+    await service.report_position("b", 121.2511, 31.3711, now=now)  # b is now nearest
+    assert await service.rerank(now=now) == 1
+    await bus.drain()
+    assert [[u.responder_id for u in e.payload.top] for e in changes] == [["a", "b"], ["b", "a"]]  # type: ignore[attr-defined]
+    assert {e.payload.incident_id for e in changes} == {incident.id}  # type: ignore[attr-defined]

@@ -56,7 +56,7 @@ async def runtime(db_url: str) -> AsyncIterator[Runtime]:
 
 async def settle(rt: Runtime) -> None:
     """Wait until everything published is stored and dead letters are written."""
-    await rt.bus.drain()  # type: ignore[attr-defined]
+    await rt.bus.drain()
     await rt.writer.flush()
     await rt.dead_letters.flush()
 
@@ -201,7 +201,7 @@ async def test_last_seen_reaches_the_device_registry(runtime: Runtime) -> None:
     ts = time.time()
     await runtime.mqtt_route(topic(SMOKE), orjson.dumps({"id": "ls1", "ts": ts, "alarm": False}))
     await settle(runtime)
-    await runtime.persist_last_seen()
+    await runtime.device_health.persist_last_seen()
     device = await runtime.devices.get(SMOKE["id"])
     assert device.last_seen is not None
     assert abs(device.last_seen.timestamp() - ts) < 0.01

@@ -78,7 +78,7 @@ async def test_open_windows_survive_a_restart_without_a_snapshot(sqlite_url: str
     async def alarm(runtime: Runtime, device: dict[str, object], message_id: str) -> None:
         topic = f"safecity/{device['community']}/smoke/{device['id']}"
         await runtime.mqtt_route(topic, orjson.dumps({"id": message_id, "ts": time.time(), "alarm": True}))
-        await runtime.bus.drain()  # type: ignore[attr-defined]
+        await runtime.bus.drain()
         await runtime.writer.flush()
 
     before = Runtime(settings, tagger=DISTRICT.tag_index())

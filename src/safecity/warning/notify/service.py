@@ -10,7 +10,6 @@ await notify.stop()    # stops consuming, commits the queued outbox writes, stop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 from collections import OrderedDict
@@ -28,8 +27,10 @@ from safecity.kernel.bus import Bus
 from safecity.kernel.bus import Subscription as BusSubscription
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.errors import NotFound
+from safecity.kernel.keys import KeyRouter
 from safecity.kernel.settings import NotifySettings
-from safecity.warning.model import AlertRaised, AlertStateChanged
+from safecity.kernel.supervisor import Supervisor
+from safecity.warning.model import ALERT_RAISED, ALERT_STATE_CHANGED, ALERT_UPDATED, AlertRaised, AlertStateChanged
 from safecity.warning.notify import channels, escalation
 from safecity.warning.notify.cache import SubscriptionCache
 from safecity.warning.notify.channels import ChannelContext, InvalidSubscription
@@ -52,6 +53,10 @@ log = structlog.get_logger(__name__)
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_ESCALATION_LEVEL = 5
 _ACKED_MEMORY = 100_000
+# Task names (the supervisor's `task` metric label).
+WRITER = "notify-writer"
+DISPATCHER = "notify-dispatcher"
+REFRESH = "notify-refresh"
 
 
 # The delivery settings are a section of the node's settings (`[notify]`); kept under this name here.
@@ -91,8 +96,12 @@ class NotifyService:
         writer_retry_initial_s: float = 0.05,
         writer_retry_max_s: float = 5.0,
         stop_flush_s: float = 30.0,
+        tasks: Supervisor | None = None,
     ) -> None:
         self.engine = engine
+        # The node's supervisor owns the writer, dispatcher and refresh loops (used alone, the service owns a
+        # supervisor of its own).
+        self._tasks = tasks if tasks is not None else Supervisor()
         # Called with (alert id, time) on each delivery, so the alert record can stamp its `delivered` hop.
         self.on_alert_delivered = on_alert_delivered
         self.stop_flush_s = stop_flush_s
@@ -139,16 +148,26 @@ class NotifyService:
         )
         self._acked: OrderedDict[str, None] = OrderedDict()
         self._bus_sub: BusSubscription | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writing = False
+        self._router = (
+            KeyRouter()
+            .on(ALERT_RAISED, self._on_raised)
+            .on(ALERT_UPDATED, self._on_updated)
+            .on(ALERT_STATE_CHANGED, self._on_state_changed)
+        )
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load subscriptions, start the outbox writer and the dispatcher, subscribe to `alert.>` (durable)."""
+        if self._writing:
+            return  # started already
         await self.reload()
-        self._writer_task = asyncio.create_task(self.writer.run(), name="notify-writer")
-        self._task = asyncio.create_task(self._run(), name="notify")
+        self._tasks.spawn(WRITER, self.writer.run)
+        self._writing = True
+        # A dispatcher failing on the database restarts fast (leases of rows it held expire and are retried).
+        self._tasks.spawn(DISPATCHER, self.dispatcher.run, backoff_s=(0.1, 5.0))
+        self._tasks.every(REFRESH, self.config.refresh_s, self.refresh)
         self._bus_sub = await self.bus.subscribe("alert.>", self.handle, durable=self.config.durable)
         log.info("notify_started", subscriptions=len(self._subs))
 
@@ -157,12 +176,9 @@ class NotifyService:
         if self._bus_sub is not None:
             await self._bus_sub.stop()
             self._bus_sub = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._writer_task is not None:
+        await self._tasks.cancel(DISPATCHER)
+        await self._tasks.cancel(REFRESH)
+        if self._writing:
             try:
                 async with asyncio.timeout(self.stop_flush_s):
                     await self.writer.flush()
@@ -170,40 +186,21 @@ class NotifyService:
                 # The database stayed unreachable: these alerts went to live clients but not to the outbox.
                 log.error("notify_stop_flush_timeout", writes_lost=self.writer.queued)
             self.writer.close()
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
-            self._writer_task = None
+            await self._tasks.cancel(WRITER)
+            self._writing = False
         # Senders holding a connection or a client (webhook, MQTT) close it.
         for sender in self._built.values():
             close = getattr(sender, "close", None)
             if close is not None and inspect.iscoroutinefunction(close):
                 await close()
 
-    async def _run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._dispatch_supervised(), name="notify-dispatcher")
-            tg.create_task(self._refresh_loop(), name="notify-refresh")
-
-    async def _dispatch_supervised(self) -> None:
-        """Run the dispatcher; restart it after a database failure (leases of rows it held expire and are retried)."""
-        delay = 0.1
-        while True:
-            try:
-                await self.dispatcher.run()
-            except Exception:
-                log.exception("notify_dispatcher_failed", restart_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.refresh_s)
-            try:
-                await self.reload()
-            except (SQLAlchemyError, OSError) as err:
-                # Keep the cached subscriptions; the next refresh tries again.
-                log.warning("notify_reload_failed", error=str(err))
+    async def refresh(self) -> None:
+        """Reload the subscription cache, keeping the cached one when the database cannot be read."""
+        try:
+            await self.reload()
+        except (SQLAlchemyError, OSError) as err:
+            # Keep the cached subscriptions; the next refresh tries again.
+            log.warning("notify_reload_failed", error=str(err))
 
     async def reload(self) -> None:
         """Reload the subscription cache from the database (changes made here meanwhile are kept, not undone)."""
@@ -235,16 +232,20 @@ class NotifyService:
     # --- bus --------------------------------------------------------------------------------------------------
 
     async def handle(self, envelope: Envelope) -> None:
-        """Route one `alert.*` message."""
-        payload = envelope.payload
-        if isinstance(payload, AlertRaised) and envelope.key in ("alert.raised", "alert.updated"):
-            await self._on_alert(envelope, payload)
-        elif isinstance(payload, AlertStateChanged):
-            await self._on_state(payload)
+        """Route one `alert.*` message to the handler of its key (keys not routed here are ignored)."""
+        await self._router(envelope)
 
-    async def _on_alert(self, envelope: Envelope, alert: AlertRaised) -> None:
+    async def _on_raised(self, envelope: Envelope, alert: AlertRaised) -> None:
+        await self._on_alert(envelope, alert, is_new=True)
+
+    async def _on_updated(self, envelope: Envelope, alert: AlertRaised) -> None:
+        await self._on_alert(envelope, alert, is_new=False)
+
+    async def _on_state_changed(self, _envelope: Envelope, change: AlertStateChanged) -> None:
+        await self._on_state(change)
+
+    async def _on_alert(self, envelope: Envelope, alert: AlertRaised, *, is_new: bool) -> None:
         now = clock.now()
-        is_new = envelope.key == "alert.raised"
         alert_doc = msgspec.to_builtins(alert)
         base = {"type": "new" if is_new else "update", "key": envelope.key, "alert": alert_doc}
         # Live clients first, before and regardless of any database write: the push must not queue behind inserts.
