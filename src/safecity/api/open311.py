@@ -8,6 +8,7 @@ header); a status update takes a department reader's or an operator's key and cl
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -58,7 +59,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
         fields: dict[str, list[str]] = {}
         for name, value in form.multi_items():
             if isinstance(value, str):
-                fields.setdefault(name, []).append(value)
+                fields.setdefault(_printable("a field name", name), []).append(_printable(name, value))
     return fields
 
 
@@ -77,6 +78,16 @@ def _dates(text: str | None, name: str) -> datetime | None:
     if found.tzinfo is None:
         raise Open311Error([(400, f"{name} needs a time zone offset")])
     return found
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(name: str, value: str) -> str:
+    """`value`, or the spec's 400 when it holds control characters (no store takes a NUL, no reader wants one)."""
+    if _CONTROL.search(value):
+        raise Open311Error([(400, f"{name[:40]} holds control characters")])
+    return value
 
 
 def _listed(text: str | None) -> list[str]:
@@ -153,6 +164,8 @@ async def list_requests(
     """Requests by id (comma list; then the other filters are ignored), or by service code, status and dates
     (default: the last 90 days), newest first, at most 1,000."""
     try:
+        for name, value in request.query_params.multi_items():
+            _printable(name, value)
         principal = await _principal(request, keys, request.query_params.get("api_key"))
         found = await open311.requests(
             ids=_listed(service_request_id),
@@ -188,7 +201,7 @@ async def get_request(
     """One request (a list of one, as the spec says)."""
     try:
         principal = await _principal(request, keys, request.query_params.get("api_key"))
-        found = [await open311.request(service_request_id)]
+        found = [await open311.request(_printable("service_request_id", service_request_id))]
         return _answer(render_list("requests", _public(found, principal), fmt), fmt)
     except Open311Error as err:
         return _error(err, fmt)
@@ -208,7 +221,9 @@ async def update_request(
             raise Open311Error([(403, "Invalid api_key received -- can't proceed with update_request.")], status=403)
         status = (form.get("status") or [""])[-1].strip()
         notes = _field(form, "status_notes")
-        updated = await open311.update(service_request_id, status=status, notes=notes, agency=principal.name)
+        updated = await open311.update(
+            _printable("service_request_id", service_request_id), status=status, notes=notes, agency=principal.name
+        )
         return _answer(render_list("requests", [updated], fmt), fmt)
     except Open311Error as err:
         return _error(err, fmt)

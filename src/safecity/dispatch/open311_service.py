@@ -13,8 +13,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from safecity.dispatch.incident import IncidentDraft
 from safecity.dispatch.open311 import (
+    NewRequest,
     Open311Error,
     RequestStatus,
     Service,
@@ -65,7 +68,20 @@ class Open311Service:
         """POST requests: validate, open the incident (diverted to its department at once), return its id."""
         new = parse_post(form, self._services)
         phone = new.personal.get("phone")
-        draft = IncidentDraft(
+        try:
+            draft = self._draft(new, phone)
+        except ValidationError as err:
+            raise Open311Error([(400, f"{'.'.join(map(str, e['loc']))}: {e['msg']}") for e in err.errors()]) from None
+        opened = await self.dispatch.open(draft, actor=actor)
+        incident_id = opened.incident.id
+        async with self.dispatch.engine.begin() as conn:
+            await IncidentRepo(conn).update_request(
+                incident_id, {"attributes": new.attributes, "media_url": new.media_url}
+            )
+        return [{"service_request_id": incident_id, "service_notice": None, "account_id": None}]
+
+    def _draft(self, new: NewRequest, phone: str | None) -> IncidentDraft:
+        return IncidentDraft(
             type=self._types[new.service_code],
             origin="report",
             summary=(new.description or "")[:2000],
@@ -74,13 +90,6 @@ class Open311Service:
             address=new.address_string or new.address_id,
             caller=phone if phone and phone.replace(" ", "").lstrip("+").replace("-", "").isdigit() else None,
         )
-        opened = await self.dispatch.open(draft, actor=actor)
-        incident_id = opened.incident.id
-        async with self.dispatch.engine.begin() as conn:
-            await IncidentRepo(conn).update_request(
-                incident_id, {"attributes": new.attributes, "media_url": new.media_url}
-            )
-        return [{"service_request_id": incident_id, "service_notice": None, "account_id": None}]
 
     def _document(self, row: dict[str, Any]) -> ServiceRequest:
         service = self._services.get(row["service_code"])

@@ -20,6 +20,7 @@ from rich.live import Live
 
 from safecity.kernel.settings import Settings
 from safecity.sim.console import alerts_table, banner, stats_table, summary_table
+from safecity.sim.dispatch import DispatchSimulator
 from safecity.sim.district import CENTER as DISTRICT_CENTER
 from safecity.sim.district import build_district
 from safecity.sim.traffic import TrafficSimulator, pace
@@ -244,6 +245,7 @@ async def _serve_and_simulate(
             runtime.device_health.track_devices()
         tiles = demo_tiles_path(runtime.settings.data_dir, osm)
         runtime.spawn(lambda: runtime.roads.ensure_tiles(tiles), "road-tiles", restart=False)
+        runtime.spawn(DispatchSimulator(runtime).run, "sim-dispatch", restart=False)
         url = f"http://127.0.0.1:{port}"
         console.print(banner(url, key))
         sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)

@@ -27,7 +27,7 @@ import structlog
 from safecity.kernel import clock
 from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.envelope import Context, Envelope, Payload, make_envelope
-from safecity.kernel.keys import subscribe
+from safecity.kernel.keys import WrongPayload, payload_of, subscribe
 from safecity.kernel.supervisor import Supervisor
 from safecity.sensing.model import DEVICE_OFFLINE, EVENTS
 from safecity.sensing.pseudonym import Pseudonymizer
@@ -139,8 +139,10 @@ class WarningService:
 
     async def start(self) -> None:
         """Subscribe to events and device.offline, and start the timer loop."""
+        # Events are read at the boundary (`_on_event`): a message on an event key the engine cannot read is
+        # refused with its code and counted, never taken for an engine failure.
         self._subs.append(
-            await subscribe(self.bus, EVENTS, self._on_message, durable=DURABLE, queue_size=self.queue_size)
+            await self.bus.subscribe(EVENTS.name, self._on_event, durable=DURABLE, queue_size=self.queue_size)
         )
         self._subs.append(
             await subscribe(
@@ -184,6 +186,15 @@ class WarningService:
     def backlog(self) -> int:
         """Events waiting for the engine, over its subscriptions."""
         return sum(s.pending() for s in self._subs)
+
+    async def _on_event(self, envelope: Envelope) -> None:
+        try:
+            payload_of(EVENTS, envelope)
+        except WrongPayload as err:
+            self.stats.errors += 1
+            log.warning("warning_event_unreadable", key=envelope.key, id=envelope.id, code=err.code)
+            return
+        await self.handle(envelope)
 
     async def _on_message(self, envelope: Envelope, _payload: Payload) -> None:
         """A sensor event or a `device.offline` (typed by its key): both go through the engine."""
