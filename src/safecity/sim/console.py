@@ -28,6 +28,8 @@ def banner(url: str, key: str) -> Panel:
         f"Latest events:       {url}/api/v1/events?limit=20",
         f"Dead letters:        {url}/api/v1/dead-letters",
         f"Devices:             {url}/api/v1/devices",
+        f"Incidents:           {url}/api/v1/incidents?open=true   KPIs: {url}/api/v1/kpis?group=type",
+        f"Open311:             {url}/open311/v2/requests.json",
         f"Metrics:             {url}/metrics      Health: {url}/readyz",
         f"Routing:             {url}/api/v1/routing/info   Road tiles: {url}/tiles/roads.json",
         f"Admin API key:       [bold yellow]{key}[/bold yellow]",
