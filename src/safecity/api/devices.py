@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from safecity.api.auth import Role, require
 from safecity.api.deps import DevicesDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
-from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, MULTIPART, import_body, upload
+from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, MULTIPART, ImportRejected, import_body, upload
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportMode, ImportReport
 from safecity.sensing.devices import (
@@ -31,18 +31,10 @@ _FILTER = r"^[^\x00-\x1f\x7f]*$"
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=PROBLEM_RESPONSES)
 
 
-class DeviceImportRejected(InvalidInput):
+class DeviceImportRejected(ImportRejected):
     """An all-or-nothing import had bad rows, so nothing was written."""
 
     code = "device.import_rejected"
-    title_en = "Import rejected"
-    title_zh = "导入被拒绝"
-    message_en = "{count} row(s) are invalid; nothing was imported."
-    message_zh = "有 {count} 行无效，未导入任何数据。"
-
-    def __init__(self, report: ImportReport) -> None:
-        super().__init__(count=len(report.errors))
-        self.extensions = {"errors": [issue.model_dump() for issue in report.errors]}
 
 
 class DeviceUploadMissing(InvalidInput):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safecity.api.auth import Principal, Role, require
 from safecity.api.deps import DispatchDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
-from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, import_body, upload
+from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, ImportRejected, import_body, upload
 from safecity.dispatch.dedupe import MergeProposal
 from safecity.dispatch.incident import Incident, IncidentDraft, Position, Responder, StepIn, StepRecord
 from safecity.dispatch.lifecycle import OPEN_STAGES, Stage
@@ -142,18 +142,10 @@ class TaskAnswer(BaseModel):
     outcome: str | None = Field(None, max_length=2000, pattern=_FILTER)
 
 
-class ResponderImportRejected(InvalidInput):
-    """An all-or-nothing responder import had bad rows, so nothing was written."""
+class ResponderImportRejected(ImportRejected):
+    """An all-or-nothing import had bad rows, so nothing was written."""
 
     code = "dispatch.responder_import_rejected"
-    title_en = "Import rejected"
-    title_zh = "导入被拒绝"
-    message_en = "{count} row(s) are invalid; nothing was imported."
-    message_zh = "有 {count} 行无效，未导入任何数据。"
-
-    def __init__(self, report: ImportReport) -> None:
-        super().__init__(count=len(report.errors))
-        self.extensions = {"errors": [issue.model_dump() for issue in report.errors]}
 
 
 class ResponderUploadMissing(InvalidInput):

@@ -11,11 +11,26 @@ from fastapi import Request
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from safecity.kernel.errors import InvalidInput
+from safecity.kernel.tabular import ImportReport
 
 CSV_TYPES = ("text/csv", "application/csv")
 GEOJSON_TYPES = ("application/geo+json", "application/json")
 MULTIPART = "multipart/form-data"
 _BY_SUFFIX = {".csv": "text/csv", ".geojson": "application/geo+json", ".json": "application/json"}
+
+
+class ImportRejected(InvalidInput):
+    """An all-or-nothing import had bad rows, so nothing was written (each registry sets its own `code`)."""
+
+    code = "import.rejected"
+    title_en = "Import rejected"
+    title_zh = "导入被拒绝"
+    message_en = "{count} row(s) are invalid; nothing was imported."
+    message_zh = "有 {count} 行无效，未导入任何数据。"
+
+    def __init__(self, report: ImportReport) -> None:
+        super().__init__(count=len(report.errors))
+        self.extensions = {"errors": [issue.model_dump() for issue in report.errors]}
 
 
 def media_type(header: str | None) -> tuple[str, str | None]:

@@ -18,6 +18,7 @@ ERROR_CODE_PREFIXES: tuple[str, ...] = (
     "dispatch.",
     "geo.",
     "http.",
+    "import.",
     "notify.",
     "payload.",
     "road.",
