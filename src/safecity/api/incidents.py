@@ -392,7 +392,7 @@ async def kpis(
     dispatch: DispatchDep,
     since: datetime | None = None,
     until: datetime | None = None,
-    group: Literal["town", "type", "priority", "department", "unit_id", "route", "origin"] = "town",
+    group: Literal["town", "station", "type", "priority", "department", "unit_id", "route", "origin"] = "town",
 ) -> Kpis:
     """Count, median and 90th percentile of every stage interval, per group, over incidents opened in [since,
     until) (default: the last 7 days)."""

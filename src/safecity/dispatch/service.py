@@ -1033,9 +1033,9 @@ class DispatchService:
         self, *, since: datetime, until: datetime, group: str = "town"
     ) -> dict[str | None, dict[str, Summary]]:
         """Count, median and 90th percentile of every stage per group (town, type, priority, department, unit_id)."""
-        if group not in ("town", "type", "priority", "department", "unit_id", "route", "origin"):
+        if group not in ("town", "station", "type", "priority", "department", "unit_id", "route", "origin"):
             raise InvalidInput(
-                f"group must be town, type, priority, department, unit_id, route or origin, not {group!r}"
+                f"group must be town, station, type, priority, department, unit_id, route or origin, not {group!r}"
             )
         async with self.engine.connect() as conn:
             rows = await IncidentRepo(conn).stage_times(since=since, until=until, group=group)

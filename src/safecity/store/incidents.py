@@ -125,14 +125,16 @@ class IncidentRepo:
         return [to_dict(row, ("at",)) for row in result]
 
     async def stage_times(self, *, since: datetime, until: datetime, group: str) -> builtins.list[dict[str, Any]]:
-        """Stage times of the incidents opened in [since, until) with their `group` column (for KPIs)."""
-        column = incidents.c[group]
+        """Stage times of the incidents opened in [since, until) with their `group` column (for KPIs); `station` is
+        the station of the incident's last responder."""
         times = [incidents.c[name] for name in INCIDENT_TIMES if name != "updated_at"]
-        result = await self.conn.execute(
-            select(column.label("group"), *times).where(
-                incidents.c.opened_at >= utc(since), incidents.c.opened_at < utc(until)
-            )
-        )
+        window = (incidents.c.opened_at >= utc(since), incidents.c.opened_at < utc(until))
+        if group == "station":
+            joined = incidents.outerjoin(responders, responders.c.id == incidents.c.unit_id)
+            query = select(responders.c.station.label("group"), *times).select_from(joined).where(*window)
+        else:
+            query = select(incidents.c[group].label("group"), *times).where(*window)
+        result = await self.conn.execute(query)
         return [to_dict(row, INCIDENT_TIMES) for row in result]
 
     # --- responders --------------------------------------------------------------------------------------------

@@ -339,6 +339,8 @@ async def test_sla_breaches_are_reported_once_and_kpis_summarize_stages(engine: 
     response = kpis["fire"]["response"]
     assert response.count == 2 and response.median_s == pytest.approx((120 + 240) / 2)
     assert kpis["fire"]["dispatch"].count == 2
+    by_station = await service.kpis(since=T0, until=T0 + timedelta(hours=1), group="station")
+    assert set(by_station) == {"anting-ps"} and by_station["anting-ps"]["response"].count == 2
 
 
 async def test_an_sla_breach_raises_an_alert_through_the_warning_engine(engine: AsyncEngine, bus: MemoryBus) -> None:
