@@ -41,7 +41,6 @@ from safecity.sensing.model import EVENTS, DeadLetterReason, SensorEvent
 from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
-from safecity.sensing.queries import DeadLetterQueries, EventQueries
 from safecity.sharing.keys import KeyService, Role
 from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import check as check_database
@@ -394,8 +393,8 @@ class Runtime:
             readiness=self.readiness,
             metrics=self.metrics_text,
             keys=self.keys,
-            events=EventQueries(self.events),
-            dead_letters=DeadLetterQueries(self.dead_letter_repo),
+            events=self.events,
+            dead_letters=self.dead_letter_repo,
             intake=BatchIntake(self.pipeline, self.pressure, self.metrics.intake_refused),
             devices=self.devices,
             alerts=self.alerts,

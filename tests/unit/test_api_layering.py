@@ -61,7 +61,7 @@ def test_every_api_module_imports_with_the_store_blocked() -> None:
 
 
 def test_the_blocker_stops_a_module_that_reaches_the_store() -> None:
-    # sensing.queries reads through the store's repositories: with the store blocked it cannot be imported.
-    done = _import_blocked("safecity.sensing.queries")
+    # dispatch.service reads through the store's repositories: with the store blocked it cannot be imported.
+    done = _import_blocked("safecity.dispatch.service")
     assert done.returncode != 0
     assert "blocked: safecity.store" in done.stderr

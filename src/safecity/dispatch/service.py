@@ -751,11 +751,9 @@ class DispatchService:
             )
         snap_m: float | None = None
         if self.travel is not None:
-            found = await self.travel.travel((lon, lat), {responder_id: (lon, lat)}, routes=0)
-            reason = found[responder_id].unroutable
-            if reason in ("incident_off_network", "off_map", "no_routable_edge", "invalid_point"):
+            on_network, snap_m = await self.travel.snap((lon, lat))
+            if not on_network:
                 raise BadPosition(responder_id, "too far from the road network")
-            snap_m = found[responder_id].snap_m
         async with self.engine.begin() as conn:
             repo = IncidentRepo(conn)
             unit = await repo.responder(responder_id)

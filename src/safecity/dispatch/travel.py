@@ -23,6 +23,10 @@ class TravelSource(Protocol):
         """One `Travel` per unit in `units`."""
         ...
 
+    async def snap(self, point: Point) -> tuple[bool, float | None]:
+        """Whether `point` is on the road network, and how far it lies from its road (None when unknown)."""
+        ...
+
 
 def _travel(net: RoadNetwork, point: Point, units: Mapping[str, Point], routes: int) -> dict[str, Travel]:
     try:
@@ -54,3 +58,13 @@ class RoadTravel:
         if not self.roads.loaded:
             return {u: Travel(eta_s=None, unroutable="roads_not_loaded") for u in units}
         return await self.roads.call(_travel, point, dict(units), routes)
+
+    async def snap(self, point: Point) -> tuple[bool, float | None]:
+        """One snap (no route search): off the network when too far from every road; with no road network loaded
+        the point is taken as it is, its distance unknown."""
+        if not self.roads.loaded:
+            return True, None
+        try:
+            return True, float((await self.roads.snap(point)).distance_m)
+        except (SnapTooFar, InvalidInput):
+            return False, None
