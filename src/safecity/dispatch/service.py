@@ -15,7 +15,7 @@ import builtins
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,13 +35,17 @@ from safecity.dispatch.incident import (
     Opened,
     Responder,
     ResponderBusy,
+    ResponderNoContact,
     ResponderNotFound,
     ResponderUnavailable,
     StepIn,
     StepRecord,
+    TaskSent,
+    TasksUnavailable,
+    TaskView,
 )
 from safecity.dispatch.kpi import StageTimes, Summary, stage_kpis
-from safecity.dispatch.lifecycle import OPEN_STAGES, Action, Stage, advance
+from safecity.dispatch.lifecycle import OPEN_STAGES, Action, InvalidTransition, Stage, advance, allowed
 from safecity.dispatch.model import (
     INCIDENT_CHANGED,
     RECOMMENDATION_CHANGED,
@@ -75,6 +79,7 @@ from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.store import incidents as store
 from safecity.store.incidents import IncidentRepo
 from safecity.warning.model import ALERT_RAISED, AlertRaised
+from safecity.warning.notify.tasks import TaskMessage
 
 log = structlog.get_logger(__name__)
 
@@ -189,8 +194,12 @@ class DispatchService:
         tier: str = "district",
         tasks: Supervisor | None = None,
         resolve_alert: Callable[[str, str, str], Awaitable[object]] | None = None,
+        send_task: Callable[[TaskMessage], Awaitable[str]] | None = None,
     ) -> None:
         self.engine = engine
+        # Queues a task message for a responder's contact subscription through the warning slice's delivery
+        # channels (returns the outbox row id); None on a node without delivery.
+        self.send_task = send_task
         # Called as (alert id, actor, feedback) when an incident an alert opened is closed: the warning slice resolves
         # the alert, which issues its CAP Update (AllClear referencing the original).
         self.resolve_alert = resolve_alert
@@ -464,8 +473,11 @@ class DispatchService:
 
     # --- acting --------------------------------------------------------------------------------------------------
 
-    async def act(self, incident_id: str, step: StepIn, *, actor: str, now: datetime | None = None) -> Incident:
-        """Take one lifecycle action with its side effects, in one transaction.
+    async def act(
+        self, incident_id: str, step: StepIn, *, actor: str, now: datetime | None = None, tell_unit: bool = True
+    ) -> Incident:
+        """Take one lifecycle action with its side effects, in one transaction. A responder dispatched with a contact
+        is sent its task (arrive, report) unless `tell_unit` is False (it accepted through its own link).
 
         Refusals: 404 unknown incident or unit; 409 `dispatch.invalid_transition` (with the allowed actions),
         `dispatch.responder_busy` (with the unit's current assignment), `dispatch.incident_moved` (someone acted
@@ -483,6 +495,8 @@ class DispatchService:
             row = await self._apply(repo, row, step, actor, now, outbox)
         await self._flush(outbox, now)
         self._rerank.set()
+        if tell_unit and step.action in (Action.DISPATCH, Action.REASSIGN) and self.send_task and step.unit_id:
+            await self._tell_assigned(row, step.unit_id, actor, now)
         if step.action is Action.CLOSE and row.get("alert_id") and self.resolve_alert is not None:
             try:
                 await self.resolve_alert(row["alert_id"], actor, step.feedback or "incident closed")
@@ -872,6 +886,111 @@ class DispatchService:
             ttl=timedelta(seconds=self.settings.task_link_ttl_s),
         )
 
+    async def offer_task(
+        self, incident_id: str, responder_id: str, *, actor: str, now: datetime | None = None
+    ) -> TaskSent:
+        """Send a responder the incident as a task through its contact subscription, with a link to accept (which
+        dispatches it), arrive and report the outcome. The offer is a step of the incident's history.
+
+        Refusals: 404 unknown incident or responder; 409 `dispatch.invalid_transition` when the incident can no longer
+        be dispatched, `dispatch.responder_no_contact`; 503 when this node delivers no messages.
+        """
+        now = now or clock.now()
+        async with self.engine.connect() as conn:
+            repo = IncidentRepo(conn)
+            row = await repo.get(incident_id)
+            if row is None:
+                raise IncidentNotFound(incident_id)
+            unit = await repo.responder(responder_id)
+        if unit is None:
+            raise ResponderNotFound(responder_id)
+        stage = Stage(row["stage"])
+        if Action.DISPATCH not in allowed(stage):
+            raise InvalidTransition(stage=stage, action=Action.DISPATCH)
+        return await self._send(row, unit, ("accept", "arrive", "report"), actor, now)
+
+    async def _tell_assigned(self, row: dict[str, Any], responder_id: str, actor: str, now: datetime) -> None:
+        """After a dispatch: a responder with a contact gets the task with its arrive / report link (a failure to
+        queue it is logged; the dispatch stands)."""
+        async with self.engine.connect() as conn:
+            unit = await IncidentRepo(conn).responder(responder_id)
+        if unit is None or not unit.get("contact"):
+            return
+        try:
+            await self._send(row, unit, ("arrive", "report"), actor, now)
+        except SafeCityError as err:
+            log.warning("task_not_sent", incident_id=row["id"], responder_id=responder_id, code=err.code)
+
+    async def _send(
+        self, row: dict[str, Any], unit: dict[str, Any], actions: tuple[str, ...], actor: str, now: datetime
+    ) -> TaskSent:
+        if not unit.get("contact"):
+            raise ResponderNoContact(unit["id"])
+        if self.send_task is None:
+            raise TasksUnavailable()
+        ttl = timedelta(seconds=self.settings.task_link_ttl_s)
+        token = links.issue(
+            self.link_key, incident_id=row["id"], responder_id=unit["id"], actions=actions, now=now, ttl=ttl
+        )
+        task = TaskMessage(
+            id=ids.new_id(),
+            subscription_id=unit["contact"],
+            incident_id=row["id"],
+            responder_id=unit["id"],
+            incident_type=row["type"],
+            priority=row["priority"],
+            summary=row["summary"],
+            address=row["address"],
+            lon=row["lon"],
+            lat=row["lat"],
+            tags={"town": row["town"], "community": row["community"], "building": row["building"]},
+            link=f"{self.settings.task_link_base_url.rstrip('/')}/task#{token}",
+            actions=actions,
+            expires_at=now + ttl,
+            sent_by=actor,
+        )
+        delivery_id = await self.send_task(task)
+        stage = Stage(row["stage"])
+        async with self.engine.begin() as conn:
+            await self._add_step(
+                IncidentRepo(conn),
+                row,
+                stage,
+                stage,
+                "task_sent",
+                actor,
+                now,
+                unit_id=unit["id"],
+                note=", ".join(actions),
+                evidence=[{"kind": "delivery", "ref": delivery_id}],
+            )
+        return TaskSent(
+            incident_id=row["id"],
+            responder_id=unit["id"],
+            subscription_id=unit["contact"],
+            delivery_id=delivery_id,
+            actions=actions,
+            expires_at=task.expires_at,
+        )
+
+    async def task_view(self, token: str, *, now: datetime | None = None) -> TaskView:
+        """What a valid task link shows (BadLink when it is forged or expired)."""
+        claims = links.verify(self.link_key, token, action=None, now=now or clock.now())
+        incident = await self.get(claims.incident_id)
+        return TaskView(
+            incident_id=incident.id,
+            responder_id=claims.responder_id,
+            type=incident.type,
+            priority=incident.priority,
+            stage=incident.stage,
+            summary=incident.summary,
+            address=incident.address,
+            lon=incident.lon,
+            lat=incident.lat,
+            actions=list(claims.actions),
+            expires_at=datetime.fromtimestamp(claims.expires, UTC),
+        )
+
     async def act_by_link(
         self, token: str, action: str, *, outcome: str | None = None, now: datetime | None = None
     ) -> Incident:
@@ -885,7 +1004,7 @@ class DispatchService:
             step = StepIn(action=Action.ARRIVE)
         else:
             step = StepIn(action=Action.DISPOSE, disposition=outcome or "")
-        return await self.act(claims.incident_id, step, actor=actor, now=now)
+        return await self.act(claims.incident_id, step, actor=actor, now=now, tell_unit=False)
 
     # --- alerts --------------------------------------------------------------------------------------------------
 
