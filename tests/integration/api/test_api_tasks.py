@@ -14,22 +14,13 @@ import orjson
 from aiosmtpd.controller import Controller
 from standardwebhooks.webhooks import Webhook
 from tests.integration.api.conftest import AppFactory, HeadersFactory
-from tests.integration.warning.notify_helpers import free_port, http_receiver, wait_for
+from tests.integration.warning.notify_helpers import Inbox, free_port, http_receiver, wait_for
 
 from safecity.sharing.keys import Role
 
 ROADS = {"synthetic": True, "synthetic_nodes": 2_500, "synthetic_center": (121.25, 31.37)}
 FAST_NOTIFY = {"allow_loopback": True, "backoff_base_s": 0.05, "backoff_max_s": 0.2, "poll_interval_s": 0.1}
 LINK = re.compile(r"https?://[^\s#]+/task#([A-Za-z0-9_.=-]+)")
-
-
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
-        self.messages.append(envelope)
-        return "250 OK"
 
 
 def _text(mail: Message) -> str:
@@ -51,7 +42,7 @@ async def test_a_guard_gets_its_task_by_webhook_and_answers_through_the_link(
         dispatcher = await key_headers(app, Role.DISPATCHER)
         made = await client.post(
             "/api/v1/subscriptions",
-            json={"name": "guard-1 phone", "channel": "webhook", "target": receiver.url, "filter": {"tasks_only": True}},
+            json={"name": "guard-1", "channel": "webhook", "target": receiver.url, "filter": {"tasks_only": True}},
             headers=admin,
         )
         assert made.status_code == 201, made.text
@@ -124,7 +115,7 @@ async def test_a_guard_gets_its_task_by_webhook_and_answers_through_the_link(
 async def test_a_volunteer_dispatched_directly_gets_an_arrive_and_report_link_by_email(
     sqlite_url: str, app_factory: AppFactory, key_headers: HeadersFactory
 ) -> None:
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
