@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,7 +56,17 @@ from safecity.dispatch.model import (
     ResponderStatusChanged,
     UnitAssigned,
 )
-from safecity.dispatch.recommend import Candidate, Ranked, ResponderKind, ResponderStatus, rank
+from safecity.dispatch.recommend import (
+    Candidate,
+    Ranked,
+    ResponderKind,
+    ResponderStatus,
+    Travel,
+    Travels,
+    plainly_eligible,
+    rank,
+    shortlist,
+)
 from safecity.dispatch.replay import Call
 from safecity.dispatch.responders import ResponderIn, ShiftSpan, on_duty
 from safecity.dispatch.sla import Timer, timers
@@ -823,6 +833,26 @@ class DispatchService:
             busy = await repo.priorities(busy_ids) if busy_ids else {}
         verdict = triage(row["type"], self.settings.triage, priority=row["priority"])
         local = now.astimezone(self.zone)
+        others = [(uid, u) for uid, u in units.items() if u.incident_id != incident_id]
+        travel: Mapping[str, Travel] = {}
+        point = _point(row)
+        if self.travel is not None and point is not None:
+            positions = {uid: u.point for uid, u in others if u.point is not None}
+            travel = await self.travel.travel(point, positions, routes=routes)
+        # Only the responders the list can show become candidates (a handful of hundreds); the ranking is the same.
+        needs = verdict.needs
+        etas = travel.etas if isinstance(travel, Travels) else {uid: t.eta_s for uid, t in travel.items()}
+        keep = shortlist(
+            [uid for uid, _ in others],
+            [
+                plainly_eligible(u.status, u.capabilities, u.shift is None or on_duty(u.shift, local), needs)
+                for _, u in others
+            ],
+            [u.fix_at for _, u in others],
+            etas,
+            now=now,
+            settings=self.settings.rank,
+        )
         candidates = [
             Candidate(
                 id=uid,
@@ -834,17 +864,10 @@ class DispatchService:
                 busy_priority=busy.get(u.incident_id) if u.incident_id else None,
                 busy_incident=u.incident_id,
             )
-            for uid, u in units.items()
-            if u.incident_id != incident_id
+            for uid, u in others
+            if uid in keep
         ]
-        travel = {}
-        point = _point(row)
-        if self.travel is not None and point is not None:
-            positions = {c.id: p for c in candidates if (p := units[c.id].point) is not None}
-            travel = await self.travel.travel(point, positions, routes=routes)
-        return rank(
-            candidates, travel, priority=row["priority"], needs=verdict.needs, now=now, settings=self.settings.rank
-        )
+        return rank(candidates, travel, priority=row["priority"], needs=needs, now=now, settings=self.settings.rank)
 
     async def dispatch_best(self, incident_id: str, *, actor: str, now: datetime | None = None) -> Incident:
         """Dispatch the first eligible responder of the recommendation in one call (409 when there is none)."""
