@@ -25,7 +25,8 @@ class TravelSource(Protocol):
         ...
 
     async def snap(self, point: Point) -> tuple[bool, float | None]:
-        """Whether `point` is on the road network, and how far it lies from its road (None when unknown)."""
+        """Whether a responder's reported `point` is on the road network, and how far it lies from its road (None
+        when unknown)."""
         ...
 
 
@@ -66,6 +67,7 @@ class RoadTravel:
         if not self.roads.loaded:
             return True, None
         try:
-            return True, float((await self.roads.snap(point)).distance_m)
+            # Snapped as a unit's position: the ranking that follows reuses the snap and its seeds.
+            return True, float((await self.roads.call(RoadNetwork.snap_unit, point)).distance_m)
         except (SnapTooFar, InvalidInput):
             return False, None

@@ -174,6 +174,17 @@ class RoadNetwork:
         """Snap a (lon, lat) point to the nearest road edge; SnapTooFar beyond the limit."""
         return self.snapper.snap(point)
 
+    def snap_unit(self, point: Point) -> Snap:
+        """Snap a unit's reported position (SnapTooFar beyond the limit) and keep the snap and its origin seeds for
+        the next ranking, which then does not snap it again."""
+        s = self.snap(point)
+        key = _key(point)
+        if key is not None:
+            if len(self._unit_seeds) > 100_000:
+                self._unit_seeds.clear()
+            self._unit_seeds[key] = (s, self._unit_origin(s))
+        return s
+
     def _snap_units(self, points: Sequence[Point]) -> list[Snap | SnapFailure]:
         """Snap unit positions (cached per position); a position that cannot be snapped gets its SnapFailure."""
         out: list[Snap | SnapFailure | None] = []

@@ -124,6 +124,10 @@ def test_unit_seconds_equal_the_matrix_and_follow_closures(graph: RoadGraph) -> 
 
     check()
     check()  # again, from the cached seeds
+    # A unit reports a new position (snapped once, its seeds kept for the next ranking).
+    units["n0"] = node_point(g, int(rng.integers(g.n_nodes)))
+    assert net.snap_unit(units["n0"]) == net.snap(units["n0"])
+    check()
     first = net.unit_seconds(units, target).order[0]
     edge = net.snap(units[net.unit_seconds(units, target).ids[first]]).edge
     net.close_edges(net.road_edges(edge))
