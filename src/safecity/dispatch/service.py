@@ -221,6 +221,9 @@ class DispatchService:
         # Responders as the recommender reads them; None until first used or after an import. A node is the only
         # writer of its tier's responders, so changes made here keep it true (see docs/dispatch.md).
         self._live: dict[str, _Live] | None = None
+        # What the recommender reads of an incident (type, priority, place) never changes once it is opened: kept
+        # when this node opens or first reads one, so a recommendation needs no database read.
+        self._fixed: dict[str, tuple[str, int, tuple[float, float] | None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -418,8 +421,16 @@ class DispatchService:
                     divert = StepIn(action=Action.DIVERT, service_code=verdict.service_code)
                     row = await self._apply(repo, row, divert, SYSTEM, now, outbox)
         await self._flush(outbox, now)
+        self._keep_fixed(row)
         self._rerank.set()
         return Opened(Incident.of(row), proposals)
+
+    def _keep_fixed(self, row: dict[str, Any]) -> tuple[str, int, tuple[float, float] | None]:
+        fixed = (row["type"], row["priority"], _point(row))
+        if len(self._fixed) >= 50_000:
+            del self._fixed[next(iter(self._fixed))]  # the oldest
+        self._fixed[row["id"]] = fixed
+        return fixed
 
     @staticmethod
     def _facts(row: dict[str, Any]) -> Facts:
@@ -825,17 +836,23 @@ class DispatchService:
         now = now or clock.now()
         units = await self._live_units()
         busy_ids = {u.incident_id for u in units.values() if u.incident_id and u.incident_id != incident_id}
-        async with self.engine.connect() as conn:
-            repo = IncidentRepo(conn)
-            row = await repo.get(incident_id)
-            if row is None:
-                raise IncidentNotFound(incident_id)
-            busy = await repo.priorities(busy_ids) if busy_ids else {}
-        verdict = triage(row["type"], self.settings.triage, priority=row["priority"])
+        fixed = self._fixed.get(incident_id)
+        busy = {i: f[1] for i in busy_ids if (f := self._fixed.get(i)) is not None}
+        if fixed is None or len(busy) < len(busy_ids):
+            async with self.engine.connect() as conn:
+                repo = IncidentRepo(conn)
+                if fixed is None:
+                    row = await repo.get(incident_id)
+                    if row is None:
+                        raise IncidentNotFound(incident_id)
+                    fixed = self._keep_fixed(row)
+                if len(busy) < len(busy_ids):
+                    busy |= await repo.priorities(busy_ids - busy.keys())
+        kind, priority, point = fixed
+        verdict = triage(kind, self.settings.triage, priority=priority)
         local = now.astimezone(self.zone)
         others = [(uid, u) for uid, u in units.items() if u.incident_id != incident_id]
         travel: Mapping[str, Travel] = {}
-        point = _point(row)
         if self.travel is not None and point is not None:
             positions = {uid: u.point for uid, u in others if u.point is not None}
             travel = await self.travel.travel(point, positions, routes=routes)
@@ -867,7 +884,7 @@ class DispatchService:
             for uid, u in others
             if uid in keep
         ]
-        return rank(candidates, travel, priority=row["priority"], needs=needs, now=now, settings=self.settings.rank)
+        return rank(candidates, travel, priority=priority, needs=needs, now=now, settings=self.settings.rank)
 
     async def dispatch_best(self, incident_id: str, *, actor: str, now: datetime | None = None) -> Incident:
         """Dispatch the first eligible responder of the recommendation in one call (409 when there is none)."""
