@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,7 +60,17 @@ from safecity.dispatch.model import (
     ResponderStatusChanged,
     UnitAssigned,
 )
-from safecity.dispatch.recommend import Candidate, Ranked, ResponderKind, ResponderStatus, rank
+from safecity.dispatch.recommend import (
+    Candidate,
+    Ranked,
+    ResponderKind,
+    ResponderStatus,
+    Travel,
+    Travels,
+    plainly_eligible,
+    rank,
+    shortlist,
+)
 from safecity.dispatch.replay import Call
 from safecity.dispatch.responders import ResponderIn, ShiftSpan, on_duty
 from safecity.dispatch.sla import Timer, timers
@@ -220,6 +230,9 @@ class DispatchService:
         # Responders as the recommender reads them; None until first used or after an import. A node is the only
         # writer of its tier's responders, so changes made here keep it true (see docs/dispatch.md).
         self._live: dict[str, _Live] | None = None
+        # What the recommender reads of an incident (type, priority, place) never changes once it is opened: kept
+        # when this node opens or first reads one, so a recommendation needs no database read.
+        self._fixed: dict[str, tuple[str, int, tuple[float, float] | None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -417,8 +430,16 @@ class DispatchService:
                     divert = StepIn(action=Action.DIVERT, service_code=verdict.service_code)
                     row = await self._apply(repo, row, divert, SYSTEM, now, outbox)
         await self._flush(outbox, now)
+        self._keep_fixed(row)
         self._rerank.set()
         return Opened(Incident.of(row), proposals)
+
+    def _keep_fixed(self, row: dict[str, Any]) -> tuple[str, int, tuple[float, float] | None]:
+        fixed = (row["type"], row["priority"], _point(row))
+        if len(self._fixed) >= 50_000:
+            del self._fixed[next(iter(self._fixed))]  # the oldest
+        self._fixed[row["id"]] = fixed
+        return fixed
 
     @staticmethod
     def _facts(row: dict[str, Any]) -> Facts:
@@ -829,14 +850,40 @@ class DispatchService:
         now = now or clock.now()
         units = await self._live_units()
         busy_ids = {u.incident_id for u in units.values() if u.incident_id and u.incident_id != incident_id}
-        async with self.engine.connect() as conn:
-            repo = IncidentRepo(conn)
-            row = await repo.get(incident_id)
-            if row is None:
-                raise IncidentNotFound(incident_id)
-            busy = await repo.priorities(busy_ids) if busy_ids else {}
-        verdict = triage(row["type"], self.settings.triage, priority=row["priority"])
+        fixed = self._fixed.get(incident_id)
+        busy = {i: f[1] for i in busy_ids if (f := self._fixed.get(i)) is not None}
+        if fixed is None or len(busy) < len(busy_ids):
+            async with self.engine.connect() as conn:
+                repo = IncidentRepo(conn)
+                if fixed is None:
+                    row = await repo.get(incident_id)
+                    if row is None:
+                        raise IncidentNotFound(incident_id)
+                    fixed = self._keep_fixed(row)
+                if len(busy) < len(busy_ids):
+                    busy |= await repo.priorities(busy_ids - busy.keys())
+        kind, priority, point = fixed
+        verdict = triage(kind, self.settings.triage, priority=priority)
         local = now.astimezone(self.zone)
+        others = [(uid, u) for uid, u in units.items() if u.incident_id != incident_id]
+        travel: Mapping[str, Travel] = {}
+        if self.travel is not None and point is not None:
+            positions = {uid: u.point for uid, u in others if u.point is not None}
+            travel = await self.travel.travel(point, positions, routes=routes)
+        # Only the responders the list can show become candidates (a handful of hundreds); the ranking is the same.
+        needs = verdict.needs
+        etas = travel.etas if isinstance(travel, Travels) else {uid: t.eta_s for uid, t in travel.items()}
+        keep = shortlist(
+            [uid for uid, _ in others],
+            [
+                plainly_eligible(u.status, u.capabilities, u.shift is None or on_duty(u.shift, local), needs)
+                for _, u in others
+            ],
+            [u.fix_at for _, u in others],
+            etas,
+            now=now,
+            settings=self.settings.rank,
+        )
         candidates = [
             Candidate(
                 id=uid,
@@ -848,17 +895,10 @@ class DispatchService:
                 busy_priority=busy.get(u.incident_id) if u.incident_id else None,
                 busy_incident=u.incident_id,
             )
-            for uid, u in units.items()
-            if u.incident_id != incident_id
+            for uid, u in others
+            if uid in keep
         ]
-        travel = {}
-        point = _point(row)
-        if self.travel is not None and point is not None:
-            positions = {c.id: p for c in candidates if (p := units[c.id].point) is not None}
-            travel = await self.travel.travel(point, positions, routes=routes)
-        return rank(
-            candidates, travel, priority=row["priority"], needs=verdict.needs, now=now, settings=self.settings.rank
-        )
+        return rank(candidates, travel, priority=priority, needs=needs, now=now, settings=self.settings.rank)
 
     async def dispatch_best(self, incident_id: str, *, actor: str, now: datetime | None = None) -> Incident:
         """Dispatch the first eligible responder of the recommendation in one call (409 when there is none)."""
