@@ -42,6 +42,7 @@ PUBLIC_PATHS = frozenset(
         "/open311/v2/requests.{fmt}",
         "/open311/v2/requests/{service_request_id}.{fmt}",
         # The signed task link is a community responder's credential.
+        "/api/v1/tasks/view",
         "/api/v1/tasks/{action}",
     }
 )

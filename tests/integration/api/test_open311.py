@@ -133,6 +133,10 @@ async def test_errors_come_in_the_spec_format(
         assert unknown.status_code == 404 and unknown.json()[0]["code"] == 404
         bad_date = await http.get(f"{root}/requests.json", params={"start_date": "yesterday"})
         assert bad_date.status_code == 400 and "start_date" in bad_date.json()[0]["description"]
+        # A refused value whose parameter name holds control characters too: still valid XML (it was a 500).
+        odd_name = await http.get(f"{root}/requests.xml", params=[("k\x03y", "\x01")])
+        assert odd_name.status_code == 400
+        assert "holds control characters" in (etree.fromstring(odd_name.content).findtext("error/description") or "")
         citizen_update = await http.post(f"{root}/requests/nope.json", data={"api_key": citizen, "status": "closed"})
         assert citizen_update.status_code == 403
         assert (await http.get(f"{root}/requests/nope.json")).status_code == 404
