@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
@@ -33,6 +34,15 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") == "true" else "sa
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SAFECITY_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 PG_ADMIN_DSN = os.environ.get("SAFECITY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A test that runs the CLI configures logging for the process (the demo's level, say): put it back after, so a
+    later test in the same worker still sees info-level events (e.g. through `structlog.testing.capture_logs`)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def _port_open(host: str, port: int, timeout: float = 0.3) -> bool:
