@@ -227,8 +227,11 @@ async def _serve_and_simulate(
     Returns the messages sent and whether this task was cancelled (the caller re-raises after its summary).
     """
     from safecity.api.app import create_app
+    from safecity.web.static import install_ui, ui_built
 
     app = create_app(runtime.api_services())
+    if ui_built():
+        install_ui(app)  # `safecity demo` builds it first; a demo started from code runs without a page if unbuilt
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serve_task = asyncio.create_task(server.serve(), name="http")
     while not server.started:
