@@ -251,6 +251,8 @@ async def _serve_and_simulate(
         runtime.spawn(DispatchSimulator(runtime).run, "sim-dispatch", restart=False)
         url = f"http://127.0.0.1:{port}"
         console.print(banner(url, key))
+        # Unwrapped, so the whole address can be copied (or clicked) from any terminal width.
+        console.print(f"Command centre (opens signed in): {url}/#key={key}", soft_wrap=True, highlight=False)
         sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)
         if rate < sim.min_rate():
             console.print(

@@ -2,7 +2,8 @@
 unit, units driving the road network to the scene, handling it and coming free, and departments closing the
 incidents diverted to them over Open311. Alerts whose rule opens incidents join the same loop on their own.
 
-Time runs `speedup` times faster on the road than on the clock, so a unit is seen arriving within a minute.
+Time runs `speedup` times faster on the road than on the clock, and no trip takes longer than `MAX_TRIP_S` on the
+clock, so a unit is seen arriving within a minute.
 Incidents opened from alerts are left to the command centre's operators for `alert_hold_s` before the floor's own
 dispatcher takes them, and a unit that anyone dispatched (the command centre, the API) drives to its scene here too.
 """
@@ -25,6 +26,8 @@ from safecity.kernel.dispatch_settings import Route
 from safecity.kernel.errors import SafeCityError
 
 log = structlog.get_logger(__name__)
+
+MAX_TRIP_S = 60.0  # the longest drive on the clock: a far unit still arrives while someone watches
 
 CALL_TYPES = ("fire", "traffic_collision", "medical", "dispute", "intrusion", "water_leak", "noise", "road_damage")
 CALL_WEIGHTS = (1, 3, 3, 4, 2, 1, 1, 1)
@@ -195,8 +198,12 @@ class DispatchSimulator:
         await dispatch.act(incident_id, StepIn(action=Action.DEPART), actor=f"unit:{best.id}", now=now)
         line = list(best.route) or [(0.0, 0.0)]
         self.trips[best.id] = _Trip(
-            incident_id, line, now, max((best.eta_s or 60.0) / self.speedup, 5.0), on_scene_s=self.rng.uniform(20, 60)
+            incident_id, line, now, self._trip_s(best.eta_s or 60.0), on_scene_s=self.rng.uniform(20, 60)
         )
+
+    def _trip_s(self, road_s: float) -> float:
+        """Seconds on the clock for a drive of `road_s` on the road."""
+        return min(max(road_s / self.speedup, 5.0), MAX_TRIP_S)
 
     async def _adopt(self, now: datetime) -> None:
         """Drive the units someone else dispatched (the command centre, the API): depart, then the same trip."""
@@ -214,7 +221,7 @@ class DispatchSimulator:
             if incident.stage is Stage.DISPATCHED:
                 await dispatch.act(incident.id, StepIn(action=Action.DEPART), actor=f"unit:{unit_id}", now=now)
             line = list(route.coordinates) or [(unit.lon, unit.lat), (incident.lon, incident.lat)]
-            eta_s = max(route.seconds / self.speedup, 5.0)
+            eta_s = self._trip_s(route.seconds)
             self.trips[unit_id] = _Trip(incident.id, line, now, eta_s, on_scene_s=self.rng.uniform(20, 60))
             log.info("demo_trip_adopted", unit=unit_id, incident=incident.id, eta_s=round(eta_s, 1))
 

@@ -2,14 +2,14 @@
 // a refusal (403, 409, 422…) is shown with the server's own problem text, never swallowed.
 import { api, ApiError, apiKey, setApiKey, takeKeyFromFragment } from "./api.js";
 import { h, replace } from "./dom.js";
-import { formatDuration, formatTime, language, LANGUAGES, onLanguage, pick, setLanguage, startOfToday, t, timeZone } from "./i18n.js";
+import { CATALOGUES, formatDuration, formatTime, language, LANGUAGES, onLanguage, pick, setLanguage, startOfToday, t, timeZone } from "./i18n.js";
 import { LiveChannel } from "./live.js";
 import { CityMap, OPEN_STAGES, TOGGLES } from "./map.js";
 import { renderAlerts } from "./panels/alerts.js";
 import { renderDetail, renderQueue } from "./panels/incidents.js";
 import { renderKpis } from "./panels/kpis.js";
 import { renderResponders } from "./panels/responders.js";
-import { setRole } from "./roles.js";
+import { can, setRole } from "./roles.js";
 
 const TABS = ["alerts", "incidents", "responders", "kpis"];
 const LANGUAGE_NAMES = { "zh-CN": "中文", en: "English" };
@@ -161,9 +161,18 @@ async function boot(root) {
       );
     if (parts.has("side") && !dirty.has("side")) {
       const panel = { alerts: renderAlerts, incidents: renderQueue, responders: renderResponders, kpis: renderKpis }[state.tab](ctx);
-      replace(els.side, panel);
+      // List panels are the same node updated in place: only swap when the tab changed.
+      if (els.side.firstChild !== panel) replace(els.side, panel);
     }
-    if (parts.has("detail")) replace(els.detail, renderDetail(ctx));
+    if (parts.has("detail")) {
+      // Rebuilt only when what it shows changed (ETAs to the next 10 s), so its buttons stay put between updates.
+      const { detail, recommendation, open311 } = state;
+      const sig = JSON.stringify([language(), detail, open311, recommendation?.map((r) => [r.id, r.status, r.eligible, Math.round((r.eta_s ?? -1) / 10), r.reasons])]);
+      if (sig !== els.detail.dataset.sig) {
+        els.detail.dataset.sig = sig;
+        replace(els.detail, renderDetail(ctx));
+      }
+    }
     if (parts.has("layers"))
       replace(
         els.layers,
@@ -171,7 +180,7 @@ async function boot(root) {
         TOGGLES.map((k) =>
           h("label", {}, h("input", { type: "checkbox", checked: state.toggles[k], dataset: { layer: k }, onchange: (e) => ((state.toggles[k] = e.target.checked), cityMap.setVisible(k, e.target.checked)) }), t(`layers.${k}`)),
         ),
-        state.selectedResponder ? h("p", { class: "iso-note" }, t("layers.isochrone_of", { unit: state.selectedResponder })) : null,
+        state.selectedResponder && can("route") ? h("p", { class: "iso-note" }, t("layers.isochrone_of", { unit: state.selectedResponder })) : null,
       );
     if (parts.has("map")) updateMap();
   }
@@ -180,16 +189,27 @@ async function boot(root) {
     if (tab === "kpis") loadKpis().catch(refused);
     render("tabs", "side");
   }
+  // The header is rebuilt on a language change only; the clock and the live badge update in place every second.
+  const clock = h("span", { class: "clock" });
+  const liveBadge = h("span", { id: "live-status" });
   function renderHeader() {
     replace(
       els.header,
       h("h1", {}, t("app.title")),
-      h("span", { class: `live live-${state.live}`, id: "live-status", dataset: { status: state.live } }, t(`live.${state.live}`)),
-      h("span", { class: "clock" }, formatTime(new Date().toISOString()), " ", h("small", {}, t(`zone.${timeZone()}`) === `zone.${timeZone()}` ? timeZone() : t(`zone.${timeZone()}`))),
+      liveBadge,
+      clock,
       h("span", { class: "who" }, t(`role.${me.role}`), " · ", h("span", { class: "data" }, me.name)),
       languageSwitch(),
       h("button", { class: "logout", onclick: () => (setApiKey(null), live.stop(), location.reload()) }, t("header.logout")),
     );
+    tick();
+  }
+  function tick() {
+    const zone = t(`zone.${timeZone()}`) === `zone.${timeZone()}` ? timeZone() : t(`zone.${timeZone()}`);
+    replace(clock, formatTime(new Date().toISOString()), " ", h("small", {}, zone));
+    liveBadge.className = `live live-${state.live}`;
+    liveBadge.dataset.status = state.live;
+    liveBadge.textContent = t(`live.${state.live}`);
   }
   function updateMap() {
     if (!cityMap.responders) return;
@@ -208,7 +228,7 @@ async function boot(root) {
     }
     cityMap.responders.setEtaLines(lines);
   }
-  setInterval(renderHeader, 1000);
+  setInterval(tick, 1000);
   onLanguage(() => {
     cityMap.relabel();
     renderHeader();
@@ -281,8 +301,14 @@ async function boot(root) {
     cityMap.setHeat(await api("/api/v1/events/heat", { params: { cell_deg: 0.004 } }));
   }
   let roadsAdded = false;
-  async function loadRoads() {
-    const info = await api("/api/v1/routing/info");
+  async function loadRoads(first = null) {
+    if (!can("route")) {
+      // Tiles are open to every role; the road network's state is not: draw the roads, skip the conditions.
+      if (!roadsAdded) await cityMap.addRoads();
+      roadsAdded = true;
+      return;
+    }
+    const info = await (first || api("/api/v1/routing/info"));
     if (info.tiles && !roadsAdded) {
       roadsAdded = true;
       await cityMap.addRoads();
@@ -329,7 +355,7 @@ async function boot(root) {
     state.selectedResponder = id;
     const r = state.responders.get(id);
     render("layers", ...(state.tab === "responders" ? ["side"] : []));
-    if (!r || r.lon === null) return;
+    if (!r || r.lon === null || !can("route")) return;
     try {
       cityMap.setIsochrone(await api("/api/v1/routing/isochrone", { params: { lon: r.lon, lat: r.lat, minutes: [5, 10] } }));
       cityMap.setVisible("isochrone", (state.toggles.isochrone = true));
@@ -430,11 +456,11 @@ async function boot(root) {
     onResync: () => loadAll().catch(refused),
     onStatus: (s) => {
       state.live = s;
-      renderHeader();
+      tick();
     },
   });
   // Tests and operators may drop the connection to check the resume (window.safecity.live.drop()).
-  window.safecity = { live, state };
+  window.safecity = { live, state, catalogues: CATALOGUES };
 
   const cityMap = new CityMap(els.mapEl, {
     onIncident: (id) => ((state.tab = "incidents"), selectIncident(id)),
@@ -444,10 +470,11 @@ async function boot(root) {
   renderHeader();
   renderNow(true);
   live.start();
+  const info = can("route") ? api("/api/v1/routing/info") : null;
   await cityMap.loadBase();
   for (const f of cityMap.places.features) placeNames.set(f.properties.id, f.properties);
   render("side");
-  await loadRoads();
+  await loadRoads(info);
   for (const k of TOGGLES) cityMap.setVisible(k, state.toggles[k]);
   render("map");
   loadDevices().catch(refused);
@@ -456,6 +483,6 @@ async function boot(root) {
   setInterval(() => loadRoads().catch(refused), 15000);
   setInterval(() => state.tab === "kpis" && loadKpis().catch(refused), 30000);
   setInterval(() => loadDevices().catch(refused), 300000);
-  cityMap.map.once("idle", () => (window.safecity.firstRenderMs = performance.now()));
+  cityMap.firstRender().then((ms) => (window.safecity.firstRenderMs = ms));
   document.body.dataset.ready = "true";
 }

@@ -32,7 +32,7 @@ export function onLanguage(fn) {
   listeners.add(fn);
 }
 
-// t("alerts.count", {n: 3}): the current language's message with {name} placeholders filled in.
+// t("alerts.open_count", {n: 3}): the current language's message with {name} placeholders filled in.
 export function t(key, params = {}) {
   const text = CATALOGUES[lang][key];
   if (text === undefined) {

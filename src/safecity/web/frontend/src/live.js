@@ -15,6 +15,10 @@ export class LiveChannel {
     this.closed = false;
     this.reloading = null;
     this.buffer = [];
+    // Figures a test or an operator can read: how often the state was reloaded, gaps seen, the last numbers applied.
+    this.resyncs = 0;
+    this.gaps = 0;
+    this.applied = [];
   }
 
   start() {
@@ -59,6 +63,7 @@ export class LiveChannel {
       this.epoch = message.epoch;
       this.onStatus("live");
       if (message.resync) {
+        this.resyncs += 1;
         this.seq = message.seq;
         this.buffer = [];
         // Messages after `seq` arrive while the state reloads: keep them and apply them once it is in.
@@ -80,10 +85,13 @@ export class LiveChannel {
   apply(message) {
     if (this.seq !== null && message.seq <= this.seq) return; // already applied (replayed on resume)
     if (this.seq !== null && message.seq !== this.seq + 1) {
+      this.gaps += 1;
       this.drop(); // a gap: reconnect and resume from the last applied message
       return;
     }
     this.seq = message.seq;
+    this.applied.push(message.seq);
+    if (this.applied.length > 5000) this.applied.splice(0, 1000);
     this.onEvent(message);
   }
 }

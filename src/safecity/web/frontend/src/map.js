@@ -194,8 +194,10 @@ export class CityMap {
   }
 
   async loadBase() {
+    // Fetched while the map starts (style, workers), not after.
+    const places = api("/api/v1/places/map.geojson", { params: { level: ["town", "community", "building"] } });
     await this.ready;
-    this.places = await api("/api/v1/places/map.geojson", { params: { level: ["town", "community", "building"] } });
+    this.places = await places;
     this.relabel();
     const towns = this.places.features.filter((f) => f.properties.level === "town");
     if (towns.length) {
@@ -233,6 +235,22 @@ export class CityMap {
       },
       before,
     );
+  }
+
+  // When the base map (places, and the roads when added) is first on screen: performance.now() of that frame. The
+  // map never goes "idle" on a live floor (positions arrive every second), so this waits for a rendered frame with
+  // its base sources loaded instead.
+  firstRender() {
+    return new Promise((resolve) => {
+      const check = () => {
+        const roads = this.map.getSource("roads");
+        if (!this.map.isSourceLoaded("places") || (roads && !this.map.isSourceLoaded("roads"))) return;
+        this.map.off("render", check);
+        resolve(performance.now());
+      };
+      this.map.on("render", check);
+      this.map.triggerRepaint();
+    });
   }
 
   relabel() {

@@ -6,6 +6,8 @@ const ALLOWED = {
   toIncident: ["admin", "operator", "dispatcher"],
   dispatch: ["admin", "operator", "dispatcher"],
   act: ["admin", "operator", "dispatcher"],
+  // Road-network queries (isochrones, conditions, routing info): the API gives them to dispatch roles only.
+  route: ["admin", "operator", "dispatcher"],
 };
 
 let role = "reader";

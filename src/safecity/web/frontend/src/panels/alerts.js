@@ -1,6 +1,6 @@
 // Alert feed: newest first, open ones on top; acknowledge, assign, turn into an incident, resolve with feedback.
-import { h, data } from "../dom.js";
-import { formatTime, pick, t } from "../i18n.js";
+import { h, data, persistent, reconcile, replace } from "../dom.js";
+import { formatTime, language, pick, t } from "../i18n.js";
 import { OPEN_ALERT_STATES } from "../map.js";
 import { can } from "../roles.js";
 
@@ -10,13 +10,24 @@ export function renderAlerts(ctx) {
     (a, b) => Number(OPEN_ALERT_STATES.has(b.state)) - Number(OPEN_ALERT_STATES.has(a.state)) || (b.last_at > a.last_at ? 1 : -1),
   );
   const open = alerts.filter((a) => OPEN_ALERT_STATES.has(a.state)).length;
-  return h(
-    "section",
-    { class: "panel", "aria-label": t("alerts.title") },
-    h("h2", {}, t("alerts.title"), " ", h("span", { class: "count" }, t("alerts.open_count", { n: open }))),
-    alerts.length === 0 ? h("p", { class: "empty" }, t("alerts.none")) : null,
-    h("ul", { class: "list" }, alerts.slice(0, 150).map((a) => alertRow(ctx, a))),
-  );
+  return view(({ root, title, empty, list }) => {
+    root.setAttribute("aria-label", t("alerts.title"));
+    replace(title, t("alerts.title"), " ", h("span", { class: "count" }, t("alerts.open_count", { n: open })));
+    replace(empty, alerts.length === 0 ? t("alerts.none") : null);
+    reconcile(list, alerts.slice(0, 150), (a) => a.id, (a) => signature(ctx, a), (a) => alertRow(ctx, a));
+  });
+}
+
+const view = persistent(() => {
+  const title = h("h2");
+  const empty = h("p", { class: "empty" });
+  const list = h("ul", { class: "list" });
+  return { root: h("section", { class: "panel" }, title, empty, list), title, empty, list };
+});
+
+function signature(ctx, a) {
+  const selected = ctx.state.selectedAlert === a.id;
+  return JSON.stringify([language(), a.state, a.last_at, a.count, a.severity, a.assignee, selected, selected && a.steps?.length, ctx.placeName(a.community)]);
 }
 
 function alertRow(ctx, a) {

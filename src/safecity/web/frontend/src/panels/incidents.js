@@ -1,7 +1,7 @@
 // Incident queue (open incidents by priority) and the selected incident's detail: stage timeline with times and
 // evidence, SLA timers, the ranked responders with ETAs and one-click dispatch, lifecycle actions, Open311 status.
-import { h, data } from "../dom.js";
-import { formatDuration, formatTime, t } from "../i18n.js";
+import { h, data, persistent, reconcile, replace } from "../dom.js";
+import { formatDuration, formatTime, language, t } from "../i18n.js";
 import { OPEN_STAGES } from "../map.js";
 import { can } from "../roles.js";
 
@@ -13,33 +13,43 @@ export function renderQueue(ctx) {
   const incidents = [...ctx.state.incidents.values()]
     .filter((i) => OPEN_STAGES.has(i.stage))
     .sort((a, b) => a.priority - b.priority || (b.opened_at > a.opened_at ? 1 : -1));
+  return queueView(({ root, title, empty, list }) => {
+    root.setAttribute("aria-label", t("incidents.title"));
+    replace(title, t("incidents.title"), " ", h("span", { class: "count" }, t("incidents.open_count", { n: incidents.length })));
+    replace(empty, incidents.length === 0 ? t("incidents.none") : null);
+    reconcile(
+      list,
+      incidents.slice(0, 200),
+      (i) => i.id,
+      (i) => JSON.stringify([language(), i.stage, i.priority, i.unit_id, i.town, ctx.state.selectedIncident === i.id, Boolean(ctx.placeName(i.town))]),
+      (i) => queueRow(ctx, i),
+    );
+  });
+}
+
+const queueView = persistent(() => {
+  const title = h("h2");
+  const empty = h("p", { class: "empty" });
+  const list = h("ul", { class: "list" });
+  return { root: h("section", { class: "panel" }, title, empty, list), title, empty, list };
+});
+
+function queueRow(ctx, i) {
   return h(
-    "section",
-    { class: "panel", "aria-label": t("incidents.title") },
-    h("h2", {}, t("incidents.title"), " ", h("span", { class: "count" }, t("incidents.open_count", { n: incidents.length }))),
-    incidents.length === 0 ? h("p", { class: "empty" }, t("incidents.none")) : null,
+    "li",
+    {
+      class: `item prio-${i.priority} ${ctx.state.selectedIncident === i.id ? "selected" : ""}`,
+      dataset: { incident: i.id, stage: i.stage },
+      onclick: () => ctx.selectIncident(i.id),
+    },
     h(
-      "ul",
-      { class: "list" },
-      incidents.slice(0, 200).map((i) =>
-        h(
-          "li",
-          {
-            class: `item prio-${i.priority} ${ctx.state.selectedIncident === i.id ? "selected" : ""}`,
-            dataset: { incident: i.id, stage: i.stage },
-            onclick: () => ctx.selectIncident(i.id),
-          },
-          h(
-            "div",
-            { class: "row" },
-            h("span", { class: "badge prio" }, t("incidents.priority", { n: i.priority })),
-            h("span", { class: "title" }, ctx.typeName(i.type)),
-            h("span", { class: `badge stage-${i.stage}` }, t(`stage.${i.stage}`)),
-          ),
-          h("div", { class: "meta" }, data(ctx.placeName(i.town) || ""), " · ", h("time", {}, formatTime(i.opened_at)), i.unit_id ? [" · ", data(i.unit_id)] : null),
-        ),
-      ),
+      "div",
+      { class: "row" },
+      h("span", { class: "badge prio" }, t("incidents.priority", { n: i.priority })),
+      h("span", { class: "title" }, ctx.typeName(i.type)),
+      h("span", { class: `badge stage-${i.stage}` }, t(`stage.${i.stage}`)),
     ),
+    h("div", { class: "meta" }, data(ctx.placeName(i.town) || ""), " · ", h("time", {}, formatTime(i.opened_at)), i.unit_id ? [" · ", data(i.unit_id)] : null),
   );
 }
 
