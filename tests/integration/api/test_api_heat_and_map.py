@@ -10,10 +10,8 @@ from tests.integration.api.conftest import AppFactory, HeadersFactory
 from safecity.sharing.keys import Role
 
 
-async def test_heat_counts_events_per_cell(
-    app_factory: AppFactory, sqlite_url: str, key_headers: HeadersFactory
-) -> None:
-    app, client = await app_factory(sqlite_url)
+async def test_heat_counts_events_per_cell(db_url: str, app_factory: AppFactory, key_headers: HeadersFactory) -> None:
+    app, client = await app_factory(db_url)
     headers = await key_headers(app, Role.READER)
     runtime = app.state.runtime
     await runtime.devices.upsert_many(
