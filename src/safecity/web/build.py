@@ -73,6 +73,10 @@ def ensure_built(console: Console | None = None, *, root: Path = FRONTEND, force
     if not force and is_built(root):
         return dist
     console = console or Console(stderr=True)
+    if shutil.which("npm") is None and (dist / "index.html").is_file():
+        # A node deployed with a built UI but no Node.js: serve what is there rather than refuse to start.
+        console.print(f"[yellow]npm not found: serving the existing UI build in {dist}, which may be stale.[/yellow]")
+        return dist
     npm = _npm()
     lock = root / "package-lock.json"
     installed = root / "node_modules" / ".package-lock.json"

@@ -58,3 +58,11 @@ async def test_the_node_serves_the_page_and_its_assets(tmp_path: Path) -> None:
 def test_mounting_an_unbuilt_ui_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(UiNotBuilt, match="safecity serve"):
         install_ui(FastAPI(), tmp_path / "dist")
+
+
+def test_without_npm_an_existing_build_is_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _frontend(tmp_path / "frontend")
+    (root / "dist").mkdir()
+    (root / "dist" / "index.html").write_text("<html></html>")
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
+    assert build.ensure_built(root=root) == root / "dist"

@@ -355,6 +355,7 @@ async function boot(root) {
     state.selectedResponder = id;
     const r = state.responders.get(id);
     render("layers", ...(state.tab === "responders" ? ["side"] : []));
+    if (r && r.lon !== null) cityMap.flyTo(r.lon, r.lat);
     if (!r || r.lon === null || !can("route")) return;
     try {
       cityMap.setIsochrone(await api("/api/v1/routing/isochrone", { params: { lon: r.lon, lat: r.lat, minutes: [5, 10] } }));
