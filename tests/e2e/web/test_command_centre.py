@@ -75,18 +75,29 @@ def test_operator_acknowledges_a_fire_alert_turns_it_into_an_incident_and_dispat
 
     first = panel.locator("table.ranked tr.eligible").first
     first.wait_for(timeout=15_000)
-    unit = first.get_attribute("data-responder")
+    recommended = first.get_attribute("data-responder")
+    # One click: the server dispatches the first eligible responder of its recommendation at that moment (the one
+    # shown first, unless the floor's own dispatcher took it in between).
+    positions = page.evaluate(
+        "Object.fromEntries([...window.safecity.state.responders.values()].map((r) => [r.id, [r.lon, r.lat]]))"
+    )
+    panel.locator("button.act-dispatch-best").click()
+    page.locator(".toast.ok", has_text=re.compile("P\\d\\d|G\\d\\d")).first.wait_for(timeout=10_000)
+    page.wait_for_function(f"window.safecity.state.incidents.get({incident_id!r}).unit_id", timeout=10_000)
+    unit = page.evaluate(f"window.safecity.state.incidents.get({incident_id!r}).unit_id")
     assert unit
-    before = _responder(page, unit)
-    first.locator("button.act-dispatch").click()
+    with node.client() as http:
+        taken = {r["id"] for r in http.get("/api/v1/responders").json() if r["status"] != "available"}
+    assert unit == recommended or recommended in taken
     page.locator(f"#incident-unit:has-text('{unit}')").wait_for(timeout=10_000)
+    lon, lat = positions[unit]  # where it stood when dispatched
     page.locator("li[data-step='dispatched_at'].done").wait_for()
     # The unit sets off (the floor drives it along the road network) and the stages fill in as it goes.
     page.locator("li[data-step='en_route_at'].done").wait_for(timeout=20_000)
     screenshot(page, "incident")
     page.wait_for_function(
         f"(() => {{ const r = window.safecity.state.responders.get({unit!r});"
-        f" return r.lon !== {before['lon']} || r.lat !== {before['lat']}; }})()",
+        f" return r.lon !== {lon} || r.lat !== {lat}; }})()",
         timeout=30_000,
     )
     page.locator("li[data-step='on_scene_at'].done").wait_for(timeout=180_000)
