@@ -262,3 +262,9 @@ def test_first_render_and_main_view(open_page: tuple[PageFactory, Any], node: No
     assert page.locator(".maplibregl-canvas").is_visible()
     page.wait_for_timeout(1500)
     screenshot(page, "map")
+    # A station's coverage: the 5-minute areas of its units, from the server's road network.
+    page.click("button[data-tab='responders']")
+    page.locator("button[data-station='ps-1']").click()
+    page.wait_for_function("window.safecity.state.isochroneAreas > 0", timeout=20_000)
+    assert "ps-1" in page.locator(".iso-note").inner_text()
+    screenshot(page, "coverage")

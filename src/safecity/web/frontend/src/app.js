@@ -73,6 +73,7 @@ async function boot(root) {
     selectedAlert: null,
     selectedIncident: null,
     selectedResponder: null,
+    selectedStation: null,
     detail: null,
     recommendation: null,
     open311: null,
@@ -113,6 +114,7 @@ async function boot(root) {
     drafts: new Map(),
     selectIncident: (id) => selectIncident(id),
     selectResponder: (id) => selectResponder(id),
+    selectStation: (id) => selectStation(id),
     alertAction,
     alertToIncident,
     dispatchBest,
@@ -181,6 +183,7 @@ async function boot(root) {
           h("label", {}, h("input", { type: "checkbox", checked: state.toggles[k], dataset: { layer: k }, onchange: (e) => ((state.toggles[k] = e.target.checked), cityMap.setVisible(k, e.target.checked)) }), t(`layers.${k}`)),
         ),
         state.selectedResponder && can("route") ? h("p", { class: "iso-note" }, t("layers.isochrone_of", { unit: state.selectedResponder })) : null,
+        state.selectedStation && can("route") ? h("p", { class: "iso-note" }, t("layers.coverage_of", { station: state.selectedStation })) : null,
       );
     if (parts.has("map")) updateMap();
   }
@@ -351,14 +354,35 @@ async function boot(root) {
     clearTimeout(detailTimer);
     detailTimer = setTimeout(() => refreshDetail().catch(refused), 150);
   }
+  // A station's coverage: what its units (where they are now) reach within 5 minutes, one area per unit.
+  async function selectStation(id) {
+    state.selectedStation = id;
+    state.selectedResponder = null;
+    render("layers", "side");
+    if (!can("route")) return;
+    const units = [...state.responders.values()].filter((r) => r.station === id && r.lon !== null && r.status !== "out_of_service");
+    try {
+      const areas = await Promise.all(units.map((r) => api("/api/v1/routing/isochrone", { params: { lon: r.lon, lat: r.lat, minutes: [5] } })));
+      if (state.selectedStation !== id) return;
+      const features = areas.flatMap((a, n) => a.features.map((f) => ({ ...f, properties: { ...f.properties, unit: units[n].id } })));
+      state.isochroneAreas = features.length;
+      cityMap.setIsochrone({ type: "FeatureCollection", features });
+      cityMap.setVisible("isochrone", (state.toggles.isochrone = true));
+    } catch (err) {
+      refused(err);
+    }
+  }
   async function selectResponder(id) {
     state.selectedResponder = id;
+    state.selectedStation = null;
     const r = state.responders.get(id);
     render("layers", ...(state.tab === "responders" ? ["side"] : []));
     if (r && r.lon !== null) cityMap.flyTo(r.lon, r.lat);
     if (!r || r.lon === null || !can("route")) return;
     try {
-      cityMap.setIsochrone(await api("/api/v1/routing/isochrone", { params: { lon: r.lon, lat: r.lat, minutes: [5, 10] } }));
+      const areas = await api("/api/v1/routing/isochrone", { params: { lon: r.lon, lat: r.lat, minutes: [5, 10] } });
+      state.isochroneAreas = areas.features.length;
+      cityMap.setIsochrone(areas);
       cityMap.setVisible("isochrone", (state.toggles.isochrone = true));
     } catch (err) {
       refused(err);

@@ -7,10 +7,15 @@ export function renderResponders(ctx) {
   const list = [...ctx.state.responders.values()].sort((a, b) => a.id.localeCompare(b.id));
   const counts = {};
   for (const r of list) counts[r.status] = (counts[r.status] || 0) + 1;
-  return view(({ root, title, legend, head, body }) => {
+  const stations = [...new Set(list.map((r) => r.station).filter(Boolean))].sort();
+  return view(({ root, title, legend, stationBar, head, body }) => {
     root.setAttribute("aria-label", t("responders.title"));
     replace(title, t("responders.title"), " ", h("span", { class: "count" }, t("responders.total", { n: list.length })));
     replace(legend, Object.entries(counts).map(([s, n]) => h("span", { class: "chip" }, h("i", { style: { background: STATUS_COLOURS[s] } }), t(`responder_status.${s}`), ` ${n}`)));
+    replace(
+      stationBar,
+      stations.length ? [h("span", { class: "label" }, t("responders.station_coverage")), stations.map((st) => h("button", { class: `station ${ctx.state.selectedStation === st ? "on" : ""}`, dataset: { station: st }, onclick: () => ctx.selectStation(st) }, data(st)))] : null,
+    );
     replace(head, h("tr", {}, h("th", {}, t("responders.unit")), h("th", {}, t("responders.kind")), h("th", {}, t("responders.status")), h("th", {}, t("responders.incident")), h("th", {}, t("responders.fix"))));
     reconcile(
       body,
@@ -25,9 +30,10 @@ export function renderResponders(ctx) {
 const view = persistent(() => {
   const title = h("h2");
   const legend = h("p", { class: "legend" });
+  const stationBar = h("p", { class: "stations" });
   const head = h("thead");
   const body = h("tbody");
-  return { root: h("section", { class: "panel" }, title, legend, h("table", { class: "responders" }, head, body)), title, legend, head, body };
+  return { root: h("section", { class: "panel" }, title, legend, stationBar, h("table", { class: "responders" }, head, body)), title, legend, stationBar, head, body };
 });
 
 function row(ctx, r) {
