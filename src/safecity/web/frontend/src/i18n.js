@@ -64,6 +64,14 @@ export function formatDuration(seconds) {
   return rest ? t("unit.minutes_seconds", { m, s: rest }) : t("unit.minutes", { n: m });
 }
 
+// The same, compact (tables): "1m06s" in English, its catalogue form in Chinese.
+export function formatDurationShort(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return t("unit.seconds_short", { n: s });
+  return t("unit.minutes_seconds_short", { m: Math.floor(s / 60), s: String(s % 60).padStart(2, "0") });
+}
+
 // Midnight today in the display zone, as an ISO instant (the KPI board's "today").
 export function startOfToday() {
   const zone = timeZone();

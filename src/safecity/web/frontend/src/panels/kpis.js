@@ -1,7 +1,7 @@
 // KPI board: today's counts, stage-interval medians and 90th percentiles per town (table and SVG bars), SLA breaches
 // and device health. Figures come from the server (/api/v1/kpis, /incidents, /alerts, /devices totals).
 import { h, data } from "../dom.js";
-import { formatDuration, t } from "../i18n.js";
+import { formatDuration, formatDurationShort, t } from "../i18n.js";
 
 const INTERVALS = ["warn", "dispatch", "response"];
 const SVG = "http://www.w3.org/2000/svg";
@@ -24,6 +24,9 @@ export function renderKpis(ctx) {
     h("div", { class: "tiles" }, tiles.map(([key, n]) => h("div", { class: "tile", dataset: { kpi: key } }, h("b", {}, String(n ?? "—")), h("span", {}, t(key))))),
     h("h3", {}, t("kpi.per_town")),
     h(
+      "div",
+      { class: "kpi-wrap" },
+      h(
       "table",
       { class: "kpi-table" },
       h(
@@ -40,12 +43,17 @@ export function renderKpis(ctx) {
             {},
             h("td", {}, data(ctx.placeName(g.group) || g.group || t("kpi.unknown_town"))),
             h("td", {}, String(Math.max(0, ...Object.values(g.intervals).map((x) => x.count)))),
-            INTERVALS.map((n) => [h("td", {}, formatDuration(g.intervals[n]?.median_s)), h("td", {}, formatDuration(g.intervals[n]?.p90_s))]),
+            INTERVALS.map((n) => [h("td", {}, formatDurationShort(g.intervals[n]?.median_s)), h("td", {}, formatDurationShort(g.intervals[n]?.p90_s))]),
           ),
         ),
       ),
     ),
-    k.groups.length ? h("figure", {}, chart(ctx, k.groups), h("figcaption", {}, t("kpi.chart_caption"))) : h("p", { class: "empty" }, t("kpi.no_incidents")),
+    ),
+    k.groups.length === 0
+      ? h("p", { class: "empty" }, t("kpi.no_incidents"))
+      : k.groups.some((g) => g.intervals.response)
+        ? h("figure", {}, chart(ctx, k.groups), h("figcaption", {}, t("kpi.chart_caption")))
+        : h("p", { class: "empty" }, t("kpi.no_arrivals")),
   );
 }
 
@@ -63,7 +71,7 @@ function chart(ctx, groups) {
   svg.setAttribute("aria-label", t("kpi.chart_caption"));
   rows.forEach((g, n) => {
     const y = 2 + n * (bar + 6);
-    const scale = (v) => ((width - label - 40) * v) / max;
+    const scale = (v) => ((width - label - 70) * v) / max;
     const name = document.createElementNS(SVG, "text");
     name.setAttribute("x", "0");
     name.setAttribute("y", String(y + bar - 4));
