@@ -163,11 +163,26 @@ def serve(config: ConfigOption = None) -> None:
 
     from safecity.api.app import create_app
     from safecity.runtime import Runtime
+    from safecity.web.static import install_ui
 
     settings = _settings(config)
     sc_logging.configure(settings.log_level, settings.log_json)
+    _build_ui()
     runtime = Runtime(settings)
-    uvicorn.run(create_app(runtime.api_services()), host=settings.http.host, port=settings.http.port, log_config=None)
+    app = create_app(runtime.api_services())
+    install_ui(app)
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_config=None)
+
+
+def _build_ui() -> None:
+    """Build the command-centre UI when missing or stale; exit 2 with what to do when it cannot be built."""
+    from safecity.web.build import UiBuildError, ensure_built
+
+    try:
+        ensure_built(console)
+    except UiBuildError as err:
+        console.print(f"[red]{err}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from err
 
 
 @app.command()
@@ -198,6 +213,7 @@ def demo(
     from safecity.sim.demo import DemoDataError, run_demo
 
     settings = _settings(config, **({"data_dir": data_dir} if data_dir is not None else {}))
+    _build_ui()
     try:
         asyncio.run(
             run_demo(

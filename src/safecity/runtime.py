@@ -29,6 +29,7 @@ from safecity.kernel.bus import Bus, MemoryBus, OverflowHook, Subscription
 from safecity.kernel.envelope import Envelope, encode
 from safecity.kernel.heap import settle_heap
 from safecity.kernel.keys import WrongPayload, payload_of
+from safecity.kernel.livefeed import LiveFeed
 from safecity.kernel.metrics import Metrics
 from safecity.kernel.readiness import Check, Readiness, readiness, tasks_check, tcp_check
 from safecity.kernel.settings import DEV_PSEUDONYM_KEY, Settings
@@ -202,6 +203,8 @@ class Runtime:
             if settings.mqtt.enabled
             else None
         )
+        # The command centre's live channel (incidents, responders, alerts, devices), resumable by sequence number.
+        self.live = LiveFeed(self.bus)
         self._subs: list[Subscription] = []
         self.started = False
 
@@ -240,6 +243,7 @@ class Runtime:
         )
         log.info("ingest_dedupe_seeded", keys=seeded)
         await tasks.enter("store-subscription", self._subscribe_store, self._unsubscribe_store)
+        await tasks.enter("live-feed", self.live.start, self.live.stop)
         await tasks.enter("alerts", self.alerts.start, self.alerts.stop)
         await tasks.enter("notify", self.notify.start, self.notify.stop)
         if self.warning is not None:
@@ -406,6 +410,7 @@ class Runtime:
             roads=self.roads,
             dispatch=self.dispatch,
             open311=self.open311,
+            live=self.live,
         )
 
     def parse_rules(self, text: str, source: str) -> RulePack:

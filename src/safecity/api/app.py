@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from safecity.api import alerts, auth, devices, events, incidents, ingest, notify, open311, places, routing, rules
+from safecity.api import alerts, auth, devices, events, incidents, ingest, live, notify, open311, places, routing, rules
 from safecity.api.deps import MetricsDep, ReadinessDep
 from safecity.api.docs import install_docs
 from safecity.api.ports import ApiServices
@@ -117,6 +117,7 @@ def create_app(services: ApiServices, *, extra_routers: Sequence[APIRouter] = ()
     app.include_router(incidents.tasks_router)
     app.include_router(incidents.task_page_router)
     app.include_router(open311.router)
+    app.include_router(live.router)
     for router in extra_routers:
         app.include_router(router)
     return app

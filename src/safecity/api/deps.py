@@ -23,6 +23,7 @@ from safecity.api.ports import (
     EventQueries,
     Intake,
     Keys,
+    LiveFeed,
     MetricsText,
     Notify,
     Open311,
@@ -124,6 +125,11 @@ async def open311(conn: HTTPConnection) -> Open311:
     return services(conn).open311
 
 
+def live_feed(conn: HTTPConnection) -> LiveFeed:
+    """The command centre's live feed."""
+    return services(conn).live
+
+
 SettingsDep = Annotated[Settings, Depends(settings)]
 ReadinessDep = Annotated[ReadinessProbe, Depends(readiness_probe)]
 MetricsDep = Annotated[MetricsText, Depends(metrics_text)]
@@ -140,3 +146,4 @@ PlacesDep = Annotated[Places | None, Depends(places)]
 RoadsDep = Annotated[Roads, Depends(roads)]
 DispatchDep = Annotated[Dispatch, Depends(dispatch)]
 Open311Dep = Annotated[Open311, Depends(open311)]
+LiveFeedDep = Annotated[LiveFeed, Depends(live_feed)]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from safecity.api.auth import Principal, require
 from safecity.api.deps import DeadLettersDep, EventsDep
-from safecity.kernel.errors import NotFound
+from safecity.kernel import clock
+from safecity.kernel.errors import InvalidInput, NotFound
 from safecity.sensing.model import DeadLetterReason, EventKind
 from safecity.sharing.principal import Role
 
@@ -116,6 +117,48 @@ async def list_events(
 async def event_counts(events: EventsDep, _: Annotated[Principal, require(*READERS)]) -> dict[str, int]:
     """Counts of stored events per kind."""
     return await events.count_by_kind()
+
+
+class HeatCell(BaseModel):
+    """One grid cell and the events in it."""
+
+    west: float
+    south: float
+    count: int
+
+
+class Heat(BaseModel):
+    """Events with a position in [since, until) counted on a grid of `cell_deg` degrees (busiest cells first)."""
+
+    since: datetime
+    until: datetime
+    cell_deg: float
+    kind: EventKind | None
+    total: int
+    cells: list[HeatCell]
+
+
+# Counts per cell carry no personal data: every role that reads incidents may see them (raw events need READERS).
+HEAT_READERS = (*READERS, Role.READER)
+HEAT_MAX_DAYS = 31
+
+
+@router.get("/events/heat", response_model=Heat, dependencies=[require(*HEAT_READERS)], summary="Event heat map")
+async def heat(
+    events: EventsDep,
+    since: Annotated[AwareDatetime | None, Query(description="Start (aware); default: until - 1 h.")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="End (with a zone); default: now.")] = None,
+    cell_deg: Annotated[float, Query(ge=0.0005, le=1.0, allow_inf_nan=False, description="Cell, degrees.")] = 0.005,
+    kind: EventKind | None = None,
+) -> Heat:
+    """Events counted per grid cell on the server (the map's heat layer), at most 20,000 cells, busiest first."""
+    until = until or clock.now()
+    since = since or until - timedelta(hours=1)
+    if since >= until or until - since > timedelta(days=HEAT_MAX_DAYS):
+        raise InvalidInput(f"since must be before until, at most {HEAT_MAX_DAYS} days apart")
+    found = await events.heat(since=since, until=until, cell_deg=cell_deg, kind=str(kind) if kind else None)
+    cells = [HeatCell(west=round(w, 7), south=round(s, 7), count=n) for w, s, n in found]
+    return Heat(since=since, until=until, cell_deg=cell_deg, kind=kind, total=sum(c.count for c in cells), cells=cells)
 
 
 @router.get("/events/{event_id}", response_model=EventOut, summary="One stored event")

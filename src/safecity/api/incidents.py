@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -15,11 +16,13 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from safecity.api.auth import Principal, Role, require
-from safecity.api.deps import DispatchDep
+from safecity.api.deps import AlertsDep, DispatchDep, SettingsDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, ImportRejected, import_body, upload
 from safecity.dispatch.dedupe import MergeProposal
 from safecity.dispatch.incident import (
+    TYPE_PATTERN,
+    EvidenceRef,
     Incident,
     IncidentDraft,
     Position,
@@ -32,7 +35,7 @@ from safecity.dispatch.incident import (
 from safecity.dispatch.lifecycle import OPEN_STAGES, Stage
 from safecity.dispatch.recommend import Ranked, ResponderStatus
 from safecity.dispatch.responders import RESPONDER_FORMAT, RESPONDER_ID_PATTERN
-from safecity.kernel.dispatch_settings import INTERVALS
+from safecity.kernel.dispatch_settings import INTERVALS, incident_type_of
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportMode, ImportReport, decode_csv, parse_csv, parse_geojson
 from safecity.web.task_page import TASK_PAGE, TASK_PAGE_HEADERS
@@ -449,6 +452,66 @@ async def answer_task(
     """What a community responder's link does (no API key: the signed token is the credential; 403 when it is
     forged, expired or does not allow this action)."""
     return await dispatch.act_by_link(body.token, action, outcome=body.outcome)
+
+
+# --- alerts into incidents ------------------------------------------------------------------------------------------
+
+
+def _alert_point(area: dict[str, Any] | None) -> tuple[float, float] | None:
+    if not area:
+        return None
+    circle = area.get("circle")
+    if circle:
+        return float(circle["lon"]), float(circle["lat"])
+    polygon = area.get("polygon") or []
+    ring = polygon[:-1] or polygon
+    if not ring:
+        return None
+    return sum(float(p[0]) for p in ring) / len(ring), sum(float(p[1]) for p in ring) / len(ring)
+
+
+def _incident_type(rule_id: str, alert_types: dict[str, str]) -> str:
+    """The incident type of an alert's rule; a rule the table does not name becomes a valid type word (its id in
+    lower case, other characters as `_`), which triage treats as an unknown type."""
+    found = incident_type_of(rule_id, alert_types)
+    if re.fullmatch(TYPE_PATTERN, found):
+        return found
+    word = re.sub(r"[^a-z0-9_]", "_", found.lower()).lstrip("_0123456789")
+    return (word or "alert")[:64]
+
+
+@router.post(
+    "/alerts/{alert_id}/incident",
+    response_model=Opened,
+    summary="Turn an alert into an incident (or find the one it opened)",
+)
+async def incident_of_alert(
+    alerts: AlertsDep,
+    dispatch: DispatchDep,
+    settings: SettingsDep,
+    principal: Actor,
+    alert_id: Annotated[str, Path(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="Alert id.")],
+) -> Opened:
+    """Open an incident from an alert, with its place, times and triggering events as evidence; an alert opens one
+    incident at most, so when it already has one (its rule opens incidents itself) that incident is returned."""
+    alert = await alerts.get(alert_id)
+    point = _alert_point(alert.area)
+    draft = IncidentDraft(
+        type=_incident_type(alert.rule_id, settings.dispatch.alert_types),
+        origin="alert",
+        summary=alert.headline.get("zh") or alert.headline.get("en") or alert.rule_id,
+        lon=point[0] if point else None,
+        lat=point[1] if point else None,
+        address=(alert.area or {}).get("description") or None,
+        community=alert.community or "unknown",
+        building=alert.building,
+        alert_id=alert.id,
+        perceived_at=alert.first_at,
+        warned_at=alert.hops.get("fired", alert.created_at),
+        evidence=[EvidenceRef(kind="event", ref=e) for e in alert.trigger_event_ids[:50]],
+    )
+    opened = await dispatch.open(draft, actor=_actor(principal))
+    return Opened(incident=opened.incident, proposals=[_proposal(p) for p in opened.proposals])
 
 
 # --- KPIs ----------------------------------------------------------------------------------------------------------

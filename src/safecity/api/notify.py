@@ -151,7 +151,8 @@ def _offered_bearer(websocket: WebSocket) -> str | None:
     return None
 
 
-async def _principal(websocket: WebSocket, keys: Keys, key: str | None) -> Principal | None:
+async def principal_of(websocket: WebSocket, keys: Keys, key: str | None) -> Principal | None:
+    """The caller of a WebSocket: a `bearer.<key>` subprotocol, the key headers, or `?key=`; None when unknown."""
     header = websocket.headers.get("x-api-key")
     auth = websocket.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
@@ -185,7 +186,7 @@ async def alerts_live(
     stored `websocket` subscription, this connection receives that subscription's outbox deliveries (durable:
     anything missed while disconnected is retried until a client is back).
     """
-    principal = await _principal(websocket, keys, key)
+    principal = await principal_of(websocket, keys, key)
     if principal is None or principal.role not in LIVE_ROLES:
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION)
         return

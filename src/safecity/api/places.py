@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+import orjson
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 from shapely.geometry import mapping
 
@@ -104,6 +105,23 @@ async def list_places(
         chosen = [p for p in chosen if p.level == level]
     page = chosen[offset : offset + limit]
     return PlacePage(items=[_out(tree, p) for p in page], total=len(chosen), limit=limit, offset=offset)
+
+
+@router.get(
+    "/map.geojson",
+    dependencies=[READ],
+    summary="Place boundaries as GeoJSON (the base map)",
+    response_class=Response,
+    responses={200: {"content": {"application/geo+json": {}}}},
+)
+async def places_geojson(
+    places: PlacesDep,
+    level: Annotated[list[Level] | None, Query(description="Levels to include (repeat); default: every level.")] = None,
+) -> Response:
+    """Every place of the given levels (town and community boundaries, buildings) as one FeatureCollection, with
+    names in both languages; the command centre draws its base map from it."""
+    tree = _index(places).tree
+    return Response(orjson.dumps(tree.to_geojson(level)), media_type="application/geo+json")
 
 
 @router.get("/resolve", response_model=Resolved, dependencies=[READ], summary="Places at a point")

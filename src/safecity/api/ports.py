@@ -122,6 +122,10 @@ class EventQueries(Protocol):
 
     async def count_by_kind(self) -> dict[str, int]: ...
 
+    async def heat(
+        self, *, since: datetime, until: datetime, cell_deg: float, kind: str | None = ..., limit: int = ...
+    ) -> builtins.list[tuple[float, float, int]]: ...
+
 
 class DeadLetterQueries(Protocol):
     """Refused inputs (rows of `dead_letters`): pages newest first, one by id, counts by reason."""
@@ -462,6 +466,36 @@ class Open311(Protocol):
     async def update(self, request_id: str, *, status: str, notes: str | None, agency: str) -> ServiceRequest: ...
 
 
+# --- live feed -------------------------------------------------------------------------------------------------
+
+
+class FeedClient(Protocol):
+    """One browser following the live feed: its first message, then its queue."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def hello(self) -> dict[str, Any]: ...
+
+    @property
+    def queue(self) -> asyncio.Queue[dict[str, Any]]: ...
+
+    @property
+    def dropped(self) -> asyncio.Event: ...
+
+
+class LiveFeed(Protocol):
+    """The sequence-numbered live feed of incidents, responders, alerts and devices (`safecity.kernel.livefeed`)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    def connect(self, *, after: int | None = ..., epoch: str | None = ...) -> FeedClient: ...
+
+    def disconnect(self, client: Any) -> None: ...
+
+
 # --- the container ---------------------------------------------------------------------------------------------
 
 
@@ -487,3 +521,4 @@ class ApiServices:
     roads: Roads
     dispatch: Dispatch
     open311: Open311
+    live: LiveFeed

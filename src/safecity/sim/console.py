@@ -23,6 +23,7 @@ def banner(url: str, key: str) -> Panel:
     """Where to look, printed when the demo starts."""
     lines = [
         f"[bold]SafeCity demo[/bold] — synthetic district (合成数据 / synthetic), {time.strftime('%H:%M:%S')}",
+        f"Command centre:      [bold]{url}/#key={key}[/bold]  (the key stays in this browser tab only)",
         f"API docs (OpenAPI):  {url}/docs",
         f"Event counts:        {url}/api/v1/events/counts",
         f"Latest events:       {url}/api/v1/events?limit=20",

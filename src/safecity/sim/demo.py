@@ -227,8 +227,11 @@ async def _serve_and_simulate(
     Returns the messages sent and whether this task was cancelled (the caller re-raises after its summary).
     """
     from safecity.api.app import create_app
+    from safecity.web.static import install_ui, ui_built
 
     app = create_app(runtime.api_services())
+    if ui_built():
+        install_ui(app)  # `safecity demo` builds it first; a demo started from code runs without a page if unbuilt
     server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serve_task = asyncio.create_task(server.serve(), name="http")
     while not server.started:
@@ -248,6 +251,8 @@ async def _serve_and_simulate(
         runtime.spawn(DispatchSimulator(runtime).run, "sim-dispatch", restart=False)
         url = f"http://127.0.0.1:{port}"
         console.print(banner(url, key))
+        # Unwrapped, so the whole address can be copied (or clicked) from any terminal width.
+        console.print(f"Command centre (opens signed in): {url}/#key={key}", soft_wrap=True, highlight=False)
         sim = TrafficSimulator(talking, watched_plates=DEMO_WATCHED_PLATES)
         if rate < sim.min_rate():
             console.print(

@@ -2,7 +2,10 @@
 unit, units driving the road network to the scene, handling it and coming free, and departments closing the
 incidents diverted to them over Open311. Alerts whose rule opens incidents join the same loop on their own.
 
-Time runs `speedup` times faster on the road than on the clock, so a unit is seen arriving within a minute.
+Time runs `speedup` times faster on the road than on the clock, and no trip takes longer than `MAX_TRIP_S` on the
+clock, so a unit is seen arriving within a minute.
+Incidents opened from alerts are left to the command centre's operators for `alert_hold_s` before the floor's own
+dispatcher takes them, and a unit that anyone dispatched (the command centre, the API) drives to its scene here too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from safecity.kernel.dispatch_settings import Route
 from safecity.kernel.errors import SafeCityError
 
 log = structlog.get_logger(__name__)
+
+MAX_TRIP_S = 60.0  # the longest drive on the clock: a far unit still arrives while someone watches
 
 CALL_TYPES = ("fire", "traffic_collision", "medical", "dispute", "intrusion", "water_leak", "noise", "road_damage")
 CALL_WEIGHTS = (1, 3, 3, 4, 2, 1, 1, 1)
@@ -57,8 +62,17 @@ def _along(line: list[tuple[float, float]], share: float) -> tuple[float, float]
 class DispatchSimulator:
     """Drives the dispatch slice of a running node (its `dispatch`, `open311` and `roads`)."""
 
-    def __init__(self, runtime: Any, *, seed: int = 7, call_every_s: float = 20.0, speedup: float = 5.0) -> None:
+    def __init__(
+        self,
+        runtime: Any,
+        *,
+        seed: int = 7,
+        call_every_s: float = 20.0,
+        speedup: float = 5.0,
+        alert_hold_s: float = 120.0,
+    ) -> None:
         self.runtime = runtime
+        self.alert_hold_s = alert_hold_s
         self.rng = random.Random(seed)
         self.call_every_s = call_every_s
         self.speedup = speedup
@@ -131,7 +145,9 @@ class DispatchSimulator:
         for incident in waiting:
             if incident.route is Route.DEPARTMENT:
                 continue
-            due = self.pending.setdefault(incident.id, now + _seconds(self.rng.uniform(5, 15)))
+            # Alerts are the command centre's to dispatch first; calls are the floor's own.
+            wait = self.alert_hold_s if incident.origin == "alert" else self.rng.uniform(5, 15)
+            due = self.pending.setdefault(incident.id, now + _seconds(wait))
             if now >= due:
                 await self._dispatch(incident.id, now)
         diverted, _ = await dispatch.list(stages=(Stage.DIVERTED,), limit=50)
@@ -142,6 +158,7 @@ class DispatchSimulator:
                     incident.id, status="closed", notes="repaired by the crew (simulated)", agency=incident.department
                 )
                 self.diverted.pop(incident.id, None)
+        await self._adopt(now)
         for unit_id, trip in list(self.trips.items()):
             try:
                 await self._drive(unit_id, trip, now)
@@ -181,8 +198,32 @@ class DispatchSimulator:
         await dispatch.act(incident_id, StepIn(action=Action.DEPART), actor=f"unit:{best.id}", now=now)
         line = list(best.route) or [(0.0, 0.0)]
         self.trips[best.id] = _Trip(
-            incident_id, line, now, max((best.eta_s or 60.0) / self.speedup, 5.0), on_scene_s=self.rng.uniform(20, 60)
+            incident_id, line, now, self._trip_s(best.eta_s or 60.0), on_scene_s=self.rng.uniform(20, 60)
         )
+
+    def _trip_s(self, road_s: float) -> float:
+        """Seconds on the clock for a drive of `road_s` on the road."""
+        return min(max(road_s / self.speedup, 5.0), MAX_TRIP_S)
+
+    async def _adopt(self, now: datetime) -> None:
+        """Drive the units someone else dispatched (the command centre, the API): depart, then the same trip."""
+        dispatch = self.runtime.dispatch
+        moving = {trip.incident_id for trip in self.trips.values()}
+        sent, _ = await dispatch.list(stages=(Stage.DISPATCHED, Stage.EN_ROUTE), limit=100)
+        for incident in sent:
+            unit_id = incident.unit_id
+            if incident.id in moving or unit_id is None or unit_id in self.trips or incident.lon is None:
+                continue
+            unit = await dispatch.responder(unit_id)
+            if unit.lon is None or unit.lat is None or incident.lat is None:
+                continue
+            route = await self.runtime.roads.travel_time((unit.lon, unit.lat), (incident.lon, incident.lat))
+            if incident.stage is Stage.DISPATCHED:
+                await dispatch.act(incident.id, StepIn(action=Action.DEPART), actor=f"unit:{unit_id}", now=now)
+            line = list(route.coordinates) or [(unit.lon, unit.lat), (incident.lon, incident.lat)]
+            eta_s = self._trip_s(route.seconds)
+            self.trips[unit_id] = _Trip(incident.id, line, now, eta_s, on_scene_s=self.rng.uniform(20, 60))
+            log.info("demo_trip_adopted", unit=unit_id, incident=incident.id, eta_s=round(eta_s, 1))
 
     async def _drive(self, unit_id: str, trip: _Trip, now: datetime) -> None:
         dispatch = self.runtime.dispatch

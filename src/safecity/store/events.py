@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import ids
@@ -16,6 +16,7 @@ EventRow = dict[str, Any]
 # Module-level alias: inside the class, `list` names the method.
 IdList = list[str]
 KeyList = list[tuple[str, str]]
+HeatCells = list[tuple[float, float, int]]
 _TIME_COLUMNS = ("occurred_at", "received_at", "stored_at")
 
 
@@ -91,6 +92,33 @@ class EventRepo:
         stmt = select(events.c.kind, func.count()).group_by(events.c.kind)
         async with self.engine.connect() as conn:
             return {str(kind): int(n) for kind, n in (await conn.execute(stmt)).all()}
+
+    async def heat(
+        self, *, since: datetime, until: datetime, cell_deg: float, kind: str | None = None, limit: int = 20_000
+    ) -> HeatCells:
+        """Events with a position in [since, until) counted per grid cell of `cell_deg` degrees: (west, south,
+        count) of each non-empty cell, busiest first."""
+        # Shift to non-negative before truncating, so the cast floors on SQLite (which may lack floor()).
+        if self.engine.dialect.name == "sqlite":
+            gx = cast((events.c.lon + 180.0) / cell_deg, Integer)
+            gy = cast((events.c.lat + 90.0) / cell_deg, Integer)
+        else:
+            gx = cast(func.floor((events.c.lon + 180.0) / cell_deg), Integer)
+            gy = cast(func.floor((events.c.lat + 90.0) / cell_deg), Integer)
+        n = func.count().label("n")
+        conditions = [
+            events.c.occurred_at >= utc(since),
+            events.c.occurred_at < utc(until),
+            events.c.lon.isnot(None),
+            events.c.lat.isnot(None),
+        ]
+        if kind is not None:
+            conditions.append(events.c.kind == kind)
+        stmt = select(gx.label("gx"), gy.label("gy"), n).where(*conditions).group_by("gx", "gy")
+        stmt = stmt.order_by(n.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [(gx_ * cell_deg - 180.0, gy_ * cell_deg - 90.0, int(count)) for gx_, gy_, count in rows]
 
     async def recent_message_keys(self, since: datetime, limit: int) -> KeyList:
         """Return (device_id, message_id) of events received since `since` that carry a sender's id, oldest first."""

@@ -1,1 +1,1 @@
-"""SafeCity web slice."""
+"""The command-centre web UI: its front-end build (`build`) and how the node serves it (`static`)."""
