@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -21,7 +20,6 @@ from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, reque
 from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, ImportRejected, import_body, upload
 from safecity.dispatch.dedupe import MergeProposal
 from safecity.dispatch.incident import (
-    TYPE_PATTERN,
     EvidenceRef,
     Incident,
     IncidentDraft,
@@ -470,16 +468,6 @@ def _alert_point(area: dict[str, Any] | None) -> tuple[float, float] | None:
     return sum(float(p[0]) for p in ring) / len(ring), sum(float(p[1]) for p in ring) / len(ring)
 
 
-def _incident_type(rule_id: str, alert_types: dict[str, str]) -> str:
-    """The incident type of an alert's rule; a rule the table does not name becomes a valid type word (its id in
-    lower case, other characters as `_`), which triage treats as an unknown type."""
-    found = incident_type_of(rule_id, alert_types)
-    if re.fullmatch(TYPE_PATTERN, found):
-        return found
-    word = re.sub(r"[^a-z0-9_]", "_", found.lower()).lstrip("_0123456789")
-    return (word or "alert")[:64]
-
-
 @router.post(
     "/alerts/{alert_id}/incident",
     response_model=Opened,
@@ -497,7 +485,7 @@ async def incident_of_alert(
     alert = await alerts.get(alert_id)
     point = _alert_point(alert.area)
     draft = IncidentDraft(
-        type=_incident_type(alert.rule_id, settings.dispatch.alert_types),
+        type=incident_type_of(alert.rule_id, settings.dispatch.alert_types),
         origin="alert",
         summary=alert.headline.get("zh") or alert.headline.get("en") or alert.rule_id,
         lon=point[0] if point else None,

@@ -87,7 +87,7 @@ def _printable(name: str, value: str) -> str:
     """`value`, or the spec's 400 when it holds control characters (no store takes a NUL, no reader wants one)."""
     if _CONTROL.search(value):
         # The name is a client's too (a query parameter's): named escaped, so the error document stays valid XML.
-        raise Open311Error([(400, f"{ascii(name[:40])} holds control characters")])
+        raise Open311Error([(400, f"{name[:40]!a} holds control characters")])
     return value
 
 

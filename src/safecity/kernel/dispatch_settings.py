@@ -4,6 +4,7 @@ targets. Kept in the kernel with every other section so that settings load and v
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -187,11 +188,15 @@ def _default_alert_types() -> dict[str, str]:
 
 def incident_type_of(rule_id: str, alert_types: dict[str, str]) -> str:
     """The incident type an alert of `rule_id` opens: its exact entry, else the longest matching prefix, else the
-    rule id itself (triage then treats it as an unknown type: a police matter at the default priority)."""
+    rule id itself as a type word (lower case, other characters as `_`; triage then treats it as an unknown type: a
+    police matter at the default priority)."""
     if rule_id in alert_types:
         return alert_types[rule_id]
     prefixes = [p for p in alert_types if p.endswith((".", "_")) and rule_id.startswith(p)]
-    return alert_types[max(prefixes, key=len)] if prefixes else rule_id
+    if prefixes:
+        return alert_types[max(prefixes, key=len)]
+    word = re.sub(r"[^a-z0-9_]", "_", rule_id.lower()).lstrip("_0123456789")[:64]
+    return word or "alert"
 
 
 class DispatchSettings(BaseModel):

@@ -9,9 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from safecity.dispatch.incident import IncidentDraft
 from safecity.dispatch.links import BadLink, _mac, issue, verify
 from safecity.dispatch.triage import triage
-from safecity.kernel.dispatch_settings import Route, TriageSettings, TypeRule
+from safecity.kernel.dispatch_settings import Route, TriageSettings, TypeRule, incident_type_of
 
 KEY = b"k" * 32
 NOW = datetime(2026, 12, 3, 8, tzinfo=UTC)
@@ -64,3 +65,15 @@ def test_a_token_signed_with_the_key_but_holding_garbage_is_malformed() -> None:
     body = "bm90IGpzb24"  # base64url of "not json"
     with pytest.raises(BadLink, match="malformed"):
         verify(KEY, f"{body}.{_mac(KEY, body)}", action="accept", now=NOW)
+
+
+def test_an_alert_opens_the_type_its_rule_maps_to_else_a_valid_type_word() -> None:
+    table = {"fire.": "fire", "fire.gas_": "gas_leak", "flood.river": "flood"}
+    assert incident_type_of("fire.smoke_alarm", table) == "fire"
+    assert incident_type_of("fire.gas_kitchen", table) == "gas_leak"  # the longest prefix
+    assert incident_type_of("flood.river", table) == "flood"
+    assert incident_type_of("Crowd.Density-High", table) == "crowd_density_high"
+    assert incident_type_of("9.水位", table) == "alert"
+    for rule_id in ("Crowd.Density-High", "9.水位", "x" * 100):
+        # Whatever the rule id, the draft the alert opens is valid (it was a 500 for ids with dots or capitals).
+        IncidentDraft(type=incident_type_of(rule_id, table), community="c-1")
