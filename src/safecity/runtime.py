@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -176,9 +176,16 @@ class Runtime:
                 place_names=self.places.names if self.places is not None else None,
                 tasks=tasks,
             )
-        self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role, tasks=tasks)
-        self.notify = NotifyService(
-            self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered, tasks=tasks
+        # One group-commit writer for the alert path (the notify service's): alert rows, their outbox rows, the rows
+        # delivered and the alerts' delivered stamps go into one transaction a batch (ARCHITECTURE §2).
+        self.notify = NotifyService(self.engine, self.bus, settings.notify, stamp_alerts=True, tasks=tasks)
+        self.alerts = AlertService(
+            self.engine,
+            self.bus,
+            node_id=settings.node_id,
+            tier=settings.role,
+            tasks=tasks,
+            writer=self.notify.writer,
         )
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
@@ -239,8 +246,9 @@ class Runtime:
         )
         log.info("ingest_dedupe_seeded", keys=seeded)
         await tasks.enter("store-subscription", self._subscribe_store, self._unsubscribe_store)
-        await tasks.enter("alerts", self.alerts.start, self.alerts.stop)
+        # Notify first: its writer stores the alerts too, so it stops (committing what is queued) after them.
         await tasks.enter("notify", self.notify.start, self.notify.stop)
+        await tasks.enter("alerts", self.alerts.start, self.alerts.stop)
         if self.warning is not None:
             # No snapshot: refill open windows from the events stored over the longest window any rule keeps.
             now = clock.now()
@@ -289,9 +297,6 @@ class Runtime:
     async def mqtt_route(self, topic: str, payload: bytes) -> None:
         """Ingest one message as if it had arrived on `topic` over MQTT."""
         await self.topics.handle(topic, payload)
-
-    async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
-        self.alerts.note_delivered(alert_id, at)
 
     async def _store_event(self, envelope: Envelope) -> None:
         try:
