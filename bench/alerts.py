@@ -61,6 +61,18 @@ PROBES_PER_BARRIER = 64
 # rule and group fired again within its group_window, e.g. two high temps of one detector 0.4 s apart, which the
 # contract counts as two alerts). Cooldown-suppressed matches publish nothing.
 FIRINGS = ("new", "update")  # load.py sends a fresh probe every 2 s while draining: 64 covers a 120 s drain
+# Rules whose `update` is a detector joining the open alert, not a firing: since alerts list who joined them, a third
+# detector of a building within the group window updates the smoke-pair alert (it is delivered as an update), where
+# the contract says it "must stay silent". Their updates are delivered and counted, but not republished.
+JOIN_ONLY_RULES = frozenset({"peer.smoke_pair"})
+
+
+def contract_firing(doc: dict[str, Any]) -> bool:
+    """Whether a delivered message is a firing in the Node-RED contract's sense (see FIRINGS, JOIN_ONLY_RULES)."""
+    kind = doc.get("type")
+    if kind == "new":
+        return True
+    return kind == "update" and (doc.get("alert") or {}).get("rule_id") not in JOIN_ONLY_RULES
 
 
 def peer_dir() -> Path:
@@ -254,7 +266,7 @@ async def _adapter(cfg: dict[str, Any], conn: Connection) -> None:
             counts["hook_bad_signature"] += 1
             status = 400
         else:
-            if doc.get("type") in FIRINGS:
+            if contract_firing(doc):
                 counts[f"hook_{doc['type']}"] += 1
                 republish(doc["alert"], HOOK_TOPIC)
             else:
@@ -275,7 +287,7 @@ async def _adapter(cfg: dict[str, Any], conn: Connection) -> None:
             ready.set()
             async for raw in ws:
                 doc = json.loads(raw)
-                if doc.get("type") in FIRINGS:
+                if contract_firing(doc):
                     counts[f"ws_{doc['type']}"] += 1
                     republish(doc["alert"], WS_TOPIC)
                 else:

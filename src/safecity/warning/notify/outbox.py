@@ -58,8 +58,8 @@ class RetryPolicy:
 
 OnDelivered = Callable[[Subscription, Delivery, datetime], Awaitable[None]]
 # Records a lane's deliveries (marks the rows delivered); given, it replaces the dispatcher's own transaction (the
-# notify service queues them into the alert path's group commit).
-RecordDelivered = Callable[[list[tuple[Subscription, Delivery, datetime]]], Awaitable[None]]
+# notify service queues them into the alert path's group commit and returns that commit's future).
+RecordDelivered = Callable[[list[tuple[Subscription, Delivery, datetime]]], Awaitable["asyncio.Future[None] | None"]]
 
 
 class AttemptLimits:
@@ -150,6 +150,7 @@ class OutboxDispatcher:
         # delivered from memory, never claimed back from the table.
         self._handed: dict[str, list[tuple[dict[str, Any], float]]] = {}
         self._need_claim = True
+        self._tg: asyncio.TaskGroup | None = None  # lanes and delivery records run as its children
 
     def wake(self) -> None:
         """Look for due rows in the table now (rows may be due that this node did not hand over itself)."""
@@ -220,6 +221,7 @@ class OutboxDispatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             failures = 0
             self._need_claim = True
             next_look = loop.time()
@@ -313,7 +315,8 @@ class OutboxDispatcher:
                     return
                 if not done or done[-1][1].id != row["id"]:
                     self._claimed.discard(row["id"])  # dead-lettered (already written)
-            await self._record_delivered(done)
+            # The marks are queued for the writer's next group commit; the endpoint's next lane does not wait for it.
+            await self._record_delivered(done, wait=False)
         finally:
             self._busy.discard(sub_id)
             if look_again or self._wakes != wakes:
@@ -322,14 +325,26 @@ class OutboxDispatcher:
             elif sub_id in self._handed:
                 self._wake.set()  # more rows handed over for this subscription meanwhile
 
-    async def _record_delivered(self, done: list[tuple[Subscription, Delivery, datetime]]) -> None:
-        """Mark a lane's delivered rows in one transaction (not one commit per message), then run the hooks."""
+    async def _record_delivered(
+        self, done: list[tuple[Subscription, Delivery, datetime]], *, wait: bool = True
+    ) -> None:
+        """Mark a lane's delivered rows in one transaction (not one commit per message), then run the hooks.
+
+        With `record_delivered`, the marks go into the alert path's group commit: queued here, committed with other
+        alerts' rows; without `wait` the bookkeeping after the commit runs as a child task (the rows stay claimed, so
+        handed back on stop, until their marks are durable).
+        """
         if not done:
             return
         batch = list(done)
         done.clear()
         if self.record_delivered is not None:
-            await self.record_delivered(batch)
+            committed = await self.record_delivered(batch)
+            if committed is not None:
+                if not wait and self._tg is not None:
+                    self._tg.create_task(self._recorded_after(batch, committed), name="notify-recorded")
+                    return
+                await committed
         else:
 
             async def apply(repo: OutboxRepo) -> None:
@@ -337,6 +352,15 @@ class OutboxDispatcher:
                     await repo.mark_delivered(delivery.id, at, delivery.attempt)
 
             await self._write("delivered", apply)
+        await self._recorded(batch)
+
+    async def _recorded_after(
+        self, batch: list[tuple[Subscription, Delivery, datetime]], committed: asyncio.Future[None]
+    ) -> None:
+        await committed
+        await self._recorded(batch)
+
+    async def _recorded(self, batch: list[tuple[Subscription, Delivery, datetime]]) -> None:
         for sub, delivery, at in batch:
             self._claimed.discard(delivery.id)
             self.stats.delivered += 1

@@ -254,7 +254,9 @@ class NotifyService:
         if look:
             self.dispatcher.wake()
 
-    async def _record_delivered(self, batch: list[tuple[Subscription, Delivery, datetime]]) -> None:
+    async def _record_delivered(
+        self, batch: list[tuple[Subscription, Delivery, datetime]]
+    ) -> asyncio.Future[None] | None:
         """Queue a lane's delivered marks (and the alerts' `delivered` stamps) into the writer's next batch."""
         stamps: dict[str, datetime] = {}
         if self.stamp_alerts:
@@ -263,13 +265,12 @@ class NotifyService:
                     stamps[delivery.alert_id] = at
         write = OutboxWrite(delivered=tuple((d.id, at, d.attempt) for _s, d, at in batch), stamps=stamps)
         if self._writing:
-            # Waits for the writer's next commit (shared with other alerts' rows), so a row counts as delivered once
-            # its mark is durable; a crash before it resends with the same id (receivers dedupe on it).
-            await (await self.writer.add(write))
-            return
+            # Queued for the writer's next commit (shared with other alerts' rows); the dispatcher counts the rows
+            # delivered once it is done. A crash before it resends with the same ids (receivers dedupe on them).
+            return await self.writer.add(write)
         async with self.engine.begin() as conn:  # not started (tests driving the dispatcher alone)
-            repo = OutboxRepo(conn)
-            await repo.mark_delivered_many(write.delivered)
+            await OutboxRepo(conn).mark_delivered_many(write.delivered)
+        return None
 
     async def _on_alert(self, envelope: Envelope, alert: AlertRaised, *, is_new: bool) -> asyncio.Future[None] | None:
         now = clock.now()
