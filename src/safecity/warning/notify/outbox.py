@@ -291,12 +291,14 @@ class OutboxDispatcher:
         done: list[tuple[Subscription, Delivery, datetime]] = []
         wakes = self._wakes
         loop = asyncio.get_running_loop()
+        handed = lease_ends is not None
         if lease_ends is None:
             lease_ends = loop.time() + self.lease_s() - _LEASE_MARGIN_S
         # The dispatcher looks again when this lane ends only if it may have left something due: claims made while
         # it ran skipped its subscription, its batch was full, or it scheduled a retry. Looking after every lane
         # cost two claims and a due-time query an alert.
-        look_again = len(rows) >= self.lane_batch
+        # Rows handed over from memory (`lease_ends` given) left nothing in the table: the rest wait in `_handed`.
+        look_again = not handed and len(rows) >= self.lane_batch
         try:
             for index, row in enumerate(rows):
                 if loop.time() + self.limits.limit_s(sub_id, int(row["attempts"]) + 1) > lease_ends:
