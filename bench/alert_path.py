@@ -117,7 +117,11 @@ async def run(opts: argparse.Namespace, port: int) -> dict[str, Any]:
         database={"url": url},
         log_level="warning",
         warning={"rules": str(RULES)},
-        notify={"allow_loopback": True, "webhook_allow_hosts": ["127.0.0.1"]},
+        notify={
+            "allow_loopback": True,
+            "webhook_allow_hosts": ["127.0.0.1"],
+            **({"commit_interval_ms": opts.commit_interval_ms} if opts.commit_interval_ms is not None else {}),
+        },
     )
     rt = Runtime(settings)
     await rt.start()
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alerts", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=100.0, help="events (and alerts) per second")
     ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    ap.add_argument("--commit-interval-ms", type=int, default=None, help="the alert path's group commit window")
     opts = ap.parse_args(argv)
     port = free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)], stdout=subprocess.PIPE, text=True)
