@@ -200,6 +200,7 @@ class Runtime:
             source=settings.node_id,
             tier=settings.role,
             resolve_alert=self.alerts.resolve_handled,
+            send_task=self.notify.send_task,
             tasks=tasks,
         )
         self.open311 = Open311Service(self.dispatch)

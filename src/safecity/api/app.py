@@ -114,6 +114,7 @@ def create_app(services: ApiServices, *, extra_routers: Sequence[APIRouter] = ()
     app.include_router(places.router)
     app.include_router(incidents.router)
     app.include_router(incidents.tasks_router)
+    app.include_router(incidents.task_page_router)
     app.include_router(open311.router)
     for router in extra_routers:
         app.include_router(router)

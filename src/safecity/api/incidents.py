@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from safecity.api.auth import Principal, Role, require
@@ -18,13 +19,23 @@ from safecity.api.deps import DispatchDep
 from safecity.api.problems import PROBLEM_RESPONSES, UnsupportedMediaType, request_locale
 from safecity.api.uploads import CSV_TYPES, GEOJSON_TYPES, ImportRejected, import_body, upload
 from safecity.dispatch.dedupe import MergeProposal
-from safecity.dispatch.incident import Incident, IncidentDraft, Position, Responder, StepIn, StepRecord
+from safecity.dispatch.incident import (
+    Incident,
+    IncidentDraft,
+    Position,
+    Responder,
+    StepIn,
+    StepRecord,
+    TaskSent,
+    TaskView,
+)
 from safecity.dispatch.lifecycle import OPEN_STAGES, Stage
 from safecity.dispatch.recommend import Ranked, ResponderStatus
 from safecity.dispatch.responders import RESPONDER_FORMAT, RESPONDER_ID_PATTERN
 from safecity.kernel.dispatch_settings import INTERVALS
 from safecity.kernel.errors import InvalidInput
 from safecity.kernel.tabular import ImportMode, ImportReport, decode_csv, parse_csv, parse_geojson
+from safecity.web.task_page import TASK_PAGE, TASK_PAGE_HEADERS
 
 READ = require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER, Role.READER)
 Opener = Annotated[Principal, require(Role.OPERATOR, Role.DISPATCHER, Role.RESPONDER)]
@@ -33,6 +44,7 @@ Mover = Annotated[Principal, require(Role.DISPATCHER, Role.RESPONDER, Role.INGES
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"], responses=PROBLEM_RESPONSES)
 tasks_router = APIRouter(prefix="/api/v1/tasks", tags=["incidents"], responses=PROBLEM_RESPONSES)
+task_page_router = APIRouter(include_in_schema=False)
 
 IncidentId = Annotated[str, Path(pattern=r"^[0-9A-Z]{26}$", description="Incident id (26 characters).")]
 ResponderId = Annotated[str, Path(pattern=RESPONDER_ID_PATTERN, description="Responder id.")]
@@ -140,6 +152,33 @@ class TaskAnswer(BaseModel):
 
     token: str = Field(min_length=10, max_length=2048, pattern=r"^[A-Za-z0-9_.=-]+$")
     outcome: str | None = Field(None, max_length=2000, pattern=_FILTER)
+
+
+class TaskToken(BaseModel):
+    """A task link's token (the part after `#` in `/task#<token>`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=10, max_length=2048, pattern=r"^[A-Za-z0-9_.=-]+$")
+
+
+class TaskOffer(BaseModel):
+    """Which responder gets the incident as a task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    responder_id: str = Field(pattern=RESPONDER_ID_PATTERN)
+
+
+class TaskSentOut(BaseModel):
+    """A task message queued for a responder's contact subscription (follow it in the subscription's deliveries)."""
+
+    incident_id: str
+    responder_id: str
+    subscription_id: str
+    delivery_id: str = Field(description="The outbox row: GET /api/v1/subscriptions/{subscription_id}/deliveries.")
+    actions: list[str]
+    expires_at: datetime
 
 
 class ResponderImportRejected(ImportRejected):
@@ -373,6 +412,34 @@ async def task_link(
     await dispatch.get(incident_id)
     await dispatch.responder(responder_id)
     return TaskLink(token=dispatch.task_link(incident_id, responder_id), path=f"{tasks_router.prefix}/{{action}}")
+
+
+@router.post(
+    "/incidents/{incident_id}/tasks",
+    response_model=TaskSentOut,
+    status_code=202,
+    summary="Send a responder the incident as a task",
+)
+async def offer_task(body: TaskOffer, dispatch: DispatchDep, incident_id: IncidentId, principal: Actor) -> TaskSent:
+    """Queue a task message for the responder's contact subscription (webhook, chat group, e-mail, MQTT) with a
+    signed, expiring link to accept (which dispatches it), arrive and report the outcome; the offer is a step of the
+    incident's history. 409 `dispatch.responder_no_contact` when the responder has no contact, 409
+    `dispatch.invalid_transition` when the incident can no longer be dispatched. A responder dispatched directly gets
+    its task (arrive, report) without this call."""
+    return await dispatch.offer_task(incident_id, body.responder_id, actor=_actor(principal))
+
+
+@task_page_router.get("/task")
+async def task_page() -> HTMLResponse:
+    """The page a task link opens (`/task#<token>`); the token never reaches the server in the URL."""
+    return HTMLResponse(TASK_PAGE, headers=TASK_PAGE_HEADERS)
+
+
+@tasks_router.post("/view", response_model=TaskView, summary="What a task link shows")
+async def view_task(body: TaskToken, dispatch: DispatchDep) -> TaskView:
+    """The incident as far as the task needs, and what the link allows (no API key: the token is the credential;
+    403 when it is forged or expired)."""
+    return await dispatch.task_view(body.token)
 
 
 @tasks_router.post("/{action}", response_model=Incident, summary="Answer a task through its link")

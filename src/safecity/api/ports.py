@@ -20,7 +20,16 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from safecity.dispatch.incident import Incident, IncidentDraft, Opened, Responder, StepIn, StepRecord
+from safecity.dispatch.incident import (
+    Incident,
+    IncidentDraft,
+    Opened,
+    Responder,
+    StepIn,
+    StepRecord,
+    TaskSent,
+    TaskView,
+)
 from safecity.dispatch.kpi import Summary
 from safecity.dispatch.lifecycle import Stage
 from safecity.dispatch.model import ResponderMoved
@@ -417,6 +426,12 @@ class Dispatch(Protocol):
     ) -> Responder: ...
 
     def task_link(self, incident_id: str, responder_id: str, *, now: datetime | None = ...) -> str: ...
+
+    async def offer_task(
+        self, incident_id: str, responder_id: str, *, actor: str, now: datetime | None = ...
+    ) -> TaskSent: ...
+
+    async def task_view(self, token: str, *, now: datetime | None = ...) -> TaskView: ...
 
     async def act_by_link(
         self, token: str, action: str, *, outcome: str | None = ..., now: datetime | None = ...

@@ -14,7 +14,7 @@ from safecity.dispatch.dedupe import MergeProposal
 from safecity.dispatch.lifecycle import Action, Stage, Step, allowed
 from safecity.dispatch.recommend import ResponderKind, ResponderStatus
 from safecity.kernel.dispatch_settings import Route
-from safecity.kernel.errors import Conflict, InvalidInput, NotFound
+from safecity.kernel.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 
 TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"  # printable (tabs and newlines allowed)
@@ -24,11 +24,12 @@ Origin = Literal["call", "report", "alert", "replay"]
 
 
 class EvidenceRef(BaseModel):
-    """Something a step points at: an event, an alert, a media file, another incident or a note."""
+    """Something a step points at: an event, an alert, a media file, another incident, a note, or a message sent
+    through a delivery channel (its outbox row)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["event", "alert", "media", "incident", "note"]
+    kind: Literal["event", "alert", "media", "incident", "note", "delivery"]
     ref: str = Field(min_length=1, max_length=512, pattern=TEXT_PATTERN)
 
 
@@ -198,6 +199,7 @@ class Responder:
     heading: float | None
     fix_at: datetime | None
     updated_at: datetime
+    contact: str | None = None  # notify subscription receiving its task messages
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> Responder:
@@ -271,6 +273,61 @@ class ResponderUnavailable(Conflict):
     def __init__(self, responder_id: str, why: str) -> None:
         super().__init__(id=responder_id, why=why)
         self.extensions = {"responder_id": responder_id, "why": why}
+
+
+class ResponderNoContact(Conflict):
+    """The responder has no subscription to receive task messages on."""
+
+    code = "dispatch.responder_no_contact"
+    title_en = "Responder cannot be reached"
+    title_zh = "无法联系处置力量"
+    message_en = (
+        "{id} has no contact: register a notify subscription (webhook, chat group or e-mail) and set it as the "
+        "responder's `contact`."
+    )
+    message_zh = "{id} 未设置联系方式：请先创建通知订阅（webhook、群聊或邮件），并将其设为该处置力量的 contact。"
+
+    def __init__(self, responder_id: str) -> None:
+        super().__init__(id=responder_id)
+        self.extensions = {"responder_id": responder_id}
+
+
+class TaskView(BaseModel):
+    """What a responder's task link shows: the incident as far as the task needs, and what the link allows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incident_id: str
+    responder_id: str
+    type: str
+    priority: int
+    stage: Stage
+    summary: str
+    address: str | None
+    lon: float | None
+    lat: float | None
+    actions: list[str] = Field(description="What the link allows: accept, arrive, report.")
+    expires_at: datetime
+
+
+class TasksUnavailable(ServiceUnavailable):
+    """This node delivers no messages, so it cannot send tasks."""
+
+    code = "dispatch.tasks_unavailable"
+    message_en = "This node sends no task messages (its delivery service is not running)."
+    message_zh = "本节点未运行消息投递服务，无法发送任务。"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSent:
+    """A task message queued for a responder: through which subscription, as which delivery, valid until when."""
+
+    incident_id: str
+    responder_id: str
+    subscription_id: str
+    delivery_id: str
+    actions: tuple[str, ...]
+    expires_at: datetime
 
 
 class IncidentMoved(Conflict):

@@ -67,8 +67,9 @@ def issue(
     return sign(key, TaskClaims(incident_id=incident_id, responder_id=responder_id, actions=actions, expires=expires))
 
 
-def verify(key: bytes, token: str, *, action: str, now: datetime) -> TaskClaims:
-    """The claims of a valid token that allows `action` now; raises BadLink (forged, expired, wrong action) else."""
+def verify(key: bytes, token: str, *, action: str | None, now: datetime) -> TaskClaims:
+    """The claims of a valid token that allows `action` now (any action when None); raises BadLink (forged, expired,
+    wrong action) else."""
     body, _, signature = token.partition(".")
     if not body or not signature or len(token) > 2048 or not token.isascii():
         raise BadLink("malformed")
@@ -80,6 +81,6 @@ def verify(key: bytes, token: str, *, action: str, now: datetime) -> TaskClaims:
         raise BadLink("malformed") from err
     if now.timestamp() >= claims.expires:
         raise BadLink("expired")
-    if action not in claims.actions:
+    if action is not None and action not in claims.actions:
         raise BadLink("wrong_action")
     return claims

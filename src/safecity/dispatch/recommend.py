@@ -8,7 +8,8 @@ route is listed as unroutable with its reason, after every routable one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -59,6 +60,52 @@ class Travel:
     unroutable: str | None = None
 
 
+class Travels(Mapping[str, Travel]):
+    """The road engine's answer for many responders, each `Travel` built only when read (a list shows a few lines of
+    hundreds of responders): `etas` holds every responder's seconds, None where it could not be routed."""
+
+    __slots__ = ("_routes", "_snap_m", "_unroutable", "etas")
+
+    def __init__(
+        self,
+        etas: dict[str, float | None],
+        *,
+        snap_m: Mapping[str, float | None] | None = None,
+        routes: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
+        unroutable: Mapping[str, str] | None = None,
+    ) -> None:
+        self.etas = etas
+        self._snap_m = snap_m or {}
+        self._routes = routes or {}
+        self._unroutable = unroutable or {}
+
+    @classmethod
+    def of(cls, travel: Mapping[str, Travel]) -> Travels:
+        """The same answers from ready-made `Travel`s."""
+        if isinstance(travel, Travels):
+            return travel
+        return cls(
+            {u: t.eta_s for u, t in travel.items()},
+            snap_m={u: t.snap_m for u, t in travel.items()},
+            routes={u: t.route for u, t in travel.items() if t.route},
+            unroutable={u: t.unroutable for u, t in travel.items() if t.unroutable is not None},
+        )
+
+    def __getitem__(self, unit_id: str) -> Travel:
+        eta = self.etas[unit_id]
+        route = self._routes.get(unit_id, ())
+        return Travel(eta, route, self._snap_m.get(unit_id), self._unroutable.get(unit_id))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.etas)
+
+    def __len__(self) -> int:
+        return len(self.etas)
+
+    def __contains__(self, unit_id: object) -> bool:
+        return unit_id in self.etas
+
+
 @dataclass(frozen=True, slots=True)
 class Ranked:
     """One line of the recommendation: eligible responders first by score, then the others with their reason."""
@@ -91,6 +138,52 @@ def _refusals(c: Candidate, need: frozenset[str], priority: int) -> list[str]:
     if missing:
         reasons.append("lacks_" + "+".join(sorted(missing)))
     return reasons
+
+
+def plainly_eligible(
+    status: ResponderStatus, capabilities: frozenset[str], on_duty: bool, needs: frozenset[str]
+) -> bool:
+    """On duty, available and holding every need: no refusal applies (only the road can still rule it out)."""
+    return on_duty and status is ResponderStatus.AVAILABLE and needs <= capabilities
+
+
+def shortlist(
+    ids: Sequence[str],
+    plain: Sequence[bool],
+    fix_at: Sequence[datetime | None],
+    etas: Mapping[str, float | None],
+    *,
+    now: datetime,
+    settings: RankSettings,
+) -> set[str]:
+    """The responders `rank` can list, so it need not see the hundreds it cannot: `rank` over them returns exactly
+    what it returns over all.
+
+    Kept: every responder that is not `plain` (plainly eligible: it may be refused, pre-empted or listed among the
+    others), every unroutable one, and of the plain routable ones the `settings.limit` best by score with their ties.
+    A plain one's score is its road time plus the stale penalty, never less than its road time, so the walk in road
+    time order stops at the first one slower than the `limit`-th best score.
+    """
+    keep = {u for u, p in zip(ids, plain, strict=True) if not p or etas.get(u) is None}
+    fixes = dict(zip(ids, fix_at, strict=True))
+    by_eta = sorted((eta, u) for u, p in zip(ids, plain, strict=True) if p and (eta := etas.get(u)) is not None)
+    limit, stale_after, penalty = settings.limit, settings.stale_after_s, settings.stale_penalty_s
+    worst: list[float] = []  # the `limit` best scores so far, negated (a max-heap)
+    scored: list[tuple[float, str]] = []
+    for eta, u in by_eta:
+        if len(worst) == limit and eta > -worst[0]:
+            break
+        f = fixes[u]
+        stale = f is None or (now - f).total_seconds() > stale_after
+        score = eta + (penalty if stale else 0.0)  # as `rank` computes it
+        scored.append((score, u))
+        if len(worst) < limit:
+            heapq.heappush(worst, -score)
+        elif score < -worst[0]:
+            heapq.heapreplace(worst, -score)
+    bar = -worst[0] if len(worst) == limit else float("inf")
+    keep.update(u for score, u in scored if score <= bar)
+    return keep
 
 
 def rank(

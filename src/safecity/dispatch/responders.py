@@ -137,6 +137,11 @@ class ResponderIn(BaseModel):
     )
     lon: float | None = Field(None, ge=-180, le=180, description="Starting position (WGS84).")
     lat: float | None = Field(None, ge=-90, le=90)
+    contact: str | None = Field(
+        None,
+        pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$",
+        description="Id of the notify subscription (webhook, chat group, e-mail) that receives its task messages.",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> ResponderIn:

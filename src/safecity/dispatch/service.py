@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,13 +35,17 @@ from safecity.dispatch.incident import (
     Opened,
     Responder,
     ResponderBusy,
+    ResponderNoContact,
     ResponderNotFound,
     ResponderUnavailable,
     StepIn,
     StepRecord,
+    TaskSent,
+    TasksUnavailable,
+    TaskView,
 )
 from safecity.dispatch.kpi import StageTimes, Summary, stage_kpis
-from safecity.dispatch.lifecycle import OPEN_STAGES, Action, Stage, advance
+from safecity.dispatch.lifecycle import OPEN_STAGES, Action, InvalidTransition, Stage, advance, allowed
 from safecity.dispatch.model import (
     INCIDENT_CHANGED,
     RECOMMENDATION_CHANGED,
@@ -56,7 +60,17 @@ from safecity.dispatch.model import (
     ResponderStatusChanged,
     UnitAssigned,
 )
-from safecity.dispatch.recommend import Candidate, Ranked, ResponderKind, ResponderStatus, rank
+from safecity.dispatch.recommend import (
+    Candidate,
+    Ranked,
+    ResponderKind,
+    ResponderStatus,
+    Travel,
+    Travels,
+    plainly_eligible,
+    rank,
+    shortlist,
+)
 from safecity.dispatch.replay import Call
 from safecity.dispatch.responders import ResponderIn, ShiftSpan, on_duty
 from safecity.dispatch.sla import Timer, timers
@@ -75,6 +89,7 @@ from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.store import incidents as store
 from safecity.store.incidents import IncidentRepo
 from safecity.warning.model import ALERT_RAISED, AlertRaised
+from safecity.warning.notify.tasks import TaskMessage
 
 log = structlog.get_logger(__name__)
 
@@ -189,8 +204,12 @@ class DispatchService:
         tier: str = "district",
         tasks: Supervisor | None = None,
         resolve_alert: Callable[[str, str, str], Awaitable[object]] | None = None,
+        send_task: Callable[[TaskMessage], Awaitable[str]] | None = None,
     ) -> None:
         self.engine = engine
+        # Queues a task message for a responder's contact subscription through the warning slice's delivery
+        # channels (returns the outbox row id); None on a node without delivery.
+        self.send_task = send_task
         # Called as (alert id, actor, feedback) when an incident an alert opened is closed: the warning slice resolves
         # the alert, which issues its CAP Update (AllClear referencing the original).
         self.resolve_alert = resolve_alert
@@ -211,6 +230,9 @@ class DispatchService:
         # Responders as the recommender reads them; None until first used or after an import. A node is the only
         # writer of its tier's responders, so changes made here keep it true (see docs/dispatch.md).
         self._live: dict[str, _Live] | None = None
+        # What the recommender reads of an incident (type, priority, place) never changes once it is opened: kept
+        # when this node opens or first reads one, so a recommendation needs no database read.
+        self._fixed: dict[str, tuple[str, int, tuple[float, float] | None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -408,8 +430,16 @@ class DispatchService:
                     divert = StepIn(action=Action.DIVERT, service_code=verdict.service_code)
                     row = await self._apply(repo, row, divert, SYSTEM, now, outbox)
         await self._flush(outbox, now)
+        self._keep_fixed(row)
         self._rerank.set()
         return Opened(Incident.of(row), proposals)
+
+    def _keep_fixed(self, row: dict[str, Any]) -> tuple[str, int, tuple[float, float] | None]:
+        fixed = (row["type"], row["priority"], _point(row))
+        if len(self._fixed) >= 50_000:
+            del self._fixed[next(iter(self._fixed))]  # the oldest
+        self._fixed[row["id"]] = fixed
+        return fixed
 
     @staticmethod
     def _facts(row: dict[str, Any]) -> Facts:
@@ -464,8 +494,11 @@ class DispatchService:
 
     # --- acting --------------------------------------------------------------------------------------------------
 
-    async def act(self, incident_id: str, step: StepIn, *, actor: str, now: datetime | None = None) -> Incident:
-        """Take one lifecycle action with its side effects, in one transaction.
+    async def act(
+        self, incident_id: str, step: StepIn, *, actor: str, now: datetime | None = None, tell_unit: bool = True
+    ) -> Incident:
+        """Take one lifecycle action with its side effects, in one transaction. A responder dispatched with a contact
+        is sent its task (arrive, report) unless `tell_unit` is False (it accepted through its own link).
 
         Refusals: 404 unknown incident or unit; 409 `dispatch.invalid_transition` (with the allowed actions),
         `dispatch.responder_busy` (with the unit's current assignment), `dispatch.incident_moved` (someone acted
@@ -483,6 +516,8 @@ class DispatchService:
             row = await self._apply(repo, row, step, actor, now, outbox)
         await self._flush(outbox, now)
         self._rerank.set()
+        if tell_unit and step.action in (Action.DISPATCH, Action.REASSIGN) and self.send_task and step.unit_id:
+            await self._tell_assigned(row, step.unit_id, actor, now)
         if step.action is Action.CLOSE and row.get("alert_id") and self.resolve_alert is not None:
             try:
                 await self.resolve_alert(row["alert_id"], actor, step.feedback or "incident closed")
@@ -815,14 +850,40 @@ class DispatchService:
         now = now or clock.now()
         units = await self._live_units()
         busy_ids = {u.incident_id for u in units.values() if u.incident_id and u.incident_id != incident_id}
-        async with self.engine.connect() as conn:
-            repo = IncidentRepo(conn)
-            row = await repo.get(incident_id)
-            if row is None:
-                raise IncidentNotFound(incident_id)
-            busy = await repo.priorities(busy_ids) if busy_ids else {}
-        verdict = triage(row["type"], self.settings.triage, priority=row["priority"])
+        fixed = self._fixed.get(incident_id)
+        busy = {i: f[1] for i in busy_ids if (f := self._fixed.get(i)) is not None}
+        if fixed is None or len(busy) < len(busy_ids):
+            async with self.engine.connect() as conn:
+                repo = IncidentRepo(conn)
+                if fixed is None:
+                    row = await repo.get(incident_id)
+                    if row is None:
+                        raise IncidentNotFound(incident_id)
+                    fixed = self._keep_fixed(row)
+                if len(busy) < len(busy_ids):
+                    busy |= await repo.priorities(busy_ids - busy.keys())
+        kind, priority, point = fixed
+        verdict = triage(kind, self.settings.triage, priority=priority)
         local = now.astimezone(self.zone)
+        others = [(uid, u) for uid, u in units.items() if u.incident_id != incident_id]
+        travel: Mapping[str, Travel] = {}
+        if self.travel is not None and point is not None:
+            positions = {uid: u.point for uid, u in others if u.point is not None}
+            travel = await self.travel.travel(point, positions, routes=routes)
+        # Only the responders the list can show become candidates (a handful of hundreds); the ranking is the same.
+        needs = verdict.needs
+        etas = travel.etas if isinstance(travel, Travels) else {uid: t.eta_s for uid, t in travel.items()}
+        keep = shortlist(
+            [uid for uid, _ in others],
+            [
+                plainly_eligible(u.status, u.capabilities, u.shift is None or on_duty(u.shift, local), needs)
+                for _, u in others
+            ],
+            [u.fix_at for _, u in others],
+            etas,
+            now=now,
+            settings=self.settings.rank,
+        )
         candidates = [
             Candidate(
                 id=uid,
@@ -834,17 +895,10 @@ class DispatchService:
                 busy_priority=busy.get(u.incident_id) if u.incident_id else None,
                 busy_incident=u.incident_id,
             )
-            for uid, u in units.items()
-            if u.incident_id != incident_id
+            for uid, u in others
+            if uid in keep
         ]
-        travel = {}
-        point = _point(row)
-        if self.travel is not None and point is not None:
-            positions = {c.id: p for c in candidates if (p := units[c.id].point) is not None}
-            travel = await self.travel.travel(point, positions, routes=routes)
-        return rank(
-            candidates, travel, priority=row["priority"], needs=verdict.needs, now=now, settings=self.settings.rank
-        )
+        return rank(candidates, travel, priority=priority, needs=needs, now=now, settings=self.settings.rank)
 
     async def dispatch_best(self, incident_id: str, *, actor: str, now: datetime | None = None) -> Incident:
         """Dispatch the first eligible responder of the recommendation in one call (409 when there is none)."""
@@ -872,6 +926,111 @@ class DispatchService:
             ttl=timedelta(seconds=self.settings.task_link_ttl_s),
         )
 
+    async def offer_task(
+        self, incident_id: str, responder_id: str, *, actor: str, now: datetime | None = None
+    ) -> TaskSent:
+        """Send a responder the incident as a task through its contact subscription, with a link to accept (which
+        dispatches it), arrive and report the outcome. The offer is a step of the incident's history.
+
+        Refusals: 404 unknown incident or responder; 409 `dispatch.invalid_transition` when the incident can no longer
+        be dispatched, `dispatch.responder_no_contact`; 503 when this node delivers no messages.
+        """
+        now = now or clock.now()
+        async with self.engine.connect() as conn:
+            repo = IncidentRepo(conn)
+            row = await repo.get(incident_id)
+            if row is None:
+                raise IncidentNotFound(incident_id)
+            unit = await repo.responder(responder_id)
+        if unit is None:
+            raise ResponderNotFound(responder_id)
+        stage = Stage(row["stage"])
+        if Action.DISPATCH not in allowed(stage):
+            raise InvalidTransition(stage=stage, action=Action.DISPATCH)
+        return await self._send(row, unit, ("accept", "arrive", "report"), actor, now)
+
+    async def _tell_assigned(self, row: dict[str, Any], responder_id: str, actor: str, now: datetime) -> None:
+        """After a dispatch: a responder with a contact gets the task with its arrive / report link (a failure to
+        queue it is logged; the dispatch stands)."""
+        async with self.engine.connect() as conn:
+            unit = await IncidentRepo(conn).responder(responder_id)
+        if unit is None or not unit.get("contact"):
+            return
+        try:
+            await self._send(row, unit, ("arrive", "report"), actor, now)
+        except SafeCityError as err:
+            log.warning("task_not_sent", incident_id=row["id"], responder_id=responder_id, code=err.code)
+
+    async def _send(
+        self, row: dict[str, Any], unit: dict[str, Any], actions: tuple[str, ...], actor: str, now: datetime
+    ) -> TaskSent:
+        if not unit.get("contact"):
+            raise ResponderNoContact(unit["id"])
+        if self.send_task is None:
+            raise TasksUnavailable()
+        ttl = timedelta(seconds=self.settings.task_link_ttl_s)
+        token = links.issue(
+            self.link_key, incident_id=row["id"], responder_id=unit["id"], actions=actions, now=now, ttl=ttl
+        )
+        task = TaskMessage(
+            id=ids.new_id(),
+            subscription_id=unit["contact"],
+            incident_id=row["id"],
+            responder_id=unit["id"],
+            incident_type=row["type"],
+            priority=row["priority"],
+            summary=row["summary"],
+            address=row["address"],
+            lon=row["lon"],
+            lat=row["lat"],
+            tags={"town": row["town"], "community": row["community"], "building": row["building"]},
+            link=f"{self.settings.task_link_base_url.rstrip('/')}/task#{token}",
+            actions=actions,
+            expires_at=now + ttl,
+            sent_by=actor,
+        )
+        delivery_id = await self.send_task(task)
+        stage = Stage(row["stage"])
+        async with self.engine.begin() as conn:
+            await self._add_step(
+                IncidentRepo(conn),
+                row,
+                stage,
+                stage,
+                "task_sent",
+                actor,
+                now,
+                unit_id=unit["id"],
+                note=", ".join(actions),
+                evidence=[{"kind": "delivery", "ref": delivery_id}],
+            )
+        return TaskSent(
+            incident_id=row["id"],
+            responder_id=unit["id"],
+            subscription_id=unit["contact"],
+            delivery_id=delivery_id,
+            actions=actions,
+            expires_at=task.expires_at,
+        )
+
+    async def task_view(self, token: str, *, now: datetime | None = None) -> TaskView:
+        """What a valid task link shows (BadLink when it is forged or expired)."""
+        claims = links.verify(self.link_key, token, action=None, now=now or clock.now())
+        incident = await self.get(claims.incident_id)
+        return TaskView(
+            incident_id=incident.id,
+            responder_id=claims.responder_id,
+            type=incident.type,
+            priority=incident.priority,
+            stage=incident.stage,
+            summary=incident.summary,
+            address=incident.address,
+            lon=incident.lon,
+            lat=incident.lat,
+            actions=list(claims.actions),
+            expires_at=datetime.fromtimestamp(claims.expires, UTC),
+        )
+
     async def act_by_link(
         self, token: str, action: str, *, outcome: str | None = None, now: datetime | None = None
     ) -> Incident:
@@ -885,7 +1044,7 @@ class DispatchService:
             step = StepIn(action=Action.ARRIVE)
         else:
             step = StepIn(action=Action.DISPOSE, disposition=outcome or "")
-        return await self.act(claims.incident_id, step, actor=actor, now=now)
+        return await self.act(claims.incident_id, step, actor=actor, now=now, tell_unit=False)
 
     # --- alerts --------------------------------------------------------------------------------------------------
 

@@ -212,3 +212,9 @@ class DispatchSettings(BaseModel):
     task_link_ttl_s: float = Field(
         86_400.0, gt=0, le=30 * 86_400, description="How long a community responder's task link stays valid."
     )
+    task_link_base_url: str = Field(
+        "http://127.0.0.1:8700",
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The address responders open task links at (this node's public URL); a link reads "
+        "`<base>/task#<token>`.",
+    )

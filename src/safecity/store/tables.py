@@ -281,6 +281,7 @@ responders = Table(
     Column("town", String(64)),
     Column("community", String(64)),
     Column("shift", JSON, comment="On-duty schedule: [{days, start, end}] in the node's zone; none = always."),
+    Column("contact", String(26), comment="Notify subscription for its task messages."),
     Column("status", String(16), nullable=False),
     Column("incident_id", String(26), comment="The incident it is committed to now."),
     Column("lon", Float),

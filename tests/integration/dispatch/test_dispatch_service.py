@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from safecity.dispatch.incident import (
     BadPosition,
     IncidentDraft,
+    IncidentNotFound,
     MergeTargetClosed,
     ResponderBusy,
     ResponderNotFound,
@@ -280,6 +281,26 @@ async def test_positions_are_checked_and_ranking_follows_the_road(
     assert dispatched.unit_id == "near"
     [assignment] = await service.assignments(incident.id)
     assert assignment["eta_s"] == pytest.approx(ranked[0].eta_s)
+
+
+async def test_a_node_that_did_not_open_the_incident_recommends_the_same(
+    engine: AsyncEngine, bus: MemoryBus, roads: RoadService
+) -> None:
+    """The opening node keeps the incident's type, priority and place; another node reads them from the database
+    (a unit busy on a less urgent incident counts the same way on both)."""
+    opener, other = make_service(engine, bus, roads), make_service(engine, bus, roads)
+    await opener.import_responders([unit("near"), unit("far"), unit("busy")])
+    now = datetime.now(UTC)
+    for uid, lon in (("near", 121.252), ("far", 121.27), ("busy", 121.2512)):
+        await opener.report_position(uid, lon, 31.372, now=now)
+    dispute = (await opener.open(call("dispute", lon=121.3), actor="op:1", now=now)).incident
+    await opener.act(dispute.id, StepIn(action=Action.DISPATCH, unit_id="busy"), actor="op:1", now=now)
+    fire = (await opener.open(call("fire"), actor="op:1", now=now)).incident
+    ranked = await opener.recommend(fire.id, now=now)
+    assert ("busy", dispute.id) in [(r.id, r.preempts) for r in ranked if r.eligible]
+    assert await other.recommend(fire.id, now=now) == ranked
+    with pytest.raises(IncidentNotFound):
+        await other.recommend("01JNOTANINCIDENT0000000000", now=now)
 
 
 async def test_an_alert_whose_rule_opens_incidents_opens_one_once(engine: AsyncEngine, bus: MemoryBus) -> None:

@@ -87,6 +87,17 @@ async def wait_for(check: Callable[[], Awaitable[bool]] | Callable[[], bool], li
             await asyncio.sleep(0.02)
 
 
+class Inbox:
+    """An aiosmtpd handler that keeps every message it receives (`Controller(Inbox(), ...)`)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+
 @dataclass
 class Receiver:
     """A loopback HTTP server that records what it receives and answers `status`."""

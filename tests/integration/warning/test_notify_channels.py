@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from email import message_from_bytes
 from email.header import decode_header, make_header
-from typing import Any
 
 import aiomqtt
 import orjson
@@ -22,7 +21,14 @@ from safecity.warning.model import Severity
 from safecity.warning.notify.chat import render
 from safecity.warning.notify.service import NotifyConfig, NotifyService
 from safecity.warning.notify.subscriptions import Channel, Locale, SubscriptionCreate
-from tests.integration.warning.notify_helpers import free_port, http_receiver, make_alert, raise_alert, wait_for
+from tests.integration.warning.notify_helpers import (
+    Inbox,
+    free_port,
+    http_receiver,
+    make_alert,
+    raise_alert,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -62,17 +68,8 @@ async def test_mqtt_topic_by_severity_and_community(
     assert body["alert"]["hops"]["delivered"]
 
 
-class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 async def test_email_through_apprise_to_local_smtp(notify: NotifyService) -> None:
-    inbox = _Inbox()
+    inbox = Inbox()
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()

@@ -15,7 +15,10 @@ from safecity.dispatch.recommend import (
     ResponderKind,
     ResponderStatus,
     Travel,
+    Travels,
+    plainly_eligible,
     rank,
+    shortlist,
 )
 from safecity.kernel.dispatch_settings import DedupeSettings
 
@@ -111,6 +114,71 @@ def test_eligible_lines_are_ordered_by_score_and_meet_every_rule(
     expected = sum(1 for status, eta, _, cap in rows if status is ResponderStatus.AVAILABLE and eta is not None and cap)
     assert len(eligible) == min(expected, SETTINGS.limit)
     assert len(ranked) - len(eligible) == min(len(rows) - expected, SETTINGS.limit)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(ResponderStatus)),
+            # Few distinct times, so ties on time and on score (id order decides) are common.
+            st.one_of(st.none(), st.sampled_from([0.0, 30.0, 60.0, 90.0, 120.5, 180.0, 240.0, 300.0])),
+            st.one_of(st.none(), st.sampled_from([0, 60, 119, 120, 121, 600])),
+            st.booleans(),
+            st.booleans(),
+            st.one_of(st.none(), st.integers(1, 4)),
+        ),
+        max_size=40,
+    ),
+    st.integers(1, 5),
+    st.integers(1, 3),
+)
+def test_ranking_the_shortlist_gives_the_list_ranking_everyone_gives(
+    rows: list[tuple[ResponderStatus, float | None, int | None, bool, bool, int | None]], limit: int, priority: int
+) -> None:
+    settings = SETTINGS.model_copy(update={"limit": limit})
+    needs = frozenset({"x"})
+    candidates = [
+        unit(
+            f"u{i:02d}",
+            status=status,
+            fix_at=None if age is None else NOW - age * S,
+            capabilities=frozenset({"x"} if cap else set()),
+            on_duty=duty,
+            busy_priority=busy,
+            busy_incident=None if busy is None else f"INC-{i}",
+        )
+        for i, (status, _, age, cap, duty, busy) in enumerate(rows)
+    ]
+    travel = Travels(
+        {c.id: eta for c, (_, eta, *_) in zip(candidates, rows, strict=True)},
+        unroutable={c.id: "off_map" for c, (_, eta, *_) in zip(candidates, rows, strict=True) if eta is None},
+    )
+    everyone = rank(candidates, travel, priority=priority, needs=needs, now=NOW, settings=settings)
+    keep = shortlist(
+        [c.id for c in candidates],
+        [plainly_eligible(c.status, c.capabilities, c.on_duty, needs) for c in candidates],
+        [c.fix_at for c in candidates],
+        travel.etas,
+        now=NOW,
+        settings=settings,
+    )
+    short = [c for c in candidates if c.id in keep]
+    assert rank(short, travel, priority=priority, needs=needs, now=NOW, settings=settings) == everyone
+    # Only the plainly eligible are ever left out, and at most `limit` of them stay (more only when tied).
+    plain = [c for c in candidates if plainly_eligible(c.status, c.capabilities, c.on_duty, needs)]
+    assert {c.id for c in candidates} - keep <= {c.id for c in plain}
+
+
+def test_travels_build_each_travel_when_read_and_match_ready_made_ones() -> None:
+    ready = {
+        "a": Travel(eta_s=12.5, route=((121.0, 31.0), (121.1, 31.1)), snap_m=3.0),
+        "b": Travel(eta_s=None, snap_m=900.0, unroutable="no_routable_edge"),
+        "c": Travel(eta_s=40.0),
+    }
+    lazy = Travels.of(ready)
+    assert dict(lazy) == ready and len(lazy) == 3 and "b" in lazy and "z" not in lazy
+    assert lazy.etas == {"a": 12.5, "b": None, "c": 40.0}
+    assert lazy.get("z") is None
 
 
 def facts(iid: str, minutes: float, lon: float, kind: str = "fire", building: str | None = None) -> Facts:

@@ -99,9 +99,11 @@ class CchEngine:
         if not pinned or not targets:
             return np.full(len(pinned), np.inf)
         key = tuple(pinned)
-        if self._many_to_one is None or key != self._many_to_one_key:
-            self._many_to_one = None
+        if self._many_to_one is None:
             self._many_to_one = rk.CCHManyToOne(self.metric, list(pinned))
+            self._many_to_one_key = key
+        elif key != self._many_to_one_key:
+            self._many_to_one.repin_sources(list(pinned))  # reuses the query's buffers
             self._many_to_one_key = key
         raw = self._many_to_one.distances_to_multi(list(targets))
         return _to_array(raw)
@@ -127,6 +129,6 @@ class CchEngine:
 
 
 def _to_array(raw: list[int | None]) -> npt.NDArray[np.float64]:
-    arr = np.array([np.inf if d is None else d for d in raw], dtype=np.float64)
-    arr[arr >= INF_MS] = np.inf
+    arr = np.array(raw, dtype=np.float64)  # None (unreachable) becomes nan
+    arr[np.isnan(arr) | (arr >= INF_MS)] = np.inf
     return arr

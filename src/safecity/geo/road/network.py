@@ -76,6 +76,23 @@ class Unroutable:
 
 
 @dataclass(frozen=True)
+class UnitTimes:
+    """Road seconds from many units to one target as arrays, for callers that read a few lines of many.
+
+    `seconds[i]` is unit `ids[i]`'s time (inf when it cannot be routed); `order` lists the routable ones fastest first
+    (ties in input order); `routes` holds the route of the first few of `order` when asked for.
+    """
+
+    target_snap_m: float
+    ids: list[str]
+    seconds: npt.NDArray[np.float64]
+    snap_m: list[float | None]
+    order: list[int]
+    unroutable: list[Unroutable]
+    routes: dict[int, Route]
+
+
+@dataclass(frozen=True)
 class Ranking:
     """Units ranked by road time to a target (fastest first), and the units that could not be ranked."""
 
@@ -101,6 +118,8 @@ class RoadNetwork:
         self._cch: CchEngine | None = None
         self._coverage: Coverage | None = None
         self._unit_snaps: dict[tuple[float, float], Snap | SnapFailure] = {}
+        # Origin seeds per snapped unit position; they depend on the weights, so a condition change clears them.
+        self._unit_seeds: dict[tuple[float, float], tuple[Snap, Seeds]] = {}
         self._coverage_units: dict[str, Point] = {}
 
     @classmethod
@@ -133,6 +152,19 @@ class RoadNetwork:
     def _origin(self, s: Snap) -> Seeds:
         return self.turns.origin_seeds(s.edge, s.twin, s.fraction, self._weights)
 
+    def _unit_origin(self, s: Snap) -> Seeds:
+        """A unit's origin seeds, less a seed another one of them dominates (fewer pinned sources, same minimum)."""
+        seeds = self._origin(s)
+        if len(seeds) == 2 and not self.turns.restricted:
+            # On a node (fraction 0 or 1) of a two-way road, the seed at that node (0 ms) dominates the one at the far
+            # end: the edge between them leads there from the node at exactly that seed's cost.
+            ahead, back = seeds  # (head, (1 - f) * w), (tail, f * w_twin)
+            if s.fraction == 0.0 and back[1] == 0:
+                return [back]
+            if s.fraction == 1.0 and ahead[1] == 0:
+                return [ahead]
+        return seeds
+
     def _target(self, s: Snap) -> Seeds:
         return self.turns.target_seeds(s.edge, s.twin, s.fraction, self._weights)
 
@@ -142,13 +174,25 @@ class RoadNetwork:
         """Snap a (lon, lat) point to the nearest road edge; SnapTooFar beyond the limit."""
         return self.snapper.snap(point)
 
+    def snap_unit(self, point: Point) -> Snap:
+        """Snap a unit's reported position (SnapTooFar beyond the limit) and keep the snap and its origin seeds for
+        the next ranking, which then does not snap it again."""
+        s = self.snap(point)
+        key = _key(point)
+        if key is not None:
+            if len(self._unit_seeds) > 100_000:
+                self._unit_seeds.clear()
+            self._unit_seeds[key] = (s, self._unit_origin(s))
+        return s
+
     def _snap_units(self, points: Sequence[Point]) -> list[Snap | SnapFailure]:
         """Snap unit positions (cached per position); a position that cannot be snapped gets its SnapFailure."""
         out: list[Snap | SnapFailure | None] = []
         missing: list[int] = []
+        cache = self._unit_snaps
         for i, p in enumerate(points):
-            key = _key(p)
-            hit = self._unit_snaps.get(key) if key is not None else None
+            key = p if type(p) is tuple else _key(p)  # a (float, float) tuple is its own key
+            hit = cache.get(key) if key is not None else None
             out.append(hit)
             if hit is None:
                 missing.append(i)
@@ -245,49 +289,73 @@ class RoadNetwork:
         `unroutable` with its reason and never stops the others being ranked. A target that cannot be snapped is an
         error (SnapTooFar / InvalidInput): there is nothing to rank against.
         """
+        times = self.unit_seconds(units, target, routes=(k if k is not None else len(units)) if with_path else 0)
+        ranked = [
+            UnitEta(times.ids[i], float(times.seconds[i]), times.routes.get(i), times.snap_m[i] or 0.0)
+            for i in (times.order if k is None else times.order[:k])
+        ]
+        return Ranking(target_snap_m=times.target_snap_m, ranked=ranked, unroutable=times.unroutable)
+
+    def unit_seconds(self, units: Mapping[str, Point], target: Point, *, routes: int = 0) -> UnitTimes:
+        """Every unit's road seconds to `target` as arrays (what `rank_units` lists), with the routes of the first
+        `routes` units by time; the same errors and unroutable reasons as `rank_units`.
+
+        One exact many-to-one search from the pinned unit seeds. A unit's snap and seeds are cached by its position
+        (the seeds until the road conditions change), so a moving fleet re-snaps only the units that moved.
+        """
         goal = self.snap(target)
         ids = list(units)
-        snaps = self._snap_units([units[u] for u in ids])
+        points = [units[u] for u in ids]
+        seeds_cache = self._unit_seeds
+        found: list[tuple[Snap, Seeds] | None] = [seeds_cache.get(p) if type(p) is tuple else None for p in points]
+        missing = [i for i, f in enumerate(found) if f is None]
         unroutable: list[Unroutable] = []
-        pinned: list[int] = []
-        offsets: list[int] = []
-        owner: list[int] = []
-        w = self._weights
-        for i, s in enumerate(snaps):
-            if isinstance(s, SnapFailure):
-                unroutable.append(Unroutable(ids[i], s.code, s.reason, s.distance_m))
-                continue
-            for node, ms in self._origin(s):
-                pinned.append(node)
-                offsets.append(ms)
-                owner.append(i)
+        snap_m: list[float | None] = [None] * len(ids)
+        if missing:
+            if len(seeds_cache) > 100_000:
+                seeds_cache.clear()
+            for i, s in zip(missing, self._snap_units([points[i] for i in missing]), strict=True):
+                if isinstance(s, SnapFailure):
+                    unroutable.append(Unroutable(ids[i], s.code, s.reason, s.distance_m))
+                    snap_m[i] = s.distance_m
+                    continue
+                found[i] = entry = (s, self._unit_origin(s))
+                key = _key(points[i])
+                if key is not None:
+                    seeds_cache[key] = entry
+        ok = [i for i, f in enumerate(found) if f is not None]
+        entries: list[tuple[Snap, Seeds]] = [found[i] for i in ok]  # type: ignore[misc]
+        for i, (s, _) in zip(ok, entries, strict=True):
+            snap_m[i] = s.distance_m
+        goal_roads = {goal.edge, goal.twin}
+        same_road = [i for i, (s, _) in zip(ok, entries, strict=True) if s.edge in goal_roads]
+        seeds = [seed for _, unit_seeds in entries for seed in unit_seeds]
         secs = np.full(len(ids), np.inf)
-        if pinned:
-            dist = self.cch.many_to_one(pinned, self._target(goal))
-            total = dist + np.asarray(offsets, dtype=np.float64)
-            np.minimum.at(secs, np.asarray(owner), total)
-        for i, s in enumerate(snaps):
-            if isinstance(s, Snap):
-                secs[i] = min(secs[i], s.same_road_ms(goal, w))
+        if seeds:
+            pinned = [node for node, _ in seeds]
+            offsets = np.fromiter((ms for _, ms in seeds), dtype=np.float64, count=len(seeds))
+            owner = np.repeat(np.asarray(ok, dtype=np.int64), [len(unit_seeds) for _, unit_seeds in entries])
+            np.minimum.at(secs, owner, self.cch.many_to_one(pinned, self._target(goal)) + offsets)
+        w = self._weights
+        for i in same_road:  # on the goal's road: the direct stretch may beat any path over nodes
+            s = found[i][0]  # type: ignore[index]
+            secs[i] = min(secs[i], s.same_road_ms(goal, w))
         secs /= 1000.0
-        ranked: list[UnitEta] = []
-        for i in np.argsort(secs, kind="stable").tolist():
-            s = snaps[i]
-            if not isinstance(s, Snap):
+        by_time = np.argsort(secs, kind="stable")
+        finite = np.isfinite(secs)[by_time]
+        order: list[int] = by_time[finite].tolist()
+        for i in by_time[~finite].tolist():
+            f = found[i]
+            if f is None:  # could not be snapped: listed above
                 continue
-            if not np.isfinite(secs[i]):
-                if self._origin(s):
-                    reason = "no drivable route to the target (one-ways, closures, turn restrictions)"
-                    unroutable.append(Unroutable(ids[i], "road.unreachable", reason, s.distance_m))
-                else:
-                    reason = "the road it is on is closed"
-                    unroutable.append(Unroutable(ids[i], "road.no_routable_edge", reason, s.distance_m))
-                continue
-            if k is not None and len(ranked) >= k:
-                continue
-            route = self._route(s, goal) if with_path else None
-            ranked.append(UnitEta(unit_id=ids[i], seconds=float(secs[i]), route=route, snap_m=s.distance_m))
-        return Ranking(target_snap_m=goal.distance_m, ranked=ranked, unroutable=unroutable)
+            if f[1]:
+                reason = "no drivable route to the target (one-ways, closures, turn restrictions)"
+                unroutable.append(Unroutable(ids[i], "road.unreachable", reason, f[0].distance_m))
+            else:
+                reason = "the road it is on is closed"
+                unroutable.append(Unroutable(ids[i], "road.no_routable_edge", reason, f[0].distance_m))
+        paths = {i: self._route(found[i][0], goal) for i in order[:routes]}  # type: ignore[index]
+        return UnitTimes(goal.distance_m, ids, secs, snap_m, order, unroutable, paths)
 
     # --- matrices ----------------------------------------------------------------------------------------------
 
@@ -472,6 +540,7 @@ class RoadNetwork:
             self._reverse.update(xids, xnew)
         if self._cch is not None:
             self._cch.update(xids, xnew)
+        self._unit_seeds.clear()
         if self._coverage is not None:
             # Times changed under the coverage map: rebuild it from the same unit positions.
             self.coverage(dict(self._coverage_units))

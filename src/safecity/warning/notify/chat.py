@@ -11,6 +11,7 @@ import apprise
 from apprise.manager_plugins import NotificationManager
 
 from safecity.kernel.errors import InvalidInput
+from safecity.warning.notify import tasks
 from safecity.warning.notify.delivery import Delivery, DeliveryError
 from safecity.warning.notify.subscriptions import Locale, Subscription
 from safecity.warning.notify.webhook import HostPolicy
@@ -56,6 +57,8 @@ def check_target(channel: str, schemes: frozenset[str], url: str, policy: HostPo
 def render(body: dict[str, Any], locale: Locale | str) -> tuple[str, str]:
     """Return (title, text) of a message in the subscription's language."""
     zh = str(locale).lower().startswith("zh")
+    if tasks.is_task(body):
+        return tasks.render(body, zh=zh)
     lang = "zh" if zh else "en"
     alert = body.get("alert") or {}
     prefix = KIND_PREFIX.get(str(body.get("type")), ("", ""))[0 if zh else 1]

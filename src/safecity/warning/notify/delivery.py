@@ -48,7 +48,10 @@ class Sender(Protocol):
 
 
 def stamp_delivered(body: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
-    """Return a copy of a message body with the alert's `delivered` hop set (each channel stamps its own)."""
+    """Return a copy of a message body with the alert's `delivered` hop set (each channel stamps its own); a body
+    that carries no alert (a task message) is returned as it is."""
+    if "alert" not in body:
+        return body
     alert = dict(body.get("alert") or {})
     hops = dict(alert.get("hops") or {})
     hops["delivered"] = (at or clock.now()).isoformat()

@@ -11,6 +11,7 @@ import orjson
 import structlog
 
 from safecity.kernel import ids
+from safecity.warning.notify import tasks
 from safecity.warning.notify.delivery import Delivery, stamp_delivered
 from safecity.warning.notify.subscriptions import Subscription
 
@@ -21,7 +22,11 @@ _UNSAFE = re.compile(r"[/+#\x00\s]")
 
 
 def topic_for(prefix: str, body: dict[str, Any]) -> str:
-    """Return the topic of a message: `<prefix>/<severity lower case>/<community or _none>`."""
+    """Return the topic of a message: `<prefix>/<severity lower case>/<community or _none>` for an alert,
+    `<prefix>/task/<responder id>` for a task message."""
+    if tasks.is_task(body):
+        responder = str((body.get("task") or {}).get("responder_id") or "_none")
+        return f"{prefix.rstrip('/')}/task/{_UNSAFE.sub('_', responder)}"
     alert = body.get("alert") or {}
     severity = str(alert.get("severity") or "unknown").lower()
     community = (alert.get("tags") or {}).get("community") or "_none"

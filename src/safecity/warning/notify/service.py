@@ -44,6 +44,7 @@ from safecity.warning.notify.subscriptions import (
     SubscriptionPatch,
     matching,
 )
+from safecity.warning.notify.tasks import TASK_KIND, TaskMessage
 from safecity.warning.notify.webhook import HostPolicy, WebhookSender, new_secret
 from safecity.warning.notify.websocket import AlertHub
 from safecity.warning.notify.writer import OutboxWrite, OutboxWriter
@@ -316,6 +317,22 @@ class NotifyService:
             "delivered_at": None,
         }
 
+    async def send_task(self, task: TaskMessage) -> str:
+        """Queue a task message for its subscription through the durable outbox (retried like an alert; a dead one
+        keeps its last error); returns the outbox row id. Raises SubscriptionNotFound for an unknown subscription and
+        InvalidSubscription for a disabled one."""
+        sub = await self.lookup(task.subscription_id)
+        if sub is None:
+            raise SubscriptionNotFound(id=task.subscription_id)
+        if not sub.enabled:
+            raise InvalidSubscription(reason=f"subscription {sub.id} is disabled")
+        now = clock.now()
+        # The outbox's alert column names what the message is about: here the incident.
+        row = self._row(task.id, sub.id, TASK_KIND, task.incident_id, task.body(), now, now)
+        await self.writer.add(OutboxWrite(rows=[row]))
+        log.info("notify_task_enqueued", incident_id=task.incident_id, subscription_id=sub.id)
+        return str(row["id"])
+
     async def _on_state(self, change: AlertStateChanged) -> None:
         self.hub.publish_state({"type": "state", "key": "alert.state_changed", "change": msgspec.to_builtins(change)})
         if escalation.acknowledges(change.state):
@@ -328,6 +345,8 @@ class NotifyService:
 
     async def _delivered(self, sub: Subscription, delivery: Delivery, at: datetime) -> None:
         """Stamp the alert's delivery; after an escalation reached `sub`, schedule the chain's next step."""
+        if delivery.kind == TASK_KIND:
+            return
         if self.on_alert_delivered is not None:
             try:
                 await self.on_alert_delivered(delivery.alert_id, at)

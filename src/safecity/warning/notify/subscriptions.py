@@ -79,6 +79,10 @@ class SubscriptionFilter(BaseModel):
     min_severity: Severity = Severity.UNKNOWN
     towns: list[str] = Field(default_factory=list, max_length=500)
     communities: list[str] = Field(default_factory=list, max_length=2000)
+    tasks_only: bool = Field(
+        False,
+        description="Receive no alerts, only the task messages of the responders whose `contact` this subscription is.",
+    )
 
 
 class Subscription(BaseModel):
@@ -143,6 +147,8 @@ def area_matches(want: AreaFilter, area: Area | None) -> bool:
 
 def matches(flt: SubscriptionFilter, alert: AlertRaised) -> bool:
     """Return whether an alert passes a subscription filter."""
+    if flt.tasks_only:
+        return False
     if SEVERITY_RANK[alert.severity] < SEVERITY_RANK[flt.min_severity]:
         return False
     if flt.categories and alert.category not in flt.categories:

@@ -99,3 +99,38 @@ def test_route_reports_snap_distances(graph: RoadGraph) -> None:
     assert 5.0 < route.from_snap_m < 50.0
     assert route.from_snap_m == pytest.approx(float(haversine_m(a[0], a[1], sa.lon, sa.lat)), rel=0.01)
     assert route.geojson()["properties"]["to_snap_m"] == round(sb.distance_m, 1)  # type: ignore[index]
+
+
+def test_unit_seconds_equal_the_matrix_and_follow_closures(graph: RoadGraph) -> None:
+    """The many-to-one ranking (cached seeds, a unit on a node pinned once) gives the one-to-many matrix's seconds,
+    routes the first units as travel_time does, and sees a closure at once (the cached seeds are dropped)."""
+    net = RoadNetwork(graph, max_snap_m=500)
+    g = graph
+    rng = np.random.default_rng(4)
+    nodes = rng.choice(g.n_nodes, 40, replace=False)
+    # Half the units stand on nodes (where one seed dominates the other), half between nodes.
+    units = {f"n{i}": node_point(g, int(v)) for i, v in enumerate(nodes[:20])}
+    units |= {f"m{i}": node_point(g, int(v), 3e-5) for i, v in enumerate(nodes[20:])}
+    target = node_point(g, int(rng.integers(g.n_nodes)), 1e-4)
+
+    def check() -> None:
+        times = net.unit_seconds(units, target, routes=3)
+        column = net.matrix(list(units.values()), [target])[:, 0]
+        assert times.seconds.tolist() == column.tolist()
+        assert [times.ids[i] for i in times.order] == [e.unit_id for e in net.rank_units(units, target).ranked]
+        for i in times.order[:3]:
+            assert times.routes[i] == net.travel_time(units[times.ids[i]], target)
+        assert set(times.routes) == set(times.order[:3])
+
+    check()
+    check()  # again, from the cached seeds
+    # A unit reports a new position (snapped once, its seeds kept for the next ranking).
+    units["n0"] = node_point(g, int(rng.integers(g.n_nodes)))
+    assert net.snap_unit(units["n0"]) == net.snap(units["n0"])
+    check()
+    first = net.unit_seconds(units, target).order[0]
+    edge = net.snap(units[net.unit_seconds(units, target).ids[first]]).edge
+    net.close_edges(net.road_edges(edge))
+    check()
+    net.set_speed_factor(range(0, g.n_edges, 3), 0.5)
+    check()
