@@ -132,3 +132,45 @@ async def test_a_crash_between_commit_and_send_delivers_each_alert_once_after_re
             assert Counter(r["state"] for r in rows) == Counter({"delivered": 10})
         finally:
             await second.stop()
+
+
+async def test_a_task_message_is_delivered_and_marked_without_an_alert_stamp(engine: AsyncEngine) -> None:
+    """Task messages share the outbox (their alert column names the incident): marked delivered in the group commit,
+    no `delivered` stamp looked for on an alert that does not exist."""
+    from datetime import timedelta
+
+    from safecity.kernel import clock, ids
+    from safecity.warning.notify.tasks import TaskMessage
+
+    node = Node(engine)
+    await node.start()
+    try:
+        async with http_receiver(free_port()) as receiver:
+            sub, _ = await node.notify.create(
+                SubscriptionCreate(name="responder", channel=Channel.WEBHOOK, target=receiver.url)
+            )
+            task = TaskMessage(
+                id=ids.new_id(),
+                subscription_id=sub.id,
+                incident_id="inc-1",
+                responder_id="r-1",
+                incident_type="fire",
+                priority=1,
+                summary="smoke",
+                address=None,
+                lon=None,
+                lat=None,
+                link="https://example.invalid/task",
+                actions=("accept",),
+                expires_at=clock.now() + timedelta(hours=1),
+                sent_by="test",
+            )
+            await node.notify.send_task(task)
+            await wait_for(lambda: len(receiver.requests) == 1)
+            await wait_for(lambda: node.notify.writer.stats.marked_delivered == 1)
+        assert node.notify.writer.stats.stamped == 0
+        assert node.notify.writer.stats.stamps_dropped == 0
+        rows = await node.notify.deliveries(limit=10)
+        assert [r["state"] for r in rows] == ["delivered"]
+    finally:
+        await node.stop()

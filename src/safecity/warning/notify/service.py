@@ -262,6 +262,8 @@ class NotifyService:
         stamps: dict[str, datetime] = {}
         if self.stamp_alerts:
             for _sub, delivery, at in batch:
+                if delivery.kind == TASK_KIND:
+                    continue  # a task message's "alert" column names its incident: no alert to stamp
                 if delivery.alert_id not in stamps or at < stamps[delivery.alert_id]:
                     stamps[delivery.alert_id] = at
         write = OutboxWrite(delivered=tuple((d.id, at, d.attempt) for _s, d, at in batch), stamps=stamps)
