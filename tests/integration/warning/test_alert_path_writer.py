@@ -174,3 +174,26 @@ async def test_a_task_message_is_delivered_and_marked_without_an_alert_stamp(eng
         assert [r["state"] for r in rows] == ["delivered"]
     finally:
         await node.stop()
+
+
+async def test_rows_past_the_in_memory_bound_wait_in_the_table_and_are_delivered_once(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow endpoint in a storm: at most `HANDED_MAX` rows wait in memory; the others are written due at once and
+    claimed from the table. Every alert is still delivered once."""
+    monkeypatch.setattr(outbox_module, "HANDED_MAX", 3)
+    node = Node(engine)
+    await node.start()
+    try:
+        async with http_receiver(free_port(), delay_s=0.05) as receiver:
+            await node.notify.create(SubscriptionCreate(name="slow", channel=Channel.WEBHOOK, target=receiver.url))
+            alerts = [make_alert() for _ in range(30)]
+            for alert in alerts:
+                await node.bus.publish(make_envelope(ALERT_RAISED, alert, source="test"))
+            await node.bus.drain()
+            await wait_for(lambda: len(receiver.requests) >= 30)
+            await wait_for(lambda: node.notify.dispatcher.stats.delivered == 30)
+        assert _ids(receiver.requests) == Counter({a.alert_id: 1 for a in alerts})
+        assert node.notify.writer.stats.handed < 30  # the rest went through the table
+    finally:
+        await node.stop()

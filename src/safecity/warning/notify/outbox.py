@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 MAX_ERROR_CHARS = 2000
 _LEASE_MARGIN_S = 30.0
+# Rows handed over from memory and waiting for their lane, at most: past it new rows wait in the table (due at once)
+# and are claimed from there, so a slow endpoint in an alert storm fills the table, not the node's memory.
+HANDED_MAX = 2_000
 
 
 @dataclass(frozen=True)

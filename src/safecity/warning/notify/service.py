@@ -32,6 +32,7 @@ from safecity.kernel.settings import NotifySettings
 from safecity.kernel.supervisor import Supervisor
 from safecity.warning.model import ALERT_RAISED, ALERT_STATE_CHANGED, ALERT_UPDATED, AlertRaised, AlertStateChanged
 from safecity.warning.notify import channels, escalation
+from safecity.warning.notify import outbox as outbox_module
 from safecity.warning.notify.cache import SubscriptionCache
 from safecity.warning.notify.channels import ChannelContext, InvalidSubscription
 from safecity.warning.notify.delivery import Delivery, Sender
@@ -295,8 +296,11 @@ class NotifyService:
             return None
         # Coalesce: an update not yet tried is replaced, so an alert storm costs one message per endpoint.
         coalesce = None if is_new else {**base, "subscription_id": None}
-        # Rows due now are inserted leased to this node and handed to the dispatcher after the commit.
-        lease_until = now + timedelta(seconds=self.dispatcher.lease_s())
+        # Rows due now are inserted leased to this node and handed to the dispatcher after the commit (unless that
+        # many wait in memory already: then they wait in the table, due now, and are claimed from there).
+        lease_until = None
+        if self.dispatcher.handed() + self.writer.leased_queued < outbox_module.HANDED_MAX:
+            lease_until = now + timedelta(seconds=self.dispatcher.lease_s())
         write = OutboxWrite(rows=rows, alert_id=alert.alert_id, coalesce_body=coalesce, lease_until=lease_until)
         # The bus acknowledges the message once the rows are committed (the returned future).
         return await self.writer.add(write)

@@ -75,6 +75,13 @@ class OutboxWrite:
     stamp_tries: int = 0
 
 
+def _leased_count(write: OutboxWrite) -> int:
+    """Rows of a write that are inserted leased to this node (due at once, with `lease_until`)."""
+    if write.lease_until is None:
+        return 0
+    return sum(1 for row in write.rows if row["next_attempt_at"] <= row["created_at"])
+
+
 def _stored(row: dict[str, Any], at: datetime) -> dict[str, Any]:
     hops = row.get("hops")
     hops = {**hops, "stored": at.isoformat()} if isinstance(hops, dict) else {"stored": at.isoformat()}
@@ -129,6 +136,12 @@ class OutboxWriter:
         self._idle.set()
         self._closed = False
         self._running = False
+        self._leased_queued = 0
+
+    @property
+    def leased_queued(self) -> int:
+        """Outbox rows queued to be inserted leased to this node (handed to the dispatcher once committed)."""
+        return self._leased_queued
 
     @property
     def running(self) -> bool:
@@ -150,11 +163,14 @@ class OutboxWriter:
             raise OutboxWriterClosed(service="outbox writer")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outstanding += 1
+        leased = _leased_count(write)
+        self._leased_queued += leased
         self._idle.clear()
         try:
             await self._queue.put((write, future))
         except BaseException:
             self._outstanding -= 1
+            self._leased_queued -= leased
             raise
         return future
 
@@ -168,6 +184,7 @@ class OutboxWriter:
         except asyncio.QueueFull:
             return False
         self._outstanding += 1
+        self._leased_queued += _leased_count(write)
         self._idle.clear()
         return True
 
@@ -207,6 +224,7 @@ class OutboxWriter:
                 self.stats.rejected += len(batch)
                 log.exception("outbox_batch_failed", writes=len(batch))
                 error = err
+            self._leased_queued -= sum(_leased_count(write) for write in writes)
             for _, future in batch:
                 if not future.done():
                     if error is None:
