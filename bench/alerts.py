@@ -47,8 +47,13 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
-RULES = HERE / "rules_50.yaml"
+RULES57 = HERE / "rules_50.yaml"
+# Equal work with the Node-RED peer: its two contract rules, every event and alert stored.
+RULES = HERE.parent / "src" / "safecity" / "warning" / "rulepacks" / "nodered_peer.yaml"
 RECORDED = "results/2026-11-29/results.jsonl"
+RECORDED_STORE = "results/2026-12-03-store/find-max.log"  # Node-RED storing every event (run-peer.sh --store)
+STORM_DETECTORS = 500
+STORM_WINDOW_S = 10.0
 WS_TOPIC = "safecity/alerts"
 HOOK_TOPIC = "bench/alerts/webhook"
 PROBES_PER_BARRIER = 64
@@ -56,6 +61,18 @@ PROBES_PER_BARRIER = 64
 # rule and group fired again within its group_window, e.g. two high temps of one detector 0.4 s apart, which the
 # contract counts as two alerts). Cooldown-suppressed matches publish nothing.
 FIRINGS = ("new", "update")  # load.py sends a fresh probe every 2 s while draining: 64 covers a 120 s drain
+# Rules whose `update` is a detector joining the open alert, not a firing: since alerts list who joined them, a third
+# detector of a building within the group window updates the smoke-pair alert (it is delivered as an update), where
+# the contract says it "must stay silent". Their updates are delivered and counted, but not republished.
+JOIN_ONLY_RULES = frozenset({"peer.smoke_pair"})
+
+
+def contract_firing(doc: dict[str, Any]) -> bool:
+    """Whether a delivered message is a firing in the Node-RED contract's sense (see FIRINGS, JOIN_ONLY_RULES)."""
+    kind = doc.get("type")
+    if kind == "new":
+        return True
+    return kind == "update" and (doc.get("alert") or {}).get("rule_id") not in JOIN_ONLY_RULES
 
 
 def peer_dir() -> Path:
@@ -249,7 +266,7 @@ async def _adapter(cfg: dict[str, Any], conn: Connection) -> None:
             counts["hook_bad_signature"] += 1
             status = 400
         else:
-            if doc.get("type") in FIRINGS:
+            if contract_firing(doc):
                 counts[f"hook_{doc['type']}"] += 1
                 republish(doc["alert"], HOOK_TOPIC)
             else:
@@ -270,7 +287,7 @@ async def _adapter(cfg: dict[str, Any], conn: Connection) -> None:
             ready.set()
             async for raw in ws:
                 doc = json.loads(raw)
-                if doc.get("type") in FIRINGS:
+                if contract_firing(doc):
                     counts[f"ws_{doc['type']}"] += 1
                     republish(doc["alert"], WS_TOPIC)
                 else:
@@ -356,8 +373,11 @@ def devices_csv(prefix: str, buildings: int) -> str:
 class OurSteps:
     """Wraps load.py's run_step/publish_paced: registers devices first and checks the webhook path too."""
 
-    def __init__(self, load: ModuleType, http: httpx.Client, hook_listener: Any, args: argparse.Namespace) -> None:
+    def __init__(
+        self, load: ModuleType, http: httpx.Client, hook_listener: Any, args: argparse.Namespace, node_pid: int = 0
+    ) -> None:
         self.load = load
+        self.node_pid = node_pid
         self.http = http
         self.hook = hook_listener
         self.args = args
@@ -397,9 +417,12 @@ class OurSteps:
             raise SystemExit(f"our node did not drain within {self.load.MAX_DRAIN_S:.0f} s")
         listener.take()
         self.hook.take()
+        cpu0 = self.load.cpu_seconds(self.node_pid) if self.node_pid else None
         r = self._orig_run_step(args, client, listener, rate, prefix, meter)
-        hook = self.check_webhook(args, rate, prefix, r)
-        self.steps.append({"result": r, "webhook": hook})
+        hook = self.check_webhook(args, rate, prefix, r)  # waits for the webhook path too: its CPU is in the step
+        cpu1 = self.load.cpu_seconds(self.node_pid) if self.node_pid else None
+        node_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+        self.steps.append({"result": r, "webhook": hook, "node_cpu_s": node_cpu_s})
         self.report(r, hook)
         return r
 
@@ -515,14 +538,22 @@ def stream_opts(opts: argparse.Namespace) -> list[str]:
 class NodeRed:
     """Node-RED through the kit's run-peer.sh, on its own broker."""
 
-    def __init__(self, kit: Path, workdir: Path, ready_timeout_s: float) -> None:
+    def __init__(self, kit: Path, workdir: Path, ready_timeout_s: float, *, store: bool = True) -> None:
         self.kit = kit
+        self.store = store
         self.pid: int | None = None
         self.broker, self.port = start_mosquitto(kit, workdir, "node-red")
         env = dict(os.environ, NODE_RED_READY_TIMEOUT=str(int(ready_timeout_s)))
         self.log = workdir / "node-red-start.log"
         self.starter = subprocess.Popen(
-            [str(kit / "run-peer.sh"), "start", f"mqtt://127.0.0.1:{self.port}", "--port", str(free_port())],
+            [
+                str(kit / "run-peer.sh"),
+                "start",
+                f"mqtt://127.0.0.1:{self.port}",
+                "--port",
+                str(free_port()),
+                *(["--store"] if store else []),
+            ],
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
             env=env,
@@ -563,6 +594,19 @@ class NodeRed:
         except ValueError:
             return None
 
+    def stored(self) -> dict[str, Any] | None:
+        """What the storing flow stored (`run-peer.sh stored`: {"events": N, "alerts": N}), or None."""
+        if not self.store:
+            return None
+        out = subprocess.run(
+            [str(self.kit / "run-peer.sh"), "stored"], capture_output=True, text=True, check=False, timeout=60
+        ).stdout
+        lines = [ln for ln in out.splitlines() if ln.strip().startswith("{")]
+        try:
+            return json.loads(lines[-1]) if lines else None
+        except ValueError:
+            return None
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             if self.starter.poll() is None:
@@ -574,10 +618,16 @@ class NodeRed:
             self.broker.wait(5)
 
 
-def recorded_node_red(kit: Path) -> dict[str, Any]:
-    rows = [json.loads(ln) for ln in (kit / RECORDED).read_text().splitlines() if ln.strip()]
+def recorded_node_red(kit: Path, *, store: bool = True) -> dict[str, Any]:
+    """Node-RED's recorded highest clean rate: the storing flow's (2026-12-03) or the plain flow's (2026-11-29)."""
+    path = kit / (RECORDED_STORE if store else RECORDED)
+    rows = []
+    for ln in path.read_text().splitlines():
+        if ln.strip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                rows.append(json.loads(ln))
     fm = [r for r in rows if r.get("max_clean_rate_per_s") is not None]
-    return {"max_clean": fm[-1]["max_clean_rate_per_s"] if fm else None, "rows": rows}
+    return {"max_clean": fm[-1]["max_clean_rate_per_s"] if fm else None, "rows": rows, "file": str(path.name)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -594,7 +644,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--buildings", type=int, default=None)
     ap.add_argument("--no-node-red", action="store_true", help="skip Node-RED (its recorded figure is used)")
     ap.add_argument("--no-find-max", action="store_true", help="max clean rate = highest clean fixed rate")
-    ap.add_argument("--rules", type=Path, default=RULES, help="rule pack of our node (default bench/rules_50.yaml)")
+    ap.add_argument(
+        "--rules", type=Path, default=RULES, help="equal-work rule pack (default: rulepacks/nodered_peer.yaml)"
+    )
+    ap.add_argument("--rules57", type=Path, default=RULES57, help="second row's pack (default bench/rules_50.yaml)")
+    ap.add_argument("--no-rules57", action="store_true", help="measure only the equal-work node")
     ap.add_argument("--find-max-start", type=float, default=None, help="first rate of Node-RED's ladder")
     ap.add_argument("--our-find-max-start", type=float, default=None, help="first rate of our ladder")
     ap.add_argument("--find-max-cap", type=float, default=50_000.0)
@@ -685,23 +739,213 @@ def run(
     node_red: NodeRed | None,
     cleanup: list[Any],
 ) -> dict[str, Any]:
-    # Our node and the adapter start while Node-RED starts.
-    broker, mqtt_port = start_mosquitto(kit, workdir, "safecity")
+    # --- Node-RED first, storing every event (its own broker; our nodes are not started yet)
+    nr_rows: dict[float, dict[str, Any]] = {}
+    nr_max: float | None = None
+    nr_source = "recorded"
+    nr_note = None
+    nr_stored: dict[str, Any] | None = None
+    if node_red is not None and node_red.wait_ready(20 if opts.quick else 120):
+        print(f"node-red pid {node_red.pid} ready on its broker :{node_red.port} (--store)", flush=True)
+        step_timeout = (opts.duration + opts.warmup) * 3 + 40
+        for rate in opts.rate_list:
+            row = node_red.run_load(opts, [f"--rate={rate}"], step_timeout)
+            if row is not None:
+                nr_rows[rate] = row
+        if not opts.quick and not opts.no_find_max:
+            row = node_red.run_load(
+                opts,
+                ["--find-max", f"--start-rate={opts.find_max_start}", f"--budget={opts.find_max_budget}"],
+                opts.find_max_budget + 300,
+            )
+            if row is not None and row.get("max_clean_rate_per_s") is not None:
+                nr_max = row["max_clean_rate_per_s"]
+                nr_source = "measured"
+        nr_stored = node_red.stored()
+        node_red.stop()
+    elif node_red is not None:
+        nr_note = "Node-RED did not start in time; recorded figures used"
+        print(nr_note, flush=True)
+    if nr_max is None:
+        rec = recorded_node_red(kit)
+        nr_max = rec["max_clean"]
+        nr_note = nr_note or f"highest clean rate recorded in {rec['file']} (storing flow), not measured in this run"
+        print(f"node-red (storing) highest clean rate: {nr_max}/s recorded, not measured in this run", flush=True)
+
+    # --- ours at equal work (the two contract rules, every event stored), with the alert CPU and storm steps
+    ours = measure_ours(opts, load, kit, workdir, opts.rules, "equal", cleanup, alert_steps=True)
+    # --- ours with the 57-rule pack, as a second row
+    ours57 = None
+    if not opts.no_rules57:
+        ours57 = measure_ours(opts, load, kit, workdir, opts.rules57, "rules57", cleanup, alert_steps=False)
+
+    print("\n| rate /s | engine | p50 ms | p99 ms | p99.9 ms | missed | dup | webhook p50 / p99 ms | CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, m in (("SafeCity, 2 rules", ours), ("SafeCity, 57 rules", ours57)):
+        if m is None:
+            continue
+        for s in m["fixed"]:
+            r, h = s["result"], s["webhook"]
+            print(
+                f"| {r.target_rate:.0f} | {label} | {fmt(r.pct(50))} | {fmt(r.pct(99))} | {fmt(r.pct(99.9))} | "
+                f"{r.missed + h['missed']} | {r.duplicated + h['duplicated']} | {fmt(h['p50_ms'])} / "
+                f"{fmt(h['p99_ms'])} | {r.resources['safecity node']['cpu_pct']}% |"
+            )
+    for rate, nr in nr_rows.items():
+        cpu = (nr.get("resources") or {}).get("node-red", {}).get("cpu_pct")
+        print(
+            f"| {rate:.0f} | Node-RED storing | {nr['p50_ms']} | {nr['p99_ms']} | {nr.get('max_ms')} (max) | "
+            f"{nr['missed']} | {nr['duplicated']} | - | {cpu}% |"
+        )
+    our_max = ours["max_clean"]
+    ratio = round(our_max / nr_max, 2) if nr_max else None
+    max57 = ours57["max_clean"] if ours57 else None
+    print(
+        f"highest clean rate: SafeCity {our_max:.0f}/s at equal work ({ours['source']}), "
+        + (f"{max57:.0f}/s with 57 rules, " if max57 is not None else "")
+        + f"Node-RED storing {nr_max}/s ({nr_source}); ratio {ratio}"
+    )
+    cpu_step = ours["alert_cpu"]
+    if cpu_step:
+        print(
+            f"alert CPU: {cpu_step['alert_cpu_ms']} ms a delivered alert ({cpu_step['alerts']} alerts more in the hot "
+            f"step, {cpu_step['extra_cpu_s']} s of node CPU more)"
+        )
+    storm_step = ours["storm"]
+    if storm_step:
+        print(f"storm: {json.dumps(storm_step)}")
+    top = ours["fixed"][-1] if ours["fixed"] else None
+    tr = top["result"] if top else None
+    th = top["webhook"] if top else {}
+    at5000 = None
+    if ours57 is not None:
+        at5000 = next((s for s in ours57["fixed"] if s["result"].target_rate == 5000.0), None)
+    return {
+        "rate_per_s": _r(tr.achieved_rate) if tr else None,
+        "target_rate_per_s": tr.target_rate if tr else None,
+        "p50_ms": _r(tr.pct(50)) if tr else None,
+        "p99_ms": _r(tr.pct(99)) if tr else None,
+        "p99_9_ms": _r(tr.pct(99.9)) if tr else None,
+        "missed": (tr.missed + th["missed"]) if tr else None,
+        "duplicated": (tr.duplicated + th["duplicated"]) if tr else None,
+        "unexpected": (tr.unexpected + th["unexpected"]) if tr else None,
+        "webhook_p50_ms": th.get("p50_ms"),
+        "webhook_p99_ms": th.get("p99_ms"),
+        "max_clean_rate_per_s": _r(our_max),
+        "max_clean_source": ours["source"],
+        "rules57_max_clean_rate_per_s": _r(max57) if max57 is not None else None,
+        "p99_ms_at_5000": _r(at5000["result"].pct(99)) if at5000 else None,
+        "p99_ms_at_5000_clean": ok(at5000, ours57["args"]) if at5000 and ours57 else None,
+        "node_red_store_max_clean_rate_per_s": nr_max,
+        "node_red_max_clean_rate_per_s": nr_max,
+        "node_red_flow": "flow-store.json (run-peer.sh --store)",
+        "node_red_source": nr_source,
+        "node_red_note": nr_note,
+        "ratio_to_node_red_store": ratio,
+        "ratio_to_node_red": ratio,
+        "alert_cpu_ms": cpu_step["alert_cpu_ms"] if cpu_step else None,
+        "alert_cpu": cpu_step,
+        "storm": storm_step,
+        "rates": [row_of_step(s, ours["args"], nr_rows) for s in ours["fixed"]],
+        "rates57": [row_of_step(s, ours57["args"], {}) for s in ours57["fixed"]] if ours57 else None,
+        "ladder": ours["ladder"],
+        "ladder57": ours57["ladder"] if ours57 else None,
+        "broker_drop_notices": sum(m["drops"] for m in (ours, ours57) if m),
+        "stored_events": ours["node"]["stored"],
+        "stored_events_rules57": ours57["node"]["stored"] if ours57 else None,
+        "mqtt_received": ours["node"]["mqtt_received"],
+        "mqtt_received_rules57": ours57["node"]["mqtt_received"] if ours57 else None,
+        "node_red_stored_events": nr_stored.get("events") if nr_stored else None,
+        "node_red_stored_alerts": nr_stored.get("alerts") if nr_stored else None,
+        "rules": ours["node"]["rules"],
+        "rules57": ours57["node"]["rules"] if ours57 else None,
+        "rules_file": opts.rules.name,
+        "quick": opts.quick,
+    }
+
+
+def row_of_step(s: dict[str, Any], args: argparse.Namespace, nr_rows: dict[float, dict[str, Any]]) -> dict[str, Any]:
+    """One fixed-rate step of ours (and Node-RED's at that rate) for the JSON line."""
+    r = s["result"]
+    return {
+        "target": r.target_rate,
+        "safecity": {
+            "rate": _r(r.achieved_rate),
+            "p50_ms": _r(r.pct(50)),
+            "p99_ms": _r(r.pct(99)),
+            "p99_9_ms": _r(r.pct(99.9)),
+            "missed": r.missed,
+            "duplicated": r.duplicated,
+            "clean": ok(s, args),
+            "webhook": s["webhook"],
+            "cpu_pct": r.resources["safecity node"]["cpu_pct"],
+        },
+        "node_red": {
+            k: nr_rows[r.target_rate].get(k)
+            for k in ("rate_per_s", "p50_ms", "p99_ms", "missed", "duplicated", "clean")
+        }
+        if r.target_rate in nr_rows
+        else None,
+    }
+
+
+def measure_ours(
+    opts: argparse.Namespace,
+    load: ModuleType,
+    kit: Path,
+    workdir: Path,
+    rules: Path,
+    name: str,
+    cleanup: list[Any],
+    *,
+    alert_steps: bool,
+) -> dict[str, Any]:
+    """One node of ours with `rules` on its own broker and database: fixed rates, find-max, and (with `alert_steps`)
+    the alert CPU step and the alert storm. Everything it started is stopped before it returns."""
+    mine: list[Any] = []
+    try:
+        return _measure_ours(opts, load, kit, workdir, rules, name, mine, alert_steps=alert_steps)
+    finally:
+        for item in reversed(mine):
+            with contextlib.suppress(Exception, SystemExit):
+                item()
+
+
+def _measure_ours(
+    opts: argparse.Namespace,
+    load: ModuleType,
+    kit: Path,
+    workdir: Path,
+    rules: Path,
+    name: str,
+    cleanup: list[Any],
+    *,
+    alert_steps: bool,
+) -> dict[str, Any]:
+    broker, mqtt_port = start_mosquitto(kit, workdir, f"safecity-{name}")
     cleanup.append(lambda: stop_process(broker))
     http_port, hook_port = free_port(), free_port()
+    db_url = opts.database_url or f"sqlite+aiosqlite:///{workdir / f'alerts-{name}.db'}"
+    if opts.database_url:
+        if name != "equal":  # the second node gets a database of its own: <name>_<node>
+            db_url = f"{opts.database_url}_{name}"
+        ensure_pg_database(db_url)
     node = Child(
         node_main,
         {
-            "db_url": opts.database_url or f"sqlite+aiosqlite:///{workdir / 'alerts.db'}",
+            "db_url": db_url,
             "mqtt_port": mqtt_port,
             "http_port": http_port,
-            "rules": str(opts.rules),
+            "rules": str(rules),
             "slow_callback_ms": opts.slow_callback_ms,
         },
     )
     cleanup.append(node.close)
     admin_key = node.ready_info
-    print(f"safecity node pid {node.proc.pid} on its broker :{mqtt_port}, HTTP :{http_port}", flush=True)
+    print(
+        f"safecity node ({name}: {rules.name}) pid {node.proc.pid} on its broker :{mqtt_port}, HTTP :{http_port}",
+        flush=True,
+    )
     http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", headers={"X-API-Key": admin_key})
     cleanup.append(http.close)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -720,37 +964,6 @@ def run(
         {"mqtt_port": mqtt_port, "http_port": http_port, "hook_port": hook_port, "key": admin_key, "secret": secret},
     )
     cleanup.append(adapter.close)
-
-    # --- Node-RED first (its own broker; our node idles on the other one)
-    nr_rows: dict[float, dict[str, Any]] = {}
-    nr_max: float | None = None
-    nr_source = "recorded"
-    nr_note = None
-    if node_red is not None and node_red.wait_ready(20 if opts.quick else 120):
-        print(f"node-red pid {node_red.pid} ready on its broker :{node_red.port}", flush=True)
-        step_timeout = (opts.duration + opts.warmup) * 3 + 40
-        for rate in opts.rate_list:
-            row = node_red.run_load(opts, [f"--rate={rate}"], step_timeout)
-            if row is not None:
-                nr_rows[rate] = row
-        if not opts.quick and not opts.no_find_max:
-            row = node_red.run_load(
-                opts,
-                ["--find-max", f"--start-rate={opts.find_max_start}", f"--budget={opts.find_max_budget}"],
-                opts.find_max_budget + 300,
-            )
-            if row is not None and row.get("max_clean_rate_per_s") is not None:
-                nr_max = row["max_clean_rate_per_s"]
-                nr_source = "measured"
-        node_red.stop()
-    elif node_red is not None:
-        nr_note = "Node-RED did not start in time; recorded figures used"
-        print(nr_note, flush=True)
-    if nr_max is None:
-        nr_max = recorded_node_red(kit)["max_clean"]
-        print(f"node-red highest clean rate: {nr_max}/s recorded ({RECORDED}), not measured in this run", flush=True)
-
-    # --- ours, through load.py's own step and ladder
     tag = f"A{int(time.time() * 10) % 10**7:07d}"
     listener = load.Listener("127.0.0.1", mqtt_port, WS_TOPIC, tag)
     cleanup.append(listener.close)
@@ -769,98 +982,40 @@ def run(
         }
     )
     args = load_args(load, opts)
-    steps = OurSteps(load, http, hook_listener, args)
+    steps = OurSteps(load, http, hook_listener, args, node_pid=node.proc.pid or 0)
     cleanup.append(steps.restore)
+    print(f"  safecity ({name}) fixed rates:", flush=True)
     fixed: list[dict[str, Any]] = []
     for n, rate in enumerate(opts.rate_list, start=1):
         load.run_step(args, client, listener, rate, f"{tag}s{n}", meter)
         fixed.append(steps.steps[-1])
-    ladder: dict[str, Any] | None = None
+    ladder_steps: list[dict[str, Any]] = []
     if not opts.no_find_max:
         print(
-            f"  safecity find-max from {opts.our_find_max_start:.0f}/s (budget {opts.find_max_budget:.0f} s):",
+            f"  safecity ({name}) find-max from {opts.our_find_max_start:.0f}/s (budget {opts.find_max_budget:.0f} s):",
             flush=True,
         )
-        ladder = load.find_max(args, client, listener, f"{tag}m", meter)
+        before = len(steps.steps)
+        load.find_max(args, client, listener, f"{tag}m", meter)
+        ladder_steps = steps.steps[before:]
+    cpu_step = storm_step = None
+    if alert_steps:
+        cpu_step = alert_cpu_step(opts, load, steps, client, listener, f"{tag}c", meter)
+        storm_step = alert_storm(load, http, client, listener, hook_listener, f"{tag}t")
     node_stats = node.ask("stats")
     adapter_stats = adapter.ask("stats")
-
-    # --- summary
-    clean_fixed = [s["result"].achieved_rate for s in fixed if ok(s, args)]
-    our_max = max(clean_fixed, default=0.0)
-    if ladder is not None:
-        ladder_clean = [s["result"].achieved_rate for s in steps.steps[len(fixed) :] if ok(s, args)]
-        our_max = max([our_max, *ladder_clean])
-    published = sum(s["result"].events for s in steps.steps)
-    print("\n| rate /s | engine | p50 ms | p99 ms | p99.9 ms | missed | dup | webhook p50 / p99 ms | CPU |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for s in fixed:
-        r, h = s["result"], s["webhook"]
-        print(
-            f"| {r.target_rate:.0f} | SafeCity | {fmt(r.pct(50))} | {fmt(r.pct(99))} | {fmt(r.pct(99.9))} | "
-            f"{r.missed + h['missed']} | {r.duplicated + h['duplicated']} | {fmt(h['p50_ms'])} / {fmt(h['p99_ms'])} | "
-            f"{r.resources['safecity node']['cpu_pct']}% |"
-        )
-        nr = nr_rows.get(r.target_rate)
-        if nr:
-            cpu = (nr.get("resources") or {}).get("node-red", {}).get("cpu_pct")
-            print(
-                f"| {r.target_rate:.0f} | Node-RED | {nr['p50_ms']} | {nr['p99_ms']} | {nr.get('max_ms')} (max) | "
-                f"{nr['missed']} | {nr['duplicated']} | - | {cpu}% |"
-            )
-    ratio = round(our_max / nr_max, 2) if nr_max else None
+    clean = [s["result"].achieved_rate for s in [*fixed, *ladder_steps] if ok(s, args)]
     print(
-        f"highest clean rate: SafeCity {our_max:.0f}/s ({'find-max ladder' if ladder else 'fixed rates only'}), "
-        f"Node-RED {nr_max}/s ({nr_source}); ratio {ratio}"
+        f"  safecity ({name}): stored {node_stats['stored']} of {node_stats['mqtt_received']} messages received; "
+        f"engine handled {node_stats['warning_handled']}, max backlog {node_stats['engine_max_backlog']}; "
+        f"rules {node_stats['rules']}; adapter {adapter_stats}",
+        flush=True,
     )
-    print(
-        f"stored {node_stats['stored']} of {node_stats['mqtt_received']} messages received "
-        f"({published} load events + probes); engine handled {node_stats['warning_handled']}, "
-        f"max backlog {node_stats['engine_max_backlog']}; rules {node_stats['rules']}; adapter {adapter_stats}"
-    )
-    top = fixed[-1] if fixed else None
-    tr = top["result"] if top else None
-    th = top["webhook"] if top else {}
     return {
-        "rate_per_s": _r(tr.achieved_rate) if tr else None,
-        "target_rate_per_s": tr.target_rate if tr else None,
-        "p50_ms": _r(tr.pct(50)) if tr else None,
-        "p99_ms": _r(tr.pct(99)) if tr else None,
-        "p99_9_ms": _r(tr.pct(99.9)) if tr else None,
-        "missed": (tr.missed + th["missed"]) if tr else None,
-        "duplicated": (tr.duplicated + th["duplicated"]) if tr else None,
-        "unexpected": (tr.unexpected + th["unexpected"]) if tr else None,
-        "webhook_p50_ms": th.get("p50_ms"),
-        "webhook_p99_ms": th.get("p99_ms"),
-        "max_clean_rate_per_s": _r(our_max),
-        "max_clean_source": "find-max" if ladder else "fixed rates",
-        "node_red_max_clean_rate_per_s": nr_max,
-        "node_red_source": nr_source,
-        "node_red_note": nr_note,
-        "ratio_to_node_red": ratio,
-        "rates": [
-            {
-                "target": s["result"].target_rate,
-                "safecity": {
-                    "rate": _r(s["result"].achieved_rate),
-                    "p50_ms": _r(s["result"].pct(50)),
-                    "p99_ms": _r(s["result"].pct(99)),
-                    "p99_9_ms": _r(s["result"].pct(99.9)),
-                    "missed": s["result"].missed,
-                    "duplicated": s["result"].duplicated,
-                    "clean": ok(s, args),
-                    "webhook": s["webhook"],
-                    "cpu_pct": s["result"].resources["safecity node"]["cpu_pct"],
-                },
-                "node_red": {
-                    k: nr_rows[s["result"].target_rate].get(k)
-                    for k in ("rate_per_s", "p50_ms", "p99_ms", "missed", "duplicated", "clean")
-                }
-                if s["result"].target_rate in nr_rows
-                else None,
-            }
-            for s in fixed
-        ],
+        "fixed": fixed,
+        "args": args,
+        "max_clean": max(clean, default=0.0),
+        "source": "find-max" if ladder_steps else "fixed rates",
         "ladder": [
             {
                 "rate": _r(s["result"].achieved_rate),
@@ -868,16 +1023,157 @@ def run(
                 "clean": ok(s, args),
                 "why": s["result"].failure(args.p99_limit_ms, True),
             }
-            for s in steps.steps[len(fixed) :]
+            for s in ladder_steps
         ],
-        "broker_drop_notices": (workdir / "mosquitto-safecity.log").read_text().count("messages are being dropped"),
-        "stored_events": node_stats["stored"],
-        "mqtt_received": node_stats["mqtt_received"],
-        "rules": node_stats["rules"],
-        "device_register_s_max": _r(max(steps.register_s, default=0.0)),
-        "rules_file": opts.rules.name,
-        "quick": opts.quick,
+        "alert_cpu": cpu_step,
+        "storm": storm_step,
+        "node": node_stats,
+        "adapter": adapter_stats,
+        "drops": (workdir / f"mosquitto-safecity-{name}.log").read_text().count("messages are being dropped"),
     }
+
+
+def ensure_pg_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` when it does not exist (the second node's own database)."""
+    import asyncio as aio
+
+    import asyncpg
+
+    base, dbname = url.rsplit("/", 1)
+    admin = base.replace("postgresql+asyncpg://", "postgresql://") + "/postgres"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname):
+                await conn.execute(f'CREATE DATABASE "{dbname}"')
+        finally:
+            await conn.close()
+
+    aio.run(create())
+
+
+def alert_cpu_step(
+    opts: argparse.Namespace,
+    load: ModuleType,
+    steps: OurSteps,
+    client: Any,
+    listener: Any,
+    prefix: str,
+    meter: Any,
+) -> dict[str, Any]:
+    """CPU of the node per delivered alert (WebSocket + one webhook + stored): two steps at the same modest event
+    rate, one with many alerts (2,000 high temps) and one with few (10); the node's extra CPU over the extra alerts.
+
+    Both steps run the same number of events through the same path (MQTT, pipeline, rules, store), so what differs
+    is the alerts' work: engine firing, bus, alert row, outbox row, WebSocket push, signed webhook, delivered mark
+    and stamp. CPU is the node process's utime + stime (all its threads) over each whole step, drains included.
+    """
+    rate = 1_000.0
+    duration = 10.0 if opts.quick else 20.0
+    many = 1_000 if opts.quick else 2_000
+    rounds = 2  # base, hot, base, hot: drift of the machine's load falls on both sides
+    base_args = argparse.Namespace(**{**vars(steps.args), "duration": duration, "pairs": 30, "temps": 10})
+    hot_args = argparse.Namespace(**{**vars(base_args), "temps": many})
+    print(f"  alert CPU step: {rate:.0f}/s for {duration:g} s, 10 then {many} high temps, {rounds} rounds:", flush=True)
+    bases: list[dict[str, Any]] = []
+    hots: list[dict[str, Any]] = []
+    for n in range(rounds):
+        load.run_step(base_args, client, listener, rate, f"{prefix}b{n}", meter)
+        bases.append(steps.steps[-1])
+        load.run_step(hot_args, client, listener, rate, f"{prefix}h{n}", meter)
+        hots.append(steps.steps[-1])
+    # An alert is counted once: it is one WebSocket message, one webhook and one stored row.
+    alerts = sum(h["result"].received for h in hots) - sum(b["result"].received for b in bases)
+    extra = sum(h["node_cpu_s"] or 0.0 for h in hots) - sum(b["node_cpu_s"] or 0.0 for b in bases)
+    clean = all(ok(b, base_args) for b in bases) and all(ok(h, hot_args) for h in hots)
+    events = sum(b["result"].events for b in bases)
+    return {
+        "alert_cpu_ms": round(extra / alerts * 1000, 3) if alerts > 0 else None,
+        "alerts": alerts,
+        "extra_cpu_s": round(extra, 3),
+        "event_rate_per_s": rate,
+        "duration_s": duration,
+        "rounds": rounds,
+        "event_cpu_us_base": round(sum(b["node_cpu_s"] or 0.0 for b in bases) / events * 1e6, 1) if events else None,
+        "hot": [
+            {"alerts": h["result"].received, "node_cpu_s": _r(h["node_cpu_s"]), "webhook": h["webhook"]} for h in hots
+        ],
+        "base": [{"alerts": b["result"].received, "node_cpu_s": _r(b["node_cpu_s"])} for b in bases],
+        "clean": clean,
+    }
+
+
+def alert_storm(
+    load: ModuleType, http: httpx.Client, client: Any, listener: Any, hook_listener: Any, prefix: str
+) -> dict[str, Any]:
+    """A building-wide fire alarm: `STORM_DETECTORS` detectors of one building alarm (temp 80) within
+    `STORM_WINDOW_S` seconds. Each is a high-temp alert (and the second completes the smoke pair); every one must
+    reach both the WebSocket and the webhook path. Latency: publish returned -> the adapter's republish received."""
+    building = f"{prefix}-storm"
+    devices = devices_csv(prefix, 0).splitlines()
+    devices += [f"{building}-d{i},smoke,{building},{building},86400" for i in range(STORM_DETECTORS)]
+    http.post(
+        "/api/v1/devices/import",
+        content=("\n".join(devices) + "\n").encode(),
+        headers={"content-type": "text/csv"},
+        params={"mode": "all_or_nothing"},
+        timeout=120,
+    ).raise_for_status()
+    drained, _ = load.barrier(client, listener, f"{prefix}w", timeout_s=load.MAX_DRAIN_S)
+    if not drained:
+        raise SystemExit("our node did not drain before the storm")
+    time.sleep(0.5)
+    listener.take()
+    hook_listener.take()
+    stamps: dict[str, float] = {}
+    start = time.monotonic() + 0.1
+    for i in range(STORM_DETECTORS):
+        due = start + i * STORM_WINDOW_S / STORM_DETECTORS
+        while (wait := due - time.monotonic()) > 0:
+            client.loop(timeout=min(wait, 0.005))
+        trigger = f"{prefix}-t{i}"
+        body = {"id": trigger, "device": f"{building}-d{i}", "building": building, "alarm": True}
+        body.update(ts=time.time(), temp=80.0)
+        client.publish(f"safecity/{building}/smoke/{building}-d{i}", json.dumps(body).encode(), qos=0)
+        stamps[trigger] = time.monotonic()
+    while client.want_write():
+        client.loop_write()
+    got: dict[str, dict[str, float]] = {"websocket": {}, "webhook": {}}
+    firings = {"websocket": 0, "webhook": 0}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and min(len(g) for g in got.values()) < STORM_DETECTORS:
+        client.loop(timeout=0.05)
+        for path, source in (("websocket", listener), ("webhook", hook_listener)):
+            for mono, _wall, raw in source.take():
+                trigger = str(json.loads(raw).get("trigger_id"))
+                if trigger in stamps:
+                    firings[path] += 1
+                    got[path].setdefault(trigger, mono)
+    time.sleep(1.0)  # late repeats would be duplicates
+    for path, source in (("websocket", listener), ("webhook", hook_listener)):
+        for mono, _wall, raw in source.take():
+            trigger = str(json.loads(raw).get("trigger_id"))
+            if trigger in stamps:
+                firings[path] += 1
+                got[path].setdefault(trigger, mono)
+    out: dict[str, Any] = {"detectors": STORM_DETECTORS, "window_s": STORM_WINDOW_S}
+    for path, seen in got.items():
+        lat = sorted((mono - stamps[t]) * 1000 for t, mono in seen.items())
+        out[path] = {
+            "received": len(seen),
+            "missed": STORM_DETECTORS - len(seen),
+            # 500 high temps + 1 smoke pair (its trigger is also a high temp): more is a duplicate
+            "duplicated": max(0, firings[path] - STORM_DETECTORS - 1),
+            "p50_ms": _r(load.percentile(lat, 50)),
+            "p99_ms": _r(load.percentile(lat, 99)),
+            "max_ms": _r(lat[-1]) if lat else None,
+        }
+    out["clean"] = all(
+        out[p]["missed"] == 0 and out[p]["duplicated"] == 0 and (out[p]["p99_ms"] or 1e9) < 1000
+        for p in ("websocket", "webhook")
+    )
+    return out
 
 
 def ok(step: dict[str, Any], args: argparse.Namespace) -> bool:

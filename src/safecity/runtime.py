@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -64,6 +64,7 @@ DEDUPE_RELOAD_S = 3600.0
 PRESSURE_HIGH = 0.5
 STORE_SUBSCRIPTION_QUEUE = 10_000
 MQTT_STOP_S = 10.0
+BUS_DRAIN_S = 30.0  # how long stopping waits for the bus's held messages to be handled
 KEYS_FLUSH_S = 10.0  # how often API keys' last-used times are written
 # Task names (the supervisor's `task` metric label).
 POSITION_FEED = "responder-positions"
@@ -177,9 +178,16 @@ class Runtime:
                 place_names=self.places.names if self.places is not None else None,
                 tasks=tasks,
             )
-        self.alerts = AlertService(self.engine, self.bus, node_id=settings.node_id, tier=settings.role, tasks=tasks)
-        self.notify = NotifyService(
-            self.engine, self.bus, settings.notify, on_alert_delivered=self._alert_delivered, tasks=tasks
+        # One group-commit writer for the alert path (the notify service's): alert rows, their outbox rows, the rows
+        # delivered and the alerts' delivered stamps go into one transaction a batch (ARCHITECTURE §2).
+        self.notify = NotifyService(self.engine, self.bus, settings.notify, stamp_alerts=True, tasks=tasks)
+        self.alerts = AlertService(
+            self.engine,
+            self.bus,
+            node_id=settings.node_id,
+            tier=settings.role,
+            tasks=tasks,
+            writer=self.notify.writer,
         )
         # Road network for travel times and tiles; loaded (in a thread) at start when the settings name one.
         self.roads = RoadService(settings.roads)
@@ -214,6 +222,15 @@ class Runtime:
         """Run a background loop owned by the runtime: supervised (restarted with backoff), cancelled on stop."""
         return self.supervisor.spawn(name, factory, restart=restart)
 
+    async def _drain_bus(self) -> None:
+        """Handle what the bus still holds, for at most `BUS_DRAIN_S` (with the database down the handlers would wait
+        for it forever; what is left then is logged by subscription, and a durable bus redelivers it)."""
+        try:
+            async with asyncio.timeout(BUS_DRAIN_S):
+                await self.bus.drain()
+        except TimeoutError:
+            log.error("bus_drain_timed_out", after_s=BUS_DRAIN_S, pending=self.bus.lag())
+
     async def start(self) -> None:
         """Migrate the database, then start every service under the supervisor, in dependency order.
 
@@ -244,8 +261,9 @@ class Runtime:
         log.info("ingest_dedupe_seeded", keys=seeded)
         await tasks.enter("store-subscription", self._subscribe_store, self._unsubscribe_store)
         await tasks.enter("live-feed", self.live.start, self.live.stop)
-        await tasks.enter("alerts", self.alerts.start, self.alerts.stop)
+        # Notify first: its writer stores the alerts too, so it stops (committing what is queued) after them.
         await tasks.enter("notify", self.notify.start, self.notify.stop)
+        await tasks.enter("alerts", self.alerts.start, self.alerts.stop)
         if self.warning is not None:
             # No snapshot: refill open windows from the events stored over the longest window any rule keeps.
             now = clock.now()
@@ -259,7 +277,7 @@ class Runtime:
         tasks.on_stop(KEYS_FLUSH, self._stop_keys_flush)
         await tasks.enter("device-health", self.device_health.start, self.device_health.stop)
         # Stopping: once intake has stopped, what the in-process bus still holds is handled before anything else.
-        tasks.on_stop("bus-drain", self.bus.drain)
+        tasks.on_stop("bus-drain", self._drain_bus)
         if self.mqtt is not None:
             tasks.spawn(MQTT_INGEST, self.mqtt.run)
             tasks.on_stop(MQTT_INGEST, self._stop_mqtt)
@@ -294,9 +312,6 @@ class Runtime:
     async def mqtt_route(self, topic: str, payload: bytes) -> None:
         """Ingest one message as if it had arrived on `topic` over MQTT."""
         await self.topics.handle(topic, payload)
-
-    async def _alert_delivered(self, alert_id: str, at: datetime) -> None:
-        self.alerts.note_delivered(alert_id, at)
 
     async def _store_event(self, envelope: Envelope) -> None:
         try:

@@ -10,7 +10,8 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from functools import partial
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -18,7 +19,11 @@ from safecity.kernel.envelope import Envelope
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[Envelope], Awaitable[None]]
+# A handler may return a future instead of None: the message then counts as handled (acknowledged, drained) only once
+# that future is done, while the subscription goes on to its next message. This is how a consumer that writes in
+# group commits (the alert path) acknowledges each message after the commit that made it durable, without waiting
+# for that commit before reading the next message. A future that ends in an exception counts as a failed handler.
+Handler = Callable[[Envelope], Awaitable["asyncio.Future[Any] | None"]]
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -133,9 +138,12 @@ class _MemorySubscription:
         stats = self.bus.stats
         while True:
             envelope = await self.queue.get()
+            settle: asyncio.Future[Any] | None = None
             try:
-                await handler(envelope)
-                stats.delivered += 1
+                settle = await handler(envelope)
+                if settle is None or settle.done():
+                    self._settled(envelope, settle)
+                    settle = None
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -143,7 +151,32 @@ class _MemorySubscription:
                 stats.handler_errors += 1
                 log.exception("bus_handler_failed", subscription=self.name, key=envelope.key, id=envelope.id)
             finally:
-                self.queue.task_done()
+                if settle is None:
+                    self.queue.task_done()
+                else:
+                    # Handled once the handler's future is done (e.g. its group commit): `drain` waits for it too.
+                    settle.add_done_callback(partial(self._deferred, envelope))
+
+    def _settled(self, envelope: Envelope, settle: asyncio.Future[Any] | None) -> None:
+        """Count a handled message; a settle future that failed counts as a failed handler."""
+        stats = self.bus.stats
+        if settle is not None and (settle.cancelled() or settle.exception() is not None):
+            stats.handler_errors += 1
+            log.error(
+                "bus_handler_failed",
+                subscription=self.name,
+                key=envelope.key,
+                id=envelope.id,
+                error=repr(None if settle.cancelled() else settle.exception()),
+            )
+            return
+        stats.delivered += 1
+
+    def _deferred(self, envelope: Envelope, settle: asyncio.Future[Any]) -> None:
+        try:
+            self._settled(envelope, settle)
+        finally:
+            self.queue.task_done()
 
     def pending(self) -> int:
         return self.queue.qsize()

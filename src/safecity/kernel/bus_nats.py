@@ -41,6 +41,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 # Pull-request status codes (JetStream ADR-13).
 _STATUS_HEARTBEAT = "100"
 _STATUS_DONE = ("404", "408", "409")
+SETTLE_WAIT_S = 10.0  # how long a stopping worker waits for acks deferred to a handler's group commit
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -77,6 +78,7 @@ class NatsSubscription:
         self._batch = batch
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()
         self._handback: list[Msg] = []
+        self._settling: set[asyncio.Task[None]] = set()  # acks waiting for their handler's settle future
         self._sub: _RawSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._requested = 0
@@ -153,28 +155,47 @@ class NatsSubscription:
             await msg.term()
             return
         try:
-            await self._handler(envelope)
+            settle = await self._handler(envelope)
         except asyncio.CancelledError:
             # Stopped mid-message: `stop()` hands it back once our pull request has ended.
             self._handback.append(msg)
             raise
         except Exception:
-            # A failing handler never blocks other messages: nak with a delay, give up after max_deliver.
-            stats.handler_errors += 1
-            attempt = meta.num_delivered or 1
-            log.exception(
-                "bus_handler_failed", subscription=self.name, key=envelope.key, id=envelope.id, attempt=attempt
-            )
-            if attempt >= bus.max_deliver:
-                await msg.term()
-                log.error("bus_message_given_up", subscription=self.name, key=envelope.key, id=envelope.id)
-                if bus.on_dead_letter is not None:
-                    bus.on_dead_letter(self.name, envelope)
-            else:
-                await msg.nak(delay=bus.redelivery_delay_s)
+            await self._failed(msg, envelope)
+            return
+        if settle is not None and not settle.done():
+            # Acknowledged once the handler's future is done (its group commit), while we go on to the next message.
+            task = asyncio.create_task(self._ack_when(msg, envelope, settle), name=f"nats-ack-{self.name}")
+            self._settling.add(task)
+            task.add_done_callback(self._settling.discard)
+            return
+        await self._finish(msg, envelope, settle)
+
+    async def _ack_when(self, msg: Msg, envelope: Envelope, settle: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(settle)
+        await self._finish(msg, envelope, settle)
+
+    async def _finish(self, msg: Msg, envelope: Envelope, settle: asyncio.Future[Any] | None) -> None:
+        if settle is not None and (settle.cancelled() or settle.exception() is not None):
+            await self._failed(msg, envelope)
             return
         await msg.ack()
-        stats.delivered += 1
+        self.bus.stats.delivered += 1
+
+    async def _failed(self, msg: Msg, envelope: Envelope) -> None:
+        """A failing handler never blocks other messages: nak with a delay, give up after max_deliver."""
+        bus = self.bus
+        bus.stats.handler_errors += 1
+        attempt = msg.metadata.num_delivered or 1
+        log.exception("bus_handler_failed", subscription=self.name, key=envelope.key, id=envelope.id, attempt=attempt)
+        if attempt >= bus.max_deliver:
+            await msg.term()
+            log.error("bus_message_given_up", subscription=self.name, key=envelope.key, id=envelope.id)
+            if bus.on_dead_letter is not None:
+                bus.on_dead_letter(self.name, envelope)
+        else:
+            await msg.nak(delay=bus.redelivery_delay_s)
 
     def pending(self) -> int:
         """Messages waiting for this worker: received but not handled, plus the consumer's backlog last seen."""
@@ -187,6 +208,9 @@ class NatsSubscription:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._settling:
+            # Acks waiting for a commit: give them the time a commit takes; the rest is redelivered after ack_wait.
+            await asyncio.wait(set(self._settling), timeout=SETTLE_WAIT_S)
         # Let our open pull request end (filled or expired); keep what it still brings, unhandled.
         deadline = self._last_pull + self.bus.pull_expires_s + 0.5
         while self._request_open and self._sub is not None:

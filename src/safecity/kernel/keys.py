@@ -17,6 +17,7 @@ An envelope whose key matches but whose payload is of another type is a bug on t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic
 
@@ -24,7 +25,9 @@ from safecity.kernel.bus import Bus, Handler, Subscription
 from safecity.kernel.envelope import Envelope, EventKey, P, register_prefix
 from safecity.kernel.errors import SafeCityError
 
-TypedHandler = Callable[[Envelope, P], Awaitable[None]]
+# A typed handler may return a settle future (see `safecity.kernel.bus.Handler`): the message is acknowledged once
+# that future is done.
+TypedHandler = Callable[[Envelope, P], Awaitable["asyncio.Future[Any] | None"]]
 
 
 class WrongPayload(SafeCityError):
@@ -86,10 +89,11 @@ def payload_of(key: EventKey[P] | KeyFamily[P], envelope: Envelope) -> P | None:
 def typed_handler(key: EventKey[P] | KeyFamily[P], handler: TypedHandler[P]) -> Handler:
     """A bus handler passing `handler` each envelope of `key` with its typed payload (other keys are skipped)."""
 
-    async def handle(envelope: Envelope) -> None:
+    async def handle(envelope: Envelope) -> asyncio.Future[Any] | None:
         payload = payload_of(key, envelope)
         if payload is not None:
-            await handler(envelope, payload)
+            return await handler(envelope, payload)
+        return None
 
     return handle
 
@@ -126,7 +130,8 @@ class KeyRouter:
         """The routed key names, in the order registered."""
         return list(self._routes)
 
-    async def __call__(self, envelope: Envelope) -> None:
+    async def __call__(self, envelope: Envelope) -> asyncio.Future[Any] | None:
         route = self._routes.get(envelope.key)
         if route is not None:
-            await route(envelope)
+            return await route(envelope)
+        return None

@@ -129,6 +129,12 @@ class NotifySettings(_Section):
     )
     lane_batch: int = Field(20, ge=1, description="Deliveries one endpoint's lane takes at a time.")
     poll_interval_s: float = Field(1.0, gt=0, description="How often due retries are looked for.")
+    commit_interval_ms: int = Field(
+        50,
+        ge=0,
+        le=1000,
+        description="Alert path group commit: longest wait before alert and outbox rows are committed together.",
+    )
     refresh_s: float = Field(30.0, gt=0, description="Reload subscriptions (other nodes may change them).")
     webhook_allow_hosts: list[str] = Field(
         default_factory=list, description="Webhook hosts allowed: exact names or `.suffix` entries."

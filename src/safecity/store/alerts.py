@@ -79,6 +79,24 @@ class AlertRepo:
             values[column] = utc(values[column])
         await self.conn.execute(_upsert(self.conn.dialect.name), values)
 
+    async def upsert_many(self, rows: builtins.list[dict[str, Any]]) -> None:
+        """`upsert` of several alerts in one statement execution (the alert path's group commit)."""
+        values = []
+        for row in rows:
+            value = {**row}
+            for column in _ALERT_TIMES:
+                value[column] = utc(value[column])
+            values.append(value)
+        # executemany runs the rows in order: a repeat of an alert in the same batch moves it forward.
+        await self.conn.execute(_upsert(self.conn.dialect.name), values)
+
+    async def stamp_hop_many(self, hop: str, times: dict[str, datetime]) -> set[str]:
+        """Set `hop` on each stored alert among `times` that does not have it yet (the first time stays); return the
+        ids not stored."""
+        stored = await self.hops_of(times)
+        await self.set_hops({a: {**hops, hop: times[a].isoformat()} for a, hops in stored.items() if hop not in hops})
+        return set(times) - set(stored)
+
     async def get(self, alert_id: str, *, for_update: bool = False) -> dict[str, Any] | None:
         """Return one alert row, or None (`for_update` locks it on PostgreSQL)."""
         query = select(alerts).where(alerts.c.id == alert_id)

@@ -54,6 +54,7 @@ from safecity.warning.model import (
     Text,
     Urgency,
 )
+from safecity.warning.notify.writer import OutboxWrite, OutboxWriter
 
 # The read models live in alert_views (the API imports them from there); named here too for existing callers.
 __all__ = [
@@ -263,8 +264,12 @@ class AlertService:
         node_id: str,
         tier: str = "district",
         tasks: Supervisor | None = None,
+        writer: OutboxWriter | None = None,
     ) -> None:
         self.engine = engine
+        # The alert path's group-commit writer: with it, alerts from the bus are stored in its batches (one
+        # transaction for many alerts, their outbox rows and delivered stamps) instead of one transaction each.
+        self.writer = writer
         # The node's supervisor owns the stamp flusher (used alone, the service owns a supervisor of its own).
         self._tasks = tasks if tasks is not None else Supervisor()
         self.bus = bus
@@ -314,17 +319,22 @@ class AlertService:
             newer = self._delivered.get(alert_id)  # noted again during the flush: keep the earlier time
             self._delivered[alert_id] = (min(at, newer[0]) if newer else at, tries)
 
-    async def store_retrying(self, _envelope: Envelope, alert: AlertRaised) -> None:
+    async def store_retrying(self, _envelope: Envelope, alert: AlertRaised) -> asyncio.Future[None] | None:
         """Store one `alert.raised` / `alert.updated` (idempotent: upsert by alert id), retrying with backoff.
 
-        A locked or unreachable database is retried for up to `STORE_RETRY_S`: a failed handler would otherwise
-        leave the alert delivered but never stored.
+        With the alert path's writer, the row goes into its next group commit (which retries transient failures
+        itself) and the commit's future is returned: the bus acknowledges the message once the row is durable.
+        Without it, one transaction; a locked or unreachable database is retried for up to `STORE_RETRY_S`: a failed
+        handler would otherwise leave the alert delivered but never stored.
         """
+        if self.writer is not None and self.writer.running:
+            row = row_of(alert, stored_at=clock.now())  # the writer stamps `stored` with its commit's time
+            return await self.writer.add(OutboxWrite(alert_row=row, alert_id=alert.alert_id))
         delay, waited = 0.05, 0.0
         while True:
             try:
                 await self.store(alert)
-                return
+                return None
             except (OperationalError, OSError) as err:
                 if waited >= STORE_RETRY_S:
                     raise

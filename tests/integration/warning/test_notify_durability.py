@@ -173,7 +173,7 @@ async def test_writer_batches_and_applies_back_pressure(sqlite_url: str) -> None
     await upgrade(sqlite_url)
     engine = create_engine(sqlite_url)
     commits: list[int] = []
-    writer = OutboxWriter(engine, interval_s=0.05, queue_size=3, on_commit=lambda: commits.append(1))
+    writer = OutboxWriter(engine, interval_s=0.05, queue_size=3, on_commit=lambda *_: commits.append(1))
 
     def write(i: int) -> OutboxWrite:
         from safecity.kernel import clock, ids

@@ -146,3 +146,38 @@ async def test_stop_removes_the_route() -> None:
     await bus.publish(ping(2))
     assert got == [1]
     assert bus.lag() == {}
+
+
+async def test_a_handler_returning_a_future_is_handled_once_it_is_done() -> None:
+    """A handler may hand back a future (its group commit): the worker reads on meanwhile, and the message counts as
+    delivered, and `drain` returns, only once that future is done; a failed future counts as a handler error."""
+    bus = MemoryBus()
+    commits: list[asyncio.Future[None]] = []
+    seen: list[str] = []
+
+    async def handler(env: Envelope) -> asyncio.Future[None]:
+        seen.append(env.id)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        commits.append(future)
+        return future
+
+    await bus.subscribe(PING.name, handler, durable="deferred")
+    for n in range(3):
+        await bus.publish(ping(n))
+    drained = asyncio.create_task(bus.drain())
+    for _ in range(50):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert len(seen) == 3  # not one at a time behind the first commit
+    assert bus.stats.delivered == 0
+    assert not drained.done()
+    commits[0].set_result(None)
+    commits[1].set_exception(RuntimeError("commit refused"))
+    await asyncio.sleep(0.01)
+    assert not drained.done()
+    commits[2].set_result(None)
+    await asyncio.wait_for(drained, 1)
+    assert bus.stats.delivered == 2
+    assert bus.stats.handler_errors == 1
+    await bus.close()

@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 MAX_ERROR_CHARS = 2000
 _LEASE_MARGIN_S = 30.0
+# Rows handed over from memory and waiting for their lane, at most: past it new rows wait in the table (due at once)
+# and are claimed from there, so a slow endpoint in an alert storm fills the table, not the node's memory.
+HANDED_MAX = 2_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class RetryPolicy:
 
 
 OnDelivered = Callable[[Subscription, Delivery, datetime], Awaitable[None]]
+# Records a lane's deliveries (marks the rows delivered); given, it replaces the dispatcher's own transaction (the
+# notify service queues them into the alert path's group commit and returns that commit's future).
+RecordDelivered = Callable[[list[tuple[Subscription, Delivery, datetime]]], Awaitable["asyncio.Future[None] | None"]]
 
 
 class AttemptLimits:
@@ -122,8 +128,10 @@ class OutboxDispatcher:
         on_delivered: OnDelivered | None = None,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 5.0,
+        record_delivered: RecordDelivered | None = None,
     ) -> None:
         self.engine = engine
+        self.record_delivered = record_delivered
         self.senders = dict(senders)
         self.lookup = lookup
         self.policy = policy or RetryPolicy()
@@ -141,11 +149,50 @@ class OutboxDispatcher:
         self._busy: set[str] = set()
         self._claimed: set[str] = set()
         self._rng = random.Random()
+        # Rows this node inserted leased to itself (`hand`), per subscription, with their lease's end (loop time):
+        # delivered from memory, never claimed back from the table.
+        self._handed: dict[str, list[tuple[dict[str, Any], float]]] = {}
+        self._need_claim = True
+        self._tg: asyncio.TaskGroup | None = None  # lanes and delivery records run as its children
 
     def wake(self) -> None:
-        """Look for due rows now (called after enqueueing)."""
+        """Look for due rows in the table now (rows may be due that this node did not hand over itself)."""
         self._wakes += 1
+        self._need_claim = True
         self._wake.set()
+
+    def hand(self, rows: list[dict[str, Any]]) -> None:
+        """Deliver rows just inserted by this node and leased to it (their `next_attempt_at` is the lease's end).
+
+        The rows were committed before they are handed over, so a crash leaves them in the table, due again when
+        their lease ends. No claim transaction and no due-time query is spent on them.
+        """
+        if not rows:
+            return
+        loop = asyncio.get_running_loop()
+        now = clock.now()
+        for row in rows:
+            ends = loop.time() + (row["next_attempt_at"] - now).total_seconds() - _LEASE_MARGIN_S
+            self._handed.setdefault(row["subscription_id"], []).append((row, ends))
+            self._claimed.add(row["id"])
+        self._wake.set()
+
+    def handed(self) -> int:
+        """Rows handed over and not yet given to a lane."""
+        return sum(len(rows) for rows in self._handed.values())
+
+    def _start_handed(self, tg: asyncio.TaskGroup) -> None:
+        for sub_id in [s for s in self._handed if s not in self._busy]:
+            queued = self._handed[sub_id]
+            take, rest = queued[: self.lane_batch], queued[self.lane_batch :]
+            if rest:
+                self._handed[sub_id] = rest
+            else:
+                del self._handed[sub_id]
+            self._busy.add(sub_id)
+            rows = [row for row, _ in take]
+            ends = min(end for _, end in take)
+            tg.create_task(self._lane(sub_id, rows, lease_ends=ends), name=f"notify-lane-{sub_id}")
 
     def busy_lanes(self) -> int:
         """How many subscriptions' lanes are sending now."""
@@ -175,28 +222,38 @@ class OutboxDispatcher:
                 self._claimed.clear()
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             failures = 0
+            self._need_claim = True
+            next_look = loop.time()
             while True:
                 self._wake.clear()
+                self._start_handed(tg)
+                if self._need_claim or loop.time() >= next_look:
+                    self._need_claim = False
+                    try:
+                        batches, full = await self._claim()
+                    except (SQLAlchemyError, OSError) as err:
+                        # Database locked or connection dropped: keep the running lanes, look again after a pause.
+                        failures += 1
+                        self.stats.db_retries += 1
+                        delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(failures - 1, 10))
+                        log.warning("notify_claim_failed", retry_in_s=delay, error=str(err))
+                        self._need_claim = True
+                        await asyncio.sleep(delay)
+                        continue
+                    failures = 0
+                    for sub_id, rows in batches.items():
+                        self._busy.add(sub_id)
+                        tg.create_task(self._lane(sub_id, rows), name=f"notify-lane-{sub_id}")
+                    if full:
+                        self._need_claim = True
+                        continue  # more rows are due than one claim takes
+                    next_look = loop.time() + await self._sleep_s()
                 try:
-                    batches, full = await self._claim()
-                except (SQLAlchemyError, OSError) as err:
-                    # Database locked or connection dropped: keep the running lanes, look again after a pause.
-                    failures += 1
-                    self.stats.db_retries += 1
-                    delay = min(self.retry_max_s, self.retry_initial_s * 2 ** min(failures - 1, 10))
-                    log.warning("notify_claim_failed", retry_in_s=delay, error=str(err))
-                    await asyncio.sleep(delay)
-                    continue
-                failures = 0
-                for sub_id, rows in batches.items():
-                    self._busy.add(sub_id)
-                    tg.create_task(self._lane(sub_id, rows), name=f"notify-lane-{sub_id}")
-                if full:
-                    continue  # more rows are due than one claim takes
-                try:
-                    async with asyncio.timeout(await self._sleep_s()):
+                    async with asyncio.timeout(max(0.0, next_look - loop.time())):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
@@ -233,15 +290,18 @@ class OutboxDispatcher:
         batches = {s: kept for s, lane in picked.items() if (kept := [r for r in lane if r["id"] in won])}
         return batches, len(rows) >= self.claim_limit
 
-    async def _lane(self, sub_id: str, rows: list[dict[str, Any]]) -> None:
+    async def _lane(self, sub_id: str, rows: list[dict[str, Any]], *, lease_ends: float | None = None) -> None:
         done: list[tuple[Subscription, Delivery, datetime]] = []
         wakes = self._wakes
         loop = asyncio.get_running_loop()
-        lease_ends = loop.time() + self.lease_s() - _LEASE_MARGIN_S
+        handed = lease_ends is not None
+        if lease_ends is None:
+            lease_ends = loop.time() + self.lease_s() - _LEASE_MARGIN_S
         # The dispatcher looks again when this lane ends only if it may have left something due: claims made while
         # it ran skipped its subscription, its batch was full, or it scheduled a retry. Looking after every lane
         # cost two claims and a due-time query an alert.
-        look_again = len(rows) >= self.lane_batch
+        # Rows handed over from memory (`lease_ends` given) left nothing in the table: the rest wait in `_handed`.
+        look_again = not handed and len(rows) >= self.lane_batch
         try:
             for index, row in enumerate(rows):
                 if loop.time() + self.limits.limit_s(sub_id, int(row["attempts"]) + 1) > lease_ends:
@@ -260,24 +320,52 @@ class OutboxDispatcher:
                     return
                 if not done or done[-1][1].id != row["id"]:
                     self._claimed.discard(row["id"])  # dead-lettered (already written)
-            await self._record_delivered(done)
+            # The marks are queued for the writer's next group commit; the endpoint's next lane does not wait for it.
+            await self._record_delivered(done, wait=False)
         finally:
             self._busy.discard(sub_id)
             if look_again or self._wakes != wakes:
+                self._need_claim = True
                 self._wake.set()
+            elif sub_id in self._handed:
+                self._wake.set()  # more rows handed over for this subscription meanwhile
 
-    async def _record_delivered(self, done: list[tuple[Subscription, Delivery, datetime]]) -> None:
-        """Mark a lane's delivered rows in one transaction (not one commit per message), then run the hooks."""
+    async def _record_delivered(
+        self, done: list[tuple[Subscription, Delivery, datetime]], *, wait: bool = True
+    ) -> None:
+        """Mark a lane's delivered rows in one transaction (not one commit per message), then run the hooks.
+
+        With `record_delivered`, the marks go into the alert path's group commit: queued here, committed with other
+        alerts' rows; without `wait` the bookkeeping after the commit runs as a child task (the rows stay claimed, so
+        handed back on stop, until their marks are durable).
+        """
         if not done:
             return
         batch = list(done)
         done.clear()
+        if self.record_delivered is not None:
+            committed = await self.record_delivered(batch)
+            if committed is not None:
+                if not wait and self._tg is not None:
+                    self._tg.create_task(self._recorded_after(batch, committed), name="notify-recorded")
+                    return
+                await committed
+        else:
 
-        async def apply(repo: OutboxRepo) -> None:
-            for _sub, delivery, at in batch:
-                await repo.mark_delivered(delivery.id, at, delivery.attempt)
+            async def apply(repo: OutboxRepo) -> None:
+                for _sub, delivery, at in batch:
+                    await repo.mark_delivered(delivery.id, at, delivery.attempt)
 
-        await self._write("delivered", apply)
+            await self._write("delivered", apply)
+        await self._recorded(batch)
+
+    async def _recorded_after(
+        self, batch: list[tuple[Subscription, Delivery, datetime]], committed: asyncio.Future[None]
+    ) -> None:
+        await committed
+        await self._recorded(batch)
+
+    async def _recorded(self, batch: list[tuple[Subscription, Delivery, datetime]]) -> None:
         for sub, delivery, at in batch:
             self._claimed.discard(delivery.id)
             self.stats.delivered += 1

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -111,22 +111,36 @@ class OutboxRepo:
         stmt: Any = pg_insert(outbox) if dialect == "postgresql" else sqlite_insert(outbox)
         await self.conn.execute(stmt.on_conflict_do_nothing(index_elements=["id"]), list(rows))
 
-    async def refresh_pending_updates(self, alert_id: str, sub_ids: Sequence[str], body: dict[str, Any]) -> set[str]:
-        """Replace the body of not-yet-tried `alert.updated` rows of these subscriptions; return whose were."""
+    async def enqueue_returning(self, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """`enqueue`, returning the ids inserted now (a row whose id existed is skipped and not returned)."""
+        if not rows:
+            return set()
+        dialect = self.conn.dialect.name
+        stmt: Any = pg_insert(outbox) if dialect == "postgresql" else sqlite_insert(outbox)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["id"]).returning(outbox.c.id)
+        result = await self.conn.execute(stmt, list(rows))
+        return {r[0] for r in result.all()}
+
+    async def refresh_pending_updates(
+        self, alert_id: str, sub_ids: Sequence[str], body: dict[str, Any], *, now: datetime | None = None
+    ) -> set[str]:
+        """Replace the body of not-yet-tried `alert.updated` rows of these subscriptions; return whose were.
+
+        With `now`, only rows not leased at `now` (a leased row may be being sent with its old body this moment: a
+        new body written under it would never be sent).
+        """
         if not sub_ids:
             return set()
-        stmt = (
-            update(outbox)
-            .where(
-                outbox.c.alert_id == alert_id,
-                outbox.c.kind == "alert.updated",
-                outbox.c.state == PENDING,
-                outbox.c.attempts == 0,
-                outbox.c.subscription_id.in_(list(sub_ids)),
-            )
-            .values(body=body)
-            .returning(outbox.c.subscription_id)
-        )
+        cond = [
+            outbox.c.alert_id == alert_id,
+            outbox.c.kind == "alert.updated",
+            outbox.c.state == PENDING,
+            outbox.c.attempts == 0,
+            outbox.c.subscription_id.in_(list(sub_ids)),
+        ]
+        if now is not None:
+            cond.append(outbox.c.next_attempt_at <= now)
+        stmt = update(outbox).where(*cond).values(body=body).returning(outbox.c.subscription_id)
         return {r[0] for r in (await self.conn.execute(stmt)).all()}
 
     async def due(self, now: datetime, *, limit: int, exclude: Sequence[str]) -> list[dict[str, Any]]:
@@ -171,6 +185,16 @@ class OutboxRepo:
             .where(outbox.c.id == row_id)
             .values(state=DELIVERED, delivered_at=at, attempts=attempts, last_error=None)
         )
+
+    async def mark_delivered_many(self, rows: Sequence[tuple[str, datetime, int]]) -> None:
+        """Record several successful deliveries ((row id, time, attempts)) in one statement execution."""
+        if rows:
+            await self.conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("row_id"))
+                .values(state=DELIVERED, delivered_at=bindparam("at"), attempts=bindparam("n"), last_error=None),
+                [{"row_id": row_id, "at": at, "n": n} for row_id, at, n in rows],
+            )
 
     async def mark_retry(self, row_id: str, attempts: int, next_at: datetime, error: str | None) -> None:
         """Schedule another attempt."""

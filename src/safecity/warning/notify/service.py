@@ -14,7 +14,7 @@ import hashlib
 import inspect
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -32,6 +32,7 @@ from safecity.kernel.settings import NotifySettings
 from safecity.kernel.supervisor import Supervisor
 from safecity.warning.model import ALERT_RAISED, ALERT_STATE_CHANGED, ALERT_UPDATED, AlertRaised, AlertStateChanged
 from safecity.warning.notify import channels, escalation
+from safecity.warning.notify import outbox as outbox_module
 from safecity.warning.notify.cache import SubscriptionCache
 from safecity.warning.notify.channels import ChannelContext, InvalidSubscription
 from safecity.warning.notify.delivery import Delivery, Sender
@@ -91,7 +92,8 @@ class NotifyService:
         hub: AlertHub | None = None,
         senders: Mapping[str, Sender] | None = None,
         on_alert_delivered: Callable[[str, datetime], Awaitable[None]] | None = None,
-        writer_interval_s: float = 0.0,
+        stamp_alerts: bool = False,
+        writer_interval_s: float | None = None,
         writer_max_ops: int = 500,
         writer_queue_size: int = 10_000,
         writer_retry_initial_s: float = 0.05,
@@ -105,6 +107,8 @@ class NotifyService:
         self._tasks = tasks if tasks is not None else Supervisor()
         # Called with (alert id, time) on each delivery, so the alert record can stamp its `delivered` hop.
         self.on_alert_delivered = on_alert_delivered
+        # Or: the alert's `delivered` hop is stamped by the writer, in the batch that marks the row delivered.
+        self.stamp_alerts = stamp_alerts
         self.stop_flush_s = stop_flush_s
         self.bus = bus
         self.config = config or NotifyConfig()
@@ -136,16 +140,17 @@ class NotifyService:
             lane_batch=cfg.lane_batch,
             poll_interval_s=cfg.poll_interval_s,
             on_delivered=self._delivered,
+            record_delivered=self._record_delivered,
         )
         # The bus handler only queues outbox writes; this writer commits them in batches (wakes the dispatcher).
         self.writer = OutboxWriter(
             engine,
-            interval_s=writer_interval_s,
+            interval_s=cfg.commit_interval_ms / 1000 if writer_interval_s is None else writer_interval_s,
             max_ops=writer_max_ops,
             queue_size=writer_queue_size,
             retry_initial_s=writer_retry_initial_s,
             retry_max_s=writer_retry_max_s,
-            on_commit=self.dispatcher.wake,
+            on_commit=self._committed,
         )
         self._acked: OrderedDict[str, None] = OrderedDict()
         self._bus_sub: BusSubscription | None = None
@@ -236,16 +241,42 @@ class NotifyService:
         """Route one `alert.*` message to the handler of its key (keys not routed here are ignored)."""
         await self._router(envelope)
 
-    async def _on_raised(self, envelope: Envelope, alert: AlertRaised) -> None:
-        await self._on_alert(envelope, alert, is_new=True)
+    async def _on_raised(self, envelope: Envelope, alert: AlertRaised) -> asyncio.Future[None] | None:
+        return await self._on_alert(envelope, alert, is_new=True)
 
-    async def _on_updated(self, envelope: Envelope, alert: AlertRaised) -> None:
-        await self._on_alert(envelope, alert, is_new=False)
+    async def _on_updated(self, envelope: Envelope, alert: AlertRaised) -> asyncio.Future[None] | None:
+        return await self._on_alert(envelope, alert, is_new=False)
 
     async def _on_state_changed(self, _envelope: Envelope, change: AlertStateChanged) -> None:
         await self._on_state(change)
 
-    async def _on_alert(self, envelope: Envelope, alert: AlertRaised, *, is_new: bool) -> None:
+    def _committed(self, handed: list[dict[str, Any]], look: bool) -> None:
+        """After a writer commit: deliver the rows it leased to this node; look in the table for the others."""
+        self.dispatcher.hand(handed)
+        if look:
+            self.dispatcher.wake()
+
+    async def _record_delivered(
+        self, batch: list[tuple[Subscription, Delivery, datetime]]
+    ) -> asyncio.Future[None] | None:
+        """Queue a lane's delivered marks (and the alerts' `delivered` stamps) into the writer's next batch."""
+        stamps: dict[str, datetime] = {}
+        if self.stamp_alerts:
+            for _sub, delivery, at in batch:
+                if delivery.kind == TASK_KIND:
+                    continue  # a task message's "alert" column names its incident: no alert to stamp
+                if delivery.alert_id not in stamps or at < stamps[delivery.alert_id]:
+                    stamps[delivery.alert_id] = at
+        write = OutboxWrite(delivered=tuple((d.id, at, d.attempt) for _s, d, at in batch), stamps=stamps)
+        if self._writing:
+            # Queued for the writer's next commit (shared with other alerts' rows); the dispatcher counts the rows
+            # delivered once it is done. A crash before it resends with the same ids (receivers dedupe on them).
+            return await self.writer.add(write)
+        async with self.engine.begin() as conn:  # not started (tests driving the dispatcher alone)
+            await OutboxRepo(conn).mark_delivered_many(write.delivered)
+        return None
+
+    async def _on_alert(self, envelope: Envelope, alert: AlertRaised, *, is_new: bool) -> asyncio.Future[None] | None:
         now = clock.now()
         alert_doc = msgspec.to_builtins(alert)
         base = {"type": "new" if is_new else "update", "key": envelope.key, "alert": alert_doc}
@@ -262,11 +293,17 @@ class NotifyService:
                     self._row(envelope.id, sub.escalate_to, escalation.ESCALATED, alert.alert_id, body, due, now)
                 )
         if not rows:
-            return
+            return None
         # Coalesce: an update not yet tried is replaced, so an alert storm costs one message per endpoint.
         coalesce = None if is_new else {**base, "subscription_id": None}
-        await self.writer.add(OutboxWrite(rows=rows, alert_id=alert.alert_id, coalesce_body=coalesce))
-        log.debug("notify_enqueued", alert_id=alert.alert_id, rows=len(rows))
+        # Rows due now are inserted leased to this node and handed to the dispatcher after the commit (unless that
+        # many wait in memory already: then they wait in the table, due now, and are claimed from there).
+        lease_until = None
+        if self.dispatcher.handed() + self.writer.leased_queued < outbox_module.HANDED_MAX:
+            lease_until = now + timedelta(seconds=self.dispatcher.lease_s())
+        write = OutboxWrite(rows=rows, alert_id=alert.alert_id, coalesce_body=coalesce, lease_until=lease_until)
+        # The bus acknowledges the message once the rows are committed (the returned future).
+        return await self.writer.add(write)
 
     @staticmethod
     def _row(
