@@ -130,9 +130,11 @@ def _wait_ready(url: str, data_dir: Path, process: subprocess.Popen[bytes]) -> N
     raise RuntimeError(f"demo not ready in {START_TIMEOUT_S} s: {(data_dir / 'demo.log').read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium, headless, through Playwright (never a downloaded browser)."""
+    """Debian's chromium, headless, through Playwright (never a downloaded browser). Module-scoped: Playwright's sync
+    API keeps an event loop running in this thread while it is open, so it must be closed before a worker goes on to
+    an asyncio test file."""
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.is_file():

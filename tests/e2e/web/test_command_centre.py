@@ -145,7 +145,9 @@ def test_a_refused_action_is_shown_not_swallowed(open_page: tuple[PageFactory, A
     _, alert_id = _smoke_alarm(node)
     row = page.locator(f"li[data-alert='{alert_id}']")
     row.wait_for(timeout=15_000)
-    row.locator(".row").click()
+    # Opening the row fetches the alert afresh: let that answer land before another operator acknowledges it.
+    with page.expect_response(lambda r: r.url.endswith(f"/api/v1/alerts/{alert_id}"), timeout=15_000):
+        row.locator(".row").click()
     row.locator("button.act-ack").wait_for()
     # Pause live updates so the page still offers "acknowledge" after another operator has acknowledged it.
     page.evaluate("window.safecity.live.stop()")
