@@ -245,14 +245,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rss = chromium_rss_mb()
                 return heap, rss.get("renderer", 0.0), rss.get("gpu-process", 0.0)
 
-            pairs = 3 if quick else 6
-            warm, window = (2000, 6000) if quick else (3000, 10000)
+            # Frame rate: windows with the objects and of the empty map alternate (which goes first alternates too,
+            # so a drift in load hits both alike), the pixel probe off (it stalls the main thread once an update).
+            pairs = 5 if quick else 10
+            warm, window = (1500, 4000) if quick else (2000, 8000)
             windows: list[dict[str, Any]] = []
-            for i in range(pairs):  # alternate which goes first, so a drift in load hits both alike
+            await page.evaluate("window.bench.setProbe(false)")
+            for i in range(pairs):
                 for mode in ("empty", "moving") if i % 2 == 0 else ("moving", "empty"):
                     w = await page.evaluate(f"window.bench.measure('{mode}', {warm}, {window})")
                     windows.append(w)
                     print(f"  {mode:7s} {w['fps']:5.1f} fps  updates {len(w['updates'])}", file=sys.stderr)
+            await page.evaluate("window.bench.setProbe(true)")
 
             # Memory: the objects moving for `soak` seconds, heap (after a forced GC) and RSS sampled in between.
             soak_s = args.soak if args.soak is not None else (30 if quick else 600)
@@ -278,8 +282,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     empty = [w for w in windows if w["mode"] == "empty"]
     fps = statistics.median(w["fps"] for w in moving)
     empty_fps = statistics.median(w["fps"] for w in empty)
+    # each moving window against the empty window next to it (they share the load of the moment)
+    pair_ratios = [m["fps"] / e["fps"] for m, e in zip(moving, empty, strict=True)]
     updates = [u for w in moving + soak for u in w["updates"]]
-    latencies = [u for w in moving + soak for u in w["latencies"]]
+    latencies = [u for w in soak for u in w["latencies"]]  # the probe is on during the soak only
     receive = [u for w in moving + soak for u in w["receive"]]
     result = {
         "objects": args.objects,
@@ -287,6 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "fps": round(fps, 1),
         "empty_fps": round(empty_fps, 1),
         "fps_ratio": round(fps / empty_fps, 3),
+        "fps_ratio_pairs_median": round(statistics.median(pair_ratios), 3),
         "fps_windows": [round(w["fps"], 1) for w in windows],
         "soak_fps": round(statistics.median(w["fps"] for w in soak), 1) if soak else None,
         "updates": len(updates),
@@ -295,7 +302,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "update_to_screen_p50_ms": round(pct(latencies, 50), 1),
         "update_to_screen_p99_ms": round(pct(latencies, 99), 1),
         "server_to_handler_p99_ms": round(pct(receive, 99), 1),
-        "long_tasks": sum(w["longTasks"] for w in moving + soak),
+        "long_tasks_per_update_fps_windows": round(
+            sum(w["longTasks"] for w in moving) / max(1, sum(len(w["updates"]) for w in moving)), 2
+        ),
+        "long_tasks_per_update_probed": round(
+            sum(w["longTasks"] for w in soak) / max(1, sum(len(w["updates"]) for w in soak)), 2
+        ),
         "first_render_ms": round(max(first[1:]), 1),
         "first_render_fresh_browser_ms": round(first[0], 1),
         "first_render_runs_ms": [round(f, 1) for f in first[1:]],

@@ -14,7 +14,10 @@ const params = new URLSearchParams(location.search);
 const PATH = params.get("path") || "custom";
 const CENTER = [121.25, 31.37];
 const ZOOM = Number(params.get("zoom") || 11.2); // the whole district (and every object) in view
-const PAN_PX = 40; // radius of the circular pan, screen pixels
+const PAN_PX = 40;
+// The pixel read-back that confirms an update on screen stalls the main thread until the GPU finished the frame
+// (a long task a probe), so bench/ui.py counts frames with it off and measures latency in windows of their own.
+let probing = params.get("probe") !== "0"; // radius of the circular pan, screen pixels
 export const MARKER_COLOURS = { 14: [255, 0, 255, 255], 15: [0, 255, 255, 255] };
 
 const palette = [...DEFAULT_PALETTE];
@@ -46,6 +49,8 @@ const state = {
   latencies: [], // server send -> frame with the marker's new pixel presented (ms)
   receive: [], // server send -> message handler (ms)
   longTasks: 0,
+  longTaskLog: [], // [ms after the last update arrived, duration ms]
+  lastMessageAt: 0,
   pending: [], // updates not yet seen on screen, oldest first
   firstRenderMs: null,
   panning: false,
@@ -54,7 +59,12 @@ const state = {
 let resolveFirst;
 const firstRender = new Promise((resolve) => (resolveFirst = resolve));
 
-new PerformanceObserver((list) => (state.longTasks += list.getEntries().length)).observe({ type: "longtask" });
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    state.longTasks += 1;
+    state.longTaskLog.push([Math.round(entry.startTime - state.lastMessageAt), Math.round(entry.duration)]);
+  }
+}).observe({ type: "longtask" });
 
 let layerAdded = false;
 let early = null; // the first frame, when it comes before the map is ready
@@ -65,6 +75,7 @@ function onMessage(event) {
     return;
   }
   const t0 = performance.now();
+  state.lastMessageAt = t0;
   const buf = event.data;
   const head = new DataView(buf, 0, 16);
   const sent = head.getFloat64(0, true);
@@ -119,7 +130,7 @@ map.on("render", () => {
     }
   }
   const p = state.pending[state.pending.length - 1];
-  if (p === undefined || layer.stats.drawnVersion < p.version) return;
+  if (p === undefined || layer.stats.drawnVersion < p.version || !probing) return;
   // this frame drew the latest update: copy the marker's pixel (earlier updates reach the screen with it)
   const at = map.project([p.lon, p.lat]);
   const dpr = window.devicePixelRatio || 1;
@@ -188,6 +199,7 @@ async function measure(mode, warmupMs, windowMs) {
   state.latencies = [];
   state.receive = [];
   state.longTasks = 0;
+  state.longTaskLog = [];
   const t0 = performance.now();
   await sleep(windowMs);
   const seconds = (performance.now() - t0) / 1000;
@@ -201,6 +213,7 @@ async function measure(mode, warmupMs, windowMs) {
     latencies: state.latencies.slice(),
     receive: state.receive.slice(),
     longTasks: state.longTasks,
+    longTaskLog: state.longTaskLog.slice(),
   };
 }
 
@@ -219,6 +232,10 @@ window.bench = {
   },
   stopPan() {
     state.panning = false;
+  },
+  setProbe(on) {
+    probing = on;
+    state.pending = [];
   },
   // RGBA at a place after the next frame (tests): [r, g, b, a]
   probe(lon, lat) {

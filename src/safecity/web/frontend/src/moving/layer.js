@@ -5,7 +5,8 @@
 // API (everything the responders layer needs):
 //
 //   import { MovingLayer, STATUS_CODES } from "./moving/layer.js";
-//   const layer = new MovingLayer({ id: "responders-fast", palette, radius: [[10, 4], [15, 8]] });
+//   const layer = new MovingLayer({ id: "responders-fast", palette, radius: [[10, 4], [15, 8]], cache: true,
+//                                   cacheMargin: 128 });   // radius: [zoom, CSS px] stops; all options optional
 //   map.addLayer(layer, beforeId);                     // a MapLibre custom layer (type "custom", 2d)
 //   layer.setPositions(ids, lon, lat, heading, status); // N objects, replaces the previous set
 //       ids      Array or Uint32Array of length N: what pick() and positionOf() answer (kept by reference)
@@ -16,13 +17,29 @@
 //   layer.setPalette(palette)     // [[r, g, b, a], ...] 0-255, up to 16 entries, index = status code
 //   layer.pick({x, y}, maxPx = 10) -> {id, index} | null   // the nearest object drawn under a screen point
 //   layer.positionOf(id) -> [lon, lat] | null
-//   layer.count, layer.stats      // {updates, lastUpdateMs, lastUploadMs, drawnVersion}
+//   layer.count, layer.stats      // {updates, lastUpdateMs, lastUploadMs, drawnVersion, cacheDraws}
 //   layer.onDrawn = (version) => {...}  // called after the first frame that drew the positions of update `version`
 //   map.setLayoutProperty(layer.id, "visibility", "none" | "visible") hides and shows it like any layer.
+//   arraysFrom(items) -> {ids, lon, lat, heading, status}   // from [{id, lon, lat, heading, status}] (the UI's
+//       responders: status by name through STATUS_CODES, heading null when still, no position: left out)
+//
+// Wiring it as the responders layer: keep layers/responders.js for labels, ETA lines and clicks at street zoom if
+// wanted, and draw the dots with this layer:
+//   const fast = new MovingLayer({ id: "responders-fast" });
+//   map.addLayer(fast);
+//   update(responders) { const a = arraysFrom(responders.values()); fast.setPositions(a.ids, a.lon, a.lat,
+//                        a.heading, a.status); }
+//   map.on("click", (e) => { const hit = fast.pick(e.point); if (hit) onClick(hit.id); });
 //
 // Positions are projected to Web Mercator once per update on the CPU, in float64, and stored relative to a fixed
 // origin in float32 (the origin's translation is folded into the matrix in float64), so objects do not jitter at
 // street zoom. The upload happens in the next frame (prerender), once per update, whatever the frame rate.
+//
+// With `cache` (the default) the objects are drawn into a texture covering the view plus `cacheMargin` pixels, and
+// each frame lays that texture on the map as one quad: panning costs one textured rectangle a frame instead of
+// 20,000 sprites (WebGL here is SwiftShader on the CPU, where pixels drawn are what a frame costs). The objects are
+// drawn again on an update, when the view leaves the margin, and when a zoom, rotation or tilt ends (during a zoom
+// gesture the texture is scaled until the zoom moved CACHE_ZOOM_SLACK). `cache: false` draws the sprites every frame.
 
 export const HIDDEN = 255;
 export const STATUS_CODES = { available: 0, dispatched: 1, en_route: 2, on_scene: 3, out_of_service: 4 };
@@ -31,6 +48,28 @@ const CACHE_MARGIN_PX = 128; // CSS pixels of objects drawn beyond each edge of 
 const ARROW_MIN_PX = 6; // dot radius (CSS px) from which moving objects get a heading arrow
 const CACHE_ZOOM_SLACK = 0.5; // during a zoom gesture the cached texture is scaled until the zoom moved this far
 const FLOATS = 4; // per object: x, y (mercator, relative to the origin), heading (rad, or -10 when none), status
+
+// Typed arrays for setPositions from objects {id, lon, lat, heading, status} (status a STATUS_CODES name or code).
+export function arraysFrom(items) {
+  const list = [];
+  for (const it of items) if (it.lon !== null && it.lon !== undefined && it.lat !== null && it.lat !== undefined) list.push(it);
+  const n = list.length;
+  const out = {
+    ids: new Array(n),
+    lon: new Float64Array(n),
+    lat: new Float64Array(n),
+    heading: new Float32Array(n),
+    status: new Uint8Array(n),
+  };
+  list.forEach((it, i) => {
+    out.ids[i] = it.id;
+    out.lon[i] = it.lon;
+    out.lat[i] = it.lat;
+    out.heading[i] = it.heading === null || it.heading === undefined ? NaN : it.heading;
+    out.status[i] = typeof it.status === "number" ? it.status : (STATUS_CODES[it.status] ?? 4);
+  });
+  return out;
+}
 
 // The responders layer's colours (layers/responders.js), by STATUS_CODES.
 export const DEFAULT_PALETTE = [
@@ -157,6 +196,7 @@ export class MovingLayer {
     this.onDrawn = null;
     this._data = new Float32Array(0);
     this._origin = null; // [x, y] mercator, float64, fixed at the first update
+    this._bbox = [Infinity, Infinity, -Infinity, -Infinity];
     this._version = 0; // bumped by every setPositions
     this._uploaded = 0; // the version in the GPU buffer
     this._capacity = 0; // objects the GPU buffer holds
@@ -184,13 +224,26 @@ export class MovingLayer {
     const [ox, oy] = this._origin ?? [0, 0];
     const data = this._data;
     const radians = Math.PI / 180;
+    let x0 = Infinity;
+    let y0 = Infinity;
+    let x1 = -Infinity;
+    let y1 = -Infinity;
     for (let i = 0, j = 0; i < n; i++, j += FLOATS) {
-      data[j] = mercatorX(lon[i]) - ox;
-      data[j + 1] = mercatorY(lat[i]) - oy;
+      const x = mercatorX(lon[i]) - ox;
+      const y = mercatorY(lat[i]) - oy;
+      data[j] = x;
+      data[j + 1] = y;
       const h = heading ? heading[i] : NaN;
       data[j + 2] = Number.isFinite(h) ? h * radians : -10;
       data[j + 3] = status[i];
+      if (status[i] < MAX_PALETTE) {
+        if (x < x0) x0 = x;
+        if (x > x1) x1 = x;
+        if (y < y0) y0 = y;
+        if (y > y1) y1 = y;
+      }
     }
+    this._bbox = [x0, y0, x1, y1]; // of the drawn objects, relative mercator (empty: x0 > x1)
     this.ids = ids;
     this.count = n;
     this._index = null;
@@ -312,6 +365,7 @@ export class MovingLayer {
     gl.enable(gl.BLEND);
     gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
     if (this.cache && this._cached !== null) {
+      if (this._cached.empty) return this._drawn();
       gl.useProgram(this._quadProgram);
       gl.uniformMatrix4fv(this._qu.u_matrix, false, matrix);
       gl.activeTexture(gl.TEXTURE0);
@@ -323,6 +377,10 @@ export class MovingLayer {
       this._drawPoints(gl, matrix);
     }
     gl.bindVertexArray(null);
+    this._drawn();
+  }
+
+  _drawn() {
     if (this.stats.drawnVersion !== this._uploaded) {
       this.stats.drawnVersion = this._uploaded;
       this.onDrawn?.(this._uploaded);
@@ -430,9 +488,29 @@ export class MovingLayer {
     const br = this._relative(map.unproject([cw + m, ch + m]));
     const tl = this._relative(map.unproject([-m, -m]));
     const tr = this._relative(map.unproject([cw + m, -m]));
+    // The quad covers only the part of the texture where objects are (their bounding box and a sprite around it):
+    // the pixels of a frame are what it costs here. A rotated or tilted view keeps the whole quad.
+    let quad = [...bl, 0, 0, ...br, 1, 0, ...tl, 0, 1, ...tr, 1, 1];
+    let empty = false;
+    if (map.getBearing() === 0 && map.getPitch() === 0) {
+      const pad = (interpolate(this.radius, map.getZoom()) / 0.62 + 2) / (512 * 2 ** map.getZoom());
+      const [left, top] = tl;
+      const [right, bottom] = br; // mercator y grows southwards
+      const x0 = Math.max(left, this._bbox[0] - pad);
+      const x1 = Math.min(right, this._bbox[2] + pad);
+      const y0 = Math.max(top, this._bbox[1] - pad);
+      const y1 = Math.min(bottom, this._bbox[3] + pad);
+      empty = !(x0 < x1 && y0 < y1);
+      if (!empty) {
+        const u = (x) => (x - left) / (right - left);
+        const v = (y) => (bottom - y) / (bottom - top);
+        quad = [x0, y1, u(x0), v(y1), x1, y1, u(x1), v(y1), x0, y0, u(x0), v(y0), x1, y0, u(x1), v(y0)];
+      }
+    }
     gl.bindBuffer(gl.ARRAY_BUFFER, this._quadBuffer);
-    gl.bufferSubData(gl.ARRAY_BUFFER, 0, new Float32Array([...bl, 0, 0, ...br, 1, 0, ...tl, 0, 1, ...tr, 1, 1]));
+    gl.bufferSubData(gl.ARRAY_BUFFER, 0, new Float32Array(quad));
     this._cached = {
+      empty,
       version: this._uploaded,
       width,
       height,
