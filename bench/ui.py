@@ -228,12 +228,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(3 if quick else 5):
                 context, page = await new_page()
                 await page.goto(url)
-                first.append(await page.evaluate("window.bench.firstRender"))
+                first.append(await first_render(page))
                 await context.close()
 
             context, page = await new_page()
             await page.goto(url)
-            await page.evaluate("window.bench.firstRender")
+            await first_render(page)
             await page.evaluate("window.bench.startPan()")
             cdp = await context.new_cdp_session(page)
             await cdp.send("HeapProfiler.enable")
@@ -339,6 +339,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         and result["memory_flat"]
     )
     return result
+
+
+async def first_render(page: Any) -> float:
+    """Milliseconds from navigation start to the objects on screen (the page's marker confirmed)."""
+    try:
+        return float(await asyncio.wait_for(page.evaluate("window.bench.firstRender"), 120))
+    except TimeoutError as err:
+        raise RuntimeError("the bench page never showed the objects (no marker pixel within 120 s)") from err
 
 
 def _free_port() -> int:

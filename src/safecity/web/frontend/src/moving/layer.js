@@ -14,7 +14,7 @@
 //       heading  degrees clockwise from north, or NaN (or null for all) when the object is not moving: no arrow
 //       status   Uint8Array of status codes, index into the palette (STATUS_CODES maps the responder statuses);
 //                HIDDEN (255) skips an object
-//   layer.setPalette(palette)     // [[r, g, b, a], ...] 0-255, up to 16 entries, index = status code
+//   layer.setPalette(palette)     // [[r, g, b], ...] 0-255, up to 16 entries, index = status code (opaque)
 //   layer.pick({x, y}, maxPx = 10) -> {id, index} | null   // the nearest object drawn under a screen point
 //   layer.positionOf(id) -> [lon, lat] | null
 //   layer.count, layer.stats      // {updates, lastUpdateMs, lastUploadMs, drawnVersion, cacheDraws}
@@ -119,7 +119,10 @@ uniform sampler2D u_texture;
 in vec2 v_uv;
 out vec4 fragColor;
 void main() {
-  fragColor = texture(u_texture, v_uv);   // premultiplied, like what was drawn into it
+  // The dots are opaque with hard edges: a texel is an object's colour or empty, so no blending is needed.
+  vec4 c = texture(u_texture, v_uv);
+  if (c.a < 0.5) discard;
+  fragColor = c;
 }`;
 
 // A dot with a dark rim and, for a moving object when the dots are big enough to show it, an arrow tip pointing along
@@ -144,7 +147,7 @@ void main() {
   } else if (r > u_rim.x) {
     colour = vec4(0.043, 0.071, 0.125, 1.0);
   }
-  fragColor = vec4(colour.rgb * colour.a, colour.a);
+  fragColor = vec4(colour.rgb, 1.0);
 }`;
 
 function compile(gl, type, source) {
@@ -362,8 +365,9 @@ export class MovingLayer {
   render(gl, options) {
     if (this.count === 0 || this._origin === null) return;
     const matrix = this._originMatrix(options.modelViewProjectionMatrix);
-    gl.enable(gl.BLEND);
-    gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
+    // Opaque dots with hard edges (the palette's alpha is ignored): no blending, a pixel is drawn or discarded,
+    // which saves reading back the frame under every pixel of the quad.
+    gl.disable(gl.BLEND);
     if (this.cache && this._cached !== null) {
       if (this._cached.empty) return this._drawn();
       gl.useProgram(this._quadProgram);
@@ -469,8 +473,7 @@ export class MovingLayer {
     gl.colorMask(true, true, true, true);
     gl.clearColor(0, 0, 0, 0);
     gl.clear(gl.COLOR_BUFFER_BIT);
-    gl.enable(gl.BLEND);
-    gl.blendFunc(gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
+    gl.disable(gl.BLEND);
     // the view's matrix, its clip space shrunk so the view plus the margin fills the texture
     const matrix = this._originMatrix(options.modelViewProjectionMatrix, this._cacheMatrix);
     for (let col = 0; col < 4; col++) {
