@@ -267,10 +267,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             mem.append((0.0, heap, renderer, gpu))
             t0 = time.monotonic()
             while time.monotonic() - t0 < soak_s:
-                soak.append(await page.evaluate(f"window.bench.measure('moving', 0, {chunk_s * 1000})"))
+                # 1.5 s of settling after each sample: the forced GC pauses the page, and the update it delays is
+                # the instrument's, not the layer's
+                soak.append(await page.evaluate(f"window.bench.measure('moving', 1500, {chunk_s * 1000})"))
                 heap, renderer, gpu = await memory()
                 mem.append((time.monotonic() - t0, heap, renderer, gpu))
                 print(f"  soak {mem[-1][0]:5.0f} s heap {heap:6.1f} MiB renderer {renderer:6.1f} MiB", file=sys.stderr)
+            # Per-frame GPU cost of each case, the fastest of 12 alternations (custom path only)
+            frame_ms = await page.evaluate("window.bench.frameCosts(12)") if args.path == "custom" else {}
             await context.close()
             await browser.close()
     finally:
@@ -319,6 +323,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "renderer_rss_end_mb": round(mem[-1][2], 1),
         "renderer_rss_growth_mb_per_min": round(slope_per_min([(t, r) for t, _, r, _ in mem[1:]]), 2),
         "gpu_rss_end_mb": round(mem[-1][3], 1),
+        "frame_ms": {k: round(v, 1) for k, v in frame_ms.items()},
         "outside_requests": len(outside),
         "console_errors": errors[:5],
         "load_before": [round(x, 2) for x in load_before],

@@ -237,6 +237,49 @@ window.bench = {
     probing = on;
     state.pending = [];
   },
+  // What one frame costs the GPU, case by case, feed closed and panning stopped: `map.redraw()` then a 1-pixel
+  // readPixels that waits for the frame; the cases alternate `reps` times, the fastest of each is kept (the least
+  // disturbed by other work on the machine). Custom path only: empty (layer hidden), cached (the texture quad),
+  // redraw (the objects drawn into the texture, as after an update, and the quad), direct (sprites to the screen).
+  async frameCosts(reps = 12) {
+    disconnect();
+    state.panning = false;
+    const gl = map.painter.context.gl;
+    const px = new Uint8Array(4);
+    const show = (visible) => map.setLayoutProperty(layer.id, "visibility", visible ? "visible" : "none");
+    const cases = {
+      empty: () => show(false),
+      cached: () => {
+        show(true);
+        layer.cache = true;
+      },
+      redraw: () => {
+        show(true);
+        layer.cache = true;
+        layer._cached = null;
+      },
+      direct: () => {
+        show(true);
+        layer.cache = false;
+      },
+    };
+    const times = Object.fromEntries(Object.keys(cases).map((k) => [k, []]));
+    for (let r = 0; r < reps; r++) {
+      for (const [name, setUp] of Object.entries(cases)) {
+        setUp();
+        map.redraw();
+        gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+        setUp();
+        const t0 = performance.now();
+        map.redraw();
+        gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+        times[name].push(performance.now() - t0);
+      }
+      await sleep(50);
+    }
+    layer.cache = true;
+    return Object.fromEntries(Object.entries(times).map(([k, v]) => [k, Math.min(...v)]));
+  },
   // RGBA at a place after the next frame (tests): [r, g, b, a]
   probe(lon, lat) {
     return new Promise((resolve) => {
