@@ -192,7 +192,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     install_ui(app)
     await runtime.start()
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+    # No permessage-deflate: packed floats do not compress, and zlib on 340 KB a second would load the shared cores
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", ws_per_message_deflate=False
+    )
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
         await asyncio.sleep(0.02)

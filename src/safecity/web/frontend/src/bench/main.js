@@ -15,6 +15,9 @@ const PATH = params.get("path") || "custom";
 const CENTER = [121.25, 31.37];
 const ZOOM = Number(params.get("zoom") || 11.2); // the whole district (and every object) in view
 const PAN_PX = 40;
+// The feed is decoded and projected in a worker (?worker=0: on the main thread, as the first versions did).
+const WORKER = params.get("worker") !== "0";
+const worker = WORKER ? new Worker(new URL("./feed-worker.js", import.meta.url), { type: "module" }) : null;
 // The pixel read-back that confirms an update on screen stalls the main thread until the GPU finished the frame
 // (a long task a probe), so bench/ui.py counts frames with it off and measures latency in windows of their own.
 let probing = params.get("probe") !== "0"; // radius of the circular pan, screen pixels
@@ -156,15 +159,60 @@ function pan(now) {
 }
 
 function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}/bench/moving?n=${params.get("n") || 20000}`;
+  if (WORKER) {
+    // the worker holds the socket, decodes and projects; the page gets packed attributes
+    return new Promise((resolve) => {
+      worker.onmessage = (event) => {
+        if (event.data.open) resolve();
+        else onProjected(event.data);
+      };
+      worker.postMessage({ connect: url });
+      state.socket = { close: () => worker.postMessage({ close: true }) };
+    });
+  }
   return new Promise((resolve, reject) => {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${location.host}/bench/moving?n=${params.get("n") || 20000}`);
+    const socket = new WebSocket(url);
     socket.binaryType = "arraybuffer";
     socket.onmessage = onMessage;
     socket.onopen = () => resolve(socket);
     socket.onerror = reject;
     state.socket = socket;
   });
+}
+
+function onProjected(update) {
+  if (!layerAdded) {
+    early = update;
+    return;
+  }
+  const t0 = performance.now();
+  state.lastMessageAt = t0;
+  const { sent, seq, n, ids, data, origin, bbox, marker } = update;
+  const version = layer.setProjected
+    ? layer.setProjected(ids, data, n, origin, bbox)
+    : layer.setPositions(ids, ...unpack(data, n, origin));
+  handlers.set(version, performance.now() - t0);
+  state.receive.push(Date.now() - sent);
+  state.pending.push({ seq, sent, version, lon: marker.lon, lat: marker.lat, colour: palette[marker.status] });
+}
+
+// GeoJSON path with the worker: back to degrees (comparison only)
+function unpack(data, n, origin) {
+  const lon = new Float64Array(n);
+  const lat = new Float64Array(n);
+  const heading = new Float32Array(n);
+  const status = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const x = data[i * 4] + origin[0];
+    const y = data[i * 4 + 1] + origin[1];
+    lon[i] = x * 360 - 180;
+    lat[i] = (360 / Math.PI) * Math.atan(Math.exp(((180 - y * 360) * Math.PI) / 180)) - 90;
+    heading[i] = data[i * 4 + 2] < -6 ? NaN : (data[i * 4 + 2] * 180) / Math.PI;
+    status[i] = data[i * 4 + 3];
+  }
+  return [lon, lat, heading, status];
 }
 
 function disconnect() {
@@ -306,6 +354,6 @@ map.once("load", () => {
   else map.addLayer(layer);
   layerAdded = true;
   requestAnimationFrame(pan);
-  if (early !== null) onMessage(early);
+  if (early !== null) (WORKER ? onProjected : onMessage)(early);
   early = null;
 });

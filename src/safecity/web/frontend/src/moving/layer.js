@@ -14,6 +14,7 @@
 //       heading  degrees clockwise from north, or NaN (or null for all) when the object is not moving: no arrow
 //       status   Uint8Array of status codes, index into the palette (STATUS_CODES maps the responder statuses);
 //                HIDDEN (255) skips an object
+//   layer.setProjected(ids, data, n, origin, bbox)     // the same, projected off the main thread (moving/project.js)
 //   layer.setPalette(palette)     // [[r, g, b], ...] 0-255, up to 16 entries, index = status code (opaque)
 //   layer.pick({x, y}, maxPx = 10) -> {id, index} | null   // the nearest object drawn under a screen point
 //   layer.positionOf(id) -> [lon, lat] | null
@@ -41,13 +42,13 @@
 // drawn again on an update, when the view leaves the margin, and when a zoom, rotation or tilt ends (during a zoom
 // gesture the texture is scaled until the zoom moved CACHE_ZOOM_SLACK). `cache: false` draws the sprites every frame.
 
+import { FLOATS, MAX_PALETTE, mercatorX, mercatorY, pack } from "./project.js";
+
 export const HIDDEN = 255;
 export const STATUS_CODES = { available: 0, dispatched: 1, en_route: 2, on_scene: 3, out_of_service: 4 };
-const MAX_PALETTE = 16;
 const CACHE_MARGIN_PX = 128; // CSS pixels of objects drawn beyond each edge of the view, so panning reuses them
 const ARROW_MIN_PX = 6; // dot radius (CSS px) from which moving objects get a heading arrow
 const CACHE_ZOOM_SLACK = 0.5; // during a zoom gesture the cached texture is scaled until the zoom moved this far
-const FLOATS = 4; // per object: x, y (mercator, relative to the origin), heading (rad, or -10 when none), status
 
 // Typed arrays for setPositions from objects {id, lon, lat, heading, status} (status a STATUS_CODES name or code).
 export function arraysFrom(items) {
@@ -158,14 +159,6 @@ function compile(gl, type, source) {
   return shader;
 }
 
-function mercatorX(lon) {
-  return (180 + lon) / 360;
-}
-
-function mercatorY(lat) {
-  return (180 - (180 / Math.PI) * Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI) / 360))) / 360;
-}
-
 function interpolate(stops, zoom) {
   if (zoom <= stops[0][0]) return stops[0][1];
   for (let i = 1; i < stops.length; i++) {
@@ -224,29 +217,24 @@ export class MovingLayer {
     }
     if (this._data.length < n * FLOATS) this._data = new Float32Array(Math.max(n, 1024) * FLOATS);
     if (this._origin === null && n > 0) this._origin = [mercatorX(lon[0]), mercatorY(lat[0])];
-    const [ox, oy] = this._origin ?? [0, 0];
-    const data = this._data;
-    const radians = Math.PI / 180;
-    let x0 = Infinity;
-    let y0 = Infinity;
-    let x1 = -Infinity;
-    let y1 = -Infinity;
-    for (let i = 0, j = 0; i < n; i++, j += FLOATS) {
-      const x = mercatorX(lon[i]) - ox;
-      const y = mercatorY(lat[i]) - oy;
-      data[j] = x;
-      data[j + 1] = y;
-      const h = heading ? heading[i] : NaN;
-      data[j + 2] = Number.isFinite(h) ? h * radians : -10;
-      data[j + 3] = status[i];
-      if (status[i] < MAX_PALETTE) {
-        if (x < x0) x0 = x;
-        if (x > x1) x1 = x;
-        if (y < y0) y0 = y;
-        if (y > y1) y1 = y;
-      }
-    }
-    this._bbox = [x0, y0, x1, y1]; // of the drawn objects, relative mercator (empty: x0 > x1)
+    this._bbox = pack(lon, lat, heading, status, this._origin ?? [0, 0], this._data);
+    this.ids = ids;
+    this.count = n;
+    this._index = null;
+    this._version += 1;
+    this.stats.updates += 1;
+    this.stats.lastUpdateMs = performance.now() - t0;
+    this.map?.triggerRepaint();
+    return this._version;
+  }
+
+  // The same from attributes already projected (a worker's `pack` output, moving/project.js): `data` holds FLOATS
+  // per object relative to `origin`, and is kept (transfer it, do not reuse it).
+  setProjected(ids, data, n, origin, bbox) {
+    const t0 = performance.now();
+    this._data = data;
+    this._origin = origin;
+    this._bbox = bbox;
     this.ids = ids;
     this.count = n;
     this._index = null;
