@@ -1,6 +1,6 @@
 // MovingLayer: many moving objects (20,000 at 1 Hz and more) drawn by a MapLibre custom WebGL layer from binary
-// attributes, so an update is one pass over typed arrays and one buffer upload, with no GeoJSON, no worker round trip
-// and no re-tiling. Chosen by measurement (docs/benchmarks.md, "Command-centre UI"; bench/ui.py).
+// attributes, so an update is one pass over typed arrays and one buffer upload, with no GeoJSON, no trip through
+// MapLibre's worker and no re-tiling. Chosen by measurement (docs/benchmarks.md, "Command-centre UI"; bench/ui.py).
 //
 // API (everything the responders layer needs):
 //
