@@ -169,3 +169,21 @@ def test_pick_answers_the_object_under_a_point(page: Any) -> None:
     )
     assert nothing is None
     assert page.evaluate("window.bench.layer.positionOf(11)") == pytest.approx(list(A), abs=1e-6)
+
+
+def test_projected_attributes_from_a_worker_draw_the_same(page: Any) -> None:
+    # what the bench's feed worker hands the layer: pack() output, relative to an origin of its own
+    page.evaluate(
+        """([a, b]) => {
+            const n = 2;
+            const data = new Float32Array(n * 4);
+            const origin = [0.8368, 0.4025];  // near the district, in mercator: not the layer's origin
+            const bbox = window.bench.pack([a[0], b[0]], [a[1], b[1]], [NaN, 45], [3, 0], origin, data);
+            window.bench.layer.setProjected(Uint32Array.from([1, 2]), data, n, origin, bbox);
+        }""",
+        [list(A), list(B)],
+    )
+    assert near(colour_at(page, A), RED)
+    assert near(colour_at(page, B), GREEN)
+    assert near(colour_at(page, EMPTY), BACKGROUND)
+    assert page.evaluate("window.bench.layer.positionOf(2)") == pytest.approx(list(B), abs=1e-5)

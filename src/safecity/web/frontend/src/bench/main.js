@@ -8,6 +8,7 @@
 import maplibregl from "maplibre-gl";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { DEFAULT_PALETTE, MovingLayer } from "../moving/layer.js";
+import { pack } from "../moving/project.js";
 import { GeoJsonPath } from "./geojson.js";
 
 const params = new URLSearchParams(location.search);
@@ -268,6 +269,7 @@ async function measure(mode, warmupMs, windowMs) {
 window.bench = {
   path: PATH,
   state,
+  pack, // tests: what a feed worker does before MovingLayer.setProjected
   layer,
   map,
   firstRender,
