@@ -95,9 +95,10 @@ def test_operator_acknowledges_a_fire_alert_turns_it_into_an_incident_and_dispat
     # The unit sets off (the floor drives it along the road network) and the stages fill in as it goes.
     page.locator("li[data-step='en_route_at'].done").wait_for(timeout=20_000)
     screenshot(page, "incident")
+    # ... and the map draws it where it has moved to (the moving layer's own position, not only the page's state).
     page.wait_for_function(
-        f"(() => {{ const r = window.safecity.state.responders.get({unit!r});"
-        f" return r.lon !== {lon} || r.lat !== {lat}; }})()",
+        f"(() => {{ const p = window.safecity.map.responders.positionOf({unit!r});"
+        f" return p !== null && (p[0] !== {lon} || p[1] !== {lat}); }})()",
         timeout=30_000,
     )
     page.locator("li[data-step='on_scene_at'].done").wait_for(timeout=180_000)

@@ -484,14 +484,13 @@ async function boot(root) {
       tick();
     },
   });
-  // Tests and operators may drop the connection to check the resume (window.safecity.live.drop()).
-  window.safecity = { live, state, catalogues: CATALOGUES };
-
   const cityMap = new CityMap(els.mapEl, {
     onIncident: (id) => ((state.tab = "incidents"), selectIncident(id)),
     onResponder: (id) => selectResponder(id),
     onAlert: (id) => ((state.tab = "alerts"), ctx.selectAlert(id)),
   });
+  // Tests and operators may drop the connection to check the resume (window.safecity.live.drop()).
+  window.safecity = { live, state, catalogues: CATALOGUES, map: cityMap };
   renderHeader();
   renderNow(true);
   live.start();

@@ -1,6 +1,9 @@
-// Responders on the map: one GeoJSON source of points (status colour, heading arrow, id label) and one of ETA lines
-// to their incidents. Kept in its own module so a faster rendering path (binary attributes, feature-state, deck.gl)
-// can replace it without touching the rest of the UI: the interface is create(map) -> {update, setEtaLines, ...}.
+// Responders on the map: the dots (status colour, heading arrow) drawn by the MovingLayer from binary attributes, which
+// keeps a map of 20,000 units moving every second interactive (docs/benchmarks.md, "Command-centre UI"); id labels at
+// street zoom for the units in view, and ETA lines to their incidents, as small GeoJSON sources. The interface is
+// create(map) -> {update, setEtaLines, setVisible, positionOf}.
+
+import { MovingLayer, arraysFrom } from "../moving/layer.js";
 
 export const STATUS_COLOURS = {
   available: "#3ecf8e",
@@ -10,13 +13,16 @@ export const STATUS_COLOURS = {
   out_of_service: "#7a8291",
 };
 
-function point(r) {
-  return {
-    type: "Feature",
-    id: r.id,
-    geometry: { type: "Point", coordinates: [r.lon, r.lat] },
-    properties: { id: r.id, status: r.status, kind: r.kind, heading: r.heading ?? 0, moving: r.heading !== null },
-  };
+// The palette in STATUS_CODES order (moving/layer.js): available, dispatched, en route, on scene, out of service.
+const PALETTE = ["available", "dispatched", "en_route", "on_scene", "out_of_service"].map((status) => {
+  const hex = STATUS_COLOURS[status];
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+});
+const LABEL_MIN_ZOOM = 11;
+const MAX_LABELS = 400; // labels are for the units in view at street zoom, not for a whole district
+
+function label(r) {
+  return { type: "Feature", geometry: { type: "Point", coordinates: [r.lon, r.lat] }, properties: { id: r.id } };
 }
 
 export function createRespondersLayer(map, { onClick } = {}) {
@@ -40,23 +46,13 @@ export function createRespondersLayer(map, { onClick } = {}) {
     },
     paint: { "text-color": "#ffd28a", "text-halo-color": "#111", "text-halo-width": 1.5 },
   });
-  const colour = ["match", ["get", "status"], ...Object.entries(STATUS_COLOURS).flat(), "#ccc"];
-  map.addLayer({
-    id: "responders",
-    type: "circle",
-    source: "responders",
-    paint: {
-      "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 15, 8],
-      "circle-color": colour,
-      "circle-stroke-color": "#0b1220",
-      "circle-stroke-width": 1.5,
-    },
-  });
+  const dots = new MovingLayer({ id: "responders", palette: PALETTE, radius: [[10, 4], [15, 8]] });
+  map.addLayer(dots);
   map.addLayer({
     id: "responder-labels",
     type: "symbol",
     source: "responders",
-    minzoom: 11,
+    minzoom: LABEL_MIN_ZOOM,
     layout: {
       "text-field": ["get", "id"],
       "text-font": ["DejaVu Sans"],
@@ -66,36 +62,43 @@ export function createRespondersLayer(map, { onClick } = {}) {
     },
     paint: { "text-color": "#e6edf6", "text-halo-color": "#0b1220", "text-halo-width": 1.5 },
   });
-  map.addLayer({
-    id: "responder-heading",
-    type: "symbol",
-    source: "responders",
-    filter: ["==", ["get", "moving"], true],
-    layout: {
-      "text-field": "▲",
-      "text-font": ["DejaVu Sans"],
-      "text-size": 10,
-      "text-rotate": ["get", "heading"],
-      "text-rotation-alignment": "map",
-      "text-allow-overlap": true,
-      "text-ignore-placement": true,
-      "text-offset": [0, -1.1],
-    },
-    paint: { "text-color": colour },
-  });
   if (onClick) {
-    map.on("click", "responders", (e) => onClick(e.features[0].properties.id));
-    map.on("mouseenter", "responders", () => (map.getCanvas().style.cursor = "pointer"));
-    map.on("mouseleave", "responders", () => (map.getCanvas().style.cursor = ""));
+    map.on("click", (e) => {
+      const hit = dots.pick(e.point);
+      if (hit) onClick(hit.id);
+    });
   }
+  map.on("mousemove", (e) => {
+    if (lastVisible) map.getCanvas().style.cursor = dots.pick(e.point) ? "pointer" : "";
+  });
+  let latest = new Map();
+  // Labels only at street zoom, for the units in view: a district's units never go through GeoJSON every second.
+  function updateLabels() {
+    const features = [];
+    if (map.getZoom() >= LABEL_MIN_ZOOM) {
+      const bounds = map.getBounds();
+      for (const r of latest.values()) {
+        if (r.lon === null || r.lat === null || !bounds.contains([r.lon, r.lat])) continue;
+        features.push(label(r));
+        if (features.length >= MAX_LABELS) break;
+      }
+    }
+    map.getSource("responders").setData({ type: "FeatureCollection", features });
+  }
+  map.on("moveend", updateLabels);
   let lastVisible = true;
   return {
-    layerIds: ["responders", "responder-labels", "responder-heading", "eta-lines", "eta-labels"],
-    // All responders with a position, as the UI's state holds them (Map id -> responder).
+    layerIds: ["responders", "responder-labels", "eta-lines", "eta-labels"],
+    // All responders, as the UI's state holds them (Map id -> responder); those without a position are left out.
     update(responders) {
-      const features = [];
-      for (const r of responders.values()) if (r.lon !== null && r.lat !== null) features.push(point(r));
-      map.getSource("responders").setData({ type: "FeatureCollection", features });
+      latest = responders;
+      const a = arraysFrom(responders.values());
+      dots.setPositions(a.ids, a.lon, a.lat, a.heading, a.status);
+      updateLabels();
+    },
+    // Where the map draws a responder now ([lon, lat] or null).
+    positionOf(id) {
+      return dots.positionOf(id);
     },
     // [{from: [lon, lat], to: [lon, lat], label}] for every responder on its way.
     setEtaLines(lines) {
