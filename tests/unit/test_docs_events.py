@@ -13,6 +13,7 @@ import pytest
 
 from safecity import docs_gen
 from safecity.kernel import envelope
+from safecity.kernel.bus_nats import DEFAULT_SUBJECTS
 from safecity.kernel.envelope import EventKey, Payload, registered_keys
 from safecity.sensing.model import DEAD_LETTERED, SensorEvent
 from safecity.warning.model import ALERT_RAISED
@@ -78,3 +79,11 @@ def test_main_prints_the_page_and_refuses_unknown_pages() -> None:
         assert docs_gen.main(["events"]) == 0
     assert out.getvalue() == docs_gen.events_reference()
     assert docs_gen.main(["nope"]) == 2
+
+
+def test_every_slice_key_has_a_subject_on_the_nats_stream() -> None:
+    """A key outside the stream's subjects cannot be published on NATS (no stream answers) nor subscribed to: the
+    `responder.*` keys of the dispatch slice were missing once."""
+    prefixes = {subject.removesuffix(".>") for subject in DEFAULT_SUBJECTS}
+    missing = sorted(key for key in docs_gen.event_keys() if key.split(".", 1)[0] not in prefixes)
+    assert missing == []

@@ -33,7 +33,7 @@ from safecity.kernel.errors import ServiceUnavailable
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_SUBJECTS = ("event.>", "device.>", "alert.>", "incident.>", "deadletter.>")
+DEFAULT_SUBJECTS = ("event.>", "device.>", "alert.>", "incident.>", "responder.>", "deadletter.>")
 MSG_ID_HEADER = "Nats-Msg-Id"
 # JetStream names may not contain '.', '*', '>', whitespace or path separators.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")

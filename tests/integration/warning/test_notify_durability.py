@@ -106,10 +106,12 @@ async def test_postgres_killed_connections_lose_nothing(pg_url: str, pg_admin_ds
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
     )
 
+    killed: list[int] = []
+
     async def terminate() -> None:
         conn = await asyncpg.connect(pg_admin_dsn)
         try:
-            await conn.execute(kill)
+            killed.append(len(await conn.fetch(kill)))
         finally:
             await conn.close()
 
@@ -135,7 +137,9 @@ async def test_postgres_killed_connections_lose_nothing(pg_url: str, pg_admin_ds
             rows = await svc.deliveries(limit=1000)
             assert len(rows) == 400
             assert {r["state"] for r in rows} == {"delivered"}
-            assert svc.writer.stats.retries + svc.dispatcher.stats.db_retries >= 1
+            # The fault happened: the node's connections were killed under it (with group commits most kills hit a
+            # pooled connection between transactions, which the pool replaces; one inside a transaction is retried).
+            assert sum(killed) >= 1
     finally:
         await svc.stop()
         await engine.dispose()
