@@ -12,10 +12,16 @@ export function renderResponders(ctx) {
     root.setAttribute("aria-label", t("responders.title"));
     replace(title, t("responders.title"), " ", h("span", { class: "count" }, t("responders.total", { n: list.length })));
     replace(legend, Object.entries(counts).map(([s, n]) => h("span", { class: "chip" }, h("i", { style: { background: STATUS_COLOURS[s] } }), t(`responder_status.${s}`), ` ${n}`)));
-    replace(
-      stationBar,
-      stations.length ? [h("span", { class: "label" }, t("responders.station_coverage")), stations.map((st) => h("button", { class: `station ${ctx.state.selectedStation === st ? "on" : ""}`, dataset: { station: st }, onclick: () => ctx.selectStation(st) }, data(st)))] : null,
-    );
+    // Rebuilt only when the stations or the choice change: positions re-render this panel every 2 s, and a button
+    // replaced under the pointer would swallow the click.
+    const stationSig = JSON.stringify([language(), stations, ctx.state.selectedStation]);
+    if (stationBar.dataset.sig !== stationSig) {
+      stationBar.dataset.sig = stationSig;
+      replace(
+        stationBar,
+        stations.length ? [h("span", { class: "label" }, t("responders.station_coverage")), stations.map((st) => h("button", { class: `station ${ctx.state.selectedStation === st ? "on" : ""}`, dataset: { station: st }, onclick: () => ctx.selectStation(st) }, data(st)))] : null,
+      );
+    }
     replace(head, h("tr", {}, h("th", {}, t("responders.unit")), h("th", {}, t("responders.kind")), h("th", {}, t("responders.status")), h("th", {}, t("responders.incident")), h("th", {}, t("responders.fix"))));
     reconcile(
       body,
