@@ -251,7 +251,9 @@ class OutboxWriter:
                 if remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    # A timeout scope, not `wait_for`: on Python 3.11 that wraps the get in a task of its own.
+                    async with asyncio.timeout(remaining):
+                        item = await self._queue.get()
                 except TimeoutError:
                     break
             if item is None:
