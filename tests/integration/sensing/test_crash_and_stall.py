@@ -110,9 +110,12 @@ async def db_counts(url: str) -> tuple[int, int, dict[str, int]]:
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
-            rows = int((await conn.execute(text("SELECT count(*) FROM events"))).scalar_one())
-            distinct_sql = "SELECT count(*) FROM (SELECT DISTINCT device_id, message_id FROM events) d"
-            distinct = int((await conn.execute(text(distinct_sql))).scalar_one())
+            # One statement, so both counts read the same snapshot (two could straddle a commit of the writer).
+            both = (
+                "SELECT (SELECT count(*) FROM events),"
+                " (SELECT count(*) FROM (SELECT DISTINCT device_id, message_id FROM events) d)"
+            )
+            rows, distinct = (int(n) for n in (await conn.execute(text(both))).one())
             reasons = (await conn.execute(text("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))).all()
     finally:
         await engine.dispose()
