@@ -773,11 +773,11 @@ def run(
         print(f"node-red (storing) highest clean rate: {nr_max}/s recorded, not measured in this run", flush=True)
 
     # --- ours at equal work (the two contract rules, every event stored), with the alert CPU and storm steps
-    ours = measure_ours(opts, load, kit, workdir, opts.rules, "equal", cleanup, alert_steps=True)
+    ours = measure_ours(opts, load, kit, workdir, opts.rules, "equal", alert_steps=True)
     # --- ours with the 57-rule pack, as a second row
     ours57 = None
     if not opts.no_rules57:
-        ours57 = measure_ours(opts, load, kit, workdir, opts.rules57, "rules57", cleanup, alert_steps=False)
+        ours57 = measure_ours(opts, load, kit, workdir, opts.rules57, "rules57", alert_steps=False)
 
     print("\n| rate /s | engine | p50 ms | p99 ms | p99.9 ms | missed | dup | webhook p50 / p99 ms | CPU |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -896,7 +896,6 @@ def measure_ours(
     workdir: Path,
     rules: Path,
     name: str,
-    cleanup: list[Any],
     *,
     alert_steps: bool,
 ) -> dict[str, Any]:

@@ -35,24 +35,13 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from safecity.web.chromium import CHROMIUM, WEBGL_ARGS
+
 CENTER = (121.25, 31.37)  # the synthetic district (safecity.sim.district.CENTER)
 SPAN = (0.24, 0.20)
 MARKER = ((CENTER[0] - 0.01, CENTER[1] + 0.004), (CENTER[0] + 0.01, CENTER[1] - 0.004))
 MARKER_STATUS = (14, 15)  # the bench page's marker colours
 M_PER_DEG = 111_320.0
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    # WebGL on the CPU: this machine has no GPU
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--ignore-gpu-blocklist",
-]
 BUDGET = {
     "fps_ratio": 0.8,
     "update_main_thread_p99_ms": 16.0,
@@ -208,7 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     errors: list[str] = []
     try:
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS, headless=True)
 
             async def new_page() -> Any:
                 context = await browser.new_context(viewport={"width": 1280, "height": 720})

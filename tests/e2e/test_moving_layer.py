@@ -10,26 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from safecity.web.build import ensure_built
+from safecity.web.chromium import CHROMIUM, WEBGL_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--ignore-gpu-blocklist",
-]
 BACKGROUND = (0x0B, 0x12, 0x20)
 GREEN = (0x3E, 0xCF, 0x8E)  # available (STATUS_CODES 0)
 RED = (0xE8, 0x46, 0x5A)  # on_scene (3)
@@ -76,7 +64,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS, headless=True)
         yield browser
         browser.close()
 

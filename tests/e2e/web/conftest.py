@@ -22,18 +22,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from safecity.web.chromium import CHROMIUM, HEADLESS_ARGS
 from tests.conftest import REPO_ROOT, free_port
 
-CHROMIUM = Path(os.environ.get("SAFECITY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = [*HEADLESS_ARGS, "--disable-gpu"]
 # The screenshots in docs/ are refreshed on request (SAFECITY_UPDATE_SCREENSHOTS=1); other runs still take them, into
 # a scratch folder, so a test run leaves the checkout clean.
 SCREENSHOTS = (
