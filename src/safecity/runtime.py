@@ -149,7 +149,7 @@ class Runtime:
             tier=settings.role,
             # The in-process bus holds events in memory: they are durable once the writer commits them. JetStream
             # acknowledges a publish once the stream holds it, so there the publish itself is the durable step.
-            expect_stored=self.writer.expect if self.bus.holds_in_memory else None,
+            expect_stored=self.writer.expect_many if self.bus.holds_in_memory else None,
         )
         self.mqtt: MqttIngest | None = (
             MqttIngest(settings.mqtt, self.pipeline, source=f"mqtt:{settings.mqtt.host}:{settings.mqtt.port}")

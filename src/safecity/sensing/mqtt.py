@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import gmqtt
@@ -32,7 +32,7 @@ from safecity.sensing.pipeline import IngestPipeline, IngestResult
 log = structlog.get_logger(__name__)
 
 SESSION_EXPIRY_S = 3600
-YIELD_EVERY = 50
+BATCH = 50  # messages handled as one batch between two yields to the event loop
 
 
 class TopicIngest:
@@ -46,16 +46,29 @@ class TopicIngest:
 
     async def handle(self, topic: str, payload: Any) -> IngestResult:
         """Route one message by its topic to the pipeline (unknown topics are dead-lettered)."""
-        self.received += 1
-        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        # The registry's route, kept per topic string: the topic is split once, whoever asks again.
-        route = registry.route(topic)
-        spec = route.spec
-        if spec is None or (route.prefix is not None and route.prefix != self.prefix):
-            return self.pipeline.dead_letter_topic(raw, topic=topic, source=self.source)
-        return await self.pipeline.ingest(
-            raw, fmt=spec.key, source=self.source, topic=topic, device_id=route.device_id, kind=route.device_kind
-        )
+        return (await self.handle_batch(((topic, payload),)))[0]
+
+    async def handle_batch(self, messages: Iterable[tuple[str, Any]]) -> list[IngestResult]:
+        """Route messages by their topics to the pipeline as one batch, in order (unknown topics are dead-lettered)."""
+        pipeline = self.pipeline
+        source = self.source
+        counts: dict[tuple[str, str], int] = {}
+        results: list[IngestResult] = []
+        for topic, payload in messages:
+            self.received += 1
+            raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            # The registry's route, kept per topic string: the topic is split once, whoever asks again.
+            route = registry.route(topic)
+            spec = route.spec
+            if spec is None or (route.prefix is not None and route.prefix != self.prefix):
+                results.append(pipeline.dead_letter_topic(raw, topic=topic, source=source))
+                continue
+            results.append(
+                pipeline.prepare(raw, spec.key, source, topic, route.device_id, route.device_kind, None, counts)
+            )
+        pipeline.count_in(counts)
+        await pipeline.publish(results)
+        return results
 
 
 class MqttIngest:
@@ -117,7 +130,7 @@ class MqttIngest:
             log.warning("mqtt_disconnected", host=self.settings.host, port=self.settings.port)
 
     def _on_message(self, _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _props: Any) -> int:
-        """Acknowledge on receipt (`ack = "received"`): gmqtt sends PUBACK before this runs."""
+        """Acknowledge on receipt (`ack = "received"`, or a QoS 0 subscription, which has nothing to acknowledge)."""
         self._queue(topic, payload)
         return 0
 
@@ -172,7 +185,9 @@ class MqttIngest:
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message_durable if self._durable_acks else self._on_message
+        # A QoS 0 subscription gets no PUBACK to hold back: the plain callback then spares gmqtt a task a message.
+        durable = self._durable_acks and self.settings.qos > 0
+        client.on_message = self._on_message_durable if durable else self._on_message
         self._client_ref = client
         client.set_config({"reconnect_retries": UNLIMITED_RECONNECTS, "reconnect_delay": 1})
         return client
@@ -239,14 +254,13 @@ class MqttIngest:
         if not pending:
             return
         batch, self._batch = self._batch, None
-        handle = self.topics.handle
+        handle_batch = self.topics.handle_batch
+        popleft = pending.popleft
         results: list[IngestResult] = []
-        handled = 0
         while pending:
-            topic, payload = pending.popleft()
-            results.append(await handle(topic, payload))
-            handled += 1
-            if handled % YIELD_EVERY == 0:
+            chunk = [popleft() for _ in range(min(len(pending), BATCH))]
+            results.extend(await handle_batch(chunk))
+            if pending:
                 # The pipeline rarely awaits anything real: yield so the network, writer and others keep up.
                 await asyncio.sleep(0)
         if self._reading_paused and not self._stopping:

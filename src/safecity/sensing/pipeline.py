@@ -94,9 +94,9 @@ class DeadLetterSink(Protocol):
         ...
 
 
-# Settles with the store's verdict on one event: "stored", "duplicate" (the store already had it), or why it was
-# dead-lettered on its way to the store.
-ExpectStored = Callable[[str], "asyncio.Future[str]"]
+# Settles once the store has decided on every one of a batch of events, with the verdict on each it did not add:
+# "duplicate" (the store already had it), or why it was dead-lettered on its way to the store.
+ExpectStored = Callable[[list[str]], "asyncio.Future[dict[str, str]]"]
 
 
 @dataclass
@@ -106,7 +106,8 @@ class IngestResult:
     published: list[Envelope] = field(default_factory=list)
     dead_lettered: list[tuple[str, str]] = field(default_factory=list)
     discarded: str | None = None
-    verdicts: list[asyncio.Future[str]] = field(default_factory=list)  # the store's, one per published event
+    # The store's verdict on the published events (shared by the results published together): see `ExpectStored`.
+    verdict: asyncio.Future[dict[str, str]] | None = None
     # (event id, outcome) of published events the store did not add (known after `settle`, and dead-lettered by
     # then): "duplicate" when it already had the event, "rejected" or "bus_overflow" when refused on the way.
     not_stored: list[tuple[str, str]] = field(default_factory=list)
@@ -169,15 +170,39 @@ class IngestPipeline:
         context: Context | None = None,
     ) -> IngestResult:
         """Process one raw message; refusals are dead-lettered, never raised."""
+        counts: dict[tuple[str, str], int] = {}
+        result = self.prepare(raw, fmt, source, topic, device_id, kind, context, counts)
+        self.count_in(counts)
+        await self.publish((result,))
+        return result
+
+    def count_in(self, counts: dict[tuple[str, str], int]) -> None:
+        """Add messages counted by `prepare` to `events_in` (one counter update per (source, kind))."""
+        for key, n in counts.items():
+            counter = self._in_counters.get(key)
+            if counter is None:
+                counter = self._in_counters[key] = self._events_in.labels(*key)
+            counter.inc(n)
+
+    def prepare(
+        self,
+        raw: bytes,
+        fmt: str,
+        source: str,
+        topic: str | None,
+        device_id: str | None,
+        kind: DeviceKind | None,
+        context: Context | None,
+        counts: dict[tuple[str, str], int],
+    ) -> IngestResult:
+        """Normalize, check and tag one raw message (dead-lettering refusals): its envelopes, not yet published,
+        are in `published`. `counts` gathers (source, kind) -> messages for `count_in`."""
         result = IngestResult()
         received_at = self.now()
         if self.expect_stored is not None:
             result.origin = (raw, source, topic, kind)
         in_key = (source, kind.value if kind else fmt)
-        counter_in = self._in_counters.get(in_key)
-        if counter_in is None:
-            counter_in = self._in_counters[in_key] = self._events_in.labels(*in_key)
-        counter_in.inc()
+        counts[in_key] = counts.get(in_key, 0) + 1
         if len(raw) > self.settings.max_payload_bytes:
             detail = f"{len(raw)} bytes, limit {self.settings.max_payload_bytes}"
             self._dead(result, DeadLetterReason.TOO_LARGE, detail, source, raw, topic, device_id, kind)
@@ -203,18 +228,31 @@ class IngestPipeline:
             return result
         for reading in readings:
             envelope = self._accept(reading, raw, source, topic, received_at, result, context)
-            if envelope is None:
-                continue
-            if self.expect_stored is not None:
-                result.verdicts.append(self.expect_stored(envelope.id))
-            await self.bus.publish(envelope)
-            envelope.stamp("published")
-            result.published.append(envelope)
-            counter = self._events_out.get(reading.kind)
-            if counter is None:
-                counter = self._events_out[reading.kind] = self.metrics.events_out.labels(reading.kind.value)
-            counter.inc()
+            if envelope is not None:
+                result.published.append(envelope)
         return result
+
+    async def publish(self, results: Iterable[IngestResult]) -> None:
+        """Publish the envelopes `prepare` made, in order (the store's verdict on each is asked for first)."""
+        results = list(results)
+        if self.expect_stored is not None:
+            verdict = self.expect_stored([e.id for result in results for e in result.published])
+            for result in results:
+                if result.published:
+                    result.verdict = verdict
+        publish = self.bus.publish
+        out: dict[EventKind, int] = {}
+        for result in results:
+            for envelope in result.published:
+                await publish(envelope)
+                envelope.stamp("published")
+                kind = envelope.payload.kind
+                out[kind] = out.get(kind, 0) + 1
+        for kind, n in out.items():
+            counter = self._events_out.get(kind)
+            if counter is None:
+                counter = self._events_out[kind] = self.metrics.events_out.labels(kind.value)
+            counter.inc(n)
 
     def _accept(
         self,
@@ -319,11 +357,15 @@ class IngestPipeline:
         Raises what the store raised if it can no longer write (the caller must then not acknowledge anything).
         """
         for result in results:
-            if not result.verdicts:
+            if result.verdict is None:
                 continue
-            for envelope, verdict in zip(result.published, result.verdicts, strict=True):
-                outcome = await verdict
-                if outcome == "stored":
+            not_stored = await result.verdict
+            result.verdict = None
+            if not not_stored:
+                continue
+            for envelope in result.published:
+                outcome = not_stored.get(envelope.id)
+                if outcome is None:
                     continue
                 result.not_stored.append((envelope.id, outcome))
                 if outcome == "duplicate" and result.origin is not None:
@@ -332,7 +374,6 @@ class IngestPipeline:
                     event = envelope.payload
                     detail = f"message id {event.message_id!r} is already stored"
                     self._dead(result, DeadLetterReason.DUPLICATE, detail, source, raw, topic, event.device_id, kind)
-            result.verdicts.clear()
         await self.dead_letters.durable()
 
     def _tags(self, device: DeviceInfoLike, reading: Reading, lon: float | None, lat: float | None) -> Tags:

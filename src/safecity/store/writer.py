@@ -6,9 +6,9 @@ transient reason (database down, locked, connection killed) is retried with back
 the bounded queue in front gives back-pressure to producers meanwhile.
 
 A producer that must know when an event is durable (MQTT acknowledges a message only then, HTTP ingest answers only
-then) calls `expect(event_id)` before publishing it: the future it gets is settled after the commit that decided the
-row, with `STORED`, `DUPLICATE` (the store already had it) or `REJECTED` (the store refused it: dead-lettered by the
-`on_rejected` hook before the future is settled).
+then) calls `expect_many(event_ids)` before publishing a batch: the future it gets is settled after the commits that
+decided those rows, with the outcome of each row not STORED: `DUPLICATE` (the store already had it) or `REJECTED` (the
+store refused it: dead-lettered by the `on_rejected` hook before the future is settled).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ RejectHook = Callable[[Row, Exception], Awaitable[None]]
 # A commit running longer than this means the database is stalled (locked, or its disk is): intake slows down.
 STALL_S = 1.0
 
-# Outcomes an `expect()` future is settled with.
+# Outcomes of an event (`expect_many`).
 STORED = "stored"
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
@@ -230,6 +230,24 @@ async def _prepare_postgresql(rows: list[Row]) -> list[Statement]:
     return [(_PG_INSERT, arrays)]
 
 
+class _Expected:
+    """Events waited for together (`EventWriter.expect_many`): a future and what is left to decide."""
+
+    __slots__ = ("future", "left", "not_stored")
+
+    def __init__(self, future: asyncio.Future[dict[str, str]], count: int) -> None:
+        self.future = future
+        self.left = count
+        self.not_stored: dict[str, str] = {}
+
+    def decide(self, event_id: str, outcome: str) -> None:
+        if outcome != STORED:
+            self.not_stored[event_id] = outcome
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(self.not_stored)
+
+
 class _Marker:
     """A flush or stop request travelling through the queue behind everything added before it."""
 
@@ -276,7 +294,7 @@ class EventWriter:
         # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
         pg = engine.dialect.name == "postgresql"
         self._prepare = _prepare_postgresql if pg else _prepare_sqlite
-        self._waiters: dict[str, asyncio.Future[str]] = {}
+        self._expected: dict[str, _Expected] = {}  # event id -> the batch (`expect_many`) waiting for it
         self._retrying = False
         self._committing_since: float | None = None
         self.stats = WriterStats()
@@ -302,22 +320,27 @@ class EventWriter:
         since = self._committing_since
         return self._retrying or (since is not None and time.perf_counter() - since > STALL_S)
 
-    def expect(self, event_id: str) -> asyncio.Future[str]:
-        """Return a future settled with STORED, DUPLICATE or REJECTED once the commit deciding `event_id` is done.
+    def expect_many(self, event_ids: list[str]) -> asyncio.Future[dict[str, str]]:
+        """Return a future settled once the commits deciding every one of `event_ids` are done, with the outcome of
+        each that was not STORED: DUPLICATE, REJECTED, or what `settle` was told (an empty dict: all stored).
 
-        Call it before the event is published, so the commit cannot come first.
+        Call it before the events are published, so no commit can come first.
         """
         self._check_open()
-        future = self._waiters.get(event_id)
-        if future is None:
-            future = self._waiters[event_id] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        group = _Expected(future, len(event_ids))
+        if not event_ids:
+            future.set_result(group.not_stored)
+        expected = self._expected
+        for event_id in event_ids:
+            expected[event_id] = group
         return future
 
     def settle(self, event_id: str, outcome: str) -> None:
-        """Settle a waiter from outside the writer (an event dead-lettered before it reached the queue)."""
-        future = self._waiters.pop(event_id, None)
-        if future is not None and not future.done():
-            future.set_result(outcome)
+        """Decide an event from outside the writer (an event dead-lettered before it reached the queue)."""
+        group = self._expected.pop(event_id, None)
+        if group is not None:
+            group.decide(event_id, outcome)
 
     async def start(self) -> None:
         """Start the background commit task."""
@@ -397,8 +420,8 @@ class EventWriter:
             self._error = error = exc
             log.error("event_writer_failed", error=repr(exc))
         # Nothing more will be committed: whoever waits for a flush or for an event learns it now.
-        waiters, self._waiters = self._waiters, {}
-        futures: list[asyncio.Future[Any]] = [*self._pending, *waiters.values()]
+        expected, self._expected = self._expected, {}
+        futures: list[asyncio.Future[Any]] = [*self._pending, *{id(g): g.future for g in expected.values()}.values()]
         for future in futures:
             if not future.done():
                 future.set_exception(error)
@@ -466,13 +489,13 @@ class EventWriter:
         self.stats.duplicates_ignored += len(rows) - written - rejected
 
     def _settle_rows(self, rows: list[Row], inserted: set[str]) -> None:
-        waiters = self._waiters
-        if not waiters:
-            return
-        for row in rows:
-            future = waiters.pop(row["id"], None)
-            if future is not None and not future.done():
-                future.set_result(STORED if row["id"] in inserted else DUPLICATE)
+        expected = self._expected
+        if expected:
+            for row in rows:
+                event_id = row["id"]
+                group = expected.pop(event_id, None)
+                if group is not None:
+                    group.decide(event_id, STORED if event_id in inserted else DUPLICATE)
 
     async def _commit_retrying(self, rows: list[Row]) -> set[str]:
         """Commit rows, retrying transient failures with backoff; a refused row raises `RefusedWrite`."""
