@@ -181,14 +181,18 @@ def _sqlite_time(value: datetime) -> str:
 
 
 _SQLITE_VALUES = operator.itemgetter(*_COLUMNS)
-_SQLITE_TIME_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _TIME_COLUMNS)
+_STORED_AT = _COLUMNS.index("stored_at")
+_SQLITE_TIME_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _TIME_COLUMNS and i != _STORED_AT)
 
 
-def _sqlite_params(row: Row) -> list[Any]:
-    """One row's values in column order, times as SQLAlchemy's SQLite text (JSON is text already)."""
+def _sqlite_params(row: Row, stored: tuple[datetime | None, str]) -> list[Any]:
+    """One row's values in column order, times as SQLAlchemy's SQLite text (JSON is text already). `stored` is the
+    commit's `stored_at` with its text, made once for the rows that share it."""
     values = list(_SQLITE_VALUES(row))
     for i in _SQLITE_TIME_INDEXES:
         values[i] = _sqlite_time(values[i])
+    at = values[_STORED_AT]
+    values[_STORED_AT] = stored[1] if at is stored[0] else _sqlite_time(at)
     return values
 
 
@@ -204,6 +208,8 @@ async def _prepare_sqlite(rows: list[Row]) -> list[Statement]:
     """Multi-row INSERT statements with their parameters, made before the write lock is taken."""
     out: list[Statement] = []
     step = _SQLITE_ROWS_PER_STATEMENT
+    first = rows[0]["stored_at"] if rows else None
+    stored = (first, _sqlite_time(first)) if first is not None else (None, "")
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         params: list[Any] = []
@@ -211,7 +217,7 @@ async def _prepare_sqlite(rows: list[Row]) -> list[Statement]:
             if at or start:
                 await asyncio.sleep(0)
             for row in chunk[at : at + _CONVERT_SLICE]:
-                params.extend(_sqlite_params(row))
+                params.extend(_sqlite_params(row, stored))
         out.append((_sqlite_insert(len(chunk)), tuple(params)))
     return out
 

@@ -42,6 +42,7 @@ _SEAL_BYTES = 32  # HMAC-SHA256 in front of every snapshot file
 
 DURABLE = "warning-engine"
 BACKLOG_WARN = 1_000
+GAUGE_EVERY = 64  # events between two updates of the backlog gauge while a backlog lasts
 TIMERS = "warning-timers"
 
 
@@ -208,7 +209,8 @@ class WarningService:
             self.stats.max_backlog = backlog
             if backlog >= BACKLOG_WARN and backlog % BACKLOG_WARN == 0:
                 log.warning("warning_backlog", backlog=backlog)
-        if self._gauges is not None:
+        if self._gauges is not None and (backlog == 0 or not self.stats.handled % GAUGE_EVERY):
+            # Sampled (a scrape comes every few seconds); an empty backlog is always shown.
             self._gauges.backlog.set(backlog)
         try:
             event = EventView.from_envelope(envelope)
