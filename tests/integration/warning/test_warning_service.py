@@ -62,7 +62,10 @@ async def test_service_raises_and_updates_alerts_over_the_bus() -> None:
     bus = MemoryBus()
     await bus.start()
     alerts = await collect(bus)
-    service = WarningService(bus, peer_pack(), pseudonymizer=KEY, source="node-1", tier="district")
+    # The contract's smoke pair opens no incident; turned on here, the flag must reach the alert.
+    pack = peer_pack()
+    pack.rules[0] = pack.rules[0].model_copy(update={"opens_incident": True})
+    service = WarningService(bus, pack, pseudonymizer=KEY, source="node-1", tier="district")
     await service.start()
     first = smoke("d1", "b1", T0, alarm=True)
     second = smoke("d2", "b1", T0 + timedelta(seconds=20), alarm=True)
@@ -76,6 +79,7 @@ async def test_service_raises_and_updates_alerts_over_the_bus() -> None:
     assert pair.key == ALERT_RAISED.name and isinstance(pair.payload, AlertRaised)
     p: AlertRaised = pair.payload
     assert p.trigger_event_ids[-1] == second.id and p.tags.building == "b1" and p.opens_incident
+    assert not by_rule["peer.high_temp"].payload.opens_incident
     assert p.area is not None and p.area.circle is not None and p.area.circle.lon == 121.25
     assert {"occurred", "received", "tagged", "fired"} <= set(p.hops) and "fired" in pair.hops
     assert pair.context.parent_id == second.id and pair.context.correlation_id == second.context.correlation_id
