@@ -300,7 +300,10 @@ class EventWriter:
         # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
         pg = engine.dialect.name == "postgresql"
         self._prepare = _prepare_postgresql if pg else _prepare_sqlite
-        self._expected: dict[str, _Expected] = {}  # event id -> the batch (`expect_many`) waiting for it
+        self._expected: dict[str, _Expected] = {}
+        # Set when a batch being collected can be committed before its interval is up: enough rows, or a marker.
+        self._wake = asyncio.Event()
+        self._wake_at = max_rows  # event id -> the batch (`expect_many`) waiting for it
         self._retrying = False
         self._committing_since: float | None = None
         self.stats = WriterStats()
@@ -363,11 +366,15 @@ class EventWriter:
         """Queue one event; waits while the queue is full (back-pressure)."""
         self._check_open()
         await self._queue.put(row_from_envelope(envelope))
+        if self._queue.qsize() >= self._wake_at:
+            self._wake.set()
 
     async def add_row(self, row: Row) -> None:
         """Queue one row made by `row_from_envelope` (for callers that map envelopes themselves)."""
         self._check_open()
         await self._queue.put(row)
+        if self._queue.qsize() >= self._wake_at:
+            self._wake.set()
 
     async def flush(self) -> None:
         """Wait until every event added before this call is committed."""
@@ -416,6 +423,7 @@ class EventWriter:
         self._pending.add(future)
         try:
             await self._queue.put(_Marker(future, stop=stop))
+            self._wake.set()
             await future
         finally:
             self._pending.discard(future)
@@ -446,7 +454,11 @@ class EventWriter:
                 return
 
     async def _next_batch(self) -> tuple[list[Row], list[_Marker]]:
-        """Collect rows until max_rows, interval_ms after the first row, or a flush/stop marker."""
+        """Collect rows until max_rows, interval_ms after the first row, or a flush/stop marker.
+
+        While the batch waits for its interval, `add` wakes it only once enough rows are queued to fill it (or a
+        marker is): one timer a batch, not a wake-up (and a timeout) a row.
+        """
         queue = self._queue
         loop = asyncio.get_running_loop()
         first = await queue.get()
@@ -455,21 +467,29 @@ class EventWriter:
         batch = [first]
         markers: list[_Marker] = []
         deadline = loop.time() + self._interval_s
-        while len(batch) < self._max_rows:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
+        max_rows = self._max_rows
+        while True:
+            while len(batch) < max_rows and not markers:
                 try:
-                    item = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
                     break
-            if isinstance(item, _Marker):
-                markers.append(item)
+                if isinstance(item, _Marker):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+            remaining = deadline - loop.time()
+            if len(batch) >= max_rows or markers or remaining <= 0:
                 break
-            batch.append(item)
+            self._wake.clear()
+            self._wake_at = max_rows - len(batch)
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            finally:
+                self._wake_at = max_rows
         return batch, markers
 
     async def _commit_with_retry(self, rows: list[Row]) -> None:
