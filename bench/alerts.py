@@ -201,11 +201,14 @@ async def _node(cfg: dict[str, Any], conn: Connection) -> None:
         if op == "stats":
             await rt.writer.flush()
             warning = rt.warning.status() if rt.warning is not None else {}
+            async with rt.engine.connect() as db:  # the node's own events (dispatch's SLA events) are not counted
+                from_mqtt = (await db.exec_driver_sql("SELECT count(*) FROM events WHERE source LIKE 'mqtt%'")).scalar()
             conn.send(
                 (
                     "stats",
                     {
                         "stored": rt.writer.stats.rows_written,
+                        "stored_from_mqtt": from_mqtt,
                         "mqtt_received": rt.mqtt.topics.received,
                         "warning_handled": warning.get("handled"),
                         "alerts_raised": warning.get("raised"),
@@ -858,9 +861,8 @@ def run(
             "met": bool(at5000 and ok(at5000, ours57["args"]) and p99 is not None and p99 <= P99_BUDGET_MS),
         }
         budget["rules57_max_clean_rate_per_s"] = {"need": nr_max, "got": _r(max57), "met": (max57 or 0) >= nr_max}
-    stored_all = ours["node"]["stored"] == ours["node"]["mqtt_received"] and (
-        ours57 is None or ours57["node"]["stored"] == ours57["node"]["mqtt_received"]
-    )
+    # Every message received over MQTT is an event stored once (the load sends no bad input).
+    stored_all = all(m["node"]["stored_from_mqtt"] == m["node"]["mqtt_received"] for m in (ours, ours57) if m)
     budget["every_event_stored"] = {"met": stored_all}
     budget["pass"] = all(v["met"] for v in budget.values())
     print(f"budget: {json.dumps(budget)}", flush=True)
@@ -897,8 +899,8 @@ def run(
         "ladder": ours["ladder"],
         "ladder57": ours57["ladder"] if ours57 else None,
         "broker_drop_notices": sum(m["drops"] for m in (ours, ours57) if m),
-        "stored_events": ours["node"]["stored"],
-        "stored_events_rules57": ours57["node"]["stored"] if ours57 else None,
+        "stored_events": ours["node"]["stored_from_mqtt"],
+        "stored_events_rules57": ours57["node"]["stored_from_mqtt"] if ours57 else None,
         "mqtt_received": ours["node"]["mqtt_received"],
         "mqtt_received_rules57": ours57["node"]["mqtt_received"] if ours57 else None,
         "node_red_stored_events": nr_stored.get("events") if nr_stored else None,
