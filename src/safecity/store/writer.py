@@ -300,10 +300,10 @@ class EventWriter:
         # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
         pg = engine.dialect.name == "postgresql"
         self._prepare = _prepare_postgresql if pg else _prepare_sqlite
-        self._expected: dict[str, _Expected] = {}
+        self._expected: dict[str, _Expected] = {}  # event id -> the batch (`expect_many`) waiting for it
         # Set when a batch being collected can be committed before its interval is up: enough rows, or a marker.
         self._wake = asyncio.Event()
-        self._wake_at = max_rows  # event id -> the batch (`expect_many`) waiting for it
+        self._wake_at = max_rows  # queued rows that would fill the batch being collected
         self._retrying = False
         self._committing_since: float | None = None
         self.stats = WriterStats()
