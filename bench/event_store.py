@@ -36,7 +36,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from safecity.store.tables import events
-from safecity.store.writer import _COLUMNS, _sqlite_insert
+from safecity.store.writer import _COLUMNS, _SQLITE_ROWS_PER_STATEMENT, _sqlite_insert
 
 TRANSACTION = 2_000
 BUILDINGS = 5_000
@@ -144,8 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     rows = opts.rows or (200_000 if opts.quick else 1_000_000)
     slice_rows = max(TRANSACTION, rows // 5)
-    from safecity.store.writer import _SQLITE_ROWS_PER_STATEMENT
-
     work = Path(tempfile.mkdtemp(prefix="bench-event-store-"))
     ours, peer = connect(work / "ours.db"), connect(work / "peer.db")
     for ddl in our_ddl():
@@ -162,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     table: list[dict[str, Any]] = []
     for start in range(0, rows, slice_rows):
         part = data[start : start + slice_rows]
-        figures: dict[str, float] = {}
         # Alternate the two stores transaction by transaction, so a busy moment of the machine falls on both.
         spent = {"ours": 0.0, "peer": 0.0}
         for at in range(0, len(part), TRANSACTION):

@@ -235,8 +235,9 @@ class IngestPipeline:
     async def publish(self, results: Iterable[IngestResult]) -> None:
         """Publish the envelopes `prepare` made, in order (the store's verdict on each is asked for first)."""
         results = list(results)
-        if self.expect_stored is not None:
-            verdict = self.expect_stored([e.id for result in results for e in result.published])
+        event_ids = [e.id for result in results for e in result.published]
+        if self.expect_stored is not None and event_ids:
+            verdict = self.expect_stored(event_ids)
             for result in results:
                 if result.published:
                     result.verdict = verdict

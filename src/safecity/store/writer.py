@@ -185,7 +185,7 @@ _STORED_AT = _COLUMNS.index("stored_at")
 _SQLITE_TIME_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _TIME_COLUMNS and i != _STORED_AT)
 
 
-def _sqlite_params(row: Row, stored: tuple[datetime | None, str]) -> list[Any]:
+def _sqlite_params(row: Row, stored: tuple[datetime, str]) -> list[Any]:
     """One row's values in column order, times as SQLAlchemy's SQLite text (JSON is text already). `stored` is the
     commit's `stored_at` with its text, made once for the rows that share it."""
     values = list(_SQLITE_VALUES(row))
@@ -208,8 +208,8 @@ async def _prepare_sqlite(rows: list[Row]) -> list[Statement]:
     """Multi-row INSERT statements with their parameters, made before the write lock is taken."""
     out: list[Statement] = []
     step = _SQLITE_ROWS_PER_STATEMENT
-    first = rows[0]["stored_at"] if rows else None
-    stored = (first, _sqlite_time(first)) if first is not None else (None, "")
+    stored_at = rows[0]["stored_at"]  # a commit's rows share it (`_commit`), and a commit has rows
+    stored = (stored_at, _sqlite_time(stored_at))
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         params: list[Any] = []
@@ -365,9 +365,7 @@ class EventWriter:
     async def add(self, envelope: Envelope) -> None:
         """Queue one event; waits while the queue is full (back-pressure)."""
         self._check_open()
-        await self._queue.put(row_from_envelope(envelope))
-        if self._queue.qsize() >= self._wake_at:
-            self._wake.set()
+        await self.add_row(row_from_envelope(envelope))
 
     async def add_row(self, row: Row) -> None:
         """Queue one row made by `row_from_envelope` (for callers that map envelopes themselves)."""
