@@ -19,8 +19,9 @@ neither sees the other's load.
 
 `--quick` (about a minute) skips the ladders and measures each node at 5,000/s and at its budget rate instead: the
 equal-work node at 1.5x Node-RED storing's highest clean rate, the 57-rule node at that rate itself (Node-RED's is its
-recorded figure unless it was measured in this run). The last output line is one JSON object; its `budget` object
-says which of the issue's criteria the run met.
+recorded figure unless it was measured in this run), each step aimed 1% above, as load.py counts the rate it
+achieved. The last output line is one JSON object; its `budget` object says which of the issue's criteria the run
+met.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import multiprocessing as mp
 import os
 import secrets
@@ -58,6 +60,7 @@ RECORDED_STORE = "results/2026-12-03-store/find-max.log"  # Node-RED storing eve
 # The issue's budget: equal work at 1.5x Node-RED storing's highest clean rate; 57 rules p99 <= 20 ms at 5,000/s and
 # at least Node-RED storing's rate; under 1 ms of node CPU per delivered alert.
 RATIO_BUDGET = 1.5
+PACING_MARGIN = 1.01  # quick: budget steps aim this far above the rate they must reach
 P99_BUDGET_MS = 20.0
 ALERT_CPU_BUDGET_MS = 1.0
 STORM_DETECTORS = 500
@@ -788,10 +791,11 @@ def run(
         print(f"node-red (storing) highest clean rate: {nr_max}/s recorded, not measured in this run", flush=True)
 
     # The budget rates: 1.5x Node-RED storing at equal work, Node-RED storing's own with 57 rules (quick: measured
-    # there as fixed steps, since a short ladder cannot reach them).
+    # there as fixed steps, since a short ladder cannot reach them). A step is counted at the rate load.py achieved,
+    # which falls a little short of its target (11,386/s for 11,391/s), so the steps aim PACING_MARGIN above.
     budget_rate = round(RATIO_BUDGET * nr_max)
-    extra = [float(budget_rate)] if opts.quick else []
-    extra57 = [float(round(nr_max))] if opts.quick else []
+    extra = [float(math.ceil(budget_rate * PACING_MARGIN))] if opts.quick else []
+    extra57 = [float(math.ceil(nr_max * PACING_MARGIN))] if opts.quick else []
     # --- ours at equal work (the two contract rules, every event stored), with the alert CPU and storm steps
     ours = measure_ours(opts, load, kit, workdir, opts.rules, "equal", alert_steps=True, extra_rates=extra)
     # --- ours with the 57-rule pack, as a second row
