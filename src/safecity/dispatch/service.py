@@ -94,6 +94,7 @@ from safecity.warning.notify.tasks import TaskMessage
 log = structlog.get_logger(__name__)
 
 SYSTEM = "system"
+_WAITING = (Stage.NEW, Stage.TRIAGED, Stage.REOPENED)  # open and waiting for a responder
 SLA_LOOP = "dispatch-sla"
 RERANK_LOOP = "dispatch-rerank"
 # The stage time each action stamps (the first time only: a reassignment keeps the first dispatch time).
@@ -225,6 +226,9 @@ class DispatchService:
         self._breached: set[tuple[str, str]] = set()
         self._tasks = tasks if tasks is not None else Supervisor()
         self._rerank = asyncio.Event()
+        # What the next re-rank covers: the incidents opened since the last one, or all (None) once responders or
+        # an incident's stage changed. Opening an incident changes no other incident's ranking.
+        self._rerank_only: set[str] | None = set()
         self._rankings: dict[str, tuple[str, ...]] = {}  # open incident -> its first eligible responders
         self._alerts: Subscription | None = None
         # Responders as the recommender reads them; None until first used or after an import. A node is the only
@@ -261,16 +265,27 @@ class DispatchService:
             await self._rerank.wait()
             await asyncio.sleep(debounce_s)
             self._rerank.clear()
-            await self.rerank()
+            only, self._rerank_only = self._rerank_only, set()
+            await self.rerank(only=only)
 
-    async def rerank(self, *, now: datetime | None = None) -> int:
-        """Re-rank every open incident waiting for a responder; returns how many rankings changed."""
+    def _rerank_soon(self, opened: str | None = None) -> None:
+        """Ask the re-rank loop for the incident just `opened`, or for every waiting incident (None)."""
+        if opened is None:
+            self._rerank_only = None
+        elif self._rerank_only is not None:
+            self._rerank_only.add(opened)
+        self._rerank.set()
+
+    async def rerank(self, *, now: datetime | None = None, only: set[str] | None = None) -> int:
+        """Re-rank every open incident waiting for a responder (or those of them in `only`); returns how many
+        rankings changed."""
         now = now or clock.now()
-        waiting, _ = await self.list(stages=(Stage.NEW, Stage.TRIAGED, Stage.REOPENED), limit=1000)
+        if only is None:
+            waiting, _ = await self.list(stages=_WAITING, limit=1000)
+        else:  # read just those: listing every waiting incident cost more than ranking the new ones
+            waiting = [i for i in [await self._find(incident_id) for incident_id in only] if i and i.stage in _WAITING]
         changed = 0
-        seen: set[str] = set()
         for incident in waiting:
-            seen.add(incident.id)
             if incident.route is Route.DEPARTMENT:
                 continue
             ranked = [r for r in await self.recommend(incident.id, now=now, routes=0) if r.eligible][:3]
@@ -287,8 +302,9 @@ class DispatchService:
             await self.bus.publish(
                 make_envelope(RECOMMENDATION_CHANGED, payload, source=self.source, tier=self.tier, occurred_at=now)
             )
-        for gone in set(self._rankings) - seen:
-            del self._rankings[gone]
+        if only is None:  # forget the rankings of incidents no longer waiting
+            for gone in set(self._rankings) - {incident.id for incident in waiting}:
+                del self._rankings[gone]
         return changed
 
     # --- publishing ----------------------------------------------------------------------------------------------
@@ -308,6 +324,12 @@ class DispatchService:
             await self.bus.publish(make_envelope(key, payload, source=self.source, tier=self.tier, occurred_at=at))
 
     # --- reading -------------------------------------------------------------------------------------------------
+
+    async def _find(self, incident_id: str) -> Incident | None:
+        try:
+            return await self.get(incident_id)
+        except IncidentNotFound:
+            return None
 
     async def get(self, incident_id: str) -> Incident:
         """One incident (IncidentNotFound when there is none)."""
@@ -431,7 +453,7 @@ class DispatchService:
                     row = await self._apply(repo, row, divert, SYSTEM, now, outbox)
         await self._flush(outbox, now)
         self._keep_fixed(row)
-        self._rerank.set()
+        self._rerank_soon(opened=row["id"])
         return Opened(Incident.of(row), proposals)
 
     def _keep_fixed(self, row: dict[str, Any]) -> tuple[str, int, tuple[float, float] | None]:
@@ -515,7 +537,7 @@ class DispatchService:
                 raise IncidentMoved(incident_id, row["version"], row["stage"])
             row = await self._apply(repo, row, step, actor, now, outbox)
         await self._flush(outbox, now)
-        self._rerank.set()
+        self._rerank_soon()
         if tell_unit and step.action in (Action.DISPATCH, Action.REASSIGN) and self.send_task and step.unit_id:
             await self._tell_assigned(row, step.unit_id, actor, now)
         if step.action is Action.CLOSE and row.get("alert_id") and self.resolve_alert is not None:
@@ -758,7 +780,7 @@ class DispatchService:
                 else:
                     updated += 1
         self._live = None
-        self._rerank.set()
+        self._rerank_soon()
         return ImportReport(mode=mode, applied=True, created=created, updated=updated, errors=errors)
 
     async def report_position(
@@ -815,7 +837,7 @@ class DispatchService:
         await self.bus.publish(
             make_envelope(RESPONDER_MOVED, moved, source=self.source, tier=self.tier, occurred_at=fix_at)
         )
-        self._rerank.set()
+        self._rerank_soon()
         return moved
 
     async def set_status(
@@ -837,7 +859,7 @@ class DispatchService:
                 )
             await self._set_status(repo, responder_id, status, None, actor, now, outbox)
         await self._flush(outbox, now)
-        self._rerank.set()
+        self._rerank_soon()
         return await self.responder(responder_id)
 
     # --- recommending --------------------------------------------------------------------------------------------

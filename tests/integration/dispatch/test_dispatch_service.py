@@ -449,3 +449,39 @@ async def test_a_unit_moving_re_ranks_the_incidents_waiting_for_one(
     await bus.drain()
     assert [[u.responder_id for u in e.payload.top] for e in changes] == [["a", "b"], ["b", "a"]]  # type: ignore[attr-defined]
     assert {e.payload.incident_id for e in changes} == {incident.id}  # type: ignore[attr-defined]
+
+
+async def test_opening_an_incident_re_ranks_that_incident_only(
+    engine: AsyncEngine, bus: MemoryBus, roads: RoadService
+) -> None:
+    service = make_service(engine, bus, roads)
+    changes = await collect(bus, "incident.recommendation_changed")
+    await service.import_responders([unit("a"), unit("b")])
+    now = datetime.now(UTC)
+    await service.report_position("a", 121.252, 31.372, now=now)
+    await service.report_position("b", 121.27, 31.39, now=now)
+    first = (await service.open(call(), actor="op:1", now=now)).incident
+    ranked: list[str] = []
+    recommend = service.recommend
+
+    async def counting(incident_id: str, **kw: object) -> object:
+        ranked.append(incident_id)
+        return await recommend(incident_id, **kw)  # type: ignore[arg-type]
+
+    service.recommend = counting  # type: ignore[method-assign]
+    loop = asyncio.create_task(service.rerank_loop(debounce_s=0.01))
+    try:
+        async with asyncio.timeout(10):
+            while not changes:  # the units' moves asked for every waiting incident: the first is ranked
+                await bus.drain()
+                await asyncio.sleep(0.01)
+            assert ranked == [first.id]
+            ranked.clear()
+            second = (await service.open(call(lon=121.26, lat=31.38), actor="op:1", now=now)).incident
+            while len(changes) < 2:
+                await bus.drain()
+                await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+    assert ranked == [second.id]  # the first incident's ranking cannot have changed: it is not ranked again
+    assert [e.payload.incident_id for e in changes] == [first.id, second.id]  # type: ignore[attr-defined]
