@@ -2,7 +2,8 @@
 
 Both stores get the same stream of event rows (5,000 buildings x 4 detectors, like the peer benchmark's load), through
 Python's sqlite3 with the same settings (WAL, synchronous=NORMAL, the node's 64 MiB page cache) and the same
-transactions (2,000 rows, the event writer's `commit_max_rows` and the flow's batch):
+transactions (2,000 rows by default, the event writer's `commit_max_rows` and the flow's batch; `--transaction N` shows
+how the cost a row falls as commits grow):
 
 * **ours**: the `events` table and its indexes as migrated (`safecity.store.tables`: the primary key, time, kind +
   time, building + time, device + time, and the unique (device, message id)), 23 columns, the writer's multi-row
@@ -14,7 +15,7 @@ It prints the CPU a row costs in the database (this process's user + system time
 slice of rows, the rows made beforehand) at each table size, and the ratio. The database files are in a temporary
 directory, removed at the end.
 
-    uv run python bench/event_store.py [--quick] [--rows 1000000]
+    uv run python bench/event_store.py [--quick] [--rows 1000000] [--transaction 2000]
 
 The last line is one JSON object.
 """
@@ -141,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="200,000 rows (under a minute)")
     ap.add_argument("--rows", type=int, default=None, help="rows in all (default 1,000,000; quick 200,000)")
+    ap.add_argument(
+        "--transaction", type=int, default=TRANSACTION, help=f"rows a transaction (default {TRANSACTION:,})"
+    )
     opts = ap.parse_args(argv)
     rows = opts.rows or (200_000 if opts.quick else 1_000_000)
-    slice_rows = max(TRANSACTION, rows // 5)
+    tx = opts.transaction
+    slice_rows = max(tx, rows // 5)
     work = Path(tempfile.mkdtemp(prefix="bench-event-store-"))
     ours, peer = connect(work / "ours.db"), connect(work / "peer.db")
     for ddl in our_ddl():
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         peer.execute(ddl)
     data = stream(rows, seed=7)
     print(
-        f"bench/event_store.py: {rows:,} rows in {TRANSACTION:,}-row transactions, {BUILDINGS:,} buildings; "
+        f"bench/event_store.py: {rows:,} rows in {tx:,}-row transactions, {BUILDINGS:,} buildings; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
@@ -162,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         part = data[start : start + slice_rows]
         # Alternate the two stores transaction by transaction, so a busy moment of the machine falls on both.
         spent = {"ours": 0.0, "peer": 0.0}
-        for at in range(0, len(part), TRANSACTION):
-            chunk = part[at : at + TRANSACTION]
+        for at in range(0, len(part), tx):
+            chunk = part[at : at + tx]
             # The rows are made before the clock starts: what is timed is the database's work only.
             step = _SQLITE_ROWS_PER_STATEMENT
             statements = [
@@ -198,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "rows": rows,
+                "transaction_rows": tx,
                 "stored": {"ours": counts[0], "peer": counts[1]},
                 "ours_us_per_row_last": last["ours_us"],
                 "peer_us_per_row_last": last["peer_us"],

@@ -266,7 +266,12 @@ class DispatchService:
             await asyncio.sleep(debounce_s)
             self._rerank.clear()
             only, self._rerank_only = self._rerank_only, set()
-            await self.rerank(only=only)
+            try:
+                await self.rerank(only=only)
+            except BaseException:  # asked again, so a restarted loop ranks them (none is left unranked)
+                for incident_id in only if only is not None else (None,):
+                    self._rerank_soon(incident_id)
+                raise
 
     def _rerank_soon(self, opened: str | None = None) -> None:
         """Ask the re-rank loop for the incident just `opened`, or for every waiting incident (None)."""
