@@ -269,8 +269,9 @@ class DispatchService:
             try:
                 await self.rerank(only=only)
             except BaseException:  # asked again, so a restarted loop ranks them (none is left unranked)
-                for incident_id in only if only is not None else (None,):
-                    self._rerank_soon(incident_id)
+                pending = self._rerank_only
+                self._rerank_only = None if only is None or pending is None else pending | only
+                self._rerank.set()
                 raise
 
     def _rerank_soon(self, opened: str | None = None) -> None:

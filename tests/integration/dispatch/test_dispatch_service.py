@@ -432,15 +432,21 @@ async def test_closing_an_alerts_incident_resolves_the_alert_with_a_cap_update(
     await alerts.stop()
 
 
+async def place_units_a_and_b(service: DispatchService) -> datetime:
+    """Units a (near the incidents `call()` opens) and b (farther away), placed now; returns that time."""
+    await service.import_responders([unit("a"), unit("b")])
+    now = datetime.now(UTC)
+    await service.report_position("a", 121.252, 31.372, now=now)
+    await service.report_position("b", 121.27, 31.39, now=now)
+    return now
+
+
 async def test_a_unit_moving_re_ranks_the_incidents_waiting_for_one(
     engine: AsyncEngine, bus: MemoryBus, roads: RoadService
 ) -> None:
     service = make_service(engine, bus, roads)
     changes = await collect(bus, "incident.recommendation_changed")
-    await service.import_responders([unit("a"), unit("b")])
-    now = datetime.now(UTC)
-    await service.report_position("a", 121.252, 31.372, now=now)
-    await service.report_position("b", 121.27, 31.39, now=now)
+    now = await place_units_a_and_b(service)
     incident = (await service.open(call(), actor="op:1", now=now)).incident
     assert await service.rerank(now=now) == 1
     assert await service.rerank(now=now) == 0  # nothing moved: nothing published
@@ -456,10 +462,7 @@ async def test_opening_an_incident_re_ranks_that_incident_only(
 ) -> None:
     service = make_service(engine, bus, roads)
     changes = await collect(bus, "incident.recommendation_changed")
-    await service.import_responders([unit("a"), unit("b")])
-    now = datetime.now(UTC)
-    await service.report_position("a", 121.252, 31.372, now=now)
-    await service.report_position("b", 121.27, 31.39, now=now)
+    now = await place_units_a_and_b(service)
     first = (await service.open(call(), actor="op:1", now=now)).incident
     ranked: list[str] = []
     recommend = service.recommend
