@@ -29,6 +29,7 @@ from safecity.dispatch.open311 import (
 from safecity.dispatch.service import DispatchService
 from safecity.kernel import clock
 from safecity.kernel.dispatch_settings import Route
+from safecity.store.engine import write_transaction
 from safecity.store.incidents import IncidentRepo
 
 DEFAULT_WINDOW = timedelta(days=90)  # the spec's default for GET requests without dates
@@ -74,7 +75,7 @@ class Open311Service:
             raise Open311Error([(400, f"{'.'.join(map(str, e['loc']))}: {e['msg']}") for e in err.errors()]) from None
         opened = await self.dispatch.open(draft, actor=actor)
         incident_id = opened.incident.id
-        async with self.dispatch.engine.begin() as conn:
+        async with write_transaction(self.dispatch.engine) as conn:
             await IncidentRepo(conn).update_request(
                 incident_id, {"attributes": new.attributes, "media_url": new.media_url}
             )

@@ -87,6 +87,7 @@ from safecity.kernel.supervisor import Supervisor
 from safecity.kernel.tabular import ImportIssue, ImportMode, ImportReport
 from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.store import incidents as store
+from safecity.store.engine import write_transaction
 from safecity.store.incidents import IncidentRepo
 from safecity.warning.model import ALERT_RAISED, AlertRaised
 from safecity.warning.notify.tasks import TaskMessage
@@ -434,7 +435,7 @@ class DispatchService:
         if draft.alert_id:
             evidence.append({"kind": "alert", "ref": draft.alert_id})
         outbox = _Outbox([])
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = IncidentRepo(conn)
             if draft.alert_id and (existing := await repo.by_alert(draft.alert_id)) is not None:
                 return Opened(Incident.of(existing), [])
@@ -534,7 +535,7 @@ class DispatchService:
         """
         now = now or clock.now()
         outbox = _Outbox([])
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = IncidentRepo(conn)
             row = await repo.get(incident_id, for_update=True)
             if row is None:
@@ -735,7 +736,7 @@ class DispatchService:
         now = now or clock.now()
         if status not in ("open", "closed"):
             raise InvalidInput(f"status must be open or closed, not {status!r}")
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = IncidentRepo(conn)
             request = await repo.request(request_id)
             if request is None:
@@ -778,7 +779,7 @@ class DispatchService:
             return ImportReport(mode=mode, applied=False, errors=errors)
         now = clock.now()
         created = updated = 0
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = IncidentRepo(conn)
             for item in {r.id: r for r in rows}.values():
                 if await repo.put_responder(item.row(now)):
@@ -817,7 +818,7 @@ class DispatchService:
             on_network, snap_m = await self.travel.snap((lon, lat))
             if not on_network:
                 raise BadPosition(responder_id, "too far from the road network")
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = IncidentRepo(conn)
             unit = await repo.responder(responder_id)
             if unit is None:
@@ -854,7 +855,7 @@ class DispatchService:
         if status not in (ResponderStatus.AVAILABLE, ResponderStatus.OUT_OF_SERVICE):
             raise InvalidInput("a responder sets itself available or out_of_service; incident steps set the rest")
         outbox = _Outbox([])
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = IncidentRepo(conn)
             unit = await repo.responder(responder_id)
             if unit is None:
@@ -1019,7 +1020,7 @@ class DispatchService:
         )
         delivery_id = await self.send_task(task)
         stage = Stage(row["stage"])
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await self._add_step(
                 IncidentRepo(conn),
                 row,
@@ -1109,7 +1110,7 @@ class DispatchService:
         """Store replayed calls for service as closed incidents (origin `replay`) with their stage times."""
         imported = 0
         for start in range(0, len(calls), 500):
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 repo = IncidentRepo(conn)
                 for call in calls[start : start + 500]:
                     await repo.insert(self._replayed(call))

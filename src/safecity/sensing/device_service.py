@@ -30,6 +30,7 @@ from safecity.sensing.devices import (
 )
 from safecity.sensing.model import DeviceKind, DeviceStatus
 from safecity.store.devices import DeviceRepo
+from safecity.store.engine import write_transaction
 
 log = structlog.get_logger(__name__)
 
@@ -142,7 +143,7 @@ class DeviceService:
         now = clock.now()
         row = {**_columns(device), "last_seen": None, "created_at": now, "updated_at": now}
         try:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 repo = DeviceRepo(conn)
                 if await repo.get(device.id) is not None:
                     raise DeviceExists(what="device", id=device.id)
@@ -189,7 +190,7 @@ class DeviceService:
     async def update(self, device_id: str, patch: DevicePatch) -> Device:
         """Apply a partial update; DeviceNotFound when absent, InvalidInput when the result is not valid."""
         changes = patch.changes()
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = DeviceRepo(conn)
             row = await repo.get(device_id)
             if row is None:
@@ -209,7 +210,7 @@ class DeviceService:
 
     async def delete(self, device_id: str) -> None:
         """Remove a device; DeviceNotFound when absent."""
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             if not await DeviceRepo(conn).delete(device_id):
                 raise DeviceNotFound(what="device", id=device_id)
         self.index.remove(device_id)
@@ -231,7 +232,7 @@ class DeviceService:
             return ImportReport(mode=mode, applied=False, errors=issues)
         now = clock.now()
         by_id = {row.id: row for row in rows}  # a repeated id: the last row wins
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = DeviceRepo(conn)
             existing = await repo.existing_ids(by_id)
             new_rows = [
@@ -279,7 +280,7 @@ class DeviceService:
         for start in range(0, len(items), LAST_SEEN_CHUNK):
             if start:
                 await asyncio.sleep(0)  # tens of thousands of rows in one go held the event loop for half a second
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 await DeviceRepo(conn).set_last_seen(dict(items[start : start + LAST_SEEN_CHUNK]))
         for device_id, at in known.items():
             info = self.index.get(device_id)
@@ -302,7 +303,7 @@ class DeviceService:
                 rows.append({"id": device_id, "status": status.value, "updated_at": clock.now()})
         if not rows:
             return 0
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await DeviceRepo(conn).update_many(rows)
         for row in rows:
             info = self.index.get(row["id"])

@@ -20,6 +20,7 @@ from safecity.kernel import clock, ids
 from safecity.kernel.errors import NotFound
 from safecity.sharing.principal import ApiKeyInfo, CreatedKey, Principal, Role
 from safecity.store.apikeys import ApiKeyRepo
+from safecity.store.engine import write_transaction
 
 __all__ = [
     "ApiKeyInfo",
@@ -95,7 +96,7 @@ class KeyService:
             "key_hash": hash_key(key),
             "created_at": clock.now(),
         }
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await ApiKeyRepo(conn).insert(values)
         return ApiKeyInfo(**values)
 
@@ -127,7 +128,7 @@ class KeyService:
         if not used:
             return
         try:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 repo = ApiKeyRepo(conn)
                 for key_id, at in used.items():
                     await repo.touch(key_id, at)
@@ -137,7 +138,7 @@ class KeyService:
 
     async def revoke(self, key_id: str) -> ApiKeyInfo:
         """Revoke a key now; it stops working at once in this process (other processes: within the cache TTL)."""
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = ApiKeyRepo(conn)
             if not await repo.revoke(key_id, clock.now()):
                 raise ApiKeyNotFound(what="API key", id=key_id)

@@ -10,6 +10,7 @@ from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.kernel import clock, ids
+from safecity.store.engine import write_transaction
 from safecity.store.rows import to_dict, utc
 from safecity.store.tables import dead_letters
 
@@ -102,7 +103,7 @@ class DeadLetterRepo:
             device_id=device_id,
             kind=kind,
         )
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await conn.execute(insert(dead_letters), [row])
         return str(row["id"])
 
@@ -111,7 +112,7 @@ class DeadLetterRepo:
         complete = [_complete(r) for r in rows]
         if not complete:
             return []
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await conn.execute(insert(dead_letters), complete)
         return [str(r["id"]) for r in complete]
 

@@ -1,7 +1,19 @@
-"""Database engines (SQLite in WAL mode, or PostgreSQL via asyncpg), Alembic upgrades and a readiness check."""
+"""Database engines (SQLite in WAL mode, or PostgreSQL via asyncpg), write transactions, Alembic upgrades and a
+readiness check.
+
+Every write of the node goes through `write_transaction(engine)`. On SQLite it first takes the engine's write gate,
+an asyncio lock that hands the database's one write lock to the node's writers in the order they asked. SQLite's own
+busy handler is not fair: a waiting connection sleeps and polls (1, 2, 5 ... 100 ms), so a writer that commits back
+to back (the event writer under load) can keep the lock past another writer's busy timeout; behind the gate a
+writer waits at most for the transactions queued before it, and it waits outside any transaction.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +23,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool, PoolResetState, StaticPool
 
 from safecity.kernel.errors import InvalidInput
@@ -85,6 +97,7 @@ def create_engine(
         else:
             engine = create_async_engine(parsed, **sqlite_args)
         _configure_sqlite_connections(engine, busy_timeout_ms, wal=not memory)
+        _write_gates[engine.sync_engine] = asyncio.Lock()
         return engine
     connect_args = {"server_settings": {"application_name": "safecity"}}
     if null_pool:
@@ -99,6 +112,23 @@ def create_engine(
         connect_args=connect_args,
         **common,
     )
+
+
+# SQLite engine -> its write gate (`write_transaction`). PostgreSQL engines have none: rows lock, not the database.
+_write_gates: weakref.WeakKeyDictionary[Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`engine.begin()` for a transaction that writes: on SQLite, entered once the engine's write gate is this
+    caller's (first come, first served among the node's writers), and the gate is held until it ends."""
+    gate = _write_gates.get(engine.sync_engine)
+    if gate is None:
+        async with engine.begin() as conn:
+            yield conn
+        return
+    async with gate, engine.begin() as conn:
+        yield conn
 
 
 def _configure_sqlite_connections(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> None:

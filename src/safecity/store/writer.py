@@ -33,6 +33,7 @@ from safecity.kernel import clock
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.errors import ServiceUnavailable
 from safecity.kernel.supervisor import Supervisor
+from safecity.store.engine import write_transaction
 from safecity.store.retry import RefusedWrite, commit_retrying
 from safecity.store.tables import events
 
@@ -551,7 +552,7 @@ class EventWriter:
         started = self._committing_since = time.perf_counter()
         try:
             statements = await self._prepare(rows)  # before the transaction: SQLite's write lock is held only to write
-            async with self._engine.begin() as conn:
+            async with write_transaction(self._engine) as conn:
                 inserted = await _insert(conn, statements)
         finally:
             self._committing_since = None

@@ -26,6 +26,7 @@ from safecity.kernel.errors import Conflict
 from safecity.kernel.keys import subscribe
 from safecity.kernel.supervisor import Supervisor
 from safecity.store.alerts import AlertRepo
+from safecity.store.engine import write_transaction
 from safecity.warning import cap
 from safecity.warning.alert_views import (
     FEED_PAGE,
@@ -309,7 +310,7 @@ class AlertService:
         batch, self._delivered = self._delivered, {}
         waiting: dict[str, tuple[datetime, int]]
         try:
-            async with self.engine.begin() as conn:
+            async with write_transaction(self.engine) as conn:
                 missing = await _stamp_hop(AlertRepo(conn), "delivered", {a: at for a, (at, _) in batch.items()})
             waiting = {a: (batch[a][0], batch[a][1] + 1) for a in missing if batch[a][1] < DELIVERED_STAMP_TRIES}
         except Exception:  # locked or unreachable database: keep every stamp for the next round
@@ -346,13 +347,13 @@ class AlertService:
     async def store(self, payload: AlertRaised, *, stored_at: datetime | None = None) -> None:
         """Insert or move forward one alert (same id: count, last_at and hops move; lifecycle stays)."""
         row = row_of(payload, stored_at=stored_at or clock.now())
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await AlertRepo(conn).upsert(row)
         log.info("alert_stored", alert_id=payload.alert_id, rule_id=payload.rule_id, count=payload.count)
 
     async def stamp_hop(self, alert_id: str, hop: str, at: datetime | None = None) -> None:
         """Record the time an alert passed a hop (e.g. `delivered`, stamped by the first channel that delivers)."""
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             if await _stamp_hop(AlertRepo(conn), hop, {alert_id: at or clock.now()}):
                 raise AlertNotFound(id=alert_id)
 
@@ -427,7 +428,7 @@ class AlertService:
     ) -> Alert:
         """Apply one action: validate, store the state and its step in one transaction, then publish."""
         at = clock.now()
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = AlertRepo(conn)
             row = await repo.get(alert_id, for_update=True)
             if row is None:

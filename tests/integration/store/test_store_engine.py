@@ -1,8 +1,9 @@
-"""The SQLite engine's connection pool: no round trip to roll back a committed transaction, and never a connection
-returned to the pool while it holds SQLite's write lock."""
+"""The SQLite engine's connection pool: no round trip to roll back a committed transaction, never a connection
+returned to the pool while it holds SQLite's write lock, and writers served in turn by the write gate."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 import aiosqlite.core
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from safecity.store.engine import create_engine
+from safecity.store.engine import create_engine, write_transaction
 
 
 @pytest.fixture
@@ -63,3 +65,62 @@ async def test_a_connection_never_returns_to_the_pool_holding_the_write_lock(sql
             assert (await conn.execute(text("SELECT v FROM t"))).scalar_one() == "b"
     finally:
         await other.dispose()
+
+
+async def _hog(engine: AsyncEngine, stop: asyncio.Event, commits: list[int]) -> None:
+    """Write back to back, each transaction holding SQLite's write lock for 300 ms (three busy timeouts)."""
+    while not stop.is_set():
+        async with write_transaction(engine) as conn:
+            await conn.execute(text("UPDATE t SET v = 'hog' WHERE id = 1"))
+            await asyncio.sleep(0.3)
+        commits.append(1)
+
+
+async def test_a_writer_is_not_starved_by_one_that_commits_back_to_back(sqlite_engine: AsyncEngine) -> None:
+    """Behind the gate the second writer waits its turn (one hog transaction), not in SQLite's busy handler, whose
+    100 ms timeout the hog's 300 ms transactions would exceed every time."""
+    stop = asyncio.Event()
+    commits: list[int] = []
+    hog = asyncio.create_task(_hog(sqlite_engine, stop, commits))
+    try:
+        await asyncio.sleep(0.05)  # the hog holds the lock now
+        for i in range(3):
+            async with write_transaction(sqlite_engine) as conn:
+                await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": f"other-{i}"})
+        assert commits, "the hog committed in between"
+    finally:
+        stop.set()
+        await hog
+    async with sqlite_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t WHERE v LIKE 'other-%'"))).scalar_one() == 3
+
+
+async def test_without_the_gate_the_busy_handler_gives_up(sqlite_engine: AsyncEngine) -> None:
+    """The case the gate exists for: a plain `begin()` beside the hog fails with "database is locked"."""
+    stop = asyncio.Event()
+    hog = asyncio.create_task(_hog(sqlite_engine, stop, []))
+    try:
+        await asyncio.sleep(0.05)
+        with pytest.raises(OperationalError, match="locked"):
+            async with sqlite_engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (v) VALUES ('ungated')"))
+    finally:
+        stop.set()
+        await hog
+
+
+async def test_a_writer_cancelled_while_waiting_for_the_gate_leaves_it_free(sqlite_engine: AsyncEngine) -> None:
+    async def held() -> None:
+        async with write_transaction(sqlite_engine) as conn:
+            await conn.execute(text("UPDATE t SET v = 'held' WHERE id = 1"))
+            await asyncio.sleep(0.1)
+
+    first = asyncio.create_task(held())
+    await asyncio.sleep(0.02)
+    waiting = asyncio.create_task(held())
+    await asyncio.sleep(0.02)
+    waiting.cancel()
+    await asyncio.gather(first, waiting, return_exceptions=True)
+    assert waiting.cancelled()
+    async with asyncio.timeout(5), write_transaction(sqlite_engine) as conn:
+        await conn.execute(text("UPDATE t SET v = 'after' WHERE id = 1"))

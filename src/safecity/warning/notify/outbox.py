@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from safecity.kernel import clock
 
 # The sender's side (message, failure, protocol, stamp) lives in delivery.py; re-exported where callers import it.
+from safecity.store.engine import write_transaction
 from safecity.warning.notify.delivery import Delivery as Delivery  # noqa: PLC0414
 from safecity.warning.notify.delivery import DeliveryError as DeliveryError  # noqa: PLC0414
 from safecity.warning.notify.delivery import Sender as Sender  # noqa: PLC0414
@@ -214,7 +215,7 @@ class OutboxDispatcher:
             # Stopping: hand back leases of rows not finished here, so a restart delivers them at once.
             if self._claimed:
                 try:
-                    async with self.engine.begin() as conn:
+                    async with write_transaction(self.engine) as conn:
                         await OutboxRepo(conn).release(sorted(self._claimed), clock.now())
                 except (SQLAlchemyError, OSError) as err:
                     # Their leases expire on their own; they are delivered then.
@@ -276,7 +277,7 @@ class OutboxDispatcher:
         """Lease due rows, at most `lane_batch` per idle subscription; also say whether the claim limit was hit."""
         now = clock.now()
         self.stats.claims += 1
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             repo = OutboxRepo(conn)
             rows = await repo.due(now, limit=self.claim_limit, exclude=sorted(self._busy))
             picked: dict[str, list[dict[str, Any]]] = {}
@@ -381,7 +382,7 @@ class OutboxDispatcher:
         delay = self.retry_initial_s
         while True:
             try:
-                async with self.engine.begin() as conn:
+                async with write_transaction(self.engine) as conn:
                     await apply(OutboxRepo(conn))
                 return
             except (SQLAlchemyError, OSError) as err:

@@ -30,6 +30,7 @@ from safecity.kernel.errors import NotFound
 from safecity.kernel.keys import KeyRouter
 from safecity.kernel.settings import NotifySettings
 from safecity.kernel.supervisor import Supervisor
+from safecity.store.engine import write_transaction
 from safecity.warning.model import ALERT_RAISED, ALERT_STATE_CHANGED, ALERT_UPDATED, AlertRaised, AlertStateChanged
 from safecity.warning.notify import channels, escalation
 from safecity.warning.notify import outbox as outbox_module
@@ -272,7 +273,7 @@ class NotifyService:
             # Queued for the writer's next commit (shared with other alerts' rows); the dispatcher counts the rows
             # delivered once it is done. A crash before it resends with the same ids (receivers dedupe on them).
             return await self.writer.add(write)
-        async with self.engine.begin() as conn:  # not started (tests driving the dispatcher alone)
+        async with write_transaction(self.engine) as conn:  # not started (tests driving the dispatcher alone)
             await OutboxRepo(conn).mark_delivered_many(write.delivered)
         return None
 
@@ -404,7 +405,7 @@ class NotifyService:
             **{**data.model_dump(), "target": target, "secret": data.secret or generated},
         )
         self._validate(sub)
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await SubscriptionRepo(conn).add(sub)
         self._subs.put(sub)
         log.info("subscription_created", subscription_id=sub.id, channel=str(sub.channel))
@@ -428,7 +429,7 @@ class NotifyService:
         changes = {name: getattr(patch, name) for name in patch.model_fields_set}
         sub = Subscription.model_validate({**current.model_dump(), **changes})
         self._validate(sub)
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await SubscriptionRepo(conn).replace(sub)
         self._subs.put(sub)
         return sub
@@ -436,7 +437,7 @@ class NotifyService:
     async def delete(self, sub_id: str) -> Subscription:
         """Delete a subscription (its pending rows go dead when their turn comes)."""
         sub = self.get(sub_id)
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             await SubscriptionRepo(conn).delete(sub_id)
         self._subs.remove(sub_id)
         return sub

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from safecity.kernel import clock
 from safecity.kernel.errors import ServiceUnavailable
 from safecity.store.alerts import AlertRepo
+from safecity.store.engine import write_transaction
 from safecity.store.retry import RefusedWrite, commit_retrying
 from safecity.warning.notify.repo import OutboxRepo
 
@@ -288,7 +289,7 @@ class OutboxWriter:
         handed: list[dict[str, Any]] = []
         stamps: dict[str, tuple[datetime, int]] = {}
         delivered: list[tuple[str, datetime, int]] = []
-        async with self.engine.begin() as conn:
+        async with write_transaction(self.engine) as conn:
             stored_at = clock.now()
             # The `stored` hop and the row's times are this commit's (the rows were made when queued).
             alert_rows = [_stored(w.alert_row, stored_at) for w in batch if w.alert_row is not None]
