@@ -114,6 +114,7 @@ class Runtime:
         self.writer = EventWriter(
             self.engine,
             interval_ms=settings.database.commit_interval_ms,
+            interval_max_ms=max(settings.database.commit_interval_max_ms, settings.database.commit_interval_ms),
             max_rows=settings.database.commit_max_rows,
             metrics=self.metrics,
             on_rejected=self._event_rejected,

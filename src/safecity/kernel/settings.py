@@ -35,7 +35,14 @@ class DatabaseSettings(_Section):
         description="SQLAlchemy async URL (SQLite or PostgreSQL). Unset: SQLite at `<data_dir>/safecity.db`.",
     )
     commit_interval_ms: int = Field(100, ge=1, le=1000, description="Group-commit: longest wait before a commit.")
-    commit_max_rows: int = Field(2000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
+    commit_interval_max_ms: int = Field(
+        500,
+        ge=1,
+        le=5000,
+        description="Group-commit: what the wait grows to while the store is busy (commits taking over half of it), "
+        "for bigger, cheaper commits; at least `commit_interval_ms`.",
+    )
+    commit_max_rows: int = Field(5_000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
 
 
 class BusSettings(_Section):

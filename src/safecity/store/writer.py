@@ -1,5 +1,8 @@
 """Group-commit event writer: one background task commits queued events every <= interval_ms or <= max_rows rows.
 
+While the store is busy (a commit takes over half the interval), the interval doubles up to `interval_max_ms`, so
+commits grow and each row costs less; it comes back down as commits get quick again.
+
 Events are inserted with the dialect's `INSERT ... ON CONFLICT DO NOTHING`, so a replayed envelope (same id) or a
 repeated (device_id, message_id) is counted as a duplicate and never fails a batch. A commit that fails for a
 transient reason (database down, locked, connection killed) is retried with backoff, keeping the batch in memory;
@@ -274,6 +277,7 @@ class EventWriter:
         *,
         interval_ms: int = 100,
         max_rows: int = 2000,
+        interval_max_ms: int | None = None,
         metrics: Metrics | None = None,
         queue_size: int = 50_000,
         retry_initial_s: float = 0.05,
@@ -283,8 +287,11 @@ class EventWriter:
     ) -> None:
         if interval_ms < 1 or max_rows < 1 or queue_size < 1:
             raise ValueError("interval_ms, max_rows and queue_size must be positive")
+        if interval_max_ms is not None and interval_max_ms < interval_ms:
+            raise ValueError("interval_max_ms must be at least interval_ms")
         self._engine = engine
-        self._interval_s = interval_ms / 1000.0
+        self._interval_s = self._interval_min_s = interval_ms / 1000.0
+        self._interval_max_s = (interval_max_ms or interval_ms) / 1000.0
         self._max_rows = max_rows
         self._metrics = metrics
         self._retry_initial_s = retry_initial_s
@@ -308,6 +315,11 @@ class EventWriter:
         self._retrying = False
         self._committing_since: float | None = None
         self.stats = WriterStats()
+
+    @property
+    def interval_s(self) -> float:
+        """The group-commit interval now: `interval_ms`, longer while the store is busy (see `_adapt_interval`)."""
+        return self._interval_s
 
     @property
     def queued(self) -> int:
@@ -545,6 +557,22 @@ class EventWriter:
         if self._on_rejected is not None:
             await self._on_rejected(row, err)
 
+    def _adapt_interval(self, commit_s: float) -> None:
+        """Lengthen the interval while commits are slow, shorten it back as they get quick.
+
+        A commit's cost is mostly the index pages it dirties, and a page is written once however many of the
+        commit's rows it takes: on a table of 200,000 events our rows cost 81 µs each in commits of 600 rows, 55 µs in
+        commits of 2,000 and 35 µs in commits of 6,000 (`bench/event_store.py --transaction`). So a store that
+        spends over half the interval committing gets twice the interval (up to `interval_max_ms`), and bigger,
+        cheaper commits; under an eighth, half of it (down to `interval_ms`). Nothing on the alert path waits for a
+        commit; what does (a QoS 1 acknowledgement, an HTTP ingest answer) waits longer only while the store is busy.
+        """
+        interval = self._interval_s
+        if commit_s > interval / 2:
+            self._interval_s = min(interval * 2, self._interval_max_s)
+        elif commit_s < interval / 8:
+            self._interval_s = max(interval / 2, self._interval_min_s)
+
     async def _commit(self, rows: list[Row]) -> set[str]:
         stored_at = clock.now()
         for row in rows:
@@ -557,6 +585,7 @@ class EventWriter:
         finally:
             self._committing_since = None
         elapsed = time.perf_counter() - started
+        self._adapt_interval(elapsed)
         written = len(inserted)
         stats = self.stats
         stats.commits += 1

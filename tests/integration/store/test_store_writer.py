@@ -128,6 +128,28 @@ async def test_max_rows_caps_each_commit(engine: AsyncEngine, make_event: MakeEv
     assert await EventRepo(engine).count() == 30
 
 
+async def test_the_interval_grows_while_the_store_is_busy_and_comes_back(
+    engine: AsyncEngine, make_event: MakeEvent
+) -> None:
+    """Commits taking over half the interval double it (up to interval_max_ms); quick ones halve it back."""
+    with pytest.raises(ValueError, match="interval_max_ms"):
+        EventWriter(engine, interval_ms=100, interval_max_ms=50)
+    added = 0
+    async with EventWriter(engine, interval_ms=20, interval_max_ms=320, max_rows=5000) as writer:
+        assert writer.interval_s == 0.02
+        for added in range(20_000):  # four commits of 5,000 rows, each longer than half of 20 ms
+            await writer.add(make_event(added, device_id=f"dev-{added % 50}"))
+        await asyncio.wait_for(writer.flush(), 60)
+        grown = writer.interval_s
+        assert 0.02 < grown <= 0.32
+        while writer.interval_s > 0.02 and added < 20_050:  # one-row commits, quick: the interval halves back
+            added += 1
+            await writer.add(make_event(added))
+            await asyncio.wait_for(writer.flush(), 10)
+        assert writer.interval_s == 0.02
+    assert await EventRepo(engine).count() == added + 1
+
+
 async def test_close_commits_the_queue_then_refuses(engine: AsyncEngine, make_event: MakeEvent) -> None:
     """close() commits what is queued; adding afterwards is an error."""
     writer = EventWriter(engine, interval_ms=60_000)
