@@ -7,7 +7,7 @@ how the cost a row falls as commits grow):
 
 * **ours**: the `events` table and its indexes as migrated (`safecity.store.tables`: the primary key, time, kind +
   time, building + time, device + time, and the unique (device, message id)), 23 columns, the writer's multi-row
-  `INSERT ... ON CONFLICT DO NOTHING RETURNING id`, times as text;
+  `INSERT ... ON CONFLICT DO NOTHING` (its `rowcount` read), times as text;
 * **peer**: `flow-store.json`'s table (id, device, building, ts, received, payload) with its two indexes
   (building + ts, received) and its `INSERT ... ON CONFLICT DO NOTHING`.
 
@@ -128,7 +128,7 @@ def peer_rows(chunk: list[tuple[int, int, float, bool, float | None]]) -> list[t
 def insert_ours(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]) -> None:
     conn.execute("BEGIN")
     for sql, params in statements:
-        conn.execute(sql, params).fetchall()  # RETURNING id, as the writer reads it
+        conn.execute(sql, params)  # no RETURNING: the writer reads the cursor's rowcount
     conn.execute("COMMIT")
 
 

@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
+import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import structlog
 from sqlalchemy import JSON, DateTime, Float, Integer
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from safecity.kernel import clock
@@ -47,6 +48,7 @@ log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]  # column -> value, JSON columns as their encoded text (see `row_from_envelope`)
 RejectHook = Callable[[Row, Exception], Awaitable[None]]
+T = TypeVar("T")
 
 # A commit running longer than this means the database is stalled (locked, or its disk is): intake slows down.
 STALL_S = 1.0
@@ -149,9 +151,16 @@ def _pg_array_type(column_type: Any) -> str:
 _TIME_COLUMNS = frozenset(c.name for c in events.columns if isinstance(c.type, DateTime))
 _COLUMN_LIST = ", ".join(_COLUMNS)
 # The hot path bypasses SQLAlchemy's per-row parameter processing (most of the writer's CPU otherwise).
-# SQLite: multi-row INSERT statements rather than executemany. executemany steps once per row and re-takes the GIL
-# after each step; while the ingest threads are busy every re-take waits a switch interval, and a 2,000-row commit
-# went from 45 ms to over a second. One statement per ~1,400 rows steps (and waits) once.
+#
+# SQLite: a commit's rows are turned into statements and inserted by one call in the driver's (aiosqlite's) thread,
+# `_in_driver_thread`. Each call to that thread is a round trip that comes back only when the event loop next gets
+# to it, and under load a loop pass takes tens of milliseconds: with the rows converted on the loop (yielding every
+# 200 rows so as not to stall it) and three calls a statement, a 5,000-row commit at 7,500 events/s took 1.15 s, the
+# writer stored 4,000 rows a second and intake paused, while the driver's thread was idle most of the time.
+# The statements are multi-row INSERTs (executemany steps once a row, and Python's sqlite3 releases the GIL for each
+# step and takes it back after, a wait of up to a switch interval, 5 ms, while the loop's thread is busy), without
+# RETURNING (its rows are read a step each too: 136-3,500 ms for 1,400 rows beside a busy thread, 14 ms without).
+# The rows inserted are counted (`rowcount`); only a commit that met a duplicate is done again to learn which.
 _SQLITE_MAX_VARIABLES = 32_766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
 _SQLITE_ROWS_PER_STATEMENT = _SQLITE_MAX_VARIABLES // len(_COLUMNS)
 _SQLITE_ROW_MARKS = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
@@ -161,7 +170,10 @@ _SQLITE_ROW_MARKS = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
 def _sqlite_insert(rows: int) -> str:
     """The INSERT statement for `rows` rows (cached per size)."""
     values = ", ".join([_SQLITE_ROW_MARKS] * rows)
-    return f"INSERT INTO events ({_COLUMN_LIST}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id"
+    return f"INSERT INTO events ({_COLUMN_LIST}) VALUES {values} ON CONFLICT DO NOTHING"
+
+
+_RETURNING = " RETURNING id"
 
 
 # PostgreSQL: one statement and one round trip per batch: the rows travel as one array per column.
@@ -200,34 +212,62 @@ def _sqlite_params(row: Row, stored: tuple[datetime, str]) -> list[Any]:
     return values
 
 
-# Rows converted between two yields to the event loop: converting a whole statement's rows at once held the loop
-# for ~20 ms, a stall every event and alert behind it waited for.
-_CONVERT_SLICE = 200
+Statement = tuple[str, Any]
 
 
-Statement = tuple[str, tuple[Any, ...]]
-
-
-async def _prepare_sqlite(rows: list[Row]) -> list[Statement]:
-    """Multi-row INSERT statements with their parameters, made before the write lock is taken."""
-    out: list[Statement] = []
+def _sqlite_statements(rows: list[Row], stored: tuple[datetime, str], returning: bool) -> Iterator[Statement]:
+    """The multi-row INSERT statements of a commit's rows, with their parameters."""
     step = _SQLITE_ROWS_PER_STATEMENT
-    stored_at = rows[0]["stored_at"]  # a commit's rows share it (`_commit`), and a commit has rows
-    stored = (stored_at, _sqlite_time(stored_at))
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         params: list[Any] = []
-        for at in range(0, len(chunk), _CONVERT_SLICE):
-            if at or start:
-                await asyncio.sleep(0)
-            for row in chunk[at : at + _CONVERT_SLICE]:
-                params.extend(_sqlite_params(row, stored))
-        out.append((_sqlite_insert(len(chunk)), tuple(params)))
-    return out
+        for row in chunk:
+            params.extend(_sqlite_params(row, stored))
+        yield _sqlite_insert(len(chunk)) + (_RETURNING if returning else ""), params
 
 
-async def _insert(conn: AsyncConnection, statements: list[Statement]) -> set[str]:
-    """Run the INSERT statements; return the ids of the rows inserted (the others were duplicates)."""
+def _sqlite_run(db: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Cursor:
+    try:
+        return db.execute(sql, params)
+    except sqlite3.Error as err:
+        # As SQLAlchemy would raise it, so `commit_retrying` tells a locked database from a refused row.
+        raise DBAPIError.instance(sql, None, err, sqlite3.Error, hide_parameters=True) from err
+
+
+def _sqlite_insert_counting(db: sqlite3.Connection, rows: list[Row], stored: tuple[datetime, str]) -> int:
+    """In the driver's thread: insert the rows; return how many went in."""
+    return sum(_sqlite_run(db, sql, params).rowcount for sql, params in _sqlite_statements(rows, stored, False))
+
+
+def _sqlite_insert_returning(db: sqlite3.Connection, rows: list[Row], stored: tuple[datetime, str]) -> set[str]:
+    """In the driver's thread: insert the rows; return the ids of those that went in (the others were duplicates)."""
+    return {
+        found[0]
+        for sql, params in _sqlite_statements(rows, stored, True)
+        for found in _sqlite_run(db, sql, params).fetchall()
+    }
+
+
+async def _in_driver_thread(conn: AsyncConnection, fn: Callable[..., T], *args: Any) -> T:
+    """Run `fn(sqlite3_connection, *args)` in the thread of the aiosqlite connection under `conn`, inside its
+    transaction (Python's sqlite3 begins it before the first INSERT; SQLAlchemy commits it): one round trip.
+
+    aiosqlite runs its own calls this way (`Connection._execute`, its sqlite3 connection `_conn`); it has no public
+    form of it. `tests/integration/store/test_store_writer.py` fails if that changes (aiosqlite is pinned).
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None  # a connection in a transaction is open
+    result: T = await driver._execute(fn, driver._conn, *args)
+    return result
+
+
+class _SomeDuplicates(Exception):
+    """Fewer rows went in than were given: the transaction is rolled back and done again, asking which went in."""
+
+
+async def _insert_returning(conn: AsyncConnection, statements: list[Statement]) -> set[str]:
+    """Run INSERT statements that return the ids of the rows inserted (the others were duplicates); return those."""
     inserted: set[str] = set()
     for sql, params in statements:
         result = await conn.exec_driver_sql(sql, params)
@@ -235,7 +275,7 @@ async def _insert(conn: AsyncConnection, statements: list[Statement]) -> set[str
     return inserted
 
 
-async def _prepare_postgresql(rows: list[Row]) -> list[Statement]:
+def _postgresql_statements(rows: list[Row]) -> list[Statement]:
     arrays = tuple([row[c] for row in rows] for c in _COLUMNS)  # JSON columns are text already
     return [(_PG_INSERT, arrays)]
 
@@ -306,8 +346,7 @@ class EventWriter:
         self._pending: set[asyncio.Future[None]] = set()
         # ON CONFLICT DO NOTHING with no conflict target: both the primary key (replayed envelope) and the
         # partial unique index on (device_id, message_id) (a sender's repeat) are skipped, never failing a batch.
-        pg = engine.dialect.name == "postgresql"
-        self._prepare = _prepare_postgresql if pg else _prepare_sqlite
+        self._pg = engine.dialect.name == "postgresql"
         self._expected: dict[str, _Expected] = {}  # event id -> the batch (`expect_many`) waiting for it
         # Set when a batch being collected can be committed before its interval is up: enough rows, or a marker.
         self._wake = asyncio.Event()
@@ -579,9 +618,22 @@ class EventWriter:
             row["stored_at"] = stored_at
         started = self._committing_since = time.perf_counter()
         try:
-            statements = await self._prepare(rows)  # before the transaction: SQLite's write lock is held only to write
-            async with write_transaction(self._engine) as conn:
-                inserted = await _insert(conn, statements)
+            if self._pg:
+                statements = _postgresql_statements(rows)  # before the transaction
+                async with write_transaction(self._engine) as conn:
+                    inserted = await _insert_returning(conn, statements)
+            else:
+                stored = (stored_at, _sqlite_time(stored_at))
+                try:
+                    async with write_transaction(self._engine) as conn:
+                        if await _in_driver_thread(conn, _sqlite_insert_counting, rows, stored) != len(rows):
+                            raise _SomeDuplicates
+                    inserted = {row["id"] for row in rows}
+                except _SomeDuplicates:
+                    # Rare (a replay after a reconnect or a crash, a sender's repeat): the same rows again, asking
+                    # which went in.
+                    async with write_transaction(self._engine) as conn:
+                        inserted = await _in_driver_thread(conn, _sqlite_insert_returning, rows, stored)
         finally:
             self._committing_since = None
         elapsed = time.perf_counter() - started

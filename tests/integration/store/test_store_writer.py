@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import timedelta, timezone
 from typing import Any
@@ -19,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from safecity.kernel import clock
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.metrics import Metrics
+from safecity.store import writer as writer_module
 from safecity.store.engine import create_engine, upgrade
 from safecity.store.events import EventRepo
 from safecity.store.tables import events
-from safecity.store.writer import EventWriter, WriterClosed, row_from_envelope
+from safecity.store.writer import DUPLICATE, EventWriter, WriterClosed, row_from_envelope
 
 MakeEvent = Callable[..., Envelope]
 
@@ -96,6 +98,45 @@ async def test_replays_and_repeated_messages_are_ignored(engine: AsyncEngine, ma
     assert await repo.count() == 116
     assert await repo.ids_for_device("dev-z") == [fresh.id]
     assert sorted(await repo.ids_for_device("dev-x")) == sorted(e.id for e in [*first, *anonymous])
+
+
+async def test_sqlite_reads_back_which_rows_went_in_only_after_a_duplicate(
+    sqlite_url: str, make_event: MakeEvent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a commit inserts its rows in the driver's thread and counts them (no RETURNING rows to read, each a
+    GIL re-take); only a commit that met a duplicate is rolled back and done again with RETURNING, and still decides
+    each row right."""
+    await upgrade(sqlite_url)
+    engine = create_engine(sqlite_url)
+    statements: list[str] = []
+    run = writer_module._sqlite_run
+
+    def seen(db: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Cursor:
+        assert threading.current_thread() is not threading.main_thread()  # in the driver's thread
+        statements.append("returning" if sql.endswith("RETURNING id") else "counting")
+        return run(db, sql, params)
+
+    monkeypatch.setattr(writer_module, "_sqlite_run", seen)
+    try:
+        async with EventWriter(engine, interval_ms=20) as writer:
+            batch = [make_event(i, device_id="dev-r", message_id=f"r-{i}") for i in range(3)]
+            outcome = writer.expect_many([e.id for e in batch])
+            for env in batch:
+                await writer.add(env)
+            await writer.flush()
+            assert await outcome == {}
+            assert statements == ["counting"]
+            resent = make_event(1, device_id="dev-r", message_id="r-1")  # a sender's repeat, a new envelope id
+            fresh = make_event(9, device_id="dev-r", message_id="r-9")
+            outcome = writer.expect_many([resent.id, fresh.id])
+            await writer.add(resent)
+            await writer.add(fresh)
+            await writer.flush()
+            assert await outcome == {resent.id: DUPLICATE}
+            assert statements == ["counting", "counting", "returning"]
+        assert sorted(await EventRepo(engine).ids_for_device("dev-r")) == sorted([*(e.id for e in batch), fresh.id])
+    finally:
+        await engine.dispose()
 
 
 async def test_flush_commits_what_was_added_and_nothing_is_committed_per_event(
