@@ -603,8 +603,9 @@ class EventWriter:
         commit's rows it takes: on a table of 200,000 events our rows cost 81 µs each in commits of 600 rows, 55 µs in
         commits of 2,000 and 35 µs in commits of 6,000 (`bench/event_store.py --transaction`). So a store that
         spends over half the interval committing gets twice the interval (up to `interval_max_ms`), and bigger,
-        cheaper commits; under an eighth, half of it (down to `interval_ms`). Nothing on the alert path waits for a
-        commit; what does (a QoS 1 acknowledgement, an HTTP ingest answer) waits longer only while the store is busy.
+        cheaper commits; under an eighth, half of it (down to `interval_ms`). What waits for an event commit (a QoS 1
+        acknowledgement, an HTTP ingest answer) waits longer only while the store is busy; the node's other writers
+        (the alert path's among them) wait behind at most the one commit in progress (`write_transaction`).
         """
         interval = self._interval_s
         if commit_s > interval / 2:
