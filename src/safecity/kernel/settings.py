@@ -36,13 +36,15 @@ class DatabaseSettings(_Section):
     )
     commit_interval_ms: int = Field(100, ge=1, le=1000, description="Group-commit: longest wait before a commit.")
     commit_interval_max_ms: int = Field(
-        500,
+        100,
         ge=1,
         le=5000,
-        description="Group-commit: what the wait grows to while the store is busy (commits taking over half of it), "
-        "for bigger, cheaper commits; at least `commit_interval_ms`.",
+        description="Group-commit: what the wait may grow to while the store is busy (commits taking over half of "
+        "it), for bigger, cheaper commits; at most `commit_interval_ms` (the default) keeps it fixed. A longer wait "
+        "raises a store-bound SQLite node's sustained rate but delays events and other writes in bursts "
+        "(docs/benchmarks.md); raise `commit_max_rows` with it.",
     )
-    commit_max_rows: int = Field(5_000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
+    commit_max_rows: int = Field(2000, ge=1, le=50_000, description="Group-commit: most rows in one commit.")
 
 
 class BusSettings(_Section):
