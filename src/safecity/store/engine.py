@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +123,7 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     """`engine.begin()` for a transaction that writes: on SQLite, entered once the engine's write gate is this
     caller's (first come, first served among the node's writers), and the gate is held until it ends."""
     gate = _write_gates.get(engine.sync_engine)
-    if gate is None:
-        async with engine.begin() as conn:
-            yield conn
-        return
-    async with gate, engine.begin() as conn:
+    async with gate or nullcontext(), engine.begin() as conn:
         yield conn
 
 
