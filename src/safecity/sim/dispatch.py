@@ -206,10 +206,20 @@ class DispatchSimulator:
         return min(max(road_s / self.speedup, 5.0), MAX_TRIP_S)
 
     async def _adopt(self, now: datetime) -> None:
-        """Drive the units someone else dispatched (the command centre, the API): depart, then the same trip."""
+        """Drive the units someone else dispatched (the command centre, the API): depart, then the same trip.
+
+        A unit still on its way whose incident no longer holds it (taken for a more urgent one, or recalled) stops
+        that trip where it stands, so it sets off for its new incident now rather than once the old trip ends.
+        """
         dispatch = self.runtime.dispatch
+        # Each of these incidents holds a unit, so the page holds them all (a district has far fewer units).
+        sent, _ = await dispatch.list(stages=(Stage.DISPATCHED, Stage.EN_ROUTE), limit=1000)
+        holder = {incident.id: incident.unit_id for incident in sent}
+        for unit_id, trip in list(self.trips.items()):
+            if trip.arrived is None and holder.get(trip.incident_id) != unit_id:
+                del self.trips[unit_id]
+                log.info("demo_trip_ended", unit=unit_id, incident=trip.incident_id, reason="unit_reassigned")
         moving = {trip.incident_id for trip in self.trips.values()}
-        sent, _ = await dispatch.list(stages=(Stage.DISPATCHED, Stage.EN_ROUTE), limit=100)
         for incident in sent:
             unit_id = incident.unit_id
             if incident.id in moving or unit_id is None or unit_id in self.trips or incident.lon is None:

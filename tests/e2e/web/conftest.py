@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ SCREENSHOTS = (
 )
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 START_TIMEOUT_S = 90.0
+LOG_TAIL_CHARS = 6000
 
 
 @dataclass
@@ -60,6 +61,20 @@ class Node:
                 made.raise_for_status()
                 self.keys[role] = made.json()["key"]
         return self.keys[role]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries the end of its demo node's log (what the server did while the page waited)."""
+    report: pytest.TestReport = yield
+    node = getattr(item, "funcargs", {}).get("node")
+    if report.failed and isinstance(node, Node):
+        log = node.data_dir / "demo.log"
+        tail = log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log.is_file() else "(no demo.log)"
+        report.sections.append(("demo node log (end)", tail))
+    return report
 
 
 @pytest.fixture(scope="session")
