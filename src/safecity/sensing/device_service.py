@@ -44,7 +44,7 @@ class DeviceInvalid(InvalidInput):
 
 
 MAX_PAGE = 1000
-LAST_SEEN_CHUNK = 500  # rows per last-seen transaction
+LAST_SEEN_CHUNK = 5000  # rows per last-seen transaction (on SQLite one statement, run in the driver's thread)
 SETTLE_AFTER_DEVICES = 1000
 
 

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import builtins
+import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from safecity.store.driver_thread import SQLITE_MAX_VARIABLES, in_driver_thread, run_statement, sqlite_time
 from safecity.store.rows import aware, to_dict
 from safecity.store.tables import devices
 
 _TIME_COLUMNS = ("last_seen", "created_at", "updated_at")
 # Keep IN lists well under SQLite's and asyncpg's bound-parameter limits.
 _CHUNK = 500
+_SQLITE_SEEN_ROWS = SQLITE_MAX_VARIABLES // 2
+
+
+def _sqlite_set_last_seen(db: sqlite3.Connection, seen: list[tuple[str, datetime]]) -> None:
+    """In the driver's thread: one `UPDATE ... FROM (VALUES ...)` statement (one step) per up to 16,383 devices."""
+    for start in range(0, len(seen), _SQLITE_SEEN_ROWS):
+        chunk = seen[start : start + _SQLITE_SEEN_ROWS]
+        params = [value for device_id, at in chunk for value in (device_id, sqlite_time(at))]
+        values = ", ".join(["(?, ?)"] * len(chunk))
+        run_statement(
+            db,
+            f"UPDATE devices SET last_seen = v.column2 FROM (VALUES {values}) AS v WHERE devices.id = v.column1",
+            params,
+        )
 
 
 class DeviceRepo:
@@ -65,7 +81,13 @@ class DeviceRepo:
         await self.conn.execute(statement, params)
 
     async def set_last_seen(self, seen: dict[str, datetime]) -> None:
-        """Set `last_seen` of many devices (executemany)."""
+        """Set `last_seen` of many devices: on SQLite in one call to the driver's thread (`store.driver_thread`),
+        elsewhere as an executemany."""
+        if self.conn.dialect.name == "sqlite":
+            await in_driver_thread(
+                self.conn, _sqlite_set_last_seen, [(d, at.astimezone(UTC)) for d, at in seen.items()]
+            )
+            return
         statement = update(devices).where(devices.c.id == bindparam("match_id")).values(last_seen=bindparam("v_seen"))
         await self.conn.execute(statement, [{"match_id": d, "v_seen": at} for d, at in seen.items()])
 

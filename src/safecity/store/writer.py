@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 import structlog
 from sqlalchemy import JSON, DateTime, Float, Integer
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from safecity.kernel import clock
 from safecity.kernel.envelope import Envelope
 from safecity.kernel.errors import ServiceUnavailable
 from safecity.kernel.supervisor import Supervisor
+from safecity.store.driver_thread import SQLITE_MAX_VARIABLES, in_driver_thread, run_statement, sqlite_time
 from safecity.store.engine import write_transaction
 from safecity.store.retry import RefusedWrite, commit_retrying
 from safecity.store.tables import events
@@ -153,7 +154,7 @@ _COLUMN_LIST = ", ".join(_COLUMNS)
 # The hot path bypasses SQLAlchemy's per-row parameter processing (most of the writer's CPU otherwise).
 #
 # SQLite: a commit's rows are turned into statements and inserted by one call in the driver's (aiosqlite's) thread,
-# `_in_driver_thread`. Each call to that thread is a round trip that comes back only when the event loop next gets
+# `in_driver_thread`. Each call to that thread is a round trip that comes back only when the event loop next gets
 # to it, and under load a loop pass takes tens of milliseconds: with the rows converted on the loop (yielding every
 # 200 rows so as not to stall it) and three calls a statement, a 5,000-row commit at 7,500 events/s took 1.15 s, the
 # writer stored 4,000 rows a second and intake paused, while the driver's thread was idle most of the time.
@@ -161,8 +162,7 @@ _COLUMN_LIST = ", ".join(_COLUMNS)
 # step and takes it back after, a wait of up to a switch interval, 5 ms, while the loop's thread is busy), without
 # RETURNING (its rows are read a step each too: 136-3,500 ms for 1,400 rows beside a busy thread, 14 ms without).
 # The rows inserted are counted (`rowcount`); only a commit that met a duplicate is done again to learn which.
-_SQLITE_MAX_VARIABLES = 32_766  # SQLITE_MAX_VARIABLE_NUMBER since SQLite 3.32
-_SQLITE_ROWS_PER_STATEMENT = _SQLITE_MAX_VARIABLES // len(_COLUMNS)
+_SQLITE_ROWS_PER_STATEMENT = SQLITE_MAX_VARIABLES // len(_COLUMNS)
 _SQLITE_ROW_MARKS = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
 
 
@@ -188,14 +188,6 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _sqlite_time(value: datetime) -> str:
-    # The exact text SQLAlchemy's SQLite DateTime writes and parses back (UTC, zone dropped). orjson's RFC 3339 text
-    # is that text with a "T" (twice as fast as isoformat here); it leaves out a zero microsecond part.
-    if value.microsecond:
-        return orjson.dumps(value)[1:27].replace(b"T", b" ", 1).decode()
-    return value.isoformat(sep=" ", timespec="microseconds")[:26]
-
-
 _SQLITE_VALUES = operator.itemgetter(*_COLUMNS)
 _STORED_AT = _COLUMNS.index("stored_at")
 _SQLITE_TIME_INDEXES = tuple(i for i, c in enumerate(_COLUMNS) if c in _TIME_COLUMNS and i != _STORED_AT)
@@ -206,9 +198,9 @@ def _sqlite_params(row: Row, stored: tuple[datetime, str]) -> list[Any]:
     commit's `stored_at` with its text, made once for the rows that share it."""
     values = list(_SQLITE_VALUES(row))
     for i in _SQLITE_TIME_INDEXES:
-        values[i] = _sqlite_time(values[i])
+        values[i] = sqlite_time(values[i])
     at = values[_STORED_AT]
-    values[_STORED_AT] = stored[1] if at is stored[0] else _sqlite_time(at)
+    values[_STORED_AT] = stored[1] if at is stored[0] else sqlite_time(at)
     return values
 
 
@@ -226,17 +218,9 @@ def _sqlite_statements(rows: list[Row], stored: tuple[datetime, str], returning:
         yield _sqlite_insert(len(chunk)) + (_RETURNING if returning else ""), params
 
 
-def _sqlite_run(db: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Cursor:
-    try:
-        return db.execute(sql, params)
-    except sqlite3.Error as err:
-        # As SQLAlchemy would raise it, so `commit_retrying` tells a locked database from a refused row.
-        raise DBAPIError.instance(sql, None, err, sqlite3.Error, hide_parameters=True) from err
-
-
 def _sqlite_insert_counting(db: sqlite3.Connection, rows: list[Row], stored: tuple[datetime, str]) -> int:
     """In the driver's thread: insert the rows; return how many went in."""
-    return sum(_sqlite_run(db, sql, params).rowcount for sql, params in _sqlite_statements(rows, stored, False))
+    return sum(run_statement(db, sql, params).rowcount for sql, params in _sqlite_statements(rows, stored, False))
 
 
 def _sqlite_insert_returning(db: sqlite3.Connection, rows: list[Row], stored: tuple[datetime, str]) -> set[str]:
@@ -244,22 +228,8 @@ def _sqlite_insert_returning(db: sqlite3.Connection, rows: list[Row], stored: tu
     return {
         found[0]
         for sql, params in _sqlite_statements(rows, stored, True)
-        for found in _sqlite_run(db, sql, params).fetchall()
+        for found in run_statement(db, sql, params).fetchall()
     }
-
-
-async def _in_driver_thread(conn: AsyncConnection, fn: Callable[..., T], *args: Any) -> T:
-    """Run `fn(sqlite3_connection, *args)` in the thread of the aiosqlite connection under `conn`, inside its
-    transaction (Python's sqlite3 begins it before the first INSERT; SQLAlchemy commits it): one round trip.
-
-    aiosqlite runs its own calls this way (`Connection._execute`, its sqlite3 connection `_conn`); it has no public
-    form of it. `tests/integration/store/test_store_writer.py` fails if that changes (aiosqlite is pinned).
-    """
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None  # a connection in a transaction is open
-    result: T = await driver._execute(fn, driver._conn, *args)
-    return result
 
 
 class _SomeDuplicates(Exception):
@@ -624,17 +594,17 @@ class EventWriter:
                 async with write_transaction(self._engine) as conn:
                     inserted = await _insert_returning(conn, statements)
             else:
-                stored = (stored_at, _sqlite_time(stored_at))
+                stored = (stored_at, sqlite_time(stored_at))
                 try:
                     async with write_transaction(self._engine) as conn:
-                        if await _in_driver_thread(conn, _sqlite_insert_counting, rows, stored) != len(rows):
+                        if await in_driver_thread(conn, _sqlite_insert_counting, rows, stored) != len(rows):
                             raise _SomeDuplicates
                     inserted = {row["id"] for row in rows}
                 except _SomeDuplicates:
                     # Rare (a replay after a reconnect or a crash, a sender's repeat): the same rows again, asking
                     # which went in.
                     async with write_transaction(self._engine) as conn:
-                        inserted = await _in_driver_thread(conn, _sqlite_insert_returning, rows, stored)
+                        inserted = await in_driver_thread(conn, _sqlite_insert_returning, rows, stored)
         finally:
             self._committing_since = None
         elapsed = time.perf_counter() - started

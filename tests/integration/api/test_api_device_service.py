@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -49,6 +49,23 @@ async def test_index_follows_writes_and_reloads(service: DeviceService) -> None:
     assert (a.community, a.lon, a.offline_after_s, a.last_seen) == ("c2", None, None, seen)
     assert fresh.index.get("b").status == "retired"
     assert (await fresh.get("a")).last_seen == seen
+
+
+async def test_last_seen_of_many_devices_is_written_exactly(service: DeviceService) -> None:
+    """More devices than one SQLite statement holds (16,383), times with and without microseconds and in another
+    zone: each device reads back its own time, and a device not registered is left out."""
+    n = 17_000
+    report = await service.upsert_many([{"id": f"d{i:05d}", "kind": "door"} for i in range(n)])
+    assert report.created == n
+    shanghai = timezone(timedelta(hours=8))
+    base = datetime(2026, 12, 7, 9, 30, tzinfo=shanghai)
+    seen = {f"d{i:05d}": base + timedelta(seconds=i, microseconds=(i % 3) * 250_001) for i in range(0, n, 2)}
+    assert await service.mark_seen({**seen, "ghost": base}) == len(seen)
+    fresh = DeviceService(service.engine)
+    await fresh.load_index()
+    read = {d: info.last_seen for d, info in fresh.index.items()}
+    assert {d: read[d] for d in seen} == seen
+    assert all(read[f"d{i:05d}"] is None for i in range(1, n, 2))
 
 
 async def test_bulk_import_modes(service: DeviceService) -> None:

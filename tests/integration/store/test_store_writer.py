@@ -109,14 +109,14 @@ async def test_sqlite_reads_back_which_rows_went_in_only_after_a_duplicate(
     await upgrade(sqlite_url)
     engine = create_engine(sqlite_url)
     statements: list[str] = []
-    run = writer_module._sqlite_run
+    run = writer_module.run_statement
 
     def seen(db: sqlite3.Connection, sql: str, params: Any) -> sqlite3.Cursor:
         assert threading.current_thread() is not threading.main_thread()  # in the driver's thread
         statements.append("returning" if sql.endswith("RETURNING id") else "counting")
         return run(db, sql, params)
 
-    monkeypatch.setattr(writer_module, "_sqlite_run", seen)
+    monkeypatch.setattr(writer_module, "run_statement", seen)
     try:
         async with EventWriter(engine, interval_ms=20) as writer:
             batch = [make_event(i, device_id="dev-r", message_id=f"r-{i}") for i in range(3)]

@@ -8,7 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 
-from safecity.store.writer import _sqlite_time
+from safecity.store.driver_thread import sqlite_time
 
 BIND = sqlite.DATETIME().bind_processor(sqlite.dialect())
 RESULT = sqlite.DATETIME().result_processor(sqlite.dialect(), None)
@@ -23,6 +23,6 @@ NAIVE_MIN, NAIVE_MAX = datetime(1970, 1, 1), datetime(2200, 1, 1)  # noqa: DTZ00
 @example(datetime(2026, 11, 29, 3, 49, 58, 1, tzinfo=UTC))
 def test_time_text_is_sqlalchemys_own(value: datetime) -> None:
     assert BIND is not None and RESULT is not None
-    text = _sqlite_time(value)
+    text = sqlite_time(value)
     assert text == BIND(value.replace(tzinfo=None))
     assert RESULT(text) == value.replace(tzinfo=None)
