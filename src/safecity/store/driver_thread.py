@@ -8,18 +8,30 @@ many rows is therefore made into few statements and run here, by one call, as a 
 Inside that function Python's sqlite3 releases the GIL for each step of a statement and takes it back after, a wait
 of up to a switch interval (5 ms) while the loop's thread is busy: so rows go in multi-row statements (one step),
 never `executemany` (a step a row), and no RETURNING rows are read back one by one where a count will do.
+
+Every other statement of the node goes through SQLAlchemy's aiosqlite adapter with `OneTripAiosqlite` in place of
+its DBAPI module (`store.engine.create_engine`): one round trip a statement instead of three or four.
 """
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+import aiosqlite
 import orjson
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import EMPTY_DICT
 
 T = TypeVar("T")
 
@@ -56,3 +68,72 @@ async def in_driver_thread(conn: AsyncConnection, fn: Callable[..., T], *args: A
     assert driver is not None  # a connection in a transaction is open
     result: T = await driver._execute(fn, driver._conn, *args)
     return result
+
+
+class _OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's aiosqlite cursor, with a statement in one round trip to the driver's thread instead of three or
+    four (make a cursor, execute, fetch the rows, close): the sqlite3 cursor is made, run, read and closed there by
+    one call; what SQLAlchemy reads of it afterwards (`description`, `rowcount`, `lastrowid`) stays readable."""
+
+    __slots__ = ()
+    _awaitable_cursor_close = False
+
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]  # a sqlite3 cursor once a statement has run
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+
+    def close(self) -> None:
+        self._rows.clear()  # the sqlite3 cursor was closed in the driver's thread
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        driver = self._connection
+        async with self._adapt_connection._execute_mutex:
+            self._cursor, rows = await driver._execute(_run_one, driver._conn, operation, parameters)
+        if rows is not None:
+            self._rows = collections.deque(rows)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        driver = self._connection
+        async with self._adapt_connection._execute_mutex:
+            self._cursor = await driver._execute(_run_many, driver._conn, operation, seq_of_parameters)
+
+
+def _run_one(db: sqlite3.Connection, operation: str, parameters: Any) -> tuple[sqlite3.Cursor, list[Any] | None]:
+    cursor = db.cursor()
+    try:
+        if parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        return cursor, cursor.fetchall() if cursor.description else None
+    finally:
+        cursor.close()
+
+
+def _run_many(db: sqlite3.Connection, operation: str, seq_of_parameters: Any) -> sqlite3.Cursor:
+    cursor = db.cursor()
+    try:
+        cursor.executemany(operation, seq_of_parameters)
+        return cursor
+    finally:
+        cursor.close()
+
+
+class _OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = _OneTripCursor
+
+
+class OneTripAiosqlite(AsyncAdapt_aiosqlite_dbapi):
+    """The aiosqlite DBAPI adapter SQLAlchemy uses, passed to the engine as its `module`, whose connections run each
+    statement in one round trip (`_OneTripCursor`). Server-side cursors are SQLAlchemy's own (unchanged)."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
+        # SQLAlchemy's own connect (daemon thread, `async_creator`), its connection re-wrapped with our cursor.
+        return _OneTripConnection(self, super().connect(*arg, **kw)._connection)

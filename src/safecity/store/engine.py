@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool, PoolResetState, StaticPool
 
 from safecity.kernel.errors import InvalidInput
+from safecity.store.driver_thread import OneTripAiosqlite
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +90,9 @@ def create_engine(
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # The pool's reset is `_reset_open_transaction`, installed below.
         sqlite_args: dict[str, Any] = {**common, "pool_reset_on_return": None}
+        if parsed.get_driver_name() == "aiosqlite":
+            # Each statement in one round trip to the driver's thread, not three or four (`store.driver_thread`).
+            sqlite_args["module"] = OneTripAiosqlite()
         if memory:
             # Every connection to ":memory:" is a new database: share one connection instead.
             engine = create_async_engine(parsed, poolclass=StaticPool, **sqlite_args)

@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite.core
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.store.engine import create_engine, write_transaction
@@ -33,7 +33,8 @@ async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 async def test_a_committed_transaction_is_not_rolled_back_again(
     sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each aiosqlite call is a trip to its thread: a one-statement write costs four, not five."""
+    """Each aiosqlite call is a trip to its thread: a one-statement write costs two (the statement, the commit), not
+    five (make a cursor, execute, close it, commit, roll back)."""
     calls: collections.Counter[str] = collections.Counter()
     execute = aiosqlite.core.Connection._execute
 
@@ -45,7 +46,38 @@ async def test_a_committed_transaction_is_not_rolled_back_again(
     for i in range(3):
         async with sqlite_engine.begin() as conn:
             await conn.execute(text("UPDATE t SET v = :v WHERE id = 1"), {"v": str(i)})
-    assert dict(calls) == {"cursor": 3, "execute": 3, "close": 3, "commit": 3}
+    assert dict(calls) == {"_run_one": 3, "commit": 3}
+
+
+async def test_a_statement_is_one_trip_and_reads_as_through_sqlalchemys_own_cursor(
+    sqlite_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows, row counts, the last row id, RETURNING, executemany and errors, each statement one trip to the thread."""
+    trips: list[str] = []
+    execute = aiosqlite.core.Connection._execute
+
+    async def counted(self: aiosqlite.core.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?"))
+        return await execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    async with write_transaction(sqlite_engine) as conn:
+        inserted = await conn.execute(text("INSERT INTO t (v) VALUES ('b')"))
+        assert inserted.lastrowid == 2 and inserted.rowcount == 1
+        many = await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "c"}, {"v": "d"}, {"v": "e"}])
+        assert many.rowcount == 3
+        back = await conn.execute(text("UPDATE t SET v = v || '!' WHERE id > 3 RETURNING id, v"))
+        assert sorted(back.all()) == [(4, "d!"), (5, "e!")]
+        assert trips == ["_run_one", "_run_many", "_run_one"]
+        trips.clear()
+        rows = await conn.execute(text("SELECT id, v FROM t ORDER BY id"))
+        assert [tuple(r) for r in rows] == [(1, "a"), (2, "b"), (3, "c"), (4, "d!"), (5, "e!")]
+        assert (await conn.execute(text("SELECT count(*) FROM t WHERE v = :v"), {"v": "zz"})).scalar_one() == 0
+        assert trips == ["_run_one", "_run_one"]
+        with pytest.raises(IntegrityError):
+            await conn.execute(text("INSERT INTO t (id, v) VALUES (1, 'again')"))
+    async with sqlite_engine.connect() as conn:  # the refused row failed its statement, not the ones before
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 5
 
 
 async def test_a_connection_never_returns_to_the_pool_holding_the_write_lock(sqlite_engine: AsyncEngine) -> None:
