@@ -77,6 +77,7 @@ from safecity.dispatch.sla import Timer, timers
 from safecity.dispatch.travel import TravelSource
 from safecity.dispatch.triage import triage
 from safecity.geo.places import EMPTY_TAGS, PlaceTags
+from safecity.geo.road.graph import box_around_m
 from safecity.kernel import clock, ids
 from safecity.kernel.bus import Bus, Subscription
 from safecity.kernel.dispatch_settings import DispatchSettings, Route, incident_type_of
@@ -442,13 +443,18 @@ class DispatchService:
             await repo.insert(row)
             await self._add_step(repo, row, None, Stage.NEW, "open", actor, now, evidence=evidence, note=draft.summary)
             outbox.add(INCIDENT_CHANGED, self._changed("new", None, actor, now, None, row))
-            open_rows, _ = await repo.list(
-                stages=[s.value for s in OPEN_STAGES],
+            dedupe = self.settings.dedupe
+            point = _point(row)
+            # Only open incidents that can be near it (same building, or inside the distance's box): listing every
+            # open incident of the type cost a few ms a new incident on the loop once hundreds were open.
+            open_rows = await repo.merge_candidates(
                 type=draft.type,
-                since=now - timedelta(seconds=self.settings.dedupe.window_s),
-                limit=500,
+                stages=[s.value for s in OPEN_STAGES],
+                since=now - timedelta(seconds=dedupe.window_s),
+                building=row["building"] if dedupe.same_building else None,
+                box=box_around_m(point[0], point[1], dedupe.distance_m) if point is not None else None,
             )
-            proposals = merge_proposals(self._facts(row), [self._facts(r) for r in open_rows], self.settings.dedupe)
+            proposals = merge_proposals(self._facts(row), [self._facts(r) for r in open_rows], dedupe)
             if proposals and proposals[0].automatic:
                 row = await self._apply(
                     repo, row, StepIn(action=Action.MERGE, merged_into=proposals[0].into), SYSTEM, now, outbox

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from safecity.store.rows import to_dict, utc
+from safecity.store.rows import aware, to_dict, utc
 from safecity.store.tables import assignments, incident_steps, incidents, open311_requests, responders
 
 INCIDENT_TIMES = (
@@ -102,6 +102,52 @@ class IncidentRepo:
             select(incidents).where(*conditions).order_by(c.opened_at.desc(), c.id.desc()).limit(limit).offset(offset)
         )
         return [to_dict(row, INCIDENT_TIMES) for row in result], int(total or 0)
+
+    async def merge_candidates(
+        self,
+        *,
+        type: str,
+        stages: Iterable[str],
+        since: datetime,
+        building: str | None,
+        box: tuple[float, float, float, float] | None,
+        limit: int = 1_000,
+    ) -> builtins.list[dict[str, Any]]:
+        """Incidents of a type, in these stages, opened since `since`, tagged with `building` or placed inside `box`
+        (west, south, east, north): what a new incident may duplicate (`dispatch.dedupe` decides), newest first, of
+        the newest `limit` near it. Only the columns duplicate detection reads; neither a building nor a box: none.
+
+        The stage is checked here, not in SQL: given a stage condition the planner scanned every open incident of
+        the window by the stage index instead of searching the building and latitude indexes (10 ms a new incident
+        at 15,000 open on SQLite, against under 0.1 ms)."""
+        c = incidents.c
+        near: builtins.list[Any] = []
+        if building is not None:
+            near.append(c.building == building)
+        if box is not None:
+            west, south, east, north = box
+            near.append(and_(c.lat.between(south, north), c.lon.between(west, east)))
+        if not near:
+            return []
+        query = (
+            select(c.id, c.type, c.stage, c.opened_at, c.lon, c.lat, c.building)
+            .where(c.type == type, c.opened_at >= utc(since), or_(*near))
+            .order_by(c.opened_at.desc(), c.id.desc())
+            .limit(limit)
+        )
+        wanted = set(stages)
+        return [
+            {
+                "id": row.id,
+                "type": row.type,
+                "opened_at": aware(row.opened_at),
+                "lon": row.lon,
+                "lat": row.lat,
+                "building": row.building,
+            }
+            for row in await self.conn.execute(query)
+            if row.stage in wanted
+        ]
 
     async def by_alert(self, alert_id: str) -> dict[str, Any] | None:
         """The incident an alert opened, if any."""

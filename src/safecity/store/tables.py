@@ -250,6 +250,9 @@ incidents = Table(
 Index("ix_incidents_stage_opened_at", incidents.c.stage, incidents.c.opened_at)
 Index("ix_incidents_town_opened_at", incidents.c.town, incidents.c.opened_at)
 Index("ix_incidents_alert_id", incidents.c.alert_id)
+# Duplicate detection (`IncidentRepo.merge_candidates`): same building, or same type inside a latitude band.
+Index("ix_incidents_building_opened_at", incidents.c.building, incidents.c.opened_at)
+Index("ix_incidents_type_lat", incidents.c.type, incidents.c.lat)
 
 incident_steps = Table(
     "incident_steps",

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from safecity.dispatch.incident import (
@@ -36,6 +36,8 @@ from safecity.kernel.settings import RoadSettings
 from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.store.engine import create_engine, upgrade
+from safecity.store.incidents import IncidentRepo
+from safecity.store.tables import incidents
 from safecity.warning.alerts import AlertService
 from safecity.warning.model import (
     ALERT_RAISED,
@@ -233,6 +235,31 @@ async def test_a_duplicate_is_proposed_and_an_automatic_type_is_merged_keeping_b
     await service.act(first.id, StepIn(action=Action.CANCEL, reason="false alarm"), actor="op:1")
     with pytest.raises(MergeTargetClosed):
         await service.act(far.incident.id, StepIn(action=Action.MERGE, merged_into=first.id), actor="op:1")
+
+
+async def test_a_duplicate_is_found_among_many_newer_open_incidents_by_place_or_building(
+    engine: AsyncEngine, bus: MemoryBus
+) -> None:
+    """Duplicate detection asks only for the open incidents that can be near the new one (its building, or inside its
+    distance's box): an old incident next to it is proposed however many newer ones are open elsewhere (the newest
+    500 of the type were compared before, so this one was missed)."""
+    service = make_service(engine, bus)
+    first = (await service.open(call(building="b-1"), actor="op:1", now=T0)).incident
+    async with engine.begin() as conn:
+        repo = IncidentRepo(conn)
+        template = await repo.get(first.id)
+        assert template is not None
+        opened = [T0 + timedelta(seconds=1 + i / 10) for i in range(600)]
+        elsewhere = [
+            {**template, "id": f"far-{i:04d}", "lon": 121.30 + i * 1e-4, "building": None, "opened_at": at}
+            for i, at in enumerate(opened)
+        ]
+        await conn.execute(insert(incidents), elsewhere)
+    near = await service.open(call(lon=121.2512), actor="op:2", now=T0 + timedelta(minutes=2))
+    assert [p.into for p in near.proposals] == [first.id]
+    same_building = await service.open(call(lon=121.20, building="b-1"), actor="op:2", now=T0 + timedelta(minutes=3))
+    assert [p.into for p in same_building.proposals] == [first.id]
+    assert (await service.open(call(lon=121.19), actor="op:2", now=T0 + timedelta(minutes=4))).proposals == []
 
 
 async def test_a_unit_is_taken_from_a_less_urgent_incident_only_when_asked(engine: AsyncEngine, bus: MemoryBus) -> None:

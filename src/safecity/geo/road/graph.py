@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,19 @@ def haversine_m(lon1: Any, lat1: Any, lon2: Any, lat2: Any) -> Any:
     lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, dtype=np.float64)) for v in (lon1, lat1, lon2, lat2))
     a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+
+
+def box_around_m(lon: float, lat: float, radius_m: float) -> tuple[float, float, float, float]:
+    """A lon/lat box (west, south, east, north) holding every point within `radius_m` of (lon, lat) by
+    `haversine_m`, a little larger: a prefilter an index or a scan can use before the exact distance."""
+    dlat = math.degrees(radius_m / EARTH_RADIUS_M) * 1.01
+    south, north = max(-90.0, lat - dlat), min(90.0, lat + dlat)
+    # Longitude degrees are shortest at the box's pole-ward edge; near a pole or across the antimeridian, any lon.
+    cos_edge = math.cos(math.radians(max(abs(south), abs(north))))
+    dlon = math.degrees(radius_m / (EARTH_RADIUS_M * cos_edge)) * 1.01 if cos_edge > 1e-9 else 360.0
+    if lon - dlon < -180.0 or lon + dlon > 180.0:
+        return (-180.0, south, 180.0, north)
+    return (lon - dlon, south, lon + dlon, north)
 
 
 def travel_ms(length_m: F64, speed_kmh: F64) -> I64:
