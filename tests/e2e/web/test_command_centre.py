@@ -73,11 +73,11 @@ def test_operator_acknowledges_a_fire_alert_turns_it_into_an_incident_and_dispat
     # The opening step carries the alert and its triggering events as evidence.
     assert panel.locator(".history .evidence").first.inner_text()
 
-    first = panel.locator("table.ranked tr.eligible").first
-    first.wait_for(timeout=15_000)
-    recommended = first.get_attribute("data-responder")
-    # One click: the server dispatches the first eligible responder of its recommendation at that moment (the one
-    # shown first, unless the floor's own dispatcher took it in between).
+    panel.locator("table.ranked tr.eligible").first.wait_for(timeout=15_000)
+    shown = panel.locator("table.ranked tr.eligible").evaluate_all("(rows) => rows.map((r) => r.dataset.responder)")
+    # One click: the server dispatches the first eligible responder of its recommendation at that moment. The floor's
+    # units keep moving (and its own dispatcher keeps taking them), so that can be another eligible one than the row
+    # shown first; which one ranks first is the dispatch service's tests' business.
     positions = page.evaluate(
         "Object.fromEntries([...window.safecity.state.responders.values()].map((r) => [r.id, [r.lon, r.lat]]))"
     )
@@ -85,10 +85,7 @@ def test_operator_acknowledges_a_fire_alert_turns_it_into_an_incident_and_dispat
     page.locator(".toast.ok", has_text=re.compile("P\\d\\d|G\\d\\d")).first.wait_for(timeout=10_000)
     page.wait_for_function(f"window.safecity.state.incidents.get({incident_id!r}).unit_id", timeout=10_000)
     unit = page.evaluate(f"window.safecity.state.incidents.get({incident_id!r}).unit_id")
-    assert unit
-    with node.client() as http:
-        taken = {r["id"] for r in http.get("/api/v1/responders").json() if r["status"] != "available"}
-    assert unit == recommended or recommended in taken
+    assert unit in shown, (unit, shown)
     page.locator(f"#incident-unit:has-text('{unit}')").wait_for(timeout=10_000)
     lon, lat = positions[unit]  # where it stood when dispatched
     page.locator("li[data-step='dispatched_at'].done").wait_for()
