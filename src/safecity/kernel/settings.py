@@ -137,6 +137,15 @@ class NotifySettings(_Section):
         120.0, gt=0, description="Longest time limit of one attempt (a slower endpoint is treated as down)."
     )
     lane_batch: int = Field(20, ge=1, description="Deliveries one endpoint's lane takes at a time.")
+    lane_in_flight: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description=(
+            "Deliveries of one endpoint's lane in flight at once (each alert's in order); chat and e-mail send one "
+            "at a time."
+        ),
+    )
     poll_interval_s: float = Field(1.0, gt=0, description="How often due retries are looked for.")
     commit_interval_ms: int = Field(
         50,

@@ -106,6 +106,8 @@ class Receiver:
     status: int = 200
     delay_s: float = 0.0  # how long each answer takes
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    active: int = 0  # requests being answered now
+    most: int = 0  # the most it answered at once
 
     @property
     def url(self) -> str:
@@ -120,7 +122,12 @@ async def http_receiver(port: int, status: int = 200, delay_s: float = 0.0) -> A
 
     async def hook(request: Request) -> Response:
         receiver.requests.append((dict(request.headers), await request.body()))
-        await asyncio.sleep(receiver.delay_s)
+        receiver.active += 1
+        receiver.most = max(receiver.most, receiver.active)
+        try:
+            await asyncio.sleep(receiver.delay_s)
+        finally:
+            receiver.active -= 1
         return Response(status_code=receiver.status)
 
     app = Starlette(routes=[Route("/hook", hook, methods=["POST"])])

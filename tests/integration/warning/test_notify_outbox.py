@@ -183,6 +183,22 @@ async def test_no_claim_per_delivery_and_no_wait_for_rows_queued_behind_a_busy_l
         await wait_for(lambda: svc.dispatcher.stats.delivered == 5, 5)
 
 
+async def test_a_slow_webhook_endpoint_gets_several_requests_at_once(env: dict[str, Any]) -> None:
+    """A lane keeps `lane_in_flight` requests open to its endpoint (on as many kept-alive connections), not one."""
+    svc = await env["service"](lane_in_flight=3)
+    async with http_receiver(free_port(), delay_s=0.3) as receiver:
+        sub_id, secret = await webhook(svc, receiver.url, "slow endpoint")
+        alerts = [make_alert() for _ in range(12)]
+        for alert in alerts:
+            await raise_alert(env["bus"], alert)
+        await wait_for(lambda: svc.dispatcher.stats.delivered == 12, 20)
+        assert receiver.most == 3
+        verifier = Webhook(secret)
+        got = [verifier.verify(body, headers)["alert"]["alert_id"] for headers, body in receiver.requests]
+        assert sorted(got) == sorted(a.alert_id for a in alerts)
+        assert {r["state"] for r in await rows(svc, sub_id)} == {"delivered"}
+
+
 async def test_redelivered_message_is_enqueued_once(env: dict[str, Any]) -> None:
     from safecity.kernel.envelope import make_envelope
     from safecity.warning.model import ALERT_RAISED

@@ -2,8 +2,10 @@
 
 Rows are written by the service in the same transaction that decides them. The dispatcher claims due rows with a
 lease (so several nodes can share one database), groups them by subscription and hands each group to its own lane
-task. A lane delivers its rows in order with a per-attempt time limit; after a failure it defers the rest of its
-batch to the same retry time, so a dead endpoint costs one timeout per backoff step and never blocks any other lane.
+task. A lane keeps up to `in_flight` of its rows in flight at once (one at a time for a channel whose readers go by
+the order of arrival, a chat group), each alert's rows in order, with a per-attempt time limit; after a failure it
+starts no more rows and defers the rest of its batch to the same retry time, so a dead endpoint costs one timeout
+(per row in flight) per backoff step and never blocks any other lane.
 
 A timed-out attempt may have been handled by the receiver (it was sent; only the answer was late), so it is sent again
 with the same id (the receiver dedupes on it) under a longer limit: the limit doubles with each attempt and with each
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,6 +126,8 @@ class OutboxDispatcher:
         attempt_timeout_s: float = 10.0,
         attempt_timeout_max_s: float = 120.0,
         lane_batch: int = 20,
+        in_flight: int = 4,
+        one_at_a_time: Collection[str] = (),
         claim_limit: int = 500,
         poll_interval_s: float = 1.0,
         on_delivered: OnDelivered | None = None,
@@ -139,6 +143,8 @@ class OutboxDispatcher:
         self.attempt_timeout_s = attempt_timeout_s
         self.limits = AttemptLimits(attempt_timeout_s, attempt_timeout_max_s)
         self.lane_batch = lane_batch
+        self.in_flight = max(1, in_flight)
+        self.one_at_a_time = frozenset(one_at_a_time)  # channels whose lanes send one message at a time
         self.claim_limit = claim_limit
         self.poll_interval_s = poll_interval_s
         self.on_delivered = on_delivered
@@ -304,23 +310,14 @@ class OutboxDispatcher:
         # Rows handed over from memory (`lease_ends` given) left nothing in the table: the rest wait in `_handed`.
         look_again = not handed and len(rows) >= self.lane_batch
         try:
-            for index, row in enumerate(rows):
-                if loop.time() + self.limits.limit_s(sub_id, int(row["attempts"]) + 1) > lease_ends:
-                    # Slow attempts used up the lease: hand the rest back (due now) rather than outlive it.
-                    look_again = True
-                    await self._record_delivered(done)
-                    await self._defer(rows[index:], clock.now())
-                    return
-                retry_at = await self._attempt(sub_id, row, done)
-                if retry_at is not None:
-                    look_again = True
-                    await self._record_delivered(done)
-                    self._claimed.discard(row["id"])
-                    # The endpoint is failing: do not spend a timeout per queued row, try them all again later.
-                    await self._defer(rows[index + 1 :], retry_at)
-                    return
-                if not done or done[-1][1].id != row["id"]:
-                    self._claimed.discard(row["id"])  # dead-lettered (already written)
+            stopped = await self._send(sub_id, rows, done, lease_ends)
+            if stopped is not None:
+                # The endpoint failed, or slow attempts used up the lease: the rows not started go back to the table.
+                look_again = True
+                left, due_at = stopped
+                await self._record_delivered(done)
+                await self._defer(left, due_at)
+                return
             # The marks are queued for the writer's next group commit; the endpoint's next lane does not wait for it.
             await self._record_delivered(done, wait=False)
         finally:
@@ -330,6 +327,68 @@ class OutboxDispatcher:
                 self._wake.set()
             elif sub_id in self._handed:
                 self._wake.set()  # more rows handed over for this subscription meanwhile
+
+    async def _send(
+        self,
+        sub_id: str,
+        rows: list[dict[str, Any]],
+        done: list[tuple[Subscription, Delivery, datetime]],
+        lease_ends: float,
+    ) -> tuple[list[dict[str, Any]], datetime] | None:
+        """Attempt a lane's rows, up to `in_flight` at once and each alert's rows in order (successes are appended to
+        `done`). Returns None when every row was attempted; else the rows not started and when they are due again:
+        a failed attempt's retry time (no further row is started once one failed), or now when the lease ran out.
+        """
+        loop = asyncio.get_running_loop()
+        by_alert: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_alert.setdefault(row["alert_id"], []).append(row)
+        window = await self._window(sub_id)
+        slots = asyncio.Semaphore(window)
+        left: list[dict[str, Any]] = []
+        due_again: list[datetime] = []
+
+        async def send_in_order(chain: list[dict[str, Any]]) -> None:
+            for index, row in enumerate(chain):
+                async with slots:
+                    if due_again:
+                        left.extend(chain[index:])
+                        return
+                    if loop.time() + self.limits.limit_s(sub_id, int(row["attempts"]) + 1) > lease_ends:
+                        # Slow attempts used up the lease: hand the rest back (due now) rather than outlive it.
+                        due_again.append(clock.now())
+                        left.extend(chain[index:])
+                        return
+                    failure = await self._attempt(sub_id, row, done)
+                    if failure is None:
+                        continue
+                    attempt, error = failure
+                    self.stats.failed_attempts += 1
+                    retry_at = self._retry_at(attempt)
+                    if retry_at is None:
+                        await self._dead(row, attempt, error)
+                        continue
+                    # The endpoint is failing: start no more rows (no timeout spent per queued row, the rows in flight
+                    # end as they will); all are tried again later.
+                    due_again.append(retry_at)
+                    left.extend(chain[index + 1 :])
+                    await self._retry(row, attempt, retry_at, error)
+                    return
+
+        if window == 1 or len(by_alert) == 1:
+            await send_in_order(rows)
+        else:
+            async with asyncio.TaskGroup() as tg:
+                for chain in by_alert.values():
+                    tg.create_task(send_in_order(chain))
+        return (left, min(due_again)) if due_again else None
+
+    async def _window(self, sub_id: str) -> int:
+        """How many of a lane's rows may be in flight at once (1 for a channel read in order of arrival)."""
+        if self.in_flight == 1:
+            return 1
+        sub = await self.lookup(sub_id)
+        return 1 if sub is not None and sub.channel in self.one_at_a_time else self.in_flight
 
     async def _record_delivered(
         self, done: list[tuple[Subscription, Delivery, datetime]], *, wait: bool = True
@@ -405,8 +464,9 @@ class OutboxDispatcher:
 
     async def _attempt(
         self, sub_id: str, row: dict[str, Any], done: list[tuple[Subscription, Delivery, datetime]]
-    ) -> datetime | None:
-        """Try one row (a success is appended to `done`); return the retry time when the endpoint failed."""
+    ) -> tuple[int, str] | None:
+        """Try one row (a success is appended to `done`; a row that cannot be delivered is dead-lettered); return the
+        attempt and its error when the endpoint failed (`_failed` records it)."""
         attempt = int(row["attempts"]) + 1
         sub = await self.lookup(sub_id)
         if sub is None or not sub.enabled:
@@ -432,33 +492,35 @@ class OutboxDispatcher:
         except TimeoutError:
             # Sent, maybe handled, answer late: retried with the same id under a longer limit (the module docstring).
             self.limits.timed_out(sub_id, limit_s)
-            return await self._failed(row, attempt, f"TimeoutError: no answer within {limit_s:g} s")
+            return attempt, f"TimeoutError: no answer within {limit_s:g} s"
         except DeliveryError as err:
             if err.permanent:
                 await self._dead(row, attempt, str(err))
                 return None
-            return await self._failed(row, attempt, str(err))
+            return attempt, str(err)
         except Exception as err:
             # The lane is the supervisor of one endpoint: any failure there is recorded and retried, never raised
             # into the dispatcher (that would stop every other endpoint).
-            return await self._failed(row, attempt, f"{type(err).__name__}: {err}")
+            return attempt, f"{type(err).__name__}: {err}"
         self.limits.answered(sub_id, asyncio.get_running_loop().time() - started)
         done.append((sub, delivery, clock.now()))
         return None
 
-    async def _failed(self, row: dict[str, Any], attempt: int, error: str) -> datetime | None:
-        self.stats.failed_attempts += 1
+    def _retry_at(self, attempt: int) -> datetime | None:
+        """When a row whose attempt number `attempt` failed is tried again; None when that was its last."""
         if attempt >= self.policy.max_attempts:
-            await self._dead(row, attempt, error)
             return None
-        retry_at = clock.now() + timedelta(seconds=self.policy.delay_s(attempt, self._rng))
-        await self._write("retry", lambda repo: repo.mark_retry(row["id"], attempt, retry_at, error[:MAX_ERROR_CHARS]))
+        return clock.now() + timedelta(seconds=self.policy.delay_s(attempt, self._rng))
+
+    async def _retry(self, row: dict[str, Any], attempt: int, at: datetime, error: str) -> None:
+        await self._write("retry", lambda repo: repo.mark_retry(row["id"], attempt, at, error[:MAX_ERROR_CHARS]))
+        self._claimed.discard(row["id"])  # due again at `at`, for whichever node claims it then
         log.warning(
             "notify_attempt_failed", outbox_id=row["id"], subscription_id=row["subscription_id"], attempt=attempt
         )
-        return retry_at
 
     async def _dead(self, row: dict[str, Any], attempt: int, error: str) -> None:
         self.stats.dead += 1
         await self._write("dead", lambda repo: repo.mark_dead(row["id"], attempt, error[:MAX_ERROR_CHARS]))
+        self._claimed.discard(row["id"])
         log.warning("notify_dead", outbox_id=row["id"], subscription_id=row["subscription_id"], attempts=attempt)

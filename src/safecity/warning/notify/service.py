@@ -139,6 +139,8 @@ class NotifyService:
             attempt_timeout_s=cfg.attempt_timeout_s,
             attempt_timeout_max_s=cfg.attempt_timeout_max_s,
             lane_batch=cfg.lane_batch,
+            in_flight=cfg.lane_in_flight,
+            one_at_a_time=[key for key, channel in channels.CHANNELS.items() if channel.in_order],
             poll_interval_s=cfg.poll_interval_s,
             on_delivered=self._delivered,
             record_delivered=self._record_delivered,

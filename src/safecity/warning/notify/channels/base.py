@@ -64,3 +64,6 @@ class ChannelComponent:
     mask_target: Callable[[str], str] = show_target
     # A signed channel gets a generated secret when a subscription gives none (returned once on create).
     signed: bool = False
+    # Its readers go by the order messages arrive in (a chat group, a mailbox): its lanes send one at a time, not
+    # `lane_in_flight` at once.
+    in_order: bool = False

@@ -50,4 +50,5 @@ CHANNEL = ChannelComponent(
     sender=apprise_sender,
     check_target=apprise_target_check("chat", CHAT_SCHEMES),
     mask_target=mask_apprise_target,
+    in_order=True,
 )

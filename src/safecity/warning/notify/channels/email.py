@@ -16,4 +16,5 @@ CHANNEL = ChannelComponent(
     sender=apprise_sender,
     check_target=apprise_target_check("email", EMAIL_SCHEMES),
     mask_target=mask_apprise_target,
+    in_order=True,
 )
