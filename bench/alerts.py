@@ -20,8 +20,9 @@ neither sees the other's load.
 `--quick` (about a minute) skips the ladders and measures each node at 5,000/s and at its budget rate instead: the
 equal-work node at 1.5x Node-RED storing's highest clean rate, the 57-rule node at that rate itself (Node-RED's is its
 recorded figure unless it was measured in this run), each step aimed 1% above, as load.py counts the rate it
-achieved. The last output line is one JSON object; its `budget` object says which of the issue's criteria the run
-met.
+achieved. Node-RED storing runs the equal-work budget step too: where it is clean there as well, its recorded figure
+understates it on this machine and the ratio criterion is not met (with a note saying so). The last output line is
+one JSON object; its `budget` object says which of the issue's criteria the run met.
 """
 
 from __future__ import annotations
@@ -763,10 +764,15 @@ def run(
     nr_source = "recorded"
     nr_note = None
     nr_stored: dict[str, Any] | None = None
+    # Quick: Node-RED storing also runs the equal-work budget step (1.5x its recorded rate). Its recorded rate comes
+    # from another machine; where it is clean at that rate too, the quick run cannot show the ratio (below).
+    check_rate = None
+    if opts.quick:
+        check_rate = float(math.ceil(round(RATIO_BUDGET * recorded_node_red(kit)["max_clean"]) * PACING_MARGIN))
     if node_red is not None and node_red.wait_ready(20 if opts.quick else 120):
         print(f"node-red pid {node_red.pid} ready on its broker :{node_red.port} (--store)", flush=True)
         step_timeout = (opts.duration + opts.warmup) * 3 + 40
-        for rate in opts.rate_list:
+        for rate in opts.rate_list + ([check_rate] if check_rate else []):
             row = node_red.run_load(opts, [f"--rate={rate}"], step_timeout)
             if row is not None:
                 nr_rows[rate] = row
@@ -866,6 +872,16 @@ def run(
             "met": bool(at5000 and ok(at5000, ours57["args"]) and p99 is not None and p99 <= P99_BUDGET_MS),
         }
         budget["rules57_max_clean_rate_per_s"] = {"need": nr_max, "got": _r(max57), "met": (max57 or 0) >= nr_max}
+    nr_check = nr_rows.get(check_rate) if check_rate else None
+    if nr_check is not None and node_red_clean(nr_check, ours["args"].p99_limit_ms):
+        note = (
+            f"Node-RED storing was clean at {check_rate:.0f}/s too: on this machine its recorded rate understates it, "
+            "so a quick run cannot show the rates against it; run the full benchmark"
+        )
+        print(f"note: {note}", flush=True)
+        for key in ("ratio_to_node_red_store", "rules57_max_clean_rate_per_s"):
+            if key in budget:
+                budget[key].update(met=False, note=note)
     # Every message received over MQTT is an event stored once (the load sends no bad input).
     stored_all = all(m["node"]["stored_from_mqtt"] == m["node"]["mqtt_received"] for m in (ours, ours57) if m)
     budget["every_event_stored"] = {"met": stored_all}
@@ -1230,6 +1246,15 @@ def alert_storm(
         for p in ("websocket", "webhook")
     )
     return out
+
+
+def node_red_clean(row: dict[str, Any], p99_limit_ms: float) -> bool:
+    """load.py's clean criteria applied to Node-RED's step summary (its JSON line)."""
+    if row.get("missed") or row.get("duplicated") or row.get("unexpected") or row.get("p99_ms") is None:
+        return False
+    thirds = row.get("p50_thirds_ms")
+    backlog = thirds is not None and None not in thirds and thirds[1] > 2 * thirds[0] + 50
+    return bool(row["p99_ms"] <= p99_limit_ms and not backlog)
 
 
 def ok(step: dict[str, Any], args: argparse.Namespace) -> bool:
