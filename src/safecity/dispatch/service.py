@@ -73,7 +73,7 @@ from safecity.dispatch.recommend import (
 )
 from safecity.dispatch.replay import Call
 from safecity.dispatch.responders import ResponderIn, ShiftSpan, on_duty
-from safecity.dispatch.sla import Timer, timers
+from safecity.dispatch.sla import Timer, start_windows, timers
 from safecity.dispatch.travel import TravelSource
 from safecity.dispatch.triage import triage
 from safecity.geo.places import EMPTY_TAGS, PlaceTags
@@ -99,6 +99,8 @@ SYSTEM = "system"
 _WAITING = (Stage.NEW, Stage.TRIAGED, Stage.REOPENED)  # open and waiting for a responder
 SLA_LOOP = "dispatch-sla"
 RERANK_LOOP = "dispatch-rerank"
+# An SLA check also looks at incidents changed this long before the last check (writes in flight then).
+SLA_CHECK_MARGIN = timedelta(seconds=10)
 # The stage time each action stamps (the first time only: a reassignment keeps the first dispatch time).
 _STAMPS: dict[Action, str] = {
     Action.TRIAGE: "triaged_at",
@@ -226,6 +228,7 @@ class DispatchService:
         self.source = source
         self.tier = tier
         self._breached: set[tuple[str, str]] = set()
+        self._sla_checked_at: datetime | None = None  # the `now` of the last SLA check (None: look at every incident)
         self._tasks = tasks if tasks is not None else Supervisor()
         self._rerank = asyncio.Event()
         # What the next re-rank covers: the incidents opened since the last one, or all (None) once responders or
@@ -1169,9 +1172,20 @@ class DispatchService:
     async def check_sla(self, *, now: datetime | None = None) -> builtins.list[tuple[Incident, Timer]]:
         """Open incidents' timers that have just passed their limit (each incident and interval reported once)."""
         now = now or clock.now()
-        found, _ = await self.list(stages=OPEN_STAGES, limit=10_000)
+        # After the first check, only incidents a timer of which reached its limit since the last check, or that
+        # changed since (a stage time may be recorded late); a margin covers writes committed after the last check
+        # but stamped before it.
+        since = min(self._sla_checked_at, now) if self._sla_checked_at is not None else None
+        started = start_windows((t.limits for t in self.settings.sla.targets), since, now) if since else {}
+        async with self.engine.connect() as conn:
+            rows = await IncidentRepo(conn).sla_candidates(
+                stages=[s.value for s in OPEN_STAGES],
+                changed_since=since - SLA_CHECK_MARGIN if since else None,
+                started=started,
+            )
+        self._sla_checked_at = now
         breaches = []
-        for incident in found:
+        for incident in map(Incident.of, rows):
             for timer in self.timers(incident):
                 key = (incident.id, timer.interval)
                 if timer.breached(now) and key not in self._breached:

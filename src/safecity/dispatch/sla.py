@@ -7,6 +7,7 @@ alert through the warning engine once per incident and interval).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -46,3 +47,19 @@ def timers(times: StageTimes, limits: dict[str, float]) -> list[Timer]:
         due = start + timedelta(seconds=limits[name])
         found.append(Timer(name, limits[name], start, due, getattr(times, end_field)))
     return found
+
+
+def start_windows(
+    limit_sets: Iterable[dict[str, float]], since: datetime, now: datetime
+) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Per stage-time field that starts a limited interval: the ranges (after, until] its value lies in when one of
+    its timers reached its limit in (since, now], one range per limit that the targets (`limit_sets`) give its
+    intervals. They may hold incidents whose own limit is another one: `timers` tells them apart."""
+    limits_of: dict[str, set[float]] = {}
+    for limits in limit_sets:
+        for name, limit in limits.items():
+            limits_of.setdefault(INTERVALS[name][0], set()).add(limit)
+    return {
+        name: [(since - timedelta(seconds=limit), now - timedelta(seconds=limit)) for limit in sorted(limits)]
+        for name, limits in limits_of.items()
+    }

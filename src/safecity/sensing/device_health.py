@@ -51,7 +51,6 @@ class DeviceHealthService:
         self.metrics = metrics
         self.persist_every_s = persist_every_s
         self.monitor = HealthMonitor(self.device_offline)
-        self._last_persisted: dict[str, datetime] = {}
         # The node's supervisor owns the loops (used alone, the service owns a supervisor of its own).
         self._tasks = tasks if tasks is not None else Supervisor()
 
@@ -97,16 +96,14 @@ class DeviceHealthService:
         """Write devices' last report times and health status to the registry (batched; the hot path only touches
         memory)."""
         await self.persist_health()
-        seen = self.monitor.last_seen()
-        changed = {d: t for d, t in seen.items() if self._last_persisted.get(d) != t}
+        changed = self.monitor.take_seen()
         if not changed:
             return
         try:
             await self.devices.mark_seen(changed)
         except Exception:  # a failed bookkeeping write must not stop the loop; it is retried next round
             log.exception("last_seen_persist_failed", devices=len(changed))
-            return
-        self._last_persisted.update(changed)
+            self.monitor.restore_seen(changed)
 
     async def persist_health(self) -> None:
         """Write device status (offline / active again) to the registry as the health monitor decided."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,6 +48,8 @@ class HealthMonitor:
         self.raised = 0
         # Devices whose online/offline state changed since `status_changes()` was last called: id -> offline.
         self._changed: dict[str, bool] = {}
+        # Devices whose data arrived since `take_seen()` was last called.
+        self._seen_since: set[str] = set()
 
     def track(
         self, device_id: str, interval_s: float, last_seen: datetime | None = None, *, offline: bool = False
@@ -81,7 +83,9 @@ class HealthMonitor:
             if interval_s is not None:
                 self.track(device_id, interval_s, last_seen=at)
                 self._watches[device_id].deadline = now + timedelta(seconds=interval_s)
+                self._seen_since.add(device_id)
             return False
+        self._seen_since.add(device_id)
         if watch.last_seen is None or at > watch.last_seen:
             watch.last_seen = at
         watch.deadline = now + timedelta(seconds=watch.interval_s)
@@ -91,6 +95,17 @@ class HealthMonitor:
             self._push(watch.deadline, device_id)
             return True
         return False
+
+    def take_seen(self) -> dict[str, datetime]:
+        """Take the last report times of the devices whose data arrived since the last call (not of every device:
+        a node tracks hundreds of thousands)."""
+        seen, self._seen_since = self._seen_since, set()
+        watches = self._watches
+        return {d: w.last_seen for d in seen if (w := watches.get(d)) is not None and w.last_seen is not None}
+
+    def restore_seen(self, device_ids: Iterable[str]) -> None:
+        """Put back devices whose last report times could not be saved (taken again next time)."""
+        self._seen_since.update(device_ids)
 
     def status_changes(self) -> dict[str, bool]:
         """Take the devices that went offline (True) or came back (False) since the last call."""

@@ -103,6 +103,30 @@ class IncidentRepo:
         )
         return [to_dict(row, INCIDENT_TIMES) for row in result], int(total or 0)
 
+    async def sla_candidates(
+        self,
+        *,
+        stages: Iterable[str],
+        changed_since: datetime | None,
+        started: dict[str, builtins.list[tuple[datetime, datetime]]],
+    ) -> builtins.list[dict[str, Any]]:
+        """Incidents in these stages whose SLA timers may have reached their limit since the last look: changed
+        since `changed_since` (a stage time recorded, perhaps late), or with a stage time inside one of its ranges
+        (after, until] in `started` (`dispatch.sla.start_windows`). Without `changed_since`, every incident in these
+        stages."""
+        c = incidents.c
+        conditions: builtins.list[Any] = [c.stage.in_(builtins.list(stages))]
+        if changed_since is not None:
+            recent = [c.updated_at > utc(changed_since)]
+            recent += [
+                and_(c[name] > utc(after), c[name] <= utc(until))
+                for name, ranges in started.items()
+                for after, until in ranges
+            ]
+            conditions.append(or_(*recent))
+        result = await self.conn.execute(select(incidents).where(*conditions))
+        return [to_dict(row, INCIDENT_TIMES) for row in result]
+
     async def merge_candidates(
         self,
         *,

@@ -25,12 +25,13 @@ from safecity.dispatch.lifecycle import Action, InvalidTransition, Stage
 from safecity.dispatch.recommend import ResponderStatus
 from safecity.dispatch.responders import ResponderIn
 from safecity.dispatch.service import DispatchService
+from safecity.dispatch.sla import start_windows
 from safecity.dispatch.travel import RoadTravel
 from safecity.geo.road.graph import RoadGraph
 from safecity.geo.road.service import RoadService
 from safecity.geo.road.synthetic import synthetic_network
 from safecity.kernel.bus import MemoryBus
-from safecity.kernel.dispatch_settings import DedupeSettings, DispatchSettings
+from safecity.kernel.dispatch_settings import DedupeSettings, DispatchSettings, SlaSettings, Target
 from safecity.kernel.envelope import Envelope, make_envelope
 from safecity.kernel.settings import RoadSettings
 from safecity.sensing.model import EventKind, SensorEvent, Tags, event_key
@@ -389,6 +390,48 @@ async def test_sla_breaches_are_reported_once_and_kpis_summarize_stages(engine: 
     assert kpis["fire"]["dispatch"].count == 2
     by_station = await service.kpis(since=T0, until=T0 + timedelta(hours=1), group="station")
     assert set(by_station) == {"anting-ps"} and by_station["anting-ps"]["response"].count == 2
+
+
+async def test_an_sla_check_reads_only_incidents_whose_timers_can_have_run_out(
+    engine: AsyncEngine, bus: MemoryBus
+) -> None:
+    """After the first check, a check reads the incidents a timer of which reached its limit since the last one, or
+    that changed since: not every open incident each time (130 ms of the event loop a check at about 2,000 open,
+    measured with py-spy), while every breach is still reported once."""
+    limits = {"warn": 1.0, "dispatch": 60.0}
+    service = make_service(engine, bus, sla=SlaSettings(targets=[Target(limits=limits)]))
+    old = (await service.open(call(), actor="op:1", now=T0)).incident
+    assert [(i.id, t.interval) for i, t in await service.check_sla(now=T0 + timedelta(seconds=61))] == [
+        (old.id, "dispatch")
+    ]
+    later = T0 + timedelta(minutes=20)
+    new = (await service.open(call(lon=121.3), actor="op:1", now=later)).incident
+    assert await service.check_sla(now=later + timedelta(seconds=30)) == []
+    # Reaches its dispatch limit between two checks, long after the first: found.
+    breaches = await service.check_sla(now=later + timedelta(seconds=90))
+    assert [(i.id, t.interval) for i, t in breaches] == [(new.id, "dispatch")]
+    # Opened with its warn interval (1 s) long over, before the last check's ranges: found because it changed.
+    late = (
+        await service.open(
+            call(lon=121.35, perceived_at=later, warned_at=later + timedelta(seconds=5)),
+            actor="op:1",
+            now=later + timedelta(seconds=200),
+        )
+    ).incident
+    breaches = await service.check_sla(now=later + timedelta(seconds=201))
+    assert [(i.id, t.interval) for i, t in breaches] == [(late.id, "warn")]
+
+    # What the next check reads: only the last one (its dispatch limit runs out in between), not the two in breach
+    # and unchanged since.
+    since, now = later + timedelta(seconds=201), later + timedelta(seconds=400)
+    async with engine.connect() as conn:
+        rows = await IncidentRepo(conn).sla_candidates(
+            stages=["new", "triaged"],
+            changed_since=since - timedelta(seconds=10),
+            started=start_windows([limits], since, now),
+        )
+    assert [r["id"] for r in rows] == [late.id]
+    assert [(i.id, t.interval) for i, t in await service.check_sla(now=now)] == [(late.id, "dispatch")]
 
 
 async def test_an_sla_breach_raises_an_alert_through_the_warning_engine(engine: AsyncEngine, bus: MemoryBus) -> None:

@@ -108,3 +108,23 @@ async def test_old_event_times_do_not_make_a_device_offline_while_its_data_arriv
     assert [c[0] for c in rec.calls] == ["silent"]
     assert not monitor.is_offline("replayed")
     assert monitor.last_seen()["replayed"] == now - timedelta(minutes=59)
+
+
+async def test_take_seen_gives_the_devices_heard_from_since_the_last_call_only() -> None:
+    monitor = HealthMonitor(Recorder())
+    now = clock.now()
+    for n in range(1_000):
+        monitor.track(f"d{n}", 60, last_seen=now - timedelta(hours=1))  # registered: already saved
+    assert monitor.take_seen() == {}
+    monitor.seen("d1", now)
+    monitor.seen("d2", now - timedelta(seconds=1))
+    monitor.seen("new", now, 60)  # starts being watched
+    monitor.seen("unwatched", now)  # no interval: not watched, nothing to save
+    assert monitor.take_seen() == {"d1": now, "d2": now - timedelta(seconds=1), "new": now}
+    assert monitor.take_seen() == {}
+    # A write that failed puts them back; what arrived meanwhile is kept too.
+    monitor.seen("d3", now)
+    taken = monitor.take_seen()
+    monitor.seen("d4", now)
+    monitor.restore_seen(taken)
+    assert monitor.take_seen() == {"d3": now, "d4": now}
