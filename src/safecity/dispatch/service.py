@@ -101,6 +101,8 @@ SLA_LOOP = "dispatch-sla"
 RERANK_LOOP = "dispatch-rerank"
 # An SLA check also looks at incidents changed this long before the last check (writes in flight then).
 SLA_CHECK_MARGIN = timedelta(seconds=10)
+# Incidents with reported SLA breaches remembered before those no longer open are dropped.
+BREACHED_PRUNE_AT = 10_000
 # The stage time each action stamps (the first time only: a reassignment keeps the first dispatch time).
 _STAMPS: dict[Action, str] = {
     Action.TRIAGE: "triaged_at",
@@ -227,7 +229,10 @@ class DispatchService:
         self.zone = zone or ZoneInfo("Asia/Shanghai")
         self.source = source
         self.tier = tier
-        self._breached: set[tuple[str, str]] = set()
+        # The SLA breaches reported: incident id -> intervals. Pruned to the open incidents when it outgrows
+        # `_breached_limit`, so it does not grow for the node's life.
+        self._breached: dict[str, set[str]] = {}
+        self._breached_limit = BREACHED_PRUNE_AT
         self._sla_checked_at: datetime | None = None  # the `now` of the last SLA check (None: look at every incident)
         self._tasks = tasks if tasks is not None else Supervisor()
         self._rerank = asyncio.Event()
@@ -1187,10 +1192,15 @@ class DispatchService:
         breaches = []
         for incident in map(Incident.of, rows):
             for timer in self.timers(incident):
-                key = (incident.id, timer.interval)
-                if timer.breached(now) and key not in self._breached:
-                    self._breached.add(key)
+                reported = self._breached.get(incident.id)
+                if timer.breached(now) and (reported is None or timer.interval not in reported):
+                    self._breached.setdefault(incident.id, set()).add(timer.interval)
                     breaches.append((incident, timer))
+        if len(self._breached) > self._breached_limit:
+            async with self.engine.connect() as conn:
+                still_open = await IncidentRepo(conn).ids(stages=[s.value for s in OPEN_STAGES])
+            self._breached = {i: kept for i, kept in self._breached.items() if i in still_open}
+            self._breached_limit = max(BREACHED_PRUNE_AT, 2 * len(self._breached))
         return breaches
 
     async def publish_sla_breaches(self, *, now: datetime | None = None) -> int:

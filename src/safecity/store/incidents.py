@@ -103,6 +103,11 @@ class IncidentRepo:
         )
         return [to_dict(row, INCIDENT_TIMES) for row in result], int(total or 0)
 
+    async def ids(self, *, stages: Iterable[str]) -> set[str]:
+        """The ids of the incidents in these stages."""
+        result = await self.conn.execute(select(incidents.c.id).where(incidents.c.stage.in_(builtins.list(stages))))
+        return {row[0] for row in result}
+
     async def sla_candidates(
         self,
         *,

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from safecity.dispatch import service as service_module
 from safecity.dispatch.incident import (
     BadPosition,
     IncidentDraft,
@@ -432,6 +433,26 @@ async def test_an_sla_check_reads_only_incidents_whose_timers_can_have_run_out(
         )
     assert [r["id"] for r in rows] == [late.id]
     assert [(i.id, t.interval) for i, t in await service.check_sla(now=now)] == [(late.id, "dispatch")]
+
+
+async def test_the_breaches_reported_are_forgotten_once_their_incident_is_closed(
+    engine: AsyncEngine, bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "BREACHED_PRUNE_AT", 1)
+    service = make_service(engine, bus, sla=SlaSettings(targets=[Target(limits={"dispatch": 60.0})]))
+    first = (await service.open(call(), actor="op:1", now=T0)).incident
+    second = (await service.open(call(lon=121.3), actor="op:1", now=T0)).incident
+    assert len(await service.check_sla(now=T0 + timedelta(seconds=61))) == 2  # both missed their dispatch limit
+    assert set(service._breached) == {first.id, second.id}  # both open: kept, and the limit is now twice that
+    await service.act(first.id, StepIn(action=Action.CANCEL, reason="false alarm"), actor="op:1", now=T0)
+    later = T0 + timedelta(minutes=10)
+    more = [(await service.open(call(lon=121.2 + n / 100), actor="op:1", now=later)).incident for n in range(3)]
+    # Five remembered, over the limit of four: the cancelled incident's are dropped; the second's breach is still
+    # known, so it is not reported again.
+    breaches = await service.check_sla(now=later + timedelta(seconds=61))
+    assert sorted(i.id for i, _ in breaches) == sorted(i.id for i in more)
+    assert set(service._breached) == {second.id, *(i.id for i in more)}
+    assert await service.check_sla(now=later + timedelta(seconds=62)) == []
 
 
 async def test_an_sla_breach_raises_an_alert_through_the_warning_engine(engine: AsyncEngine, bus: MemoryBus) -> None:
