@@ -766,9 +766,7 @@ def run(
     nr_stored: dict[str, Any] | None = None
     # Quick: Node-RED storing also runs the equal-work budget step (1.5x its recorded rate). Its recorded rate comes
     # from another machine; where it is clean at that rate too, the quick run cannot show the ratio (below).
-    check_rate = None
-    if opts.quick:
-        check_rate = float(math.ceil(round(RATIO_BUDGET * recorded_node_red(kit)["max_clean"]) * PACING_MARGIN))
+    check_rate = budget_steps(recorded_node_red(kit)["max_clean"])[0][0] if opts.quick else None
     if node_red is not None and node_red.wait_ready(20 if opts.quick else 120):
         print(f"node-red pid {node_red.pid} ready on its broker :{node_red.port} (--store)", flush=True)
         step_timeout = (opts.duration + opts.warmup) * 3 + 40
@@ -800,8 +798,7 @@ def run(
     # there as fixed steps, since a short ladder cannot reach them). A step is counted at the rate load.py achieved,
     # which falls a little short of its target (11,386/s for 11,391/s), so the steps aim PACING_MARGIN above.
     budget_rate = round(RATIO_BUDGET * nr_max)
-    extra = [float(math.ceil(budget_rate * PACING_MARGIN))] if opts.quick else []
-    extra57 = [float(math.ceil(nr_max * PACING_MARGIN))] if opts.quick else []
+    extra, extra57 = budget_steps(nr_max) if opts.quick else ([], [])
     # --- ours at equal work (the two contract rules, every event stored), with the alert CPU and storm steps
     ours = measure_ours(opts, load, kit, workdir, opts.rules, "equal", alert_steps=True, extra_rates=extra)
     # --- ours with the 57-rule pack, as a second row
@@ -1246,6 +1243,14 @@ def alert_storm(
         for p in ("websocket", "webhook")
     )
     return out
+
+
+def budget_steps(node_red_max: float) -> tuple[list[float], list[float]]:
+    """Quick mode's budget steps, each aimed PACING_MARGIN above the rate it must reach: equal work at 1.5x Node-RED
+    storing's highest clean rate, the 57-rule node at that rate itself."""
+    return [float(math.ceil(round(RATIO_BUDGET * node_red_max) * PACING_MARGIN))], [
+        float(math.ceil(node_red_max * PACING_MARGIN))
+    ]
 
 
 def node_red_clean(row: dict[str, Any], p99_limit_ms: float) -> bool:
