@@ -304,7 +304,8 @@ class Runtime:
         self.supervisor.retire(MQTT_INGEST)
         await self.mqtt.stop()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.mqtt.stopped.wait(), MQTT_STOP_S)
+            async with asyncio.timeout(MQTT_STOP_S):
+                await self.mqtt.stopped.wait()
 
     async def _stop_keys_flush(self) -> None:
         await self.supervisor.cancel(KEYS_FLUSH)

@@ -48,8 +48,10 @@ async def live(
     async def pump() -> None:
         await websocket.send_json(client.hello)
         while True:
+            message: dict[str, Any]
             try:
-                message: dict[str, Any] = await asyncio.wait_for(client.queue.get(), PING_S)
+                async with asyncio.timeout(PING_S):
+                    message = await client.queue.get()
             except TimeoutError:
                 message = {"type": "ping", "seq": feed.seq}
             await websocket.send_json(message)

@@ -275,7 +275,8 @@ class MemoryBus:
 
     async def _put_waiting(self, sub: _MemorySubscription, envelope: Envelope) -> None:
         try:
-            await asyncio.wait_for(sub.queue.put(envelope), timeout=self.block_timeout)
+            async with asyncio.timeout(self.block_timeout):
+                await sub.queue.put(envelope)
         except TimeoutError:
             self.stats.overflowed += 1
             log.warning("bus_subscriber_overflow", subscription=sub.name, key=envelope.key, id=envelope.id)

@@ -127,7 +127,8 @@ class NatsSubscription:
         idle_timeout = self.bus.pull_expires_s + 2.0
         while True:
             try:
-                msg = await asyncio.wait_for(self._inbox.get(), timeout=idle_timeout)
+                async with asyncio.timeout(idle_timeout):
+                    msg = await self._inbox.get()
             except TimeoutError:
                 await self._pull()
                 continue
@@ -218,7 +219,8 @@ class NatsSubscription:
             if remaining <= 0:
                 break
             try:
-                msg = await asyncio.wait_for(self._inbox.get(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    msg = await self._inbox.get()
             except TimeoutError:
                 break
             if self._take(msg):
@@ -336,8 +338,8 @@ class NatsBus:
         nc = NatsClient()
         try:
             # Reconnects are unbounded once connected (links can fail for hours); the first connect is bounded.
-            await asyncio.wait_for(
-                nc.connect(
+            async with asyncio.timeout(self.connect_timeout_s):
+                await nc.connect(
                     self.url,
                     name=self.client_name,
                     allow_reconnect=True,
@@ -347,9 +349,7 @@ class NatsBus:
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
-                ),
-                timeout=self.connect_timeout_s,
-            )
+                )
         except (nats.errors.Error, OSError, TimeoutError) as err:
             with contextlib.suppress(nats.errors.Error):
                 await nc.close()
@@ -450,7 +450,8 @@ class NatsBus:
         try:
             for envelope in envelopes:
                 if window.locked():
-                    await asyncio.wait_for(window.acquire(), timeout=self.publish_timeout_s)
+                    async with asyncio.timeout(self.publish_timeout_s):
+                        await window.acquire()
                 else:
                     await window.acquire()  # free slot: returns at once, without yielding to the loop
                 await nc.publish(
@@ -462,7 +463,8 @@ class NatsBus:
                 tally["sent"] += 1
             sending = False
             if tally["acked"] < tally["sent"]:
-                await asyncio.wait_for(settled.wait(), timeout=self.publish_timeout_s)
+                async with asyncio.timeout(self.publish_timeout_s):
+                    await settled.wait()
         except (nats.errors.Error, TimeoutError) as err:
             self._count_many(tally)
             log.warning("bus_publish_many_failed", sent=tally["sent"], acked=tally["acked"])

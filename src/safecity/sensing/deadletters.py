@@ -120,7 +120,8 @@ class DeadLetterService:
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.1)
+                async with asyncio.timeout(0.1):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
 

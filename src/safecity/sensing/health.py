@@ -141,7 +141,8 @@ class HealthMonitor:
             delay = (due - self._now()).total_seconds()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 60.0))
+                    async with asyncio.timeout(min(delay, 60.0)):
+                        await self._wake.wait()
                 continue
             heapq.heappop(self._heap)
             watch = self._watches.get(device_id)

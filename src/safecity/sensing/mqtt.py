@@ -236,7 +236,8 @@ class MqttIngest:
                 batch.set_exception(ConnectionAbortedError("ingest stopped before the batch was durable"))
                 batch.exception()  # retrieved: no PUBACK is due, the broker sends these again
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), 5)
+                async with asyncio.timeout(5):
+                    await client.disconnect()
             self.connected.clear()
             self._reading_paused = False
             if self._stopping:

@@ -410,7 +410,8 @@ class EventWriter:
         if task is None or task.done():
             return
         try:
-            await asyncio.wait_for(self._send_marker(stop=True), give_up_after_s)
+            async with asyncio.timeout(give_up_after_s):
+                await self._send_marker(stop=True)
         except TimeoutError:
             lost = self._queue.qsize()
             task.cancel()

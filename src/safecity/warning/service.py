@@ -313,7 +313,8 @@ class WarningService:
                 delay = 0.05
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 60.0))
+                    async with asyncio.timeout(min(delay, 60.0)):
+                        await self._wake.wait()
                 continue
             await self.fire_due()
 
