@@ -61,12 +61,13 @@ class LiveFeed:
             self._subs.append(await self.bus.subscribe(subject, self.handle, queue_size=20_000))
 
     async def stop(self) -> None:
-        """Unsubscribe and drop every client."""
-        for sub in self._subs:
-            await sub.stop()
-        self._subs.clear()
+        """Unsubscribe (all at once: a JetStream worker waits up to its pull's expiry, 2 s) and drop every client."""
+        subs, self._subs = self._subs, []
+        failures = [r for r in await asyncio.gather(*(s.stop() for s in subs), return_exceptions=True) if r is not None]
         for client in list(self.clients.values()):
             self._drop(client)
+        if failures:
+            raise failures[0]
 
     async def handle(self, envelope: Envelope) -> None:
         """Number one bus message, keep it, and hand it to every client."""

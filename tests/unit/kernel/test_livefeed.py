@@ -93,3 +93,32 @@ async def test_bus_messages_reach_the_feed() -> None:
     assert message["data"] == {"incident_id": "X"}
     await feed.stop()
     await bus.close()
+
+
+async def test_stop_stops_its_subscriptions_at_once_and_drops_clients() -> None:
+    """Each JetStream worker's stop waits for its pull request to expire: the feed's four wait together."""
+    feed = LiveFeed(MemoryBus())
+    await feed.start()
+    client = feed.connect()
+    started: list[int] = []
+    release = asyncio.Event()
+
+    class Stopping:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        async def stop(self) -> None:
+            started.append(self.n)
+            await release.wait()
+
+    real = feed._subs
+    feed._subs = [Stopping(n) for n in range(len(real))]
+    stopping = asyncio.create_task(feed.stop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sorted(started) == list(range(len(real)))  # every one under way before any has finished
+    release.set()
+    await stopping
+    assert client.dropped.is_set()
+    for sub in real:
+        await sub.stop()
