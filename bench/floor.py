@@ -270,10 +270,9 @@ async def serve(port: int, db_path: Path, table: str, stats_path: Path) -> None:
     loads = orjson.loads
     dumps = orjson.dumps
     publish = client.publish
-    events = store.events
 
     def on_message(_client: Any, topic: str, payload: bytes, _qos: int, _props: Any) -> int:
-        nonlocal received, events
+        nonlocal received
         received += 1
         now = time.time()
         try:
@@ -289,7 +288,8 @@ async def serve(port: int, db_path: Path, table: str, stats_path: Path) -> None:
             store.alerts.append((str(trigger), building, sent, body.decode()))
         ts = p.get("ts")
         if flow:
-            store.events.append((str(p.get("id")), str(p.get("device")), str(p.get("building")), ts, now, payload))
+            flow_row = (str(p.get("id")), str(p.get("device")), str(p.get("building")), ts, now, payload.decode())
+            store.events.append(flow_row)
         else:
             # Our row: 23 columns in the table's order, as `row_from_envelope` and the writer make them.
             at = sqlite_text(ts) if isinstance(ts, int | float) else sqlite_text(now)
