@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
@@ -550,6 +551,40 @@ def stream_opts(opts: argparse.Namespace) -> list[str]:
 # Node-RED, measured by the kit's load.py as a subprocess
 
 
+def run_kit_load(
+    kit: Path,
+    port: int,
+    peer: str,
+    watch: Mapping[str, int | None],
+    opts: argparse.Namespace,
+    extra: list[str],
+    timeout_s: float,
+) -> dict[str, Any] | None:
+    """The kit's load.py, unmodified, as a subprocess against a broker: its step lines echoed, its result line (the
+    last) returned; None if it timed out or printed no result."""
+    cmd = [
+        sys.executable,
+        str(kit / "load.py"),
+        f"--broker=127.0.0.1:{port}",
+        f"--peer={peer}",
+        *stream_opts(opts),
+        *(f"--watch={name}={pid}" for name, pid in watch.items()),
+        *extra,
+    ]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False).stdout
+    except subprocess.TimeoutExpired:
+        return None
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    for ln in lines[:-1]:
+        if ln.startswith(("step", "find-max")):
+            print(f"  {peer} {ln}", flush=True)
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+
+
 class NodeRed:
     """Node-RED through the kit's run-peer.sh, on its own broker."""
 
@@ -586,28 +621,8 @@ class NodeRed:
         return self.pid is not None
 
     def run_load(self, opts: argparse.Namespace, extra: list[str], timeout_s: float) -> dict[str, Any] | None:
-        cmd = [
-            sys.executable,
-            str(self.kit / "load.py"),
-            f"--broker=127.0.0.1:{self.port}",
-            "--peer=node-red",
-            *stream_opts(opts),
-            f"--watch=node-red={self.pid}",
-            f"--watch=mosquitto={self.broker.pid}",
-            *extra,
-        ]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False).stdout
-        except subprocess.TimeoutExpired:
-            return None
-        lines = [ln for ln in out.splitlines() if ln.strip()]
-        for ln in lines[:-1]:
-            if ln.startswith("step") or ln.startswith("find-max"):
-                print("  node-red " + ln, flush=True)
-        try:
-            return json.loads(lines[-1]) if lines else None
-        except ValueError:
-            return None
+        watch = {"node-red": self.pid, "mosquitto": self.broker.pid}
+        return run_kit_load(self.kit, self.port, "node-red", watch, opts, extra, timeout_s)
 
     def stored(self) -> dict[str, Any] | None:
         """What the storing flow stored (`run-peer.sh stored`: {"events": N, "alerts": N}), or None."""

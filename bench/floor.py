@@ -50,7 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from alerts import NodeRed, peer_dir, recorded_node_red, start_mosquitto, stream_opts, wait_port
+from alerts import NodeRed, peer_dir, recorded_node_red, run_kit_load, start_mosquitto, wait_port
+from event_store import PEER_DDL, PEER_INSERT, our_ddl
+
+from safecity.store.writer import _COLUMNS, _SQLITE_ROWS_PER_STATEMENT, _sqlite_insert
 
 WINDOW_S = 60.0
 COOLDOWN_S = 300.0
@@ -60,6 +63,7 @@ MAX_BUILDINGS = 100_000
 FLUSH_S = 0.1
 BATCH = 2_000
 RATIO_BUDGET = 1.5
+LOAD_TIMEOUT_S = 1500  # one load.py run: a fixed step, or a whole ladder (load.py stops its own after 900 s)
 # `ours-append` leaves out the indexes led by these columns: a commit's rows scatter over them (device + time,
 # building + time, the unique device + message id); the others (id, time, kind + time) take rows at their end.
 SCATTERED = ("device_id", "building")
@@ -67,12 +71,6 @@ TABLES = ("flow", "ours", "ours-append", "ours-staged")
 STORE_BACKLOG = 5  # batches handed to the store thread and not yet written, at most (0.5 s at 100 ms a batch)
 MERGE_S = 5.0  # `ours-staged`: seconds between two merges of the staging table into `events`
 
-FLOW_DDL = (
-    "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, device TEXT NOT NULL, building TEXT NOT NULL, ts REAL,"
-    " received REAL NOT NULL, payload TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS events_building_ts ON events (building, ts)",
-    "CREATE INDEX IF NOT EXISTS events_received ON events (received)",
-)
 ALERTS_DDL = (
     "CREATE TABLE IF NOT EXISTS floor_alerts (trigger_id TEXT PRIMARY KEY, building TEXT NOT NULL,"
     " ts_sent REAL NOT NULL, payload TEXT NOT NULL)"
@@ -158,12 +156,6 @@ class Store:
         self.thread_cpu_s = 0.0
         self.merges: list[float] = []  # ms each merge held the database (`ours-staged`)
         self.failed: BaseException | None = None
-        if table != "flow":
-            from safecity.store.writer import _COLUMNS, _SQLITE_ROWS_PER_STATEMENT, _sqlite_insert
-
-            self.columns = _COLUMNS
-            self.step = _SQLITE_ROWS_PER_STATEMENT
-            self.insert = _sqlite_insert
         self.thread.start()
 
     def _connect(self) -> sqlite3.Connection:
@@ -171,23 +163,14 @@ class Store:
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-65536"):
             db.execute(f"PRAGMA {pragma}")
         if self.table == "flow":
-            for ddl in FLOW_DDL:
-                db.execute(ddl)
+            ddl = PEER_DDL
         else:
-            from sqlalchemy.dialects import sqlite
-            from sqlalchemy.schema import CreateIndex, CreateTable
-
-            from safecity.store.tables import events
-
-            dialect = sqlite.dialect()
-            db.execute(str(CreateTable(events, if_not_exists=True).compile(dialect=dialect)))
-            for index in events.indexes:
-                if self.table == "ours-append" and next(iter(index.columns)).name in SCATTERED:
-                    continue
-                db.execute(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+            ddl = our_ddl(SCATTERED if self.table == "ours-append" else ())
             if self.table == "ours-staged":
                 # No key, no index: each commit appends; the merge sorts what it moves.
-                db.execute("CREATE TABLE IF NOT EXISTS events_stage AS SELECT * FROM events WHERE 0")
+                ddl.append("CREATE TABLE events_stage AS SELECT * FROM events WHERE 0")
+        for statement in ddl:
+            db.execute(statement)
         db.execute(ALERTS_DDL)
         return db
 
@@ -200,11 +183,11 @@ class Store:
                 events, alerts = item
                 db.execute("BEGIN")
                 if self.table == "flow":
-                    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", events)
+                    db.executemany(PEER_INSERT, events)
                 else:
-                    for start in range(0, len(events), self.step):
-                        chunk = events[start : start + self.step]
-                        sql = self.insert(len(chunk))
+                    for start in range(0, len(events), _SQLITE_ROWS_PER_STATEMENT):
+                        chunk = events[start : start + _SQLITE_ROWS_PER_STATEMENT]
+                        sql = _sqlite_insert(len(chunk))
                         if staged:
                             sql = sql.replace("INSERT INTO events ", "INSERT INTO events_stage ", 1)
                         db.execute(sql, [v for row in chunk for v in row])
@@ -247,11 +230,6 @@ class Store:
         self.thread.join()
 
 
-def sqlite_text(ts: float) -> str:
-    """A UTC time as the text our writer stores (`driver_thread.sqlite_time`)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(sep=" ", timespec="microseconds")[:26]
-
-
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc))
 
@@ -260,6 +238,10 @@ async def serve(port: int, db_path: Path, table: str, stats_path: Path) -> None:
     import gmqtt
 
     from safecity.kernel.ids import new_id
+    from safecity.store.driver_thread import sqlite_time
+
+    def sqlite_text(ts: float) -> str:
+        return sqlite_time(datetime.fromtimestamp(ts, UTC))  # the text our writer stores
 
     rules = Rules()
     store = Store(db_path, table)
@@ -323,7 +305,7 @@ async def serve(port: int, db_path: Path, table: str, stats_path: Path) -> None:
                 "correlation_id": event_id,
                 "hops": hops,
             }
-            store.events.append(tuple(row[c] for c in store.columns))
+            store.events.append(tuple(row[c] for c in _COLUMNS))
         if len(store.events) >= BATCH:
             store.flush()
         return 0
@@ -399,39 +381,14 @@ class FloorNode:
         return stats
 
 
-def run_load(
-    kit: Path, port: int, peer: str, watch: dict[str, int], opts: argparse.Namespace, extra: list[str]
-) -> dict[str, Any] | None:
-    """The kit's load.py, unmodified, as a subprocess; its step lines are echoed, its result line returned."""
-    cmd = [
-        sys.executable,
-        str(kit / "load.py"),
-        f"--broker=127.0.0.1:{port}",
-        f"--peer={peer}",
-        *stream_opts(opts),
-        *(f"--watch={name}={pid}" for name, pid in watch.items()),
-        *extra,
-    ]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, check=False).stdout
-    except subprocess.TimeoutExpired:
-        return None
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    for ln in lines[:-1]:
-        if ln.startswith(("step", "find-max")):
-            print(f"  {peer} {ln}", flush=True)
-    with contextlib.suppress(ValueError, IndexError):
-        return dict(json.loads(lines[-1]))
-    return None
-
-
 def measure(
     name: str, port: int, watch: dict[str, int], kit: Path, opts: argparse.Namespace, rates: list[float]
 ) -> dict[str, Any]:
     """Fixed-rate steps, then the ladder unless --no-find-max: rows and the highest clean rate."""
     rows = []
     for rate in rates:
-        row = run_load(kit, port, name, watch, opts, [f"--rate={rate}"]) or {"rate_per_s": None, "error": "no result"}
+        row = run_kit_load(kit, port, name, watch, opts, [f"--rate={rate}"], LOAD_TIMEOUT_S)
+        row = row or {"rate_per_s": None, "error": "no result"}
         res = row.get("resources") or {}
         print(
             f"{name:>18} {rate:>8,.0f}/s: achieved {row.get('rate_per_s')}, p50 {row.get('p50_ms')} ms, p99 "
@@ -444,7 +401,8 @@ def measure(
     clean = [r["rate_per_s"] for r in rows if r.get("clean")]
     out["max_clean_rate_per_s"] = max(clean, default=None)
     if not opts.no_find_max:
-        ladder = run_load(kit, port, name, watch, opts, ["--find-max", f"--start-rate={opts.start_rate}"])
+        ladder_args = ["--find-max", f"--start-rate={opts.start_rate}"]
+        ladder = run_kit_load(kit, port, name, watch, opts, ladder_args, LOAD_TIMEOUT_S)
         out["find_max"] = ladder
         if ladder is not None and ladder.get("max_clean_rate_per_s") is not None:
             out["max_clean_rate_per_s"] = max(out["max_clean_rate_per_s"] or 0, ladder["max_clean_rate_per_s"])
