@@ -43,6 +43,7 @@ from safecity.sensing.mqtt import MqttIngest, TopicIngest
 from safecity.sensing.pipeline import IngestPipeline, PlaceTagger
 from safecity.sensing.pseudonym import Pseudonymizer
 from safecity.sharing.keys import KeyService, Role
+from safecity.store.checkpoint import WalCheckpointer
 from safecity.store.deadletters import DeadLetterRepo
 from safecity.store.engine import check as check_database
 from safecity.store.engine import create_engine, upgrade
@@ -97,7 +98,9 @@ class Runtime:
         # Owns every background task and the stop order; services take it as `tasks`.
         self.supervisor = tasks = Supervisor(self.metrics.task_failures, self.metrics.task_up)
         self.bus: Bus = make_bus(settings, on_overflow=self._bus_overflow)
-        self.engine = create_engine(settings.database.url)
+        self.engine = create_engine(settings.database.url, background_checkpoints=True)
+        # SQLite: the WAL's checkpoints in a thread of their own, not in the writers' commits (None on PostgreSQL).
+        self.checkpointer = WalCheckpointer.of(self.engine)
         self.events = EventRepo(self.engine)
         self.devices = DeviceService(self.engine)
         self.keys = KeyService(self.engine)
@@ -247,6 +250,8 @@ class Runtime:
         tasks.on_stop("database", self.engine.dispose)
         if self.migrate:
             await upgrade(self.settings.database.url)
+        if self.checkpointer is not None:
+            await tasks.enter("wal-checkpoint", self.checkpointer.start, self.checkpointer.stop)
         await tasks.enter("bus", self.bus.start, self.bus.close)
         await self.devices.load_index()
         await tasks.enter("roads", self.roads.start, self.roads.close)

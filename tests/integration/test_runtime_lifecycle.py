@@ -14,6 +14,7 @@ from safecity.kernel.settings import Settings
 from safecity.runtime import Runtime
 
 # Registration order of a node with the default settings (no MQTT, no roads): start order, stop order reversed.
+# On SQLite the WAL checkpoint thread comes after the database (`REGISTERED_SQLITE`).
 REGISTERED = [
     "database",
     "bus",
@@ -42,6 +43,7 @@ REGISTERED = [
     "device-health",
     "bus-drain",
 ]
+REGISTERED_SQLITE = [REGISTERED[0], "wal-checkpoint", *REGISTERED[1:]]
 
 OWNED_TASKS = {
     "event-writer",
@@ -86,12 +88,16 @@ async def test_a_runtime_starts_and_stops_through_one_supervisor_leaving_no_task
         ("warning.stop", rt.warning, "stop"),
         ("device_health.stop", rt.device_health, "stop"),
         ("dispatch.stop", rt.dispatch, "stop"),
+        *([("checkpointer.stop", rt.checkpointer, "stop")] if rt.checkpointer is not None else []),
     ]:
         monkeypatch.setattr(owner, attr, _recording(calls, name, getattr(owner, attr)))
 
     await rt.start()
     try:
-        assert rt.supervisor.registered() == REGISTERED
+        sqlite = db_url.startswith("sqlite")
+        assert (rt.checkpointer is not None) is sqlite
+        assert rt.supervisor.registered() == (REGISTERED_SQLITE if sqlite else REGISTERED)
+        assert rt.checkpointer is None or rt.checkpointer.running
         started = asyncio.all_tasks() - before
         owned = set(rt.supervisor.running())
         assert {t.get_name() for t in owned} == OWNED_TASKS
@@ -129,7 +135,9 @@ async def test_a_runtime_starts_and_stops_through_one_supervisor_leaving_no_task
         "dead_letters.stop",
         "roads.close",
         "bus.close",
+        *(["checkpointer.stop"] if sqlite else []),
     ]
+    assert rt.checkpointer is None or not rt.checkpointer.running
     events = [entry["event"] for entry in logs]
     assert events.index("warning_stopped") < events.index("event_writer_closed") < events.index("runtime_stopped")
     assert asyncio.all_tasks() - before == set(), "no task outlives the node"

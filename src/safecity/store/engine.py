@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool, PoolResetState, StaticPool
 
 from safecity.kernel.errors import InvalidInput
+from safecity.store.checkpoint import BACKSTOP_PAGES, JOURNAL_SIZE_LIMIT
 from safecity.store.driver_thread import OneTripAiosqlite
 
 log = structlog.get_logger(__name__)
@@ -80,8 +81,12 @@ def create_engine(
     max_overflow: int = 20,
     null_pool: bool = False,
     echo: bool = False,
+    background_checkpoints: bool = False,
 ) -> AsyncEngine:
-    """Create an async engine: SQLite with WAL/NORMAL/busy_timeout/foreign_keys, or PostgreSQL with a pool."""
+    """Create an async engine: SQLite with WAL/NORMAL/busy_timeout/foreign_keys, or PostgreSQL with a pool.
+
+    `background_checkpoints=True` is for a SQLite engine whose WAL a `store.checkpoint.WalCheckpointer` keeps short:
+    its connections checkpoint themselves only past that module's backstop, not every 1,000 pages."""
     parsed = normalize_url(url)
     common: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if parsed.get_backend_name() == "sqlite":
@@ -100,7 +105,9 @@ def create_engine(
             engine = create_async_engine(parsed, poolclass=NullPool, **sqlite_args)
         else:
             engine = create_async_engine(parsed, **sqlite_args)
-        _configure_sqlite_connections(engine, busy_timeout_ms, wal=not memory)
+        _configure_sqlite_connections(
+            engine, busy_timeout_ms, wal=not memory, background_checkpoints=background_checkpoints
+        )
         _write_gates[engine.sync_engine] = asyncio.Lock()
         return engine
     connect_args = {"server_settings": {"application_name": "safecity"}}
@@ -131,7 +138,9 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         yield conn
 
 
-def _configure_sqlite_connections(engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool) -> None:
+def _configure_sqlite_connections(
+    engine: AsyncEngine, busy_timeout_ms: int, *, wal: bool, background_checkpoints: bool
+) -> None:
     @event.listens_for(engine.sync_engine, "reset")
     def _reset_open_transaction(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
         # The pool's own reset rolls back every connection it gets back. A committed `engine.begin()` has nothing
@@ -148,6 +157,9 @@ def _configure_sqlite_connections(engine: AsyncEngine, busy_timeout_ms: int, *, 
             if wal:
                 # WAL lets readers run beside the one writer; NORMAL is durable across app crashes in WAL mode.
                 cursor.execute("PRAGMA journal_mode=WAL")
+                if background_checkpoints:
+                    cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+                    cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
