@@ -9,9 +9,12 @@ and the alert path's writes waited behind them. Measured at 8,000 events/s in 1,
 checkpoints in this thread 47 / 75 ms and 46 µs (the checkpoints' own 17 µs a row run beside it: sqlite3 lets go of
 the GIL while it works).
 
-The thread runs PASSIVE checkpoints, which never take the write lock nor wait for it, again and again while the WAL
-has pages left to copy, then sleeps `interval_s`. A writer that begins after a checkpoint has caught up starts the
-WAL over from its beginning, so the WAL stays a few commits long. The node's connections keep SQLite's own
+Every `interval_s` the thread reads from the WAL index (the `-shm` file) how many pages wait to be copied; once
+`BATCH_PAGES` do, or any have waited `MAX_WAIT_S`, it runs PASSIVE checkpoints, which never take the write lock nor
+wait for it, again and again while the WAL has pages left to copy. (Copying every 50 ms whatever is there would copy
+a page that each commit rewrites, the end of the time index, once a commit: at 1,000 events/s, 10% more CPU than
+SQLite's own checkpoint every 1,000 pages.) A writer that begins after a checkpoint has caught up starts the WAL over
+from its beginning, so the WAL stays a few commits long. The node's connections keep SQLite's own
 checkpoint as a backstop at `BACKSTOP_PAGES` (`engine.create_engine(background_checkpoints=True)`): should this
 thread fall behind or stop, the WAL still cannot grow past it.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,8 +39,14 @@ log = structlog.get_logger(__name__)
 BACKSTOP_PAGES = 16_384
 # After a checkpoint that found the WAL grown past this, the file is cut back to it (bytes): disk use stays bounded.
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
-# The thread's pause between catching up and looking again (s).
+# The thread's pause between looks at the WAL (s).
 CHECK_INTERVAL_S = 0.05
+# Checkpoint once this many pages wait to be copied (SQLite's own default), or once some have waited MAX_WAIT_S.
+BATCH_PAGES = 1000
+MAX_WAIT_S = 1.0
+# The WAL index's header (https://www.sqlite.org/walformat.html), in the machine's byte order: its version at byte
+# 0, mxFrame (the WAL's last valid page) at byte 16, and the checkpoint's nBackfill (pages copied) at byte 96.
+_WAL_INDEX_VERSION = 3_007_000
 # After a checkpoint that failed (disk error, a locked file), wait this long before the next try.
 RETRY_S = 1.0
 
@@ -82,6 +92,7 @@ class WalCheckpointer:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._database = database
+        self._wal_index = database.removeprefix("file:").split("?", 1)[0] + "-shm"
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,15 +130,34 @@ class WalCheckpointer:
         db.execute("PRAGMA busy_timeout=1000")
         return db
 
+    def _waiting_pages(self) -> int | None:
+        """Pages in the WAL not yet copied, from the WAL index; None when it cannot be read (then checkpoint)."""
+        try:
+            with open(self._wal_index, "rb") as index:
+                header = index.read(100)
+        except OSError:
+            return None
+        if len(header) < 100 or int.from_bytes(header[0:4], sys.byteorder) != _WAL_INDEX_VERSION:
+            return None
+        return int.from_bytes(header[16:20], sys.byteorder) - int.from_bytes(header[96:100], sys.byteorder)
+
     def _run(self) -> None:
         started = time.thread_time()
         db: sqlite3.Connection | None = None
+        waiting_since: float | None = None  # when a look first found pages waiting, fewer than BATCH_PAGES
         try:
             while not self._stopping.is_set():
                 try:
                     if db is None:
                         db = self._connect()
-                    self._catch_up(db)
+                    waiting, now = self._waiting_pages(), time.monotonic()
+                    if waiting == 0:
+                        waiting_since = None
+                    elif waiting is not None and waiting < BATCH_PAGES:
+                        waiting_since = waiting_since or now
+                    if waiting is None or waiting >= BATCH_PAGES or now - (waiting_since or now) >= MAX_WAIT_S:
+                        self._catch_up(db)
+                        waiting_since = None
                     wait = self._interval_s
                 except sqlite3.Error as err:
                     self.stats.failures += 1

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from safecity.store.checkpoint import BACKSTOP_PAGES, WalCheckpointer, database_file
+from safecity.store.checkpoint import BACKSTOP_PAGES, BATCH_PAGES, MAX_WAIT_S, WalCheckpointer, database_file
 from safecity.store.engine import create_engine, write_transaction
 
 ROW = "x" * 3000  # about a page a row: a commit of 200 rows is some 200 pages of WAL
@@ -45,10 +45,10 @@ def wal_bytes(path: str) -> int:
         return 0
 
 
-async def caught_up(checkpointer: WalCheckpointer, timeout_s: float = 5.0) -> None:
-    """Wait until the thread's last checkpoint found every page of the WAL copied."""
+async def caught_up(checkpointer: WalCheckpointer, *, after: int = 0, timeout_s: float = 5.0) -> None:
+    """Wait until a checkpoint of the thread's (past the first `after`) found every page of the WAL copied."""
     deadline = time.monotonic() + timeout_s
-    while (stats := checkpointer.stats).copied < stats.wal_pages or stats.checkpoints == 0:
+    while (stats := checkpointer.stats).copied < stats.wal_pages or stats.checkpoints <= after:
         assert time.monotonic() < deadline, f"not caught up: {stats.as_dict()}"
         await asyncio.sleep(0.02)
 
@@ -104,7 +104,7 @@ async def test_a_reader_on_an_old_snapshot_holds_it_back_without_making_it_spin(
     checkpointer = WalCheckpointer(path, interval_s=0.05)
     await checkpointer.start()
     try:
-        await write_rows(engine, 5)
+        await write_rows(engine, 10)  # over BATCH_PAGES: checkpointed at the next look
         await asyncio.sleep(0.5)
         stats = checkpointer.stats
         # The pages after the reader's snapshot stay in the WAL while it reads.
@@ -115,6 +115,27 @@ async def test_a_reader_on_an_old_snapshot_holds_it_back_without_making_it_spin(
         await caught_up(checkpointer)
     finally:
         reader.close()
+        await checkpointer.stop()
+
+
+async def test_a_few_pages_wait_for_a_batch_or_a_second_and_an_idle_wal_is_left_alone(engine: AsyncEngine) -> None:
+    path = database_file(engine)
+    assert path is not None
+    checkpointer = WalCheckpointer(path, interval_s=0.02)
+    await checkpointer.start()
+    try:
+        await caught_up(checkpointer)  # the table's pages, written before it started, copied within MAX_WAIT_S
+        await asyncio.sleep(0.2)
+        idle = checkpointer.stats.checkpoints
+        await write_rows(engine, 1, rows=20)  # some 25 pages, far under BATCH_PAGES
+        written = time.monotonic()
+        await asyncio.sleep(0.3)
+        # Not copied yet, and no checkpoint run for nothing meanwhile (15 looks).
+        assert checkpointer.stats.checkpoints == idle
+        await caught_up(checkpointer, after=idle)
+        assert MAX_WAIT_S - 0.1 <= time.monotonic() - written < MAX_WAIT_S + 1.0
+        assert 0 < checkpointer.stats.wal_pages < BATCH_PAGES
+    finally:
         await checkpointer.stop()
 
 
