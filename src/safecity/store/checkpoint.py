@@ -4,10 +4,10 @@ In WAL mode a commit appends the pages it changed to the WAL; a checkpoint copie
 and syncs both. By default SQLite checkpoints in whichever connection commits while the WAL holds over 1,000 pages:
 the event writer, every commit or two under load (a commit of events dirties a page of each of three indexes keyed
 by device or building a row), so the write gate (`engine.write_transaction`) was held for the copy and the syncs too
-and the alert path's writes waited behind them. Measured at 8,000 events/s in 1,000-row commits
-(`bench/checkpoint.py`): a commit took 100 ms at the median, 179 ms at p99, 67 µs of the writer's CPU a row; with the
-checkpoints in this thread 47 / 75 ms and 46 µs (the checkpoints' own 17 µs a row run beside it: sqlite3 lets go of
-the GIL while it works).
+and the alert path's writes waited behind them. Measured at 8,000 event rows/s in 1,000-row commits
+(`bench/checkpoint.py --quick`): a commit took 57 ms at the median, 85 ms at p99 and 40 µs of the writer's CPU a row;
+with the checkpoints in this thread 32 / 57 ms and 31 µs (the checkpoints' own 10 µs a row run beside it: sqlite3
+lets go of the GIL while it works).
 
 Every `interval_s` the thread reads from the WAL index (the `-shm` file) how many pages wait to be copied; once
 `BATCH_PAGES` do, or any have waited `MAX_WAIT_S`, it runs PASSIVE checkpoints, which never take the write lock nor
