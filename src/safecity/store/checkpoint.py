@@ -64,7 +64,7 @@ class CheckpointStats:
     cpu_s: float = 0.0  # the thread's CPU time
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the counters as plain values (for /metrics pages and benchmarks)."""
+        """Return the counters as plain values (for logs and benchmarks)."""
         return {
             "checkpoints": self.checkpoints,
             "busy": self.busy,
@@ -123,6 +123,7 @@ class WalCheckpointer:
             return
         self._stopping.set()
         await asyncio.to_thread(thread.join)
+        log.info("wal_checkpointer_stopped", **self.stats.as_dict())
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._database, uri=self._database.startswith("file:"), check_same_thread=False)
