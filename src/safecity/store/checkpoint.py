@@ -5,25 +5,29 @@ and syncs both. By default SQLite checkpoints in whichever connection commits wh
 the event writer, every commit or two under load (a commit of events dirties a page of each of three indexes keyed
 by device or building a row), so the write gate (`engine.write_transaction`) was held for the copy and the syncs too
 and the alert path's writes waited behind them. Measured at 8,000 event rows/s in 1,000-row commits
-(`bench/checkpoint.py --quick`): a commit took 57 ms at the median, 85 ms at p99 and 40 µs of the writer's CPU a row;
-with the checkpoints in this thread 32 / 57 ms and 31 µs (the checkpoints' own 10 µs a row run beside it: sqlite3
+(`bench/checkpoint.py --quick`): a commit took 59 ms at the median, 91 ms at p99 and 42 µs of the writer's CPU a row;
+with the checkpoints in this thread 33 / 62 ms and 30 µs (the checkpoints' own 9 µs a row run beside it: sqlite3
 lets go of the GIL while it works).
 
-Every `interval_s` the thread reads from the WAL index (the `-shm` file) how many pages wait to be copied; once
-`BATCH_PAGES` do, or any have waited `MAX_WAIT_S`, it runs PASSIVE checkpoints, which never take the write lock nor
-wait for it, again and again while the WAL has pages left to copy. (Copying every 50 ms whatever is there would copy
-a page that each commit rewrites, the end of the time index, once a commit: at 1,000 events/s, 10% more CPU than
-SQLite's own checkpoint every 1,000 pages.) A writer that begins after a checkpoint has caught up starts the WAL over
-from its beginning, so the WAL stays a few commits long. The node's connections keep SQLite's own
-checkpoint as a backstop at `BACKSTOP_PAGES` (`engine.create_engine(background_checkpoints=True)`): should this
-thread fall behind or stop, the WAL still cannot grow past it.
+The thread runs PASSIVE checkpoints, which never take the write lock nor wait for it, again and again while the WAL
+has pages left to copy, then pauses: `interval_s` while the WAL grew by `BATCH_PAGES` or more since its last look,
+twice as long each time it grew by less, up to `MAX_WAIT_S`. (Copying every 50 ms whatever is there would copy a
+page that every commit rewrites, the end of the time index, once a commit: at 1,000 events/s, 10% more CPU than
+SQLite's own checkpoint every 1,000 pages.) A writer that begins after a checkpoint has caught up starts the WAL
+over from its beginning, so the WAL stays a few commits long. The node's connections keep SQLite's own checkpoint as
+a backstop at `BACKSTOP_PAGES` (`engine.create_engine(background_checkpoints=True)`): should this thread fall behind
+or stop, the WAL still cannot grow past it.
+
+The thread never opens the WAL index (`-shm`) or the database file itself: closing a file that SQLite has open in
+the same process drops SQLite's POSIX locks on it (https://www.sqlite.org/howtocorrupt.html, 2.2). A first version
+read the WAL index's header to count the pages waiting, and the kill -9 test then failed under load (a node that
+stopped storing, another that left acknowledged events unstored).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,12 +45,10 @@ BACKSTOP_PAGES = 16_384
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # The thread's pause between looks at the WAL (s).
 CHECK_INTERVAL_S = 0.05
-# Checkpoint once this many pages wait to be copied (SQLite's own default), or once some have waited MAX_WAIT_S.
+# The pause stays CHECK_INTERVAL_S while each look finds this many new pages (SQLite's own checkpoint interval), and
+# doubles up to MAX_WAIT_S while looks find fewer.
 BATCH_PAGES = 1000
 MAX_WAIT_S = 1.0
-# The WAL index's header (https://www.sqlite.org/walformat.html), in the machine's byte order: its version at byte
-# 0, mxFrame (the WAL's last valid page) at byte 16, and the checkpoint's nBackfill (pages copied) at byte 96.
-_WAL_INDEX_VERSION = 3_007_000
 # After a checkpoint that failed (disk error, a locked file), wait this long before the next try.
 RETRY_S = 1.0
 
@@ -92,7 +94,6 @@ class WalCheckpointer:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._database = database
-        self._wal_index = database.removeprefix("file:").split("?", 1)[0] + "-shm"
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,49 +132,33 @@ class WalCheckpointer:
         db.execute("PRAGMA busy_timeout=1000")
         return db
 
-    def _waiting_pages(self) -> int | None:
-        """Pages in the WAL not yet copied, from the WAL index; None when it cannot be read (then checkpoint)."""
-        try:
-            with open(self._wal_index, "rb") as index:
-                header = index.read(100)
-        except OSError:
-            return None
-        if len(header) < 100 or int.from_bytes(header[0:4], sys.byteorder) != _WAL_INDEX_VERSION:
-            return None
-        return int.from_bytes(header[16:20], sys.byteorder) - int.from_bytes(header[96:100], sys.byteorder)
-
     def _run(self) -> None:
         started = time.thread_time()
         db: sqlite3.Connection | None = None
-        waiting_since: float | None = None  # when a look first found pages waiting, fewer than BATCH_PAGES
+        pause = self._interval_s
         try:
             while not self._stopping.is_set():
                 try:
                     if db is None:
                         db = self._connect()
-                    waiting, now = self._waiting_pages(), time.monotonic()
-                    if waiting == 0:
-                        waiting_since = None
-                    elif waiting is not None and waiting < BATCH_PAGES:
-                        waiting_since = waiting_since or now
-                    if waiting is None or waiting >= BATCH_PAGES or now - (waiting_since or now) >= MAX_WAIT_S:
-                        self._catch_up(db)
-                        waiting_since = None
-                    wait = self._interval_s
+                    grown = self._catch_up(db)
+                    pause = self._interval_s if grown >= BATCH_PAGES else min(pause * 2, MAX_WAIT_S)
                 except sqlite3.Error as err:
                     self.stats.failures += 1
                     log.warning("wal_checkpoint_failed", error=str(err), retry_in_s=RETRY_S)
-                    wait = RETRY_S
+                    pause = RETRY_S
                 self.stats.cpu_s = time.thread_time() - started
-                self._stopping.wait(wait)
+                self._stopping.wait(pause)
         finally:
             if db is not None:
                 db.close()
 
-    def _catch_up(self, db: sqlite3.Connection) -> None:
+    def _catch_up(self, db: sqlite3.Connection) -> int:
         """Checkpoint again while the WAL has pages left to copy (writers append meanwhile) and each round copies
-        some: a reader on an older snapshot holds back the pages after it, and then the next try is after a pause."""
+        some: a reader on an older snapshot holds back the pages after it, and then the next try is after a pause.
+        Return how many pages the WAL grew by since the last look (all of it when a writer has started it over)."""
         stats = self.stats
+        last_look = stats.wal_pages
         before = -1
         while not self._stopping.is_set():
             # (busy, pages in the WAL, pages of it copied so far); -1 for both when the database is not in WAL mode.
@@ -181,9 +166,10 @@ class WalCheckpointer:
             stats.checkpoints += 1
             if busy:
                 stats.busy += 1
-                return
+                break
             stats.wal_pages, stats.copied = wal_pages, copied
             stats.wal_pages_max = max(stats.wal_pages_max, wal_pages)
             if copied >= wal_pages or copied <= before:
-                return
+                break
             before = copied
+        return stats.wal_pages - last_look if stats.wal_pages >= last_look else stats.wal_pages
