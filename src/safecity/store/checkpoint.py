@@ -82,7 +82,8 @@ def database_file(engine: AsyncEngine) -> str | None:
     """The file of a SQLite engine's database (a `file:` URI as given), or None for PostgreSQL or memory."""
     url = engine.url
     database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or "mode=memory" in database:
+    memory = database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory"
+    if url.get_backend_name() != "sqlite" or memory:
         return None
     return database
 

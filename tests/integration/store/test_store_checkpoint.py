@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from safecity.store.checkpoint import BACKSTOP_PAGES, MAX_WAIT_S, WalCheckpointer, database_file
 from safecity.store.engine import create_engine, write_transaction
@@ -140,6 +141,8 @@ async def test_a_quiet_wal_is_looked_at_less_often_and_still_copied_within_a_sec
 
 def test_only_a_sqlite_file_gets_a_checkpointer(tmp_path: Path) -> None:
     assert WalCheckpointer.of(create_engine("sqlite+aiosqlite:///:memory:")) is None
+    shared_memory = "sqlite+aiosqlite:///file:checkpoints?mode=memory&cache=shared&uri=true"
+    assert WalCheckpointer.of(create_async_engine(shared_memory, poolclass=NullPool)) is None
     assert WalCheckpointer.of(create_engine("postgresql://safecity@127.0.0.1/none")) is None
     on_file = WalCheckpointer.of(create_engine(f"sqlite:///{tmp_path / 'a.db'}"))
     assert on_file is not None and not on_file.running
