@@ -6,7 +6,7 @@ in turn, with the node's settings (WAL, synchronous=NORMAL, 64 MiB page cache):
 
 * **inline**: SQLite checkpoints in the committing connection whenever the WAL holds over 1,000 pages;
 * **background**: the node's way since the ninth session: the connection checkpoints only past the backstop
-  (`store.checkpoint.BACKSTOP_PAGES`), a `WalCheckpointer` thread copies the WAL back beside it.
+  (`store.engine.BACKSTOP_PAGES`), a `WalCheckpointer` thread copies the WAL back beside it.
 
 For each it prints how long a commit took (what the node's write gate, and so every alert write queued behind it,
 waits), the writer's CPU a row, the checkpoint thread's CPU a row and the longest WAL, and the ratios of the two.
@@ -29,18 +29,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import event_store
 from event_store import our_ddl, our_rows, stream
 
-from safecity.store.checkpoint import BACKSTOP_PAGES, CHECK_INTERVAL_S, JOURNAL_SIZE_LIMIT, WalCheckpointer
+from safecity.store.checkpoint import CHECK_INTERVAL_S, WalCheckpointer
+from safecity.store.engine import BACKSTOP_PAGES, JOURNAL_SIZE_LIMIT
 from safecity.store.writer import _SQLITE_ROWS_PER_STATEMENT, _sqlite_insert
 
 Statements = list[tuple[str, list[Any]]]
 
 
 def connect(path: Path, *, background: bool) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-65536"):
-        db.execute(f"PRAGMA {pragma}")
+    db = event_store.connect(path)
     if background:  # as `engine.create_engine(background_checkpoints=True)` sets its connections
         db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")

@@ -15,8 +15,8 @@ twice as long each time it grew by less, up to `MAX_WAIT_S`. (Copying every 50 m
 page that every commit rewrites, the end of the time index, once a commit: at 1,000 events/s, 10% more CPU than
 SQLite's own checkpoint every 1,000 pages.) A writer that begins after a checkpoint has caught up starts the WAL
 over from its beginning, so the WAL stays a few commits long. The node's connections keep SQLite's own checkpoint as
-a backstop at `BACKSTOP_PAGES` (`engine.create_engine(background_checkpoints=True)`): should this thread fall behind
-or stop, the WAL still cannot grow past it.
+a backstop at `engine.BACKSTOP_PAGES` (`engine.create_engine(background_checkpoints=True)`): should this thread fall
+behind or stop, the WAL still cannot grow past it.
 
 The thread never opens the WAL index (`-shm`) or the database file itself: closing a file that SQLite has open in
 the same process drops SQLite's POSIX locks on it (https://www.sqlite.org/howtocorrupt.html, 2.2). A first version
@@ -30,19 +30,16 @@ import asyncio
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from safecity.store.engine import sqlite_file
+
 log = structlog.get_logger(__name__)
 
-# SQLite's own checkpoint in the committing connection, once the WAL holds this many pages (64 MiB of 4 KiB pages):
-# a backstop only, 16 times the default, reached when the checkpoint thread falls behind or has stopped.
-BACKSTOP_PAGES = 16_384
-# After a checkpoint that found the WAL grown past this, the file is cut back to it (bytes): disk use stays bounded.
-JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # The thread's pause between looks at the WAL (s).
 CHECK_INTERVAL_S = 0.05
 # The pause stays CHECK_INTERVAL_S while each look finds this many new pages (SQLite's own checkpoint interval), and
@@ -67,25 +64,12 @@ class CheckpointStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain values (for logs and benchmarks)."""
-        return {
-            "checkpoints": self.checkpoints,
-            "busy": self.busy,
-            "failures": self.failures,
-            "wal_pages_max": self.wal_pages_max,
-            "wal_pages": self.wal_pages,
-            "copied": self.copied,
-            "cpu_s": round(self.cpu_s, 3),
-        }
+        return {**asdict(self), "cpu_s": round(self.cpu_s, 3)}
 
 
 def database_file(engine: AsyncEngine) -> str | None:
     """The file of a SQLite engine's database (a `file:` URI as given), or None for PostgreSQL or memory."""
-    url = engine.url
-    database = url.database or ""
-    memory = database in ("", ":memory:") or "mode=memory" in database or url.query.get("mode") == "memory"
-    if url.get_backend_name() != "sqlite" or memory:
-        return None
-    return database
+    return sqlite_file(engine.url)
 
 
 class WalCheckpointer:

@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool, PoolResetState, StaticPool
 
 from safecity.kernel.errors import InvalidInput
-from safecity.store.checkpoint import BACKSTOP_PAGES, JOURNAL_SIZE_LIMIT
 from safecity.store.driver_thread import OneTripAiosqlite
 
 log = structlog.get_logger(__name__)
@@ -65,7 +64,23 @@ def is_sqlite(url: str | URL) -> bool:
 
 def _sqlite_is_memory(url: URL) -> bool:
     database = url.database or ""
-    return database in ("", ":memory:") or "mode=memory" in str(url.query.get("mode", ""))
+    # `file:name?mode=memory&uri=true`: SQLAlchemy puts "file:name" in `database` and the rest in `query`.
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The file of a SQLite URL's database (a `file:` URI as given), or None for PostgreSQL or an in-memory one."""
+    if url.get_backend_name() != "sqlite" or _sqlite_is_memory(url):
+        return None
+    return url.database
+
+
+# SQLite's own checkpoint in the committing connection, once the WAL holds this many pages (64 MiB of 4 KiB pages),
+# on connections made with `background_checkpoints=True`: a backstop only, 16 times the default, reached when
+# `store.checkpoint.WalCheckpointer` falls behind or has stopped.
+BACKSTOP_PAGES = 16_384
+# After a checkpoint that found the WAL grown past this, the file is cut back to it (bytes): disk use stays bounded.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def _json_dumps(value: Any) -> str:
@@ -86,7 +101,7 @@ def create_engine(
     """Create an async engine: SQLite with WAL/NORMAL/busy_timeout/foreign_keys, or PostgreSQL with a pool.
 
     `background_checkpoints=True` is for a SQLite engine whose WAL a `store.checkpoint.WalCheckpointer` keeps short:
-    its connections checkpoint themselves only past that module's backstop, not every 1,000 pages."""
+    its connections checkpoint themselves only past `BACKSTOP_PAGES`, not every 1,000 pages."""
     parsed = normalize_url(url)
     common: dict[str, Any] = {"echo": echo, "json_serializer": _json_dumps, "json_deserializer": orjson.loads}
     if parsed.get_backend_name() == "sqlite":

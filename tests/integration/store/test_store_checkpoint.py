@@ -16,8 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from safecity.store.checkpoint import BACKSTOP_PAGES, MAX_WAIT_S, WalCheckpointer, database_file
-from safecity.store.engine import create_engine, write_transaction
+from safecity.store.checkpoint import MAX_WAIT_S, WalCheckpointer, database_file
+from safecity.store.engine import BACKSTOP_PAGES, create_engine, write_transaction
 
 ROW = "x" * 3000  # about a page a row: a commit of 200 rows is some 200 pages of WAL
 
