@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 from safecity.kernel import clock
 from safecity.kernel.errors import InvalidInput
 from safecity.warning.notify.delivery import Delivery, DeliveryError, stamp_delivered
-from safecity.warning.notify.http11 import Http11Client
+from safecity.warning.notify.http11 import Http11Client, InvalidRequest
 from safecity.warning.notify.subscriptions import Subscription
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
@@ -79,7 +79,8 @@ class WebhookSender:
         client: Http11Client | None = None,
     ) -> None:
         self.policy = policy
-        # Keep-alive HTTP/1.1 on h11 (a tenth of httpx's CPU a POST); no redirects: one could lead off the allow-list.
+        # Keep-alive HTTP/1.1 parsed by llhttp (a tenth of httpx's CPU a POST); no redirects: one could lead off the
+        # allow-list.
         self.client = client or Http11Client(timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
         self._signers: dict[str, Webhook] = {}
 
@@ -110,7 +111,10 @@ class WebhookSender:
             "webhook-signature": signature,
         }
         # A timeout raises TimeoutError: sent (maybe in part) but not answered in time; the receiver may have it.
-        response = await self.client.post(sub.target, payload.encode(), headers)
+        try:
+            response = await self.client.post(sub.target, payload.encode(), headers)
+        except InvalidRequest as err:
+            raise DeliveryError(str(err), permanent=True) from err
         if 200 <= response.status_code < 300:
             return
         raise DeliveryError(f"HTTP {response.status_code}", permanent=response.status_code in PERMANENT_STATUSES)
