@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 
+from safecity.warning.notify.delivery import Delivery, DeliveryError
 from safecity.warning.notify.http11 import MAX_RESPONSE_BYTES, ConnectionLost, Http11Client, InvalidRequest
+from safecity.warning.notify.subscriptions import Channel, Subscription, SubscriptionFilter
+from safecity.warning.notify.webhook import HostPolicy, WebhookSender, new_secret
 from tests.integration.warning.notify_helpers import free_port, http_receiver, silent_server
 
 HEADERS = {"content-type": "application/json", "webhook-id": "msg_1"}
@@ -190,3 +194,21 @@ async def test_a_path_goes_percent_encoded_where_a_request_line_cannot_carry_it(
         b"POST /%E6%8A%A5%E8%AD%A6/a%20b?q=%E4&x=1 HTTP/1.1",
         b"POST /hook%00x HTTP/1.1",
     ]
+
+
+async def test_the_webhook_channel_gives_up_at_once_on_a_request_it_cannot_frame() -> None:
+    sub = Subscription(
+        id="sub_1",
+        name="hook",
+        channel=Channel.WEBHOOK,
+        target="http://报警.example/hook",  # allow-listed, but not a name a request can carry as it is
+        secret=new_secret(),
+        filter=SubscriptionFilter(),
+        created_at=datetime.now(UTC),
+    )
+    delivery = Delivery(id="msg_1", subscription_id="sub_1", alert_id="a1", kind="raised", body={}, attempt=1)
+    sender = WebhookSender(HostPolicy([".example"]))
+    with pytest.raises(DeliveryError) as failure:
+        await sender.send(sub, delivery)
+    assert failure.value.permanent
+    assert "not a plain ASCII name" in str(failure.value)
