@@ -97,29 +97,30 @@ async def test_keeps_alive_and_sends_again_when_the_server_closed_the_idle_conne
 
 
 @pytest.mark.parametrize(
-    "answer",
+    ("answer", "kept"),
     [
-        b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        b"HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-length: 3\r\n\r\nabc",
-        b"HTTP/1.0 201 Created\r\n\r\nthe answer ends where the connection does",
+        (b"HTTP/1.1 201 Created\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
+        (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n", True),
+        (b"HTTP/1.1 201 Created\r\nconnection: close\r\ncontent-length: 3\r\n\r\nabc", False),
+        (b"HTTP/1.0 201 Created\r\n\r\nthe answer ends where the connection does", False),
     ],
-    ids=["chunked", "connection-close", "close-delimited"],
+    ids=["chunked", "informational-first", "connection-close", "close-delimited"],
 )
-async def test_reads_the_status_of_chunked_and_closing_answers(answer: bytes) -> None:
+async def test_reads_the_status_of_chunked_informational_and_closing_answers(answer: bytes, kept: bool) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_request(reader)
             writer.write(answer)
             await writer.drain()
-            if b"chunked" not in answer:
+            if not kept:
                 return  # the server closes: the answer (or the connection) says so
 
     async with raw_server(handle) as (port, connections):
         client = Http11Client(timeout_s=5)
         for _ in range(2):
             assert (await client.post(f"http://127.0.0.1:{port}/x?y=1", b"{}", HEADERS)).status_code == 201
-        # A chunked answer keeps the connection; one that ends with the connection does not.
-        assert len(connections) == (1 if b"chunked" in answer else 2)
+        # An answer of known length keeps the connection; one that ends with the connection does not.
+        assert len(connections) == (1 if kept else 2)
         await client.aclose()
 
 
