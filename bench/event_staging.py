@@ -14,7 +14,8 @@ synchronous=NORMAL, the node's page cache, SQLite's own checkpoints, as bench/ev
   empties the inbox. The exactly-once verdict thus stays synchronous, as the node's MQTT acknowledgements need.
 
 Printed: the CPU a row (this process's user + system time over the inserts, lookups, moves and commits) at each table
-size, and the moves' wall time (the write lock is held that long: the alert path's writes would wait behind it).
+size, the moves' wall time (the write lock is held that long: the alert path's writes would wait behind it), and the
+wall time of a device page (its newest 100 events) read after the run, staged with an inbox half a piece full.
 Device ids name their building (`b{building}-d{n}`), as the peer load's do: sorting by device sorts by building too,
 which is the favourable case for the building index.
 
@@ -109,7 +110,27 @@ class Staged:
         self.inbox_keys.clear()
 
 
-def run(work: Path, data: list[Any], tx: int, piece: int | None, slices: int) -> dict[str, Any]:
+def read_probe(conn: sqlite3.Connection, data: list[Any], inbox: bool, queries: int = 300) -> list[float]:
+    """Wall times of a device page (its newest 100 events, as `EventRepo.list(device_id=...)` asks), over `events`
+    and, staged, the inbox too (a scan of it: it has no index)."""
+    table = "SELECT id, occurred_at FROM events WHERE device_id = ? ORDER BY id DESC LIMIT 100"
+    sql = table
+    if inbox:
+        sql = (
+            f"SELECT * FROM ({table}) UNION ALL SELECT * FROM (SELECT id, occurred_at FROM events_inbox"
+            " WHERE device_id = ? ORDER BY id DESC LIMIT 100) ORDER BY id DESC LIMIT 100"
+        )
+    times = []
+    for k in range(queries):
+        i, b = data[(k * 7919) % len(data)][:2]
+        device = f"b{b}-d{i % 4}"
+        t = time.perf_counter()
+        conn.execute(sql, (device, device) if inbox else (device,)).fetchall()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def run(work: Path, data: list[Any], extra: list[Any], tx: int, piece: int | None, slices: int) -> dict[str, Any]:
     name = "direct" if piece is None else f"staged {piece:,}"
     conn = connect(work / f"{name.replace(' ', '-').replace(',', '')}.db")
     for ddl in our_ddl():
@@ -135,8 +156,13 @@ def run(work: Path, data: list[Any], tx: int, piece: int | None, slices: int) ->
         by_size.append({"rows": start + len(part), "us_per_row": round(spent / len(part) * 1e6, 1)})
     if staged is not None:
         c0 = cpu_s()
-        staged.move()  # the rest, so that every row is in `events` for the count
+        staged.move()  # the rest, so that every row is in `events`
         by_size[-1]["us_per_row"] = round(by_size[-1]["us_per_row"] + (cpu_s() - c0) / slice_rows * 1e6, 1)
+        for at in range(0, len(extra), tx):  # an inbox half full for the reads (no move: under a piece)
+            staged.write(our_rows(extra[at : at + tx]))
+    reads = read_probe(conn, data, staged is not None)
+    if staged is not None:
+        staged.move()
     stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     conn.close()
     moves = staged.moves if staged is not None else []
@@ -148,6 +174,9 @@ def run(work: Path, data: list[Any], tx: int, piece: int | None, slices: int) ->
         "move_ms_p50": round(statistics.median(moves) * 1000, 1) if moves else None,
         "move_ms_max": round(max(moves) * 1000, 1) if moves else None,
         "stored": stored,
+        "inbox_rows_at_reads": len(extra) if staged is not None else 0,
+        "device_page_ms_p50": round(statistics.median(reads) * 1000, 2),
+        "device_page_ms_p99": round(sorted(reads)[int(len(reads) * 0.99)] * 1000, 2),
     }
 
 
@@ -160,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     rows = opts.rows or (150_000 if opts.quick else 400_000)
     pieces = [int(p) for p in (opts.pieces or ("5000,50000" if opts.quick else "5000,20000,100000")).split(",")]
-    data = stream(rows, seed=7)
+    everything = stream(rows + max(pieces) // 2, seed=7)
+    data = everything[:rows]
     print(
         f"bench/event_staging.py: {rows:,} rows in {opts.transaction:,}-row transactions; pieces {pieces}; "
         f"load average {os.getloadavg()[0]:.2f}",
@@ -169,15 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-event-staging-") as tmp:
         for piece in [None, *pieces]:
-            result = run(Path(tmp), data, opts.transaction, piece, slices=4)
+            extra = everything[rows : rows + piece // 2] if piece is not None else []
+            result = run(Path(tmp), data, extra, opts.transaction, piece, slices=4)
             results.append(result)
             sizes = ", ".join(f"{s['rows']:,}: {s['us_per_row']}" for s in result["by_size"])
             moves = f"; {result['moves']} moves, p50 {result['move_ms_p50']} ms, max {result['move_ms_max']} ms"
-            print(f"  {result['variant']:>14}: µs a row at {sizes}{moves if result['moves'] else ''}", flush=True)
+            reads = (
+                f"; a device's newest 100 (inbox {result['inbox_rows_at_reads']:,} rows): "
+                f"p50 {result['device_page_ms_p50']} ms, p99 {result['device_page_ms_p99']} ms"
+            )
+            print(
+                f"  {result['variant']:>14}: µs a row at {sizes}{moves if result['moves'] else ''}{reads}", flush=True
+            )
     direct = results[0]["us_per_row_mean"]
     for result in results:
         result["ratio_to_direct"] = round(result["us_per_row_mean"] / direct, 2)
-    ok = all(r["stored"] == rows for r in results)
+    ok = all(r["stored"] == rows + r["inbox_rows_at_reads"] for r in results)
     print(json.dumps({"rows": rows, "transaction_rows": opts.transaction, "variants": results, "all_stored": ok}))
     return 0 if ok else 1
 
