@@ -57,6 +57,12 @@ def _upsert(dialect: str) -> Any:
     )
 
 
+# The group commit's other statements, built once (values come as parameters): built per call, their cache keys and
+# coercions were a third of SQLAlchemy's share of an alert's CPU at 100 alerts a second.
+_HOPS_OF = select(alerts.c.id, alerts.c.hops).where(alerts.c.id.in_(bindparam("ids", expanding=True))).with_for_update()
+_SET_HOPS = update(alerts).where(alerts.c.id == bindparam("alert_id")).values(hops=bindparam("new_hops"))
+
+
 def _alert(row: Any) -> dict[str, Any]:
     data = to_dict(row, _ALERT_TIMES)
     data["opens_incident"] = bool(data["opens_incident"])
@@ -123,16 +129,15 @@ class AlertRepo:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), _IDS_PER_QUERY):
             chunk = ids[start : start + _IDS_PER_QUERY]
-            query = select(alerts.c.id, alerts.c.hops).where(alerts.c.id.in_(chunk)).with_for_update()
-            found.update((row.id, dict(row.hops or {})) for row in await self.conn.execute(query))
+            rows = await self.conn.execute(_HOPS_OF, {"ids": chunk})
+            found.update((row.id, dict(row.hops or {})) for row in rows)
         return found
 
     async def set_hops(self, hops: dict[str, dict[str, Any]]) -> None:
         """Replace the hop times of several alerts (alert id -> hops) in one statement."""
         if hops:
             await self.conn.execute(
-                update(alerts).where(alerts.c.id == bindparam("alert_id")).values(hops=bindparam("new_hops")),
-                [{"alert_id": alert_id, "new_hops": value} for alert_id, value in hops.items()],
+                _SET_HOPS, [{"alert_id": alert_id, "new_hops": value} for alert_id, value in hops.items()]
             )
 
     async def add_step(self, row: dict[str, Any]) -> None:

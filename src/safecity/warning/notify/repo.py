@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,20 @@ PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
 CANCELLED = "cancelled"
+
+# The alert path's group commit runs these for every batch: built once (values come as parameters), not per call.
+_MARK_DELIVERED = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("row_id"))
+    .values(state=DELIVERED, delivered_at=bindparam("at"), attempts=bindparam("n"), last_error=None)
+)
+
+
+@functools.cache
+def _enqueue_returning(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id, built once per dialect."""
+    stmt: Any = pg_insert(outbox) if dialect == "postgresql" else sqlite_insert(outbox)
+    return stmt.on_conflict_do_nothing(index_elements=["id"]).returning(outbox.c.id)
 
 
 def subscription_from_row(row: Any) -> Subscription:
@@ -115,10 +130,7 @@ class OutboxRepo:
         """`enqueue`, returning the ids inserted now (a row whose id existed is skipped and not returned)."""
         if not rows:
             return set()
-        dialect = self.conn.dialect.name
-        stmt: Any = pg_insert(outbox) if dialect == "postgresql" else sqlite_insert(outbox)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["id"]).returning(outbox.c.id)
-        result = await self.conn.execute(stmt, list(rows))
+        result = await self.conn.execute(_enqueue_returning(self.conn.dialect.name), list(rows))
         return {r[0] for r in result.all()}
 
     async def refresh_pending_updates(
@@ -189,12 +201,7 @@ class OutboxRepo:
     async def mark_delivered_many(self, rows: Sequence[tuple[str, datetime, int]]) -> None:
         """Record several successful deliveries ((row id, time, attempts)) in one statement execution."""
         if rows:
-            await self.conn.execute(
-                update(outbox)
-                .where(outbox.c.id == bindparam("row_id"))
-                .values(state=DELIVERED, delivered_at=bindparam("at"), attempts=bindparam("n"), last_error=None),
-                [{"row_id": row_id, "at": at, "n": n} for row_id, at, n in rows],
-            )
+            await self.conn.execute(_MARK_DELIVERED, [{"row_id": row_id, "at": at, "n": n} for row_id, at, n in rows])
 
     async def mark_retry(self, row_id: str, attempts: int, next_at: datetime, error: str | None) -> None:
         """Schedule another attempt."""
