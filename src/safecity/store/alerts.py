@@ -57,8 +57,8 @@ def _upsert(dialect: str) -> Any:
     )
 
 
-# The group commit's other statements, built once (values come as parameters): built per call, their cache keys and
-# coercions were a third of SQLAlchemy's share of an alert's CPU at 100 alerts a second.
+# The group commit's other statements, built once (values come as parameters): built per call, SQLAlchemy made their
+# cache keys and coercions every commit (a commit of five delivered marks and stamps: 1.0-1.7 ms of CPU, 0.85-0.9 now).
 _HOPS_OF = select(alerts.c.id, alerts.c.hops).where(alerts.c.id.in_(bindparam("ids", expanding=True))).with_for_update()
 _SET_HOPS = update(alerts).where(alerts.c.id == bindparam("alert_id")).values(hops=bindparam("new_hops"))
 
