@@ -53,7 +53,6 @@ class _Connection(asyncio.Protocol):
         self.answer: asyncio.Future[int] | None = None
         self.status = 0
         self.read = 0
-        self.closed = False
         self.reusable = False
 
     # --- asyncio.Protocol --------------------------------------------------------------------------------------
@@ -81,7 +80,6 @@ class _Connection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         answer = self.answer
         if answer is not None and not answer.done():
             if self.status:
@@ -122,11 +120,10 @@ class _Connection(asyncio.Protocol):
             answer.set_exception(err)
 
     def idle(self) -> bool:
-        """Whether it can carry another request."""
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        """Whether it can carry another request (the transport says closing once either side closed it)."""
+        return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
-        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
